@@ -1,0 +1,188 @@
+"""Posterior and prior specifications, the posterior scale, and the closed-form divergences.
+
+Specifications are small immutable records that serialize to plain JSON (``to_config``) and back
+(``from_config``), so that a layer's config never holds code:
+
+* initializers: ``RandomNormal(mean, stddev)``, ``Constant(value)``;
+* posteriors: ``NormalPosterior`` (TFP's ``default_mean_field_normal_fn()``: trainable loc and
+  untransformed scale, scale = softplus(untransformed_scale) + finfo(dtype).eps) and
+  ``DeterministicPosterior`` (``default_mean_field_normal_fn(is_singular=True)``: loc only);
+* priors: ``NormalPrior(loc, scale)`` on every element (TFP's ``default_multivariate_normal_fn`` is
+  ``NormalPrior(0, 1)``).
+
+Divergences are TFP's closed forms, summed over all elements (TFP's ``Independent`` reduction):
+
+* KL(N(m_q, s_q) || N(m_p, s_p)) = 0.5 ((m_q - m_p) / s_p)**2 + 0.5 expm1(2 d) - d,
+  d = log s_q - log s_p  (TFP ``normal._kl_normal_normal``, evaluated in the same order);
+* KL(Deterministic(m) || N(m_p, s_p)) = -log N(m; m_p, s_p)  (TFP
+  ``deterministic._kl_deterministic_distribution``).
+"""
+import dataclasses
+import math
+
+import autograd.numpy as np
+
+from lrtdense.primitives import softplus
+
+__all__ = [
+    "RandomNormal", "Constant", "NormalPosterior", "DeterministicPosterior", "NormalPrior",
+    "posterior_scale", "kl_normal_normal", "kl_deterministic_normal",
+    "initializer_from_config", "posterior_from_config", "prior_from_config",
+]
+
+
+def _finite_float(value, what):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{what} must be a finite number, got {value!r}")
+    return float(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class RandomNormal:
+    """Initializer drawing N(mean, stddev**2) independently per element (tf1 random_normal)."""
+    mean: float = 0.0
+    stddev: float = 0.1
+
+    def __post_init__(self):
+        object.__setattr__(self, "mean", _finite_float(self.mean, "RandomNormal.mean"))
+        object.__setattr__(self, "stddev", _finite_float(self.stddev, "RandomNormal.stddev"))
+        if self.stddev < 0:
+            raise ValueError(f"RandomNormal.stddev must be >= 0, got {self.stddev}")
+
+    def __call__(self, rng, shape, dtype):
+        """Draws an array of ``shape`` and ``dtype`` from ``rng`` (a numpy Generator)."""
+        return rng.standard_normal(shape, dtype=dtype) * self.stddev + self.mean
+
+    def to_config(self):
+        return {"type": "random_normal", "mean": self.mean, "stddev": self.stddev}
+
+
+@dataclasses.dataclass(frozen=True)
+class Constant:
+    """Initializer filling every element with ``value`` (draws nothing from the rng)."""
+    value: float = 0.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "value", _finite_float(self.value, "Constant.value"))
+
+    def __call__(self, rng, shape, dtype):
+        return np.full(shape, self.value, dtype=dtype)
+
+    def to_config(self):
+        return {"type": "constant", "value": self.value}
+
+
+def initializer_from_config(config):
+    """Rebuilds an initializer from its ``to_config()`` dict."""
+    kinds = {"random_normal": RandomNormal, "constant": Constant}
+    return _from_config(config, kinds, "initializer")
+
+
+@dataclasses.dataclass(frozen=True)
+class NormalPosterior:
+    """Mean-field Normal posterior q = N(loc, softplus(untransformed_scale) + eps)."""
+    loc_initializer: object = RandomNormal(0.0, 0.1)
+    untransformed_scale_initializer: object = RandomNormal(-3.0, 0.1)
+    is_normal = True
+
+    def to_config(self):
+        return {"type": "normal", "loc_initializer": self.loc_initializer.to_config(),
+                "untransformed_scale_initializer": self.untransformed_scale_initializer.to_config()}
+
+
+@dataclasses.dataclass(frozen=True)
+class DeterministicPosterior:
+    """Point-mass posterior q = Deterministic(loc) (TFP's ``is_singular=True``)."""
+    loc_initializer: object = RandomNormal(0.0, 0.1)
+    is_normal = False
+
+    def to_config(self):
+        return {"type": "deterministic", "loc_initializer": self.loc_initializer.to_config()}
+
+
+def posterior_from_config(config):
+    """Rebuilds a posterior from a ``to_config()`` dict, a name ("normal", "deterministic"), or None."""
+    if config is None or isinstance(config, (NormalPosterior, DeterministicPosterior)):
+        return config
+    if isinstance(config, str):
+        config = {"type": config}
+    if not isinstance(config, dict):
+        raise TypeError(f"a posterior must be a NormalPosterior, DeterministicPosterior, "
+                        f"'normal', 'deterministic', None or a config dict, got {config!r}")
+    config = dict(config)
+    for key in ("loc_initializer", "untransformed_scale_initializer"):
+        if key in config:
+            config[key] = initializer_from_config(config[key])
+    return _from_config(config, {"normal": NormalPosterior,
+                                 "deterministic": DeterministicPosterior}, "posterior")
+
+
+@dataclasses.dataclass(frozen=True)
+class NormalPrior:
+    """Prior N(loc, scale**2) on every element."""
+    loc: float = 0.0
+    scale: float = 1.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "loc", _finite_float(self.loc, "NormalPrior.loc"))
+        object.__setattr__(self, "scale", _finite_float(self.scale, "NormalPrior.scale"))
+        if self.scale <= 0:
+            raise ValueError(f"NormalPrior.scale must be > 0, got {self.scale}")
+
+    def to_config(self):
+        return {"type": "normal", "loc": self.loc, "scale": self.scale}
+
+
+def prior_from_config(config):
+    """Rebuilds a prior from a ``to_config()`` dict, the name "normal" (N(0, 1)), or None."""
+    if config is None or isinstance(config, NormalPrior):
+        return config
+    if isinstance(config, str):
+        config = {"type": config}
+    return _from_config(config, {"normal": NormalPrior}, "prior")
+
+
+def _from_config(config, kinds, what):
+    if hasattr(config, "to_config"):
+        return config
+    if not isinstance(config, dict) or "type" not in config:
+        raise TypeError(f"a {what} config must be a dict with a 'type' key, got {config!r}")
+    kind = config["type"]
+    if kind not in kinds:
+        raise ValueError(f"unknown {what} type {kind!r}; expected one of {sorted(kinds)}")
+    cls = kinds[kind]
+    fields = {f.name for f in dataclasses.fields(cls)}
+    extra = set(config) - fields - {"type"}
+    if extra:
+        raise ValueError(f"unexpected keys {sorted(extra)} in {what} config of type {kind!r}; "
+                         f"expected a subset of {sorted(fields)}")
+    return cls(**{k: v for k, v in config.items() if k != "type"})
+
+
+def posterior_scale(untransformed_scale):
+    """TFP's posterior scale: softplus(untransformed_scale) + finfo(dtype).eps, shape preserved."""
+    eps = np.finfo(untransformed_scale.dtype).eps
+    return softplus(untransformed_scale) + eps
+
+
+def kl_normal_normal(loc, scale, prior):
+    """sum KL(N(loc, scale) || N(prior.loc, prior.scale)) over all elements (TFP's evaluation order).
+
+    Args:
+      loc, scale: arrays of one shape (scale > 0).
+      prior: a NormalPrior.
+    Returns:
+      Scalar of loc's dtype.
+    """
+    b_scale = prior.scale
+    diff_log_scale = np.log(scale) - math.log(b_scale)
+    per_element = (0.5 * (loc / b_scale - prior.loc / b_scale) ** 2
+                   + 0.5 * np.expm1(2.0 * diff_log_scale) - diff_log_scale)
+    return np.sum(per_element)
+
+
+def kl_deterministic_normal(loc, prior):
+    """sum -log N(loc; prior.loc, prior.scale) over all elements (KL of a point mass, up to its
+    infinite entropy term, as TFP defines it). Returns a scalar of loc's dtype."""
+    z = loc / prior.scale - prior.loc / prior.scale
+    return np.sum(0.5 * z ** 2 + (0.5 * math.log(2 * math.pi) + math.log(prior.scale)))
