@@ -201,7 +201,10 @@ def make_cases():
                     + json.dumps({"kernel": {str(k): v for k, v in _EXTREME_KERNEL.items()},
                                   "bias": {str(k): v for k, v in _EXTREME_BIAS.items()}})
                     + " (softplus saturates both ways: scale ~ x for x=40, "
-                    "scale = eps + ~4e-18 for x=-40). Normal bias posterior."),
+                    "scale = eps + ~4e-18 for x=-40). Normal bias posterior. Where the bias "
+                    "scale is ~2.2e-16 the sampled bias equals loc up to rounding, so "
+                    "noise/bias recovered from it is mostly rounding error there (see "
+                    "noise_recovery_max_abs_err); eps/bias holds the exact draw."),
         _case("lrt_f64_det_bias_normal_prior", "lrt", bias_prior={"loc": 0.0, "scale": 1.5},
               notes="Deterministic bias posterior with a Normal bias prior: TFP's "
                     "KL(Deterministic || Normal) = -log p(bias loc) "
@@ -403,6 +406,14 @@ def record_case(case):
     if est != "flipout" or not sample:
         assert est == "flipout" or not rademacher
 
+    # How well the recovered noise matches the raw draws (where the scale is > 0).
+    noise_err = {}
+    for k in ("kernel", "bias"):
+        if "eps/" + k in arrays:
+            nz = arrays["noise/" + k] != 0
+            diff = np.abs(arrays["noise/" + k] - _f64(arrays["eps/" + k]))[nz]
+            noise_err[k] = float(diff.max()) if diff.size else 0.0
+
     # dtype discipline: noise in float64, everything else in the layer dtype.
     for k, v in list(arrays.items()):
         v = np.asarray(v)
@@ -420,7 +431,8 @@ def record_case(case):
         "dtype": case["dtype"],
         "mode": case["mode"],
         "bias_posterior": case["bias_posterior"],
-        "kernel_prior": None if case["kernel_prior"] in (None, "default") else case["kernel_prior"],
+        "kernel_prior": ({"loc": 0.0, "scale": 1.0} if case["kernel_prior"] == "default"
+                         else case["kernel_prior"]),
         "kernel_prior_is_default": case["kernel_prior"] == "default",
         "bias_prior": case["bias_prior"],
         "input_shape": list(in_shape),
@@ -428,6 +440,7 @@ def record_case(case):
         "losses": loss_names,
         "grads_finite": grads_finite,
         "grads_none": grad_none,
+        "noise_recovery_max_abs_err": noise_err,
         "seed": seed,
         "keys": sorted(arrays),
         "versions": VERSIONS,
@@ -440,7 +453,8 @@ def _notes(case, grad_none):
     parts = []
     if case["kernel_prior"] == "default":
         parts.append("Kernel prior: TFP default (tfp.layers.default_multivariate_normal_fn, "
-                     "standard Normal per element); kernel_prior is null in this JSON.")
+                     "standard Normal per element), recorded as {loc: 0, scale: 1} with "
+                     "kernel_prior_is_default true.")
     elif case["kernel_prior"] is None:
         parts.append("No kernel prior (kernel_prior_fn=None).")
     if case["mode"] == "mean":
