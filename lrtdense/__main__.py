@@ -1,0 +1,5 @@
+import sys
+
+from lrtdense.cli import main
+
+sys.exit(main())

@@ -1,0 +1,122 @@
+"""Stacks of layers with the same pure contract as a single layer.
+
+``Sequential([layer, ...])`` has ``init(rng, input_dim)`` and
+``forward(params, x, rng=None, *, noise=None, mode="sample") -> (outputs, kl)``, where params is
+``{"layer_0": {...}, "layer_1": {...}, ...}`` (each entry the layer's own flat dict, TFP names) and
+kl is the sum of the layers' KL. Layers of any estimator mix freely. Noise, like params, is a dict
+of the layers' noise dicts; ``forward(rng=g)`` draws layer by layer, in order, exactly what
+``sample_noise(g, x.shape)`` draws.
+"""
+import numpy as np
+
+from lrtdense import layers as _layers
+
+__all__ = ["Sequential"]
+
+
+class Sequential:
+    """A chain of layers; settings only, no parameters."""
+
+    def __init__(self, layers):
+        layers = list(layers)
+        if not layers:
+            raise ValueError("Sequential needs at least one layer")
+        dtypes = {layer.dtype for layer in layers}
+        if len(dtypes) != 1:
+            raise ValueError(f"all layers must share one dtype, got {sorted(dtypes)}")
+        for i, layer in enumerate(layers):
+            if not hasattr(layer, "forward") or not hasattr(layer, "init"):
+                raise TypeError(f"layer {i} ({layer!r}) has no init/forward")
+        self.layers = layers
+        self.dtype = layers[0].dtype
+
+    @property
+    def names(self):
+        return [f"layer_{i}" for i in range(len(self.layers))]
+
+    @property
+    def units(self):
+        return self.layers[-1].units
+
+    def init(self, rng, input_dim):
+        """Params of every layer, drawn from ``rng`` layer by layer."""
+        params = {}
+        for name, layer in zip(self.names, self.layers):
+            params[name] = layer.init(rng, input_dim)
+            input_dim = layer.units
+        return params
+
+    def compute_output_shape(self, input_shape):
+        for layer in self.layers:
+            input_shape = layer.compute_output_shape(input_shape)
+        return input_shape
+
+    def noise_shapes(self, input_shape):
+        shapes = {}
+        for name, layer in zip(self.names, self.layers):
+            shapes[name] = layer.noise_shapes(tuple(input_shape))
+            input_shape = layer.compute_output_shape(input_shape)
+        return shapes
+
+    def sample_noise(self, rng, input_shape):
+        """Every layer's noise dict, drawn in layer order."""
+        noise = {}
+        for name, layer in zip(self.names, self.layers):
+            noise[name] = layer.sample_noise(rng, tuple(input_shape))
+            input_shape = layer.compute_output_shape(input_shape)
+        return noise
+
+    def _check_params(self, params):
+        if not isinstance(params, dict) and not hasattr(params, "keys"):
+            raise TypeError(f"params must be a dict of the layers' dicts, got {type(params).__name__}")
+        if sorted(params.keys()) != sorted(self.names):
+            raise ValueError(f"params keys {sorted(params.keys())} do not match the network's "
+                             f"layers {self.names}")
+
+    def forward(self, params, x, rng=None, *, noise=None, mode="sample"):
+        """Runs the layers in order. Returns (outputs (..., units), kl scalar)."""
+        self._check_params(params)
+        if noise is not None and rng is not None and mode == "sample":
+            raise ValueError("pass either rng or noise to forward, not both")
+        if noise is not None:
+            if not isinstance(noise, dict) or sorted(noise) != sorted(self.names):
+                got = sorted(noise) if isinstance(noise, dict) else type(noise).__name__
+                raise ValueError(f"noise must be a dict with keys {self.names}, got {got}")
+        kl = np.zeros((), dtype=self.dtype)
+        for name, layer in zip(self.names, self.layers):
+            layer_noise = None if noise is None else noise[name]
+            x, layer_kl = layer.forward(params[name], x, None if noise is not None else rng,
+                                        noise=layer_noise, mode=mode)
+            kl = kl + layer_kl
+        return x, kl
+
+    def kl(self, params):
+        self._check_params(params)
+        total = np.zeros((), dtype=self.dtype)
+        for name, layer in zip(self.names, self.layers):
+            total = total + layer.kl(params[name])
+        return total
+
+    def count_params(self, input_dim):
+        total = 0
+        for layer in self.layers:
+            total += layer.count_params(input_dim)
+            input_dim = layer.units
+        return total
+
+    def get_config(self):
+        """Plain JSON: {"layers": [{"class_name": ..., "config": ...}, ...]}."""
+        return {"layers": [_layers.serialize(layer) for layer in self.layers]}
+
+    @classmethod
+    def from_config(cls, config):
+        if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
+            raise ValueError(f"a Sequential config must be a dict with a 'layers' list, got {config!r}")
+        return cls([_layers.deserialize(item) for item in config["layers"]])
+
+    def __eq__(self, other):
+        return isinstance(other, Sequential) and self.layers == other.layers
+
+    def __repr__(self):
+        inner = ",\n  ".join(repr(layer) for layer in self.layers)
+        return f"Sequential([\n  {inner}])"

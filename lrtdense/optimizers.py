@@ -1,0 +1,154 @@
+"""A small Adam over nested dicts of arrays, as an (init, update, get_params) triple.
+
+Modelled on ``jax.example_libraries.optimizers``: ``opt = adam(1e-3)``;
+``state = opt.init(params)``; ``state = opt.update(state, grads)``; ``opt.get_params(state)``.
+Invariant: ``get_params(init(p)) == p`` (equal values, fresh buffers).
+
+Two formulas (Kingma & Ba 2015, arXiv 1412.6980), both with step count t starting at 1:
+
+* ``form="kingma"`` (default; Algorithm 1, what ``torch.optim.Adam`` computes, eps 1e-8)::
+
+      m = m + (1 - b1) * (g - m)              # torch's lerp
+      v = b2 * v + (1 - b2) * g * g
+      p = p - (lr / (1 - b1**t)) * (m / (sqrt(v) / sqrt(1 - b2**t) + eps))
+
+* ``form="keras"`` ("epsilon hat": eps added to sqrt(v), the bias correction folded into the
+  learning rate; what tf-keras' Adam computes, eps 1e-7)::
+
+      alpha = lr32 * sqrt(1 - b2_32**t) / (1 - b1_32**t)
+      m = m + (g - m) * (1 - b1)
+      v = v + (g * g - v) * (1 - b2)
+      p = p - (m * alpha) / (sqrt(v) + eps)
+
+  where lr32, b1_32, b2_32 are lr, b1, b2 rounded to float32, as tf-keras 2.18 does (its learning
+  rate is a float32 variable, and ``tf.cast(0.9, tf.float64)`` goes through a float32 tensor); the
+  moment updates use the float64 values of (1 - b1) and (1 - b2).
+
+Each line is evaluated in the operation order of the library it reproduces, so float64
+trajectories agree with recorded torch / tf-keras fixtures to ~1e-15 relative.
+
+``update(state, grads, inplace=True)`` overwrites the state's buffers instead of allocating new
+ones (what ``fit`` does with a state it owns); the default is pure.
+"""
+import collections
+import math
+
+import numpy as np
+
+__all__ = ["adam", "Optimizer", "AdamState", "tree_map", "tree_structure", "tree_leaves"]
+
+Optimizer = collections.namedtuple("Optimizer", ["init", "update", "get_params"])
+AdamState = collections.namedtuple("AdamState", ["step", "params", "m", "v"])
+
+_DEFAULT_EPS = {"kingma": 1e-8, "keras": 1e-7}
+
+
+def tree_structure(tree):
+    """A hashable description of a nested dict's keys (leaves are ``*``)."""
+    if isinstance(tree, dict):
+        return {k: tree_structure(v) for k, v in tree.items()}
+    return "*"
+
+
+def tree_leaves(tree):
+    """Leaves of a nested dict, in key order."""
+    if isinstance(tree, dict):
+        return [leaf for v in tree.values() for leaf in tree_leaves(v)]
+    return [tree]
+
+
+def tree_map(fn, tree, *rest):
+    """Applies ``fn`` leaf-wise over nested dicts of identical structure.
+
+    Raises:
+      TypeError: the structures differ (the message prints both).
+    """
+    for other in rest:
+        if tree_structure(other) != tree_structure(tree):
+            raise TypeError(f"tree structures differ: {tree_structure(tree)} vs "
+                            f"{tree_structure(other)}")
+    if isinstance(tree, dict):
+        return {k: tree_map(fn, v, *(o[k] for o in rest)) for k, v in tree.items()}
+    return fn(tree, *rest)
+
+
+def adam(step_size=1e-3, b1=0.9, b2=0.999, eps=None, form="kingma"):
+    """Adam as an (init, update, get_params) triple.
+
+    Args:
+      step_size: learning rate lr (a float).
+      b1, b2: moment decay rates in [0, 1).
+      eps: added to the denominator; defaults 1e-8 (kingma) / 1e-7 (keras).
+      form: "kingma" or "keras" (see the module docstring).
+    Returns:
+      Optimizer(init, update, get_params).
+    """
+    if form not in _DEFAULT_EPS:
+        raise ValueError(f"form must be 'kingma' or 'keras', got {form!r}")
+    if not (0 <= b1 < 1 and 0 <= b2 < 1):
+        raise ValueError(f"b1 and b2 must lie in [0, 1), got {b1}, {b2}")
+    if not step_size > 0:
+        raise ValueError(f"step_size must be > 0, got {step_size}")
+    eps = _DEFAULT_EPS[form] if eps is None else float(eps)
+
+    def init(params):
+        """Fresh state: step 0, a copy of params, zero moments."""
+        return AdamState(0, tree_map(np.array, params), tree_map(np.zeros_like, params),
+                         tree_map(np.zeros_like, params))
+
+    def update(state, grads, inplace=False):
+        """One Adam step. grads must have the structure of the params (TypeError otherwise)."""
+        t = state.step + 1
+        try:
+            tree_map(_check_leaf, state.params, grads)
+        except TypeError as err:
+            raise TypeError(f"grads do not match params: {err}") from None
+        if form == "kingma":
+            step_size_t = step_size / (1 - math.pow(b1, t))
+            bc2_sqrt = math.sqrt(1 - math.pow(b2, t))
+            leaf = lambda p, m, v, g: _kingma(p, m, v, g, b1, b2, eps, step_size_t, bc2_sqrt, inplace)
+        else:
+            b1_32, b2_32 = float(np.float32(b1)), float(np.float32(b2))
+            lr32 = float(np.float32(step_size))
+            alpha = lr32 * math.sqrt(1 - math.pow(b2_32, t)) / (1 - math.pow(b1_32, t))
+            leaf = lambda p, m, v, g: _keras(p, m, v, g, b1, b2, eps, alpha, inplace)
+        triples = tree_map(leaf, state.params, state.m, state.v, grads)
+        return AdamState(t, *(_pick(triples, i) for i in range(3)))
+
+    def get_params(state):
+        return state.params
+
+    return Optimizer(init, update, get_params)
+
+
+def _check_leaf(p, g):
+    if np.shape(g) != np.shape(p):
+        raise TypeError(f"gradient of shape {np.shape(g)} for a parameter of shape {np.shape(p)}")
+
+
+def _pick(tree, i):
+    if isinstance(tree, dict):
+        return {k: _pick(v, i) for k, v in tree.items()}
+    return tree[i]
+
+
+def _kingma(p, m, v, g, b1, b2, eps, step_size_t, bc2_sqrt, inplace):
+    if not inplace:
+        p, m, v = p.copy(), m.copy(), v.copy()
+    m += (1 - b1) * (g - m)                      # first moment
+    v *= b2                                      # second moment
+    v += (1 - b2) * (g * g)
+    denom = np.sqrt(v)                           # bias-corrected
+    denom /= bc2_sqrt
+    denom += eps
+    p -= step_size_t * (m / denom)               # step
+    return p, m, v
+
+
+def _keras(p, m, v, g, b1, b2, eps, alpha, inplace):
+    if not inplace:
+        p, m, v = p.copy(), m.copy(), v.copy()
+    m += (g - m) * (1 - b1)                      # first moment
+    v += (g * g - v) * (1 - b2)                  # second moment
+    p -= (m * alpha) / (np.sqrt(v) + eps)        # epsilon-hat step
+    return p, m, v

@@ -1,0 +1,259 @@
+"""Networks, losses and the ELBO scaling, fit, prediction and metrics, save/load."""
+import io
+import json
+import os
+
+import numpy as np
+import pytest
+from autograd import grad
+from scipy import stats
+
+import lrtdense as L
+from lrtdense import io as lio
+from lrtdense.losses import (GaussianLikelihood, CategoricalLikelihood, softmax_cross_entropy,
+                             gaussian_nll, neg_elbo)
+from lrtdense.model import Model
+from lrtdense.network import Sequential
+from lrtdense.optimizers import adam
+from lrtdense.predict import (predict, predict_mean, rmse, accuracy, interval_coverage,
+                              expected_calibration_error)
+from lrtdense.predict import gaussian_nll as predictive_nll
+from lrtdense.training import fit
+from helpers import directional_fd_check
+
+
+def mixed_net(dtype="float64"):
+    return Sequential([L.DenseLocalReparameterization(5, "tanh", dtype=dtype),
+                       L.DenseFlipout(4, "relu", bias_posterior="normal", bias_prior="normal", dtype=dtype),
+                       L.DenseReparameterization(3, dtype=dtype)])
+
+
+def test_sequential_kl_is_sum_and_rng_equals_noise():
+    net = mixed_net()
+    rng = np.random.default_rng(0)
+    params = net.init(rng, 6)
+    assert list(params) == ["layer_0", "layer_1", "layer_2"]
+    x = rng.standard_normal((7, 6))
+    out, kl = net.forward(params, x, np.random.default_rng(5))
+    out2, kl2 = net.forward(params, x, noise=net.sample_noise(np.random.default_rng(5), x.shape))
+    assert np.array_equal(out, out2) and kl == kl2 and out.shape == (7, 3)
+    expected = sum(layer.kl(params[name]) for name, layer in zip(net.names, net.layers))
+    assert kl == pytest.approx(expected, rel=1e-15)
+    assert net.count_params(6) == sum(v.size for p in params.values() for v in p.values())
+
+
+def test_gradients_through_the_stack_match_finite_differences():
+    net = mixed_net()
+    rng = np.random.default_rng(1)
+    params = net.init(rng, 6)
+    x = rng.standard_normal((4, 6))
+    noise = net.sample_noise(rng, x.shape)
+    g = rng.standard_normal((4, 3))
+
+    def loss(p, x):
+        out, kl = net.forward(p, x, noise=noise)
+        return np.sum(g * out) + kl
+
+    for name in net.names:
+        directional_fd_check(lambda q, x: loss({**params, name: q}, x), (params[name], x), 0, rng)
+    directional_fd_check(loss, (params, x), 1, rng)
+
+
+def test_softmax_cross_entropy_is_stable_and_correct():
+    logits = np.array([[1000.0, 0.0, -1000.0], [0.1, 0.2, 0.3]])
+    ce = softmax_cross_entropy(logits, np.array([0, 2]))
+    assert np.all(np.isfinite(ce))
+    np.testing.assert_allclose(ce[0], 0.0, atol=1e-300)
+    p = np.exp(logits[1]) / np.exp(logits[1]).sum()
+    np.testing.assert_allclose(ce[1], -np.log(p[2]), rtol=1e-14)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
+        softmax_cross_entropy(logits, np.array([0, 3]))
+    with pytest.raises(TypeError, match="integer"):
+        softmax_cross_entropy(logits, np.array([0.0, 1.0]))
+
+
+def test_gaussian_nll_matches_scipy():
+    y, m, s = np.array([0.3, -2.0]), np.array([0.0, 1.0]), 1.7
+    np.testing.assert_allclose(gaussian_nll(y, m, s), -stats.norm.logpdf(y, m, s), rtol=1e-14)
+
+
+def test_minibatch_elbo_sums_to_full_data_elbo_over_n():
+    """Mean over an epoch's minibatches of (mean NLL + KL / N) == (sum NLL + KL) / N, exactly when
+    the noise is fixed at zero (the posterior mean) and in expectation otherwise."""
+    rng = np.random.default_rng(2)
+    model = Model(Sequential([L.DenseLocalReparameterization(4, "tanh", dtype="float64"),
+                              L.DenseLocalReparameterization(1, dtype="float64")]),
+                  GaussianLikelihood(0.5))
+    params = model.init(rng, 3)
+    n, b = 24, 6
+    x, y = rng.standard_normal((n, 3)), rng.standard_normal((n, 1))
+
+    def zero_noise(shape):
+        return {k: {kk: np.zeros(s) for kk, s in v.items()} for k, v in
+                model.network.noise_shapes(shape).items()}
+
+    batches = [model.loss(params, x[i:i + b], y[i:i + b], noise=zero_noise((b, 3)), num_examples=n)[0]
+               for i in range(0, n, b)]
+    out, kl = model.forward(params, x, mode="mean")
+    full = (np.sum(model.likelihood.nll(params["likelihood"], out, y)) + kl) / n
+    np.testing.assert_allclose(np.mean(batches), full, rtol=1e-13)
+    # In expectation over the noise: Monte Carlo with 2000 draws per minibatch.
+    draws = [np.mean([model.loss(params, x[i:i + b], y[i:i + b], rng, num_examples=n)[0]
+                      for i in range(0, n, b)]) for _ in range(2000)]
+    nll_mc = np.mean([np.sum(model.likelihood.nll(params["likelihood"], model.forward(params, x, rng)[0], y))
+                      for _ in range(2000)])
+    se = np.std(draws) / np.sqrt(len(draws))
+    assert abs(np.mean(draws) - (nll_mc + kl) / n) < 6 * se + 1e-3
+    assert neg_elbo(2.0, 10.0, 5) == 4.0
+
+
+def test_fit_learns_decreases_loss_and_reports_progress():
+    rng = np.random.default_rng(3)
+    x = rng.uniform(-1, 1, (200, 2))
+    y = (x[:, :1] * 2 - x[:, 1:]) + 0.1 * rng.standard_normal((200, 1))
+    model = Model(Sequential([L.DenseLocalReparameterization(16, "relu"),
+                              L.DenseLocalReparameterization(1)]), GaussianLikelihood(0.1))
+    params = model.init(rng, 2)
+    before = {k: v.copy() for k, v in params["network"]["layer_0"].items()}
+    buf = io.StringIO()
+    out, hist = fit(model, params, x, y, rng=rng, epochs=40, batch_size=50, optimizer=adam(0.01),
+                    file=buf)
+    assert all(np.array_equal(before[k], params["network"]["layer_0"][k]) for k in before)
+    assert len(hist["loss"]) == 40 and hist["loss"][-1] < hist["loss"][0] / 5
+    assert buf.getvalue().count("\n") == 40 and "epoch   40/40" in buf.getvalue()
+    mean = predict_mean(model, out, x.astype(np.float32))
+    assert rmse(y, mean) < 0.3
+
+
+def test_fit_is_deterministic_and_quiet_when_asked(capsys):
+    rng0 = np.random.default_rng(4)
+    x, y = rng0.standard_normal((30, 2)), rng0.integers(0, 3, 30)
+    model = Model(L.DenseFlipout(3, dtype="float64"), CategoricalLikelihood())
+    params = model.init(rng0, 2)
+    a, ha = fit(model, params, x, y, rng=np.random.default_rng(9), epochs=3, batch_size=7, verbose=False)
+    b, hb = fit(model, params, x, y, rng=np.random.default_rng(9), epochs=3, batch_size=7, verbose=False)
+    assert capsys.readouterr().out == ""
+    assert ha["loss"] == hb["loss"]
+    assert all(np.array_equal(a["network"]["layer_0"][k], b["network"]["layer_0"][k])
+               for k in a["network"]["layer_0"])
+
+
+def test_fit_callback_can_stop_and_kl_warmup_is_recorded():
+    rng = np.random.default_rng(5)
+    x, y = rng.standard_normal((20, 2)), rng.standard_normal((20, 1))
+    model = Model(L.DenseLocalReparameterization(1), GaussianLikelihood())
+    seen = []
+    _, hist = fit(model, model.init(rng, 2), x, y, rng=rng, epochs=10, verbose=False,
+                  kl_weight=lambda e: min(1.0, e / 4), callback=lambda e, p, h: seen.append(e) or e == 2)
+    assert seen == [0, 1, 2] and hist["kl_weight"] == [0.0, 0.25, 0.5]
+
+
+def test_fit_keyboard_interrupt_keeps_the_last_completed_step():
+    rng = np.random.default_rng(6)
+    x, y = rng.standard_normal((20, 2)), rng.standard_normal((20, 1))
+    model = Model(L.DenseLocalReparameterization(1, dtype="float64"), GaussianLikelihood())
+    params = model.init(rng, 2)
+    calls = {"n": 0}
+    original = model.loss
+
+    def flaky_loss(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    model.loss = flaky_loss
+    out, hist = fit(model, params, x, y, rng=np.random.default_rng(1), epochs=5, batch_size=5,
+                    verbose=False)
+    assert hist["interrupted"] and len(hist["loss"]) == 1
+    # Replaying the 6 completed steps (4 in epoch 1, 2 in epoch 2) gives the same bits.
+    from lrtdense.training import make_step
+    opt = adam(1e-3)
+    step = make_step(model, opt, num_examples=20)
+    state, r = opt.init(params), np.random.default_rng(1)
+    for n_steps in (4, 2):
+        order = r.permutation(20)
+        for i in range(n_steps):
+            idx = order[i * 5:(i + 1) * 5]
+            state = step(state, x[idx], y[idx], r)[0]
+    for k, v in opt.get_params(state)["network"]["layer_0"].items():
+        assert np.array_equal(out["network"]["layer_0"][k], v), k
+
+
+def test_fit_refuses_nan_naming_step_and_term():
+    rng = np.random.default_rng(7)
+    x, y = rng.standard_normal((10, 2)), rng.standard_normal((10, 1))
+    y[3] = np.nan
+    model = Model(L.DenseLocalReparameterization(1, dtype="float64"), GaussianLikelihood())
+    params = model.init(rng, 2)
+    with pytest.raises(FloatingPointError, match=r"at epoch 1, step \d+: non-finite value.*terms: \['nll'\]"):
+        fit(model, params, x, y, rng=rng, epochs=1, batch_size=10, verbose=False)
+
+
+def test_predict_regression_and_metrics():
+    rng = np.random.default_rng(8)
+    model = Model(L.DenseLocalReparameterization(1, dtype="float64"), GaussianLikelihood(0.5))
+    params = model.init(rng, 2)
+    params["network"]["layer_0"]["kernel_posterior_untransformed_scale"][:] = 0.0
+    x = rng.standard_normal((50, 2))
+    pred = predict(model, params, x, rng=rng, num_samples=4000)
+    scale = np.log1p(np.exp(0.0))
+    exact_var = (x ** 2) @ np.full((2, 1), scale ** 2)
+    np.testing.assert_allclose(pred["epistemic_std"] ** 2, exact_var, rtol=0.1)
+    np.testing.assert_allclose(pred["std"] ** 2, exact_var + 0.25, rtol=0.1)
+    y = rng.standard_normal((1000, 1))
+    assert interval_coverage(y, np.zeros_like(y), np.ones_like(y), 0.95) == pytest.approx(0.95, abs=0.03)
+    assert rmse(np.array([1.0, 2.0]), np.array([[1.0], [4.0]])) == pytest.approx(np.sqrt(2))
+    assert predictive_nll(np.zeros(3), np.zeros((3, 1)), 1.0) == pytest.approx(0.5 * np.log(2 * np.pi))
+
+
+def test_classification_prediction_accuracy_and_ece():
+    probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
+    labels = np.array([0, 1, 1, 0])
+    assert accuracy(labels, probs) == 0.75
+    # Bins by confidence: {0.9}: acc 1, {0.8}: acc 0, {0.7}: acc 1, {0.6}: acc 1.
+    expected = (abs(1 - 0.9) + abs(0 - 0.8) + abs(1 - 0.7) + abs(1 - 0.6)) / 4
+    assert expected_calibration_error(labels, probs, num_bins=10) == pytest.approx(expected)
+    model = Model(L.DenseLocalReparameterization(3, dtype="float64"), CategoricalLikelihood())
+    params = model.init(np.random.default_rng(0), 2)
+    out = predict(model, params, np.ones((4, 2)), rng=np.random.default_rng(0), num_samples=10)
+    np.testing.assert_allclose(out["probs"].sum(-1), 1.0)
+
+
+def test_save_load_round_trip_and_corruption(tmp_path):
+    rng = np.random.default_rng(9)
+    model = Model(mixed_net("float32"), GaussianLikelihood(0.3, learn_scale=True))
+    params = model.init(rng, 6)
+    path = str(tmp_path / "m")
+    lio.save(path, model, params)
+    model2, params2 = lio.load(path)
+    assert model2.get_config() == model.get_config()
+    flat, flat2 = lio.flatten(params), lio.flatten(params2)
+    assert flat.keys() == flat2.keys() and all(np.array_equal(flat[k], flat2[k]) and
+                                               flat[k].dtype == flat2[k].dtype for k in flat)
+    x = rng.standard_normal((3, 6)).astype(np.float32)
+    assert np.array_equal(model.forward(params, x, mode="mean")[0], model2.forward(params2, x, mode="mean")[0])
+    # Corrupted params file.
+    with open(os.path.join(path, "params.npz"), "wb") as f:
+        f.write(b"not a zip file")
+    with pytest.raises(ValueError, match="params.npz could not be read"):
+        lio.load(path)
+    # A pickled object array is refused, not executed.
+    np.savez(os.path.join(path, "params.npz"), **{"network/layer_0/kernel_posterior_loc": np.array([object()], dtype=object)})
+    with pytest.raises(ValueError, match="could not be read|pickled"):
+        lio.load(path)
+    # Mismatched shapes.
+    bad = dict(flat)
+    bad["network/layer_1/kernel_posterior_loc"] = np.zeros((5, 9), np.float32)
+    np.savez(os.path.join(path, "params.npz"), **bad)
+    with pytest.raises(ValueError, match=r"layer_1/kernel_posterior_loc has shape \(5, 9\)"):
+        lio.load(path)
+    # Corrupted config.
+    with open(os.path.join(path, "config.json"), "w") as f:
+        f.write("{ nope")
+    with pytest.raises(ValueError, match="config.json is not valid JSON"):
+        lio.load(path)
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump({"format": "something-else"}, f)
+    with pytest.raises(ValueError, match="not an lrtdense model config"):
+        lio.load(path)
