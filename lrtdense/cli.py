@@ -1,17 +1,39 @@
-"""The ``lrtdense`` command line: ``lrtdense demo``, ``lrtdense reference ...``, ``lrtdense study ...``."""
+"""The ``lrtdense`` command line.
+
+  lrtdense demo                       train and plot the toy regression (the README's main job)
+  lrtdense reference generate [DIR]   regenerate the golden-value reference set
+  lrtdense reference verify RESULTS   check a port's results against the reference set
+  lrtdense study variance             the gradient-variance study of Kingma et al. 2015
+"""
 import argparse
+import importlib
 import sys
 
 __all__ = ["main"]
 
+# command -> module providing add_arguments(parser) and main(args) -> exit code
+COMMANDS = {
+    "demo": ("lrtdense.demo", "train a Bayesian network on the 1-D toy regression and plot it"),
+    "reference": ("lrtdense.reference.cli", "generate or verify the golden-value reference data"),
+    "study": ("lrtdense.studies.cli", "reproducible studies (e.g. gradient variance)"),
+}
+
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="lrtdense", description=__doc__)
+    parser = argparse.ArgumentParser(prog="lrtdense", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    from lrtdense import demo
-    p = sub.add_parser("demo", help="train a Bayesian network on the 1-D toy regression")
-    demo.add_arguments(p)
-    p.set_defaults(run=demo.main)
+    for name, (module_name, help_text) in COMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as err:
+            if err.name and err.name.startswith("lrtdense"):
+                continue  # a part of the package not built yet
+            raise
+        p = sub.add_parser(name, help=help_text, description=module.__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(p)
+        p.set_defaults(run=module.main)
     args = parser.parse_args(argv)
     return args.run(args)
 
