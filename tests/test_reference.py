@@ -1,0 +1,156 @@
+"""The reference set: reproducible, checksummed, and `verify` catches broken ports."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from lrtdense.reference import default_dir, store
+from lrtdense.reference.cases import CASES, compute, build
+from lrtdense.reference.verify import generate, verify, format_table, statistical_cases
+from lrtdense.testing import reference_cases, assert_case
+from lrtdense.distributions import posterior_scale
+import spec_port
+
+REF = default_dir()
+
+
+def write_results(root, fn, patterns=("*",)):
+    os.makedirs(root, exist_ok=True)
+    for case in reference_cases(*patterns):
+        if case.meta["kind"] == "adam":
+            continue
+        res = fn(case)
+        np.savez(os.path.join(root, case.name + ".npz"), **{k: np.asarray(v) for k, v in res.items()})
+
+
+def test_manifest_lists_every_case_and_checks_out():
+    manifest = store.read_manifest(REF, check=True)
+    assert sorted(manifest["cases"]) == sorted(CASES)
+    size = sum(os.path.getsize(os.path.join(REF, *f.split("/")))
+               for files in manifest["cases"].values() for f in files)
+    assert size < 3e6, f"the reference set should stay small, it is {size} bytes"
+
+
+def test_regenerating_reproduces_the_committed_set(tmp_path):
+    """CI regenerates the set and compares it with the committed one within each case's tolerance
+    (inputs: exactly the same draws; expected values: within tolerance, never byte for byte)."""
+    generate(str(tmp_path))
+    results = tmp_path / "as_results"
+    for name in CASES:
+        shutil.copytree(tmp_path / "cases" / name / "expected", results / name)
+        meta, inputs, _ = store.read_case(str(tmp_path), name)
+        _, ref_inputs, _ = store.read_case(REF, name)
+        for k in ref_inputs:
+            np.testing.assert_array_equal(inputs[k], ref_inputs[k], err_msg=f"{name}: input {k}")
+    rows = verify(REF, str(results))
+    assert rows and all(r.passed for r in rows), format_table([r for r in rows if not r.passed])
+
+
+def test_independent_spec_port_passes_every_layer_and_network_case(tmp_path):
+    write_results(tmp_path, lambda c: spec_port.run_case(c.meta, c.inputs))
+    rows = verify(REF, str(tmp_path), ["lrt_*", "reparam_*", "flipout_*", "mixed_*"])
+    failed = [r for r in rows if not r.passed]
+    assert len(rows) > 300 and not failed, format_table(failed)
+
+
+@pytest.mark.parametrize("broken,case,quantity", [
+    ("no_square", "lrt_64_basic", "outputs/sample"),
+    ("no_eps", "lrt_64_extreme_scales", "kl/kernel"),  # s hardly moves; log(scale) does
+])
+def test_broken_port_fails_naming_the_quantity(tmp_path, broken, case, quantity):
+    write_results(tmp_path, lambda c: spec_port.run_case(c.meta, c.inputs, broken=broken), ["lrt_*"])
+    rows = verify(REF, str(tmp_path), ["lrt_*"])
+    bad = {(r.case, r.quantity) for r in rows if not r.passed}
+    assert (case, quantity) in bad
+    table = format_table(rows)
+    assert f"| {case} | {quantity} |" in table and "FAIL" in table
+
+
+def test_missing_quantity_and_missing_case_fail(tmp_path):
+    case = reference_cases("lrt_64_basic")[0]
+    res = spec_port.run_case(case.meta, case.inputs)
+    del res["grads/x"]
+    np.savez(tmp_path / "lrt_64_basic.npz", **res)
+    rows = verify(REF, str(tmp_path), ["lrt_64_basic", "lrt_64_units1"])
+    notes = {(r.case, r.quantity): r.note for r in rows if not r.passed}
+    assert "missing" in notes[("lrt_64_basic", "grads/x")]
+    assert "no results" in notes[("lrt_64_units1", "*")]
+
+
+def test_tampered_reference_is_detected(tmp_path):
+    copy = tmp_path / "ref"
+    shutil.copytree(REF, copy)
+    target = copy / "cases" / "lrt_64_basic" / "expected" / "outputs" / "sample.npy"
+    arr = np.load(target)
+    arr[0, 0] += 1e-3
+    np.save(target, arr)
+    with pytest.raises(store.ReferenceError, match="does not match its sha256"):
+        verify(str(copy), str(tmp_path))
+    with pytest.raises(store.ReferenceError, match="sha256"):
+        reference_cases(root=str(copy))
+
+
+def test_pickled_results_are_refused(tmp_path):
+    np.save(tmp_path / "dummy.npy", np.array([1.0]))
+    np.savez(tmp_path / "lrt_64_basic.npz", **{"outputs/sample": np.array([object()], dtype=object)})
+    rows = verify(REF, str(tmp_path), ["lrt_64_basic"])
+    assert rows and not any(r.passed for r in rows)
+
+
+def test_testing_helper_reports_like_scipy():
+    case = reference_cases("lrt_64_basic")[0]
+    res = spec_port.run_case(case.meta, case.inputs)
+    assert_case(case, res)
+    res["outputs/sample"] = res["outputs/sample"] + np.where(np.arange(res["outputs/sample"].size).reshape(res["outputs/sample"].shape) == 4, 1e-6, 0)
+    with pytest.raises(AssertionError) as info:
+        assert_case(case, res)
+    msg = str(info.value)
+    assert "outputs/sample: 1 of 15 elements outside" in msg
+    assert "max abs error 1e-06" in msg and "at (1, 1): reference" in msg
+
+
+def _lrt_sampler(case, n, rng, square=True):
+    x = case.x.astype(np.float64)
+    p = case.params
+    scale = posterior_scale(p["kernel_posterior_untransformed_scale"].astype(np.float64))
+    mean = x @ p["kernel_posterior_loc"] + p.get("bias_posterior_loc", 0)
+    std = np.sqrt((x ** 2) @ (scale ** 2 if square else scale))
+    return mean + std * rng.standard_normal((n,) + mean.shape)
+
+
+@pytest.mark.parametrize("square,should_pass", [(True, True), (False, False)])
+def test_statistical_mode(tmp_path, square, should_pass):
+    rng = np.random.default_rng(0)
+    names = []
+    for case in reference_cases("lrt_*"):
+        if not statistical_cases(case.meta):
+            continue
+        names.append(case.name)
+        res = {k: v for k, v in case.expected.items() if k == "outputs/mean" or k.startswith("kl/")}
+        res["samples/outputs"] = _lrt_sampler(case, 10000, rng, square)
+        np.savez(tmp_path / (case.name + ".npz"), **res)
+    assert len(names) >= 4
+    rows = verify(REF, str(tmp_path), names, statistical=True)
+    stat_rows = [r for r in rows if "statistical" in r.quantity]
+    assert len(stat_rows) == len(names)
+    if should_pass:
+        assert all(r.passed for r in rows), format_table(rows)
+    else:
+        assert not all(r.passed for r in stat_rows)
+
+
+def test_cli_verify_exit_codes(tmp_path):
+    write_results(tmp_path / "ok", lambda c: spec_port.run_case(c.meta, c.inputs), ["lrt_64_*"])
+    run = lambda *a: subprocess.run([sys.executable, "-m", "lrtdense", "reference", "verify", *a],
+                                    capture_output=True, text=True, timeout=300)
+    ok = run(str(tmp_path / "ok"), "--cases", "lrt_64_*")
+    assert ok.returncode == 0, ok.stdout[-2000:] + ok.stderr
+    assert "| lrt_64_basic | outputs/sample |" in ok.stdout and " 0 failed" in ok.stdout
+    bad = run(str(tmp_path / "ok"), "--cases", "flipout_64_basic")
+    assert bad.returncode == 1 and "no results" in bad.stdout
+    missing = run(str(tmp_path / "nope"))
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
