@@ -37,8 +37,11 @@ import numpy as np
 
 __all__ = ["adam", "Optimizer", "AdamState", "tree_map", "tree_structure", "tree_leaves"]
 
-Optimizer = collections.namedtuple("Optimizer", ["init", "update", "get_params"])
-AdamState = collections.namedtuple("AdamState", ["step", "params", "m", "v"])
+Optimizer = collections.namedtuple("Optimizer", ["init", "update", "get_params", "hyperparams"],
+                                   defaults=(None,))
+# scratch: one work buffer per parameter, allocated by the first in-place update and reused.
+AdamState = collections.namedtuple("AdamState", ["step", "params", "m", "v", "scratch"],
+                                   defaults=(None,))
 
 _DEFAULT_EPS = {"kingma": 1e-8, "keras": 1e-7}
 
@@ -103,22 +106,30 @@ def adam(step_size=1e-3, b1=0.9, b2=0.999, eps=None, form="kingma"):
             tree_map(_check_leaf, state.params, grads)
         except TypeError as err:
             raise TypeError(f"grads do not match params: {err}") from None
+        scratch = state.scratch
+        if inplace and scratch is None:
+            scratch = tree_map(np.empty_like, state.params)
+        elif not inplace:
+            scratch = tree_map(lambda p: None, state.params)
         if form == "kingma":
             step_size_t = step_size / (1 - math.pow(b1, t))
             bc2_sqrt = math.sqrt(1 - math.pow(b2, t))
-            leaf = lambda p, m, v, g: _kingma(p, m, v, g, b1, b2, eps, step_size_t, bc2_sqrt, inplace)
+            leaf = lambda p, m, v, g, t: _kingma(p, m, v, g, t, b1, b2, eps, step_size_t, bc2_sqrt)
         else:
             b1_32, b2_32 = float(np.float32(b1)), float(np.float32(b2))
             lr32 = float(np.float32(step_size))
             alpha = lr32 * math.sqrt(1 - math.pow(b2_32, t)) / (1 - math.pow(b1_32, t))
-            leaf = lambda p, m, v, g: _keras(p, m, v, g, b1, b2, eps, alpha, inplace)
-        triples = tree_map(leaf, state.params, state.m, state.v, grads)
-        return AdamState(t, *(_pick(triples, i) for i in range(3)))
+            leaf = lambda p, m, v, g, t: _keras(p, m, v, g, t, b1, b2, eps, alpha)
+        triples = tree_map(leaf, state.params, state.m, state.v, grads, scratch)
+        return AdamState(t, *(_pick(triples, i) for i in range(3)),
+                         scratch if inplace else None)
 
     def get_params(state):
         return state.params
 
-    return Optimizer(init, update, get_params)
+    hyperparams = {"name": "adam", "step_size": step_size, "b1": b1, "b2": b2, "eps": eps,
+                   "form": form}
+    return Optimizer(init, update, get_params, hyperparams)
 
 
 def _check_leaf(p, g):
@@ -132,23 +143,39 @@ def _pick(tree, i):
     return tree[i]
 
 
-def _kingma(p, m, v, g, b1, b2, eps, step_size_t, bc2_sqrt, inplace):
-    if not inplace:
-        p, m, v = p.copy(), m.copy(), v.copy()
-    m += (1 - b1) * (g - m)                      # first moment
-    v *= b2                                      # second moment
-    v += (1 - b2) * (g * g)
-    denom = np.sqrt(v)                           # bias-corrected
-    denom /= bc2_sqrt
-    denom += eps
-    p -= step_size_t * (m / denom)               # step
+def _kingma(p, m, v, g, t, b1, b2, eps, step_size_t, bc2_sqrt):
+    """One leaf; in place when a scratch buffer ``t`` is given, else on copies."""
+    if t is None:
+        p, m, v, t = p.copy(), m.copy(), v.copy(), np.empty_like(p)
+    np.subtract(g, m, out=t)                     # first moment:
+    t *= 1 - b1                                  #   m + (1 - b1)(g - m)
+    m += t
+    v *= b2                                      # second moment:
+    np.multiply(g, g, out=t)                     #   b2 v + (1 - b2) g^2
+    t *= 1 - b2
+    v += t
+    np.sqrt(v, out=t)                            # bias-corrected
+    t /= bc2_sqrt                                #   denominator
+    t += eps
+    np.divide(m, t, out=t)                       # step
+    t *= step_size_t
+    p -= t
     return p, m, v
 
 
-def _keras(p, m, v, g, b1, b2, eps, alpha, inplace):
-    if not inplace:
-        p, m, v = p.copy(), m.copy(), v.copy()
-    m += (g - m) * (1 - b1)                      # first moment
-    v += (g * g - v) * (1 - b2)                  # second moment
-    p -= (m * alpha) / (np.sqrt(v) + eps)        # epsilon-hat step
+def _keras(p, m, v, g, t, b1, b2, eps, alpha):
+    if t is None:
+        p, m, v, t = p.copy(), m.copy(), v.copy(), np.empty_like(p)
+    np.subtract(g, m, out=t)                     # first moment
+    t *= 1 - b1
+    m += t
+    np.multiply(g, g, out=t)                     # second moment
+    t -= v
+    t *= 1 - b2
+    v += t
+    denom = np.sqrt(v)                           # epsilon-hat step:
+    denom += eps                                 #   (m alpha) / (sqrt(v) + eps)
+    np.multiply(m, alpha, out=t)
+    t /= denom
+    p -= t
     return p, m, v
