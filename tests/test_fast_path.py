@@ -87,3 +87,35 @@ def test_unsupported_models_use_the_reference_path():
     with pytest.raises(ValueError, match="fast step supports"):
         make_step(model, adam(), 10, implementation="fast")
     assert not isinstance(make_step(model, adam(), 10), fast.FastStep)
+
+
+def test_fast_fit_interrupt_keeps_the_last_completed_step(monkeypatch):
+    model = _model(CategoricalLikelihood())
+    rng = np.random.default_rng(4)
+    params = model.init(rng, 6)
+    x, y = rng.standard_normal((20, 6)), rng.integers(0, 3, 20)
+    original = fast.FastStep.grads
+    calls = {"n": 0}
+
+    def flaky(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(fast.FastStep, "grads", flaky)
+    out, hist = fit(model, params, x, y, rng=np.random.default_rng(1), epochs=5, batch_size=5,
+                    verbose=False, implementation="fast")
+    monkeypatch.setattr(fast.FastStep, "grads", original)
+    assert hist["interrupted"] and len(hist["loss"]) == 1
+    opt = adam(1e-3)
+    step = make_step(model, opt, 20, "fast")
+    state, r = opt.init(params), np.random.default_rng(1)
+    for n_steps in (4, 2):
+        order = r.permutation(20)
+        for i in range(n_steps):
+            idx = order[i * 5:(i + 1) * 5]
+            state = step(state, x[idx], y[idx], r)[0]
+    for name, layer in opt.get_params(state)["network"].items():
+        for k, v in layer.items():
+            assert np.array_equal(out["network"][name][k], v), (name, k)
