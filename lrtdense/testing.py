@@ -96,7 +96,8 @@ def assert_case(case, results, keys=None, max_report=5):
         if got.shape == ref.shape:
             r64 = ref.astype(np.float64)
             tol = case.tolerances[key]
-            err = np.abs(got - r64)
+            err = np.where(np.isnan(got) & np.isnan(r64), 0.0, np.abs(got - r64))
+            err = np.where(np.isnan(got) != np.isnan(r64), np.inf, err)
             bad = ~(err <= tol["atol"] + tol["rtol"] * np.abs(r64))
             flat = np.argsort(np.where(bad, err, -1.0), axis=None)[::-1][:max_report]
             for i in flat:

@@ -168,6 +168,8 @@ def verify(reference_root, results_root, patterns=None, statistical=False):
     rows = []
     for name in names:
         meta, inputs, expected = store.read_case(reference_root, name)
+        if statistical and not statistical_cases(meta):
+            continue
         try:
             results = store.load_results(results_root, name, list(expected) + ["samples/outputs"])
         except store.ReferenceError as err:
@@ -178,8 +180,6 @@ def verify(reference_root, results_root, patterns=None, statistical=False):
             continue
         keys = list(expected)
         if statistical:
-            if not statistical_cases(meta):
-                continue
             keys = [k for k in keys if k == "outputs/mean" or k.startswith("kl/")]
             if "samples/outputs" in results:
                 rows.append(_statistical_row(name, meta, inputs, results["samples/outputs"]))

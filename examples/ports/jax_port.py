@@ -1,0 +1,382 @@
+"""A JAX port of TFP's dense variational layers, written from reference_data/SPEC.md alone.
+
+It implements DenseLocalReparameterization, DenseReparameterization and DenseFlipout (and the
+Sequential networks and the two Adam forms of the reference set) as pure functions of the
+parameters, the input and explicit noise arrays, and computes what the reference set expects:
+the outputs in sample and mean mode, the KL terms, and the gradients of
+L = sum(g * outputs_sample) + kl_total with ``jax.value_and_grad``.
+
+It does not import lrtdense: it only reads the reference files (NumPy .npy and case.json) and
+writes one RESULTS/<case>.npz per case, which ``lrtdense reference verify RESULTS`` then checks.
+
+    python examples/ports/jax_port.py RESULTS [--reference DIR] [--cases GLOB ...]
+                                              [--broken no_square|no_eps]
+                                              [--statistical [--samples S] [--seed N]]
+    lrtdense reference verify RESULTS                 # or: verify RESULTS --statistical
+
+``--broken`` injects a deliberate bug (no_square: LRT variance (x*x) @ scale instead of
+(x*x) @ scale**2; no_eps: scale = softplus(u) without + eps) to show that verify catches it.
+``--statistical`` also writes ``samples/outputs`` (S draws from ``jax.random``) for the
+LocalReparameterization cases with a linear activation and no Normal bias (SPEC "Statistical mode").
+
+Importing this module turns on ``jax_enable_x64`` (the float64 cases need it; float32 arrays stay
+float32) and, unless XLA_FLAGS already sets it and only if no JAX computation has run yet in the
+process, adds ``--xla_backend_optimization_level=0`` to XLA_FLAGS: each case is one jit-compiled
+function of its own shapes, and on these tiny graphs XLA's optimisation passes cost more time than
+they save (the whole reference set runs in about half the time).
+
+From Python: ``run_case(meta, inputs) -> dict`` (``meta`` the parsed case.json, ``inputs`` the
+flat dict key -> array, e.g. a ``lrtdense.testing.ReferenceCase``'s ``meta`` and ``inputs``).
+"""
+import argparse
+import fnmatch
+import json
+import math
+import os
+import sys
+import zlib
+
+import numpy as np
+
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                               + " --xla_backend_optimization_level=0").strip()
+import jax  # noqa: E402
+
+jax.config.update("jax_enable_x64", True)
+import jax.numpy as jnp  # noqa: E402
+
+BROKEN = (None, "no_square", "no_eps")
+DEFAULT_REFERENCE = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                  os.pardir, os.pardir, "reference_data"))
+DTYPES = {"float32": jnp.float32, "float64": jnp.float64}
+
+
+# ----------------------------------------------------------------------------- elementary pieces
+
+def softplus(u):
+    """TensorFlow's softplus (SPEC §2): u above -t, exp(u) below t, log1p(exp(u)) in between,
+    with t = log(eps) + 2 of u's dtype."""
+    t = math.log(float(jnp.finfo(u.dtype).eps)) + 2.0
+    middle = jnp.log1p(jnp.exp(jnp.clip(u, t, -t)))  # clipped: no overflow in unused lanes
+    return jnp.where(u > -t, u, jnp.where(u < t, jnp.exp(u), middle))
+
+
+def posterior_scale(u, broken=None):
+    """scale = softplus(u) + eps (SPEC §2); ``no_eps`` drops the + eps."""
+    if broken == "no_eps":
+        return softplus(u)
+    return softplus(u) + jnp.finfo(u.dtype).eps
+
+
+@jax.custom_vjp
+def zero_safe_sqrt(v):
+    """sqrt whose vjp is 0 where the output is exactly 0 (SPEC §3 zero-variance convention):
+    the cotangent s_bar maps to s_bar / (2 s) where s > 0, else 0 (TFP would give NaN)."""
+    return jnp.sqrt(v)
+
+
+def _sqrt_fwd(v):
+    s = jnp.sqrt(v)
+    return s, s
+
+
+def _sqrt_bwd(s, s_bar):
+    positive = s > 0
+    return (jnp.where(positive, s_bar / (2 * jnp.where(positive, s, 1)), 0),)
+
+
+zero_safe_sqrt.defvjp(_sqrt_fwd, _sqrt_bwd)
+
+
+def activation(name, z):
+    if name in (None, "linear"):
+        return z
+    if name == "relu":
+        return jnp.maximum(z, 0)
+    if name == "tanh":
+        return jnp.tanh(z)
+    if name == "sigmoid":
+        return 1 / (1 + jnp.exp(-z))
+    if name == "softplus":
+        return softplus(z)
+    if name == "elu":
+        return jnp.where(z > 0, z, jnp.expm1(jnp.minimum(z, 0)))
+    raise ValueError(f"unknown activation {name!r}")
+
+
+def kl_normal(loc, scale, prior):
+    """KL(N(loc, scale) || N(mp, sp)) summed over all elements (SPEC §3)."""
+    mp, sp = prior["loc"], prior["scale"]
+    d = jnp.log(scale) - math.log(sp)
+    return jnp.sum(0.5 * (loc / sp - mp / sp) ** 2 + 0.5 * jnp.expm1(2 * d) - d)
+
+
+def kl_deterministic(loc, prior):
+    """KL(Deterministic(loc) || N(mp, sp)) = -log N(loc; mp, sp), summed (SPEC §3)."""
+    mp, sp = prior["loc"], prior["scale"]
+    return jnp.sum(0.5 * (loc / sp - mp / sp) ** 2 + 0.5 * math.log(2 * math.pi) + math.log(sp))
+
+
+# ----------------------------------------------------------------------------------- one layer
+
+def layer_forward(class_name, cfg, params, x, noise, sample, broken=None):
+    """One layer's outputs. ``params``/``noise``: dicts of arrays (TFP names / SPEC noise keys)."""
+    loc = params["kernel_posterior_loc"]
+    scale = posterior_scale(params["kernel_posterior_untransformed_scale"], broken)
+    mean_term = jnp.matmul(x, loc)
+    if not sample:
+        kernel_term = mean_term
+    elif class_name == "DenseLocalReparameterization":
+        var = jnp.matmul(x * x, scale if broken == "no_square" else scale * scale)
+        kernel_term = noise["kernel"] * zero_safe_sqrt(var) + mean_term
+    elif class_name == "DenseReparameterization":
+        kernel_term = jnp.matmul(x, noise["kernel"] * scale + loc)
+    elif class_name == "DenseFlipout":
+        perturbation = jnp.matmul(x * noise["sign_input"], noise["kernel"] * scale)
+        kernel_term = mean_term + perturbation * noise["sign_output"]
+    else:
+        raise ValueError(f"unknown layer class {class_name!r}")
+
+    bias = cfg.get("bias_posterior")
+    if bias is None:
+        z = kernel_term
+    elif bias["type"] == "deterministic" or not sample:
+        z = kernel_term + params["bias_posterior_loc"]
+    elif bias["type"] == "normal":
+        bias_scale = posterior_scale(params["bias_posterior_untransformed_scale"], broken)
+        z = kernel_term + (noise["bias"] * bias_scale + params["bias_posterior_loc"])
+    else:
+        raise ValueError(f"unknown bias posterior {bias['type']!r}")
+    return activation(cfg.get("activation"), z)
+
+
+def layer_kl(cfg, params, broken=None):
+    """dict "kernel"/"bias" -> KL term, for the terms that exist."""
+    terms = {}
+    if cfg.get("kernel_prior") is not None:
+        scale = posterior_scale(params["kernel_posterior_untransformed_scale"], broken)
+        terms["kernel"] = kl_normal(params["kernel_posterior_loc"], scale, cfg["kernel_prior"])
+    bias, prior = cfg.get("bias_posterior"), cfg.get("bias_prior")
+    if bias is not None and prior is not None:
+        if bias["type"] == "normal":
+            scale = posterior_scale(params["bias_posterior_untransformed_scale"], broken)
+            terms["bias"] = kl_normal(params["bias_posterior_loc"], scale, prior)
+        else:
+            terms["bias"] = kl_deterministic(params["bias_posterior_loc"], prior)
+    return terms
+
+
+# -------------------------------------------------------------------------------------- a case
+
+def _sub(flat, prefix):
+    """{"params/a": v} -> {"a": v} for keys under ``prefix``/."""
+    p = prefix + "/"
+    return {k[len(p):]: v for k, v in flat.items() if k.startswith(p)}
+
+
+def _layers(meta):
+    """[(prefix, class_name, config)]: prefix "" for a layer case, "layer_<i>" for a network."""
+    model = meta["model"]
+    if meta["kind"] == "layer":
+        return [("", model["class_name"], model["config"])]
+    return [(f"layer_{i}", layer["class_name"], layer["config"])
+            for i, layer in enumerate(model["config"]["layers"])]
+
+
+def _network(meta, params, noise, x, sample, broken):
+    h = x
+    for prefix, class_name, cfg in _layers(meta):
+        h = layer_forward(class_name, cfg, _sub(params, prefix) if prefix else params, h,
+                          _sub(noise, prefix) if prefix else noise, sample, broken)
+    return h
+
+
+def _kl_terms(meta, params, broken):
+    """dict "kl/<layer_i/>kernel" ... -> KL term."""
+    terms = {}
+    for prefix, _, cfg in _layers(meta):
+        layer_params = _sub(params, prefix) if prefix else params
+        for name, term in layer_kl(cfg, layer_params, broken).items():
+            terms[f"kl/{prefix + '/' if prefix else ''}{name}"] = term
+    return terms
+
+
+def run_layers(meta, inputs, broken=None):
+    """Outputs, KL terms and gradients of a layer or network case. Returns dict key -> ndarray."""
+    dtype = DTYPES[meta["dtype"]]
+    arrays = {k: jnp.asarray(np.asarray(v), dtype=dtype) for k, v in inputs.items()}
+
+    def loss(params, x, noise, g):
+        outputs = _network(meta, params, noise, x, True, broken)
+        kl = _kl_terms(meta, params, broken)
+        kl_total = sum(kl.values(), jnp.zeros((), dtype))
+        return jnp.sum(g * outputs) + kl_total, (outputs, kl, kl_total)
+
+    @jax.jit
+    def everything(params, x, noise, g):
+        (_, (outputs, kl, kl_total)), (grad_params, grad_x) = jax.value_and_grad(
+            loss, argnums=(0, 1), has_aux=True)(params, x, noise, g)
+        results = dict(kl)
+        results["kl/total"] = kl_total
+        results.update({f"grads/{name}": value for name, value in grad_params.items()})
+        results["grads/x"] = grad_x
+        results["outputs/sample"] = outputs
+        results["outputs/mean"] = _network(meta, params, noise, x, False, broken)
+        return results
+
+    results = everything(_sub(arrays, "params"), arrays["x"], _sub(arrays, "noise"), arrays["g"])
+    return {k: np.asarray(v) for k, v in results.items()}
+
+
+def run_adam(meta, inputs):
+    """Both Adam forms of SPEC §3 (``kingma`` = torch.optim.Adam, ``keras`` = tf-keras Adam),
+    one ``lax.scan`` over the steps; the per-step scalars are computed in Python float64."""
+    hp = meta["hyperparameters"]
+    lr, b1, b2, steps = hp["step_size"], hp["b1"], hp["b2"], hp["steps"]
+    dtype = DTYPES[meta["dtype"]]
+    names = sorted(_sub(inputs, "init"))
+    init = {n: jnp.asarray(inputs[f"init/{n}"], dtype=dtype) for n in names}
+    grads = {n: jnp.asarray(inputs[f"grads/{n}"], dtype=dtype) for n in names}
+    ts = range(1, steps + 1)
+    # kingma (= torch.optim.Adam): step size lr / (1 - b1^t), sqrt(v) divided by sqrt(1 - b2^t).
+    kingma_coeffs = (jnp.asarray([lr / (1 - b1 ** t) for t in ts], dtype),
+                     jnp.asarray([math.sqrt(1 - b2 ** t) for t in ts], dtype))
+    # keras (tf-keras Adam): lr, b1, b2 rounded to float32 in the folded step size alpha only.
+    lr32, b1_32, b2_32 = (float(np.float32(v)) for v in (lr, b1, b2))
+    keras_alpha = jnp.asarray([lr32 * math.sqrt(1 - b2_32 ** t) / (1 - b1_32 ** t) for t in ts],
+                              dtype)
+    eps_kingma, eps_keras = hp["eps"]["kingma"], hp["eps"]["keras"]
+
+    def kingma_step(state, xs):
+        p, m, v = state
+        g, step_size, bc2_sqrt = xs
+        m = m + (1 - b1) * (g - m)
+        v = b2 * v + (1 - b2) * (g * g)
+        p = p - step_size * (m / (jnp.sqrt(v) / bc2_sqrt + eps_kingma))
+        return (p, m, v), p
+
+    def keras_step(state, xs):
+        p, m, v = state
+        g, alpha = xs
+        m = m + (g - m) * (1 - b1)
+        v = v + (g * g - v) * (1 - b2)
+        p = p - m * alpha / (jnp.sqrt(v) + eps_keras)
+        return (p, m, v), p
+
+    @jax.jit
+    def trajectories(init, grads):
+        out = {}
+        for n in names:
+            zero = jnp.zeros_like(init[n])
+            _, out[f"kingma/params/{n}"] = jax.lax.scan(
+                kingma_step, (init[n], zero, zero), (grads[n],) + kingma_coeffs)
+            _, out[f"keras/params/{n}"] = jax.lax.scan(
+                keras_step, (init[n], zero, zero), (grads[n], keras_alpha))
+        return out
+
+    return {k: np.asarray(v) for k, v in trajectories(init, grads).items()}
+
+
+def run_case(meta, inputs, broken=None):
+    """Every expected quantity of one case: dict key -> ndarray (keys as in SPEC §6)."""
+    if broken not in BROKEN:
+        raise ValueError(f"broken must be one of {BROKEN}")
+    if meta["kind"] == "adam":
+        return run_adam(meta, inputs)
+    return run_layers(meta, inputs, broken)
+
+
+# ---------------------------------------------------------------------------- statistical mode
+
+def supports_statistical(meta):
+    """SPEC "Statistical mode": LocalReparameterization layer, linear activation, no Normal bias."""
+    if meta["kind"] != "layer" or meta["model"]["class_name"] != "DenseLocalReparameterization":
+        return False
+    cfg = meta["model"]["config"]
+    bias = cfg.get("bias_posterior")
+    return cfg.get("activation") in (None, "linear") and (bias is None or bias["type"] != "normal")
+
+
+def sample_outputs(meta, inputs, num_samples=10000, seed=0, broken=None):
+    """``num_samples`` sample-mode outputs (S, ..., units), noise from jax.random.PRNGKey(seed)."""
+    dtype = DTYPES[meta["dtype"]]
+    cfg = meta["model"]["config"]
+    arrays = {k: jnp.asarray(np.asarray(v), dtype=dtype) for k, v in inputs.items()}
+    params = _sub(arrays, "params")
+    x = arrays["x"]
+    scale = posterior_scale(params["kernel_posterior_untransformed_scale"], broken)
+    mean = jnp.matmul(x, params["kernel_posterior_loc"])
+    s = jnp.sqrt(jnp.matmul(x * x, scale if broken == "no_square" else scale * scale))
+    eps = jax.random.normal(jax.random.PRNGKey(seed), (num_samples,) + mean.shape, dtype=dtype)
+    z = eps * s + mean
+    if cfg.get("bias_posterior") is not None:
+        z = z + params["bias_posterior_loc"]
+    return np.asarray(activation(cfg.get("activation"), z))
+
+
+# ------------------------------------------------------------------------------------------ I/O
+
+def case_names(reference, patterns=None):
+    with open(os.path.join(reference, "manifest.json")) as f:
+        names = sorted(json.load(f)["cases"])
+    if patterns:
+        names = [n for n in names if any(fnmatch.fnmatch(n, p) for p in patterns)]
+    return names
+
+
+def load_case(reference, name):
+    """(meta, inputs) of one case, straight from case.json and inputs/<key>.npy."""
+    case_dir = os.path.join(reference, "cases", name)
+    with open(os.path.join(case_dir, "case.json")) as f:
+        meta = json.load(f)
+    inputs = {k: np.load(os.path.join(case_dir, "inputs", *k.split("/")) + ".npy",
+                         allow_pickle=False) for k in meta["inputs"]}
+    return meta, inputs
+
+
+def case_seed(seed, name):
+    """The statistical-mode seed of one case: ``seed`` mixed with the crc32 of its name, so a case
+    draws the same samples whichever ``--cases`` are selected."""
+    return (seed * 0x9E3779B1 + zlib.crc32(name.encode())) % 2 ** 32
+
+
+def write_results(outdir, reference=DEFAULT_REFERENCE, patterns=None, broken=None,
+                  statistical=False, num_samples=10000, seed=0):
+    """Writes OUTDIR/<case>.npz for every (matching) case. Returns the case names written."""
+    os.makedirs(outdir, exist_ok=True)
+    names = case_names(reference, patterns)
+    for name in names:
+        meta, inputs = load_case(reference, name)
+        results = run_case(meta, inputs, broken)
+        if statistical and supports_statistical(meta):
+            results["samples/outputs"] = sample_outputs(meta, inputs, num_samples,
+                                                        case_seed(seed, name), broken)
+        np.savez(os.path.join(outdir, name + ".npz"), **results)
+    return names
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("outdir", help="results directory (one <case>.npz per case)")
+    parser.add_argument("--reference", default=DEFAULT_REFERENCE, help="reference set directory")
+    parser.add_argument("--cases", nargs="*", default=None, metavar="GLOB")
+    parser.add_argument("--broken", choices=BROKEN[1:], default=None,
+                        help="inject a deliberate bug to see verify catch it")
+    parser.add_argument("--statistical", action="store_true",
+                        help="also write samples/outputs for the statistical-mode cases")
+    parser.add_argument("--samples", type=int, default=10000, help="draws per statistical case")
+    parser.add_argument("--seed", type=int, default=0, help="jax.random.PRNGKey seed")
+    args = parser.parse_args(argv)
+    names = write_results(args.outdir, args.reference, args.cases, args.broken, args.statistical,
+                          args.samples, args.seed)
+    if not names:
+        print(f"no case matches {args.cases}", file=sys.stderr)
+        return 2
+    print(f"wrote {len(names)} cases to {args.outdir}"
+          + (f" (broken: {args.broken})" if args.broken else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,357 @@
+"""A PyTorch port of TFP's dense variational layers, written from reference_data/SPEC.md alone.
+
+It implements DenseLocalReparameterization, DenseReparameterization and DenseFlipout (and the
+Sequential networks and the two Adam forms of the reference set), with every random draw taken
+as an explicit input, and computes what the reference set expects: the outputs in sample and
+mean mode, the KL terms, and the gradients of L = sum(g * outputs_sample) + kl_total.
+
+It does not import lrtdense: it only reads the reference files (NumPy .npy and case.json) and
+writes one RESULTS/<case>.npz per case, which ``lrtdense reference verify RESULTS`` then checks.
+
+    python examples/ports/torch_port.py RESULTS [--reference DIR] [--cases GLOB ...]
+                                                [--broken no_square|no_eps]
+                                                [--statistical [--samples S] [--seed N]]
+    lrtdense reference verify RESULTS                 # or: verify RESULTS --statistical
+
+``--broken`` injects a deliberate bug (no_square: LRT variance (x*x) @ scale instead of
+(x*x) @ scale**2; no_eps: scale = softplus(u) without + eps) to show that verify catches it.
+``--statistical`` also writes ``samples/outputs`` (S draws from torch's own generator) for the
+LocalReparameterization cases with a linear activation and no Normal bias (SPEC "Statistical mode").
+
+From Python: ``run_case(meta, inputs) -> dict`` (``meta`` the parsed case.json, ``inputs`` the
+flat dict key -> array, e.g. a ``lrtdense.testing.ReferenceCase``'s ``meta`` and ``inputs``).
+"""
+import argparse
+import fnmatch
+import json
+import math
+import os
+import sys
+import zlib
+
+import numpy as np
+import torch
+
+BROKEN = (None, "no_square", "no_eps")
+DEFAULT_REFERENCE = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                  os.pardir, os.pardir, "reference_data"))
+TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+# ----------------------------------------------------------------------------- elementary pieces
+
+def softplus(u):
+    """TensorFlow's softplus (SPEC §2): u above -t, exp(u) below t, log1p(exp(u)) in between,
+    with t = log(eps) + 2 of u's dtype."""
+    eps = torch.finfo(u.dtype).eps
+    t = math.log(eps) + 2.0
+    middle = torch.log1p(torch.exp(torch.clamp(u, t, -t)))  # clamped: no overflow in unused lanes
+    return torch.where(u > -t, u, torch.where(u < t, torch.exp(u), middle))
+
+
+def posterior_scale(u, broken=None):
+    """scale = softplus(u) + eps (SPEC §2); ``no_eps`` drops the + eps."""
+    if broken == "no_eps":
+        return softplus(u)
+    return softplus(u) + torch.finfo(u.dtype).eps
+
+
+class ZeroSafeSqrt(torch.autograd.Function):
+    """sqrt whose backward is 0 where the output is exactly 0 (SPEC §3 zero-variance convention):
+    the cotangent s_bar maps to s_bar / (2 s) where s > 0, else 0 (TFP would give inf * 0 = NaN)."""
+
+    @staticmethod
+    def forward(ctx, v):
+        s = torch.sqrt(v)
+        ctx.save_for_backward(s)
+        return s
+
+    @staticmethod
+    def backward(ctx, s_bar):
+        (s,) = ctx.saved_tensors
+        positive = s > 0
+        return torch.where(positive, s_bar / (2 * torch.where(positive, s, torch.ones_like(s))),
+                           torch.zeros_like(s))
+
+
+def activation(name, z):
+    if name in (None, "linear"):
+        return z
+    if name == "relu":
+        return torch.clamp(z, min=0)
+    if name == "tanh":
+        return torch.tanh(z)
+    if name == "sigmoid":
+        return 1 / (1 + torch.exp(-z))
+    if name == "softplus":
+        return softplus(z)
+    if name == "elu":
+        return torch.where(z > 0, z, torch.expm1(torch.clamp(z, max=0)))
+    raise ValueError(f"unknown activation {name!r}")
+
+
+def kl_normal(loc, scale, prior):
+    """KL(N(loc, scale) || N(mp, sp)) summed over all elements (SPEC §3)."""
+    mp, sp = prior["loc"], prior["scale"]
+    d = torch.log(scale) - math.log(sp)
+    return torch.sum(0.5 * (loc / sp - mp / sp) ** 2 + 0.5 * torch.expm1(2 * d) - d)
+
+
+def kl_deterministic(loc, prior):
+    """KL(Deterministic(loc) || N(mp, sp)) = -log N(loc; mp, sp), summed (SPEC §3)."""
+    mp, sp = prior["loc"], prior["scale"]
+    return torch.sum(0.5 * (loc / sp - mp / sp) ** 2 + 0.5 * math.log(2 * math.pi) + math.log(sp))
+
+
+# ----------------------------------------------------------------------------------- one layer
+
+def layer_forward(class_name, cfg, params, x, noise, sample, broken=None):
+    """One layer's outputs. ``params``/``noise``: dicts of tensors (TFP names / SPEC noise keys)."""
+    loc = params["kernel_posterior_loc"]
+    scale = posterior_scale(params["kernel_posterior_untransformed_scale"], broken)
+    mean_term = torch.matmul(x, loc)
+    if not sample:
+        kernel_term = mean_term
+    elif class_name == "DenseLocalReparameterization":
+        var = torch.matmul(x * x, scale if broken == "no_square" else scale * scale)
+        kernel_term = noise["kernel"] * ZeroSafeSqrt.apply(var) + mean_term
+    elif class_name == "DenseReparameterization":
+        kernel_term = torch.matmul(x, noise["kernel"] * scale + loc)
+    elif class_name == "DenseFlipout":
+        perturbation = torch.matmul(x * noise["sign_input"], noise["kernel"] * scale)
+        kernel_term = mean_term + perturbation * noise["sign_output"]
+    else:
+        raise ValueError(f"unknown layer class {class_name!r}")
+
+    bias = cfg.get("bias_posterior")
+    if bias is None:
+        z = kernel_term
+    elif bias["type"] == "deterministic" or not sample:
+        z = kernel_term + params["bias_posterior_loc"]
+    elif bias["type"] == "normal":
+        bias_scale = posterior_scale(params["bias_posterior_untransformed_scale"], broken)
+        z = kernel_term + (noise["bias"] * bias_scale + params["bias_posterior_loc"])
+    else:
+        raise ValueError(f"unknown bias posterior {bias['type']!r}")
+    return activation(cfg.get("activation"), z)
+
+
+def layer_kl(cfg, params, broken=None):
+    """dict "kernel"/"bias" -> KL term, for the terms that exist."""
+    terms = {}
+    if cfg.get("kernel_prior") is not None:
+        scale = posterior_scale(params["kernel_posterior_untransformed_scale"], broken)
+        terms["kernel"] = kl_normal(params["kernel_posterior_loc"], scale, cfg["kernel_prior"])
+    bias, prior = cfg.get("bias_posterior"), cfg.get("bias_prior")
+    if bias is not None and prior is not None:
+        if bias["type"] == "normal":
+            scale = posterior_scale(params["bias_posterior_untransformed_scale"], broken)
+            terms["bias"] = kl_normal(params["bias_posterior_loc"], scale, prior)
+        else:
+            terms["bias"] = kl_deterministic(params["bias_posterior_loc"], prior)
+    return terms
+
+
+# -------------------------------------------------------------------------------------- a case
+
+def _sub(flat, prefix):
+    """{"params/a": v} -> {"a": v} for keys under ``prefix``/."""
+    p = prefix + "/"
+    return {k[len(p):]: v for k, v in flat.items() if k.startswith(p)}
+
+
+def _layers(meta):
+    """[(prefix, class_name, config)]: prefix "" for a layer case, "layer_<i>/" for a network."""
+    model = meta["model"]
+    if meta["kind"] == "layer":
+        return [("", model["class_name"], model["config"])]
+    return [(f"layer_{i}/", layer["class_name"], layer["config"])
+            for i, layer in enumerate(model["config"]["layers"])]
+
+
+def _network(meta, params, noise, x, sample, broken):
+    h = x
+    for prefix, class_name, cfg in _layers(meta):
+        h = layer_forward(class_name, cfg, _sub(params, prefix.rstrip("/")) if prefix else params,
+                          h, _sub(noise, prefix.rstrip("/")) if prefix else noise, sample, broken)
+    return h
+
+
+def run_layers(meta, inputs, broken=None):
+    """Outputs, KL terms and gradients of a layer or network case. Returns dict key -> ndarray."""
+    dtype = TORCH_DTYPES[meta["dtype"]]
+    t = {k: torch.tensor(np.asarray(v), dtype=dtype) for k, v in inputs.items()}
+    params = {k: v.requires_grad_() for k, v in _sub(t, "params").items()}
+    noise = _sub(t, "noise")
+    x = t["x"].requires_grad_()
+
+    out_sample = _network(meta, params, noise, x, True, broken)
+    with torch.no_grad():
+        out_mean = _network(meta, params, noise, x, False, broken)
+
+    results = {}
+    kl_total = torch.zeros((), dtype=dtype)
+    for prefix, _, cfg in _layers(meta):
+        layer_params = _sub(params, prefix.rstrip("/")) if prefix else params
+        for name, term in layer_kl(cfg, layer_params, broken).items():
+            results[f"kl/{prefix}{name}"] = term
+            kl_total = kl_total + term
+    results["kl/total"] = kl_total
+
+    loss = torch.sum(t["g"] * out_sample) + kl_total
+    names = sorted(params)
+    grads = torch.autograd.grad(loss, [params[n] for n in names] + [x])
+    for name, grad in zip(names + ["x"], grads):
+        results[f"grads/{name}"] = grad
+    results["outputs/sample"] = out_sample
+    results["outputs/mean"] = out_mean
+    return {k: v.detach().numpy().copy() for k, v in results.items()}
+
+
+def run_adam(meta, inputs):
+    """Both Adam forms of SPEC §3: ``kingma`` with torch.optim.Adam, ``keras`` by hand."""
+    hp = meta["hyperparameters"]
+    lr, b1, b2, steps = hp["step_size"], hp["b1"], hp["b2"], hp["steps"]
+    dtype = TORCH_DTYPES[meta["dtype"]]
+    names = sorted(_sub(inputs, "init"))
+    init = {n: torch.tensor(inputs[f"init/{n}"], dtype=dtype) for n in names}
+    grads = {n: torch.tensor(inputs[f"grads/{n}"], dtype=dtype) for n in names}
+    results = {}
+
+    # kingma: torch.optim.Adam is this form (eps added to sqrt(v) / sqrt(1 - b2^t)).
+    ps = {n: init[n].clone().requires_grad_() for n in names}
+    opt = torch.optim.Adam([ps[n] for n in names], lr=lr, betas=(b1, b2), eps=hp["eps"]["kingma"],
+                           foreach=False)
+    traj = {n: [] for n in names}
+    for t in range(steps):
+        for n in names:
+            ps[n].grad = grads[n][t].clone()
+        opt.step()
+        for n in names:
+            traj[n].append(ps[n].detach().clone())
+    for n in names:
+        results[f"kingma/params/{n}"] = torch.stack(traj[n])
+
+    # keras (tf-keras Adam): lr, b1, b2 rounded to float32, eps added to sqrt(v).
+    lr32, b1_32, b2_32 = (float(np.float32(v)) for v in (lr, b1, b2))
+    eps = hp["eps"]["keras"]
+    p = {n: init[n].clone() for n in names}
+    m = {n: torch.zeros_like(init[n]) for n in names}
+    v = {n: torch.zeros_like(init[n]) for n in names}
+    traj = {n: [] for n in names}
+    for t in range(1, steps + 1):
+        alpha = lr32 * math.sqrt(1 - b2_32 ** t) / (1 - b1_32 ** t)
+        for n in names:
+            g = grads[n][t - 1]
+            m[n] = m[n] + (g - m[n]) * (1 - b1)
+            v[n] = v[n] + (g * g - v[n]) * (1 - b2)
+            p[n] = p[n] - m[n] * alpha / (torch.sqrt(v[n]) + eps)
+            traj[n].append(p[n].clone())
+    for n in names:
+        results[f"keras/params/{n}"] = torch.stack(traj[n])
+    return {k: val.numpy().copy() for k, val in results.items()}
+
+
+def run_case(meta, inputs, broken=None):
+    """Every expected quantity of one case: dict key -> ndarray (keys as in SPEC §6)."""
+    if broken not in BROKEN:
+        raise ValueError(f"broken must be one of {BROKEN}")
+    if meta["kind"] == "adam":
+        return run_adam(meta, inputs)
+    return run_layers(meta, inputs, broken)
+
+
+# ---------------------------------------------------------------------------- statistical mode
+
+def supports_statistical(meta):
+    """SPEC "Statistical mode": LocalReparameterization layer, linear activation, no Normal bias."""
+    if meta["kind"] != "layer" or meta["model"]["class_name"] != "DenseLocalReparameterization":
+        return False
+    cfg = meta["model"]["config"]
+    bias = cfg.get("bias_posterior")
+    return cfg.get("activation") in (None, "linear") and (bias is None or bias["type"] != "normal")
+
+
+def sample_outputs(meta, inputs, num_samples=10000, seed=0, broken=None):
+    """``num_samples`` sample-mode outputs (S, ..., units) with noise from a seeded torch.Generator."""
+    dtype = TORCH_DTYPES[meta["dtype"]]
+    cfg = meta["model"]["config"]
+    t = {k: torch.tensor(np.asarray(v), dtype=dtype) for k, v in inputs.items()}
+    params = _sub(t, "params")
+    x = t["x"]
+    scale = posterior_scale(params["kernel_posterior_untransformed_scale"], broken)
+    mean = torch.matmul(x, params["kernel_posterior_loc"])
+    s = torch.sqrt(torch.matmul(x * x, scale if broken == "no_square" else scale * scale))
+    gen = torch.Generator().manual_seed(seed)
+    eps = torch.randn((num_samples,) + tuple(mean.shape), generator=gen, dtype=dtype)
+    z = eps * s + mean
+    if cfg.get("bias_posterior") is not None:
+        z = z + params["bias_posterior_loc"]
+    return activation(cfg.get("activation"), z).numpy()
+
+
+# ------------------------------------------------------------------------------------------ I/O
+
+def case_names(reference, patterns=None):
+    with open(os.path.join(reference, "manifest.json")) as f:
+        names = sorted(json.load(f)["cases"])
+    if patterns:
+        names = [n for n in names if any(fnmatch.fnmatch(n, p) for p in patterns)]
+    return names
+
+
+def load_case(reference, name):
+    """(meta, inputs) of one case, straight from case.json and inputs/<key>.npy."""
+    case_dir = os.path.join(reference, "cases", name)
+    with open(os.path.join(case_dir, "case.json")) as f:
+        meta = json.load(f)
+    inputs = {k: np.load(os.path.join(case_dir, "inputs", *k.split("/")) + ".npy",
+                         allow_pickle=False) for k in meta["inputs"]}
+    return meta, inputs
+
+
+def case_seed(seed, name):
+    """The statistical-mode seed of one case: ``seed`` mixed with the crc32 of its name, so a case
+    draws the same samples whichever ``--cases`` are selected."""
+    return (seed * 0x9E3779B1 + zlib.crc32(name.encode())) % 2 ** 32
+
+
+def write_results(outdir, reference=DEFAULT_REFERENCE, patterns=None, broken=None,
+                  statistical=False, num_samples=10000, seed=0):
+    """Writes OUTDIR/<case>.npz for every (matching) case. Returns the case names written."""
+    os.makedirs(outdir, exist_ok=True)
+    names = case_names(reference, patterns)
+    for name in names:
+        meta, inputs = load_case(reference, name)
+        results = run_case(meta, inputs, broken)
+        if statistical and supports_statistical(meta):
+            results["samples/outputs"] = sample_outputs(meta, inputs, num_samples,
+                                                        case_seed(seed, name), broken)
+        np.savez(os.path.join(outdir, name + ".npz"), **results)
+    return names
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("outdir", help="results directory (one <case>.npz per case)")
+    parser.add_argument("--reference", default=DEFAULT_REFERENCE, help="reference set directory")
+    parser.add_argument("--cases", nargs="*", default=None, metavar="GLOB")
+    parser.add_argument("--broken", choices=BROKEN[1:], default=None,
+                        help="inject a deliberate bug to see verify catch it")
+    parser.add_argument("--statistical", action="store_true",
+                        help="also write samples/outputs for the statistical-mode cases")
+    parser.add_argument("--samples", type=int, default=10000, help="draws per statistical case")
+    parser.add_argument("--seed", type=int, default=0, help="torch.Generator seed")
+    args = parser.parse_args(argv)
+    names = write_results(args.outdir, args.reference, args.cases, args.broken, args.statistical,
+                          args.samples, args.seed)
+    if not names:
+        print(f"no case matches {args.cases}", file=sys.stderr)
+        return 2
+    print(f"wrote {len(names)} cases to {args.outdir}"
+          + (f" (broken: {args.broken})" if args.broken else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

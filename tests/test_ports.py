@@ -1,0 +1,139 @@
+"""The worked-example ports (examples/ports/{torch,jax}_port.py) against the reference set.
+
+Each port is an independent implementation of reference_data/SPEC.md (it does not import
+lrtdense). For each framework, skipped when it is not installed: the port's results for every
+case pass ``lrtdense.reference.verify``; the deliberately broken variants fail it, on the
+quantities the bug touches; statistical mode passes for the port and fails for no_square; and the
+port's ``run_case`` passes ``lrtdense.testing.assert_case``.
+"""
+import fnmatch
+import importlib.util
+import json
+import os
+import sys
+
+import pytest
+
+from lrtdense.reference import default_dir
+from lrtdense.reference.verify import format_table, statistical_cases, verify
+from lrtdense.testing import assert_case, reference_cases
+
+PORTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "examples", "ports")
+REFERENCE = default_dir()
+# The statistical-mode cases (SPEC "Statistical mode"): LRT, linear activation, no Normal bias.
+STATISTICAL = ["lrt_64_units1", "lrt_64_act_linear", "lrt_*_zero_rows", "lrt_64_extreme_scales"]
+RTOL = {"float64": 1e-12, "float32": 2e-5}
+STAT_ROW = "samples/outputs (statistical)"
+
+_modules = {}
+
+
+def load_port(framework):
+    """examples/ports/<framework>_port.py as a module; skips the test if the framework is missing."""
+    pytest.importorskip(framework)
+    if framework not in _modules:
+        name = f"{framework}_port"
+        spec = importlib.util.spec_from_file_location(name, os.path.join(PORTS, name + ".py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+        _modules[framework] = module
+    return _modules[framework]
+
+
+@pytest.fixture(scope="module", params=["torch", "jax"])
+def port(request):
+    return load_port(request.param)
+
+
+@pytest.fixture(scope="module")
+def results(port, tmp_path_factory):
+    """The port's results for every case, with samples/outputs for the statistical cases."""
+    out = tmp_path_factory.mktemp(port.__name__)
+    names = port.write_results(str(out), REFERENCE, statistical=True)
+    assert names
+    return str(out)
+
+
+def _failures(rows):
+    return {(r.case, r.quantity) for r in rows if not r.passed}
+
+
+def _all_case_names():
+    with open(os.path.join(REFERENCE, "manifest.json")) as f:
+        return sorted(json.load(f)["cases"])
+
+
+def test_port_passes_every_case(port, results):
+    rows = verify(REFERENCE, results)
+    assert rows and all(r.passed for r in rows), format_table([r for r in rows if not r.passed])
+    # Every case was checked, quantity by quantity, at the tolerances of SPEC §4.
+    assert {r.case for r in rows} == set(_all_case_names())
+    for case in reference_cases(check=False):
+        assert {r.quantity for r in rows if r.case == case.name} == set(case.expected)
+        for tol in case.tolerances.values():
+            assert tol["rtol"] == RTOL[case.dtype]
+
+
+def test_no_square_is_caught(port, tmp_path):
+    """LRT variance (x*x) @ scale instead of (x*x) @ scale**2: outputs/sample and the gradients
+    fail, the mean-mode outputs and the KL terms (which do not see the variance) still pass."""
+    cases = ["lrt_64_basic", "lrt_32_basic"]
+    port.write_results(str(tmp_path), REFERENCE, cases, broken="no_square")
+    rows = verify(REFERENCE, str(tmp_path), cases)
+    failed = _failures(rows)
+    for case in cases:
+        assert (case, "outputs/sample") in failed
+        assert (case, "grads/kernel_posterior_untransformed_scale") in failed
+        assert (case, "outputs/mean") not in failed
+        assert (case, "kl/total") not in failed
+
+
+def test_no_eps_is_caught(port, tmp_path):
+    """scale = softplus(u) without + eps: at u = -40 the scale is off by a factor ~50, which the
+    KL term and the scale gradient show (the outputs barely depend on so small a scale)."""
+    port.write_results(str(tmp_path), REFERENCE, ["*_extreme_scales"], broken="no_eps")
+    failed = _failures(verify(REFERENCE, str(tmp_path), ["*_extreme_scales"]))
+    for estimator in ("lrt", "reparam", "flipout"):
+        case = f"{estimator}_64_extreme_scales"
+        assert (case, "kl/kernel") in failed
+        assert (case, "grads/kernel_posterior_untransformed_scale") in failed
+
+
+def test_statistical_mode_passes(port, results):
+    rows = verify(REFERENCE, results, STATISTICAL, statistical=True)
+    stat_rows = [r for r in rows if r.quantity == STAT_ROW]
+    expected = [c.name for c in reference_cases(check=False) if statistical_cases(c.meta)]
+    assert sorted(r.case for r in stat_rows) == expected
+    assert len(expected) == 5
+    assert all(r.passed for r in rows), format_table([r for r in rows if not r.passed])
+
+
+def test_statistical_mode_catches_no_square(port, tmp_path):
+    port.write_results(str(tmp_path), REFERENCE, STATISTICAL, broken="no_square", statistical=True)
+    rows = verify(REFERENCE, str(tmp_path), STATISTICAL, statistical=True)
+    stat_rows = [r for r in rows if r.quantity == STAT_ROW]
+    assert len(stat_rows) == 5
+    assert not any(r.passed for r in stat_rows)
+    assert all("variances outside the chi-square interval" in r.note for r in stat_rows)
+
+
+def test_cli_writes_verifiable_results(port, tmp_path, capsys):
+    assert port.main([str(tmp_path), "--cases", "adam_*", "lrt_64_units1"]) == 0
+    assert "wrote 2 cases" in capsys.readouterr().out
+    rows = verify(REFERENCE, str(tmp_path), ["adam_*", "lrt_64_units1"])
+    assert rows and all(r.passed for r in rows), format_table(rows)
+
+
+@pytest.mark.parametrize(
+    "case", reference_cases("*_zero_rows", "*_normal_bias_prior", "mixed_64_network3", "adam_*"),
+    ids=str)
+def test_run_case_with_assert_case(port, case):
+    """The pattern a port's own pytest suite would use (see examples/ports/README.md)."""
+    assert_case(case, port.run_case(case.meta, case.inputs))
+
+
+def test_statistical_case_list_matches_the_spec():
+    expected = {c.name for c in reference_cases(check=False) if statistical_cases(c.meta)}
+    selected = {n for n in _all_case_names() if any(fnmatch.fnmatch(n, p) for p in STATISTICAL)}
+    assert selected == expected
