@@ -6,6 +6,7 @@ See ``lrtdense.layers`` for the contract every layer follows.
 """
 from lrtdense.layers import (DenseLocalReparameterization, DenseReparameterization, DenseFlipout,
                              forward, serialize, deserialize)
+from lrtdense.dropout import DenseVariationalDropout, DenseSparseVariationalDropout
 from lrtdense.distributions import (RandomNormal, Constant, NormalPosterior,
                                     DeterministicPosterior, NormalPrior)
 
@@ -13,4 +14,5 @@ __version__ = "0.1.0"
 
 __all__ = ["DenseLocalReparameterization", "DenseReparameterization", "DenseFlipout", "forward",
            "serialize", "deserialize", "RandomNormal", "Constant", "NormalPosterior",
-           "DeterministicPosterior", "NormalPrior", "__version__"]
+           "DeterministicPosterior", "NormalPrior", "DenseVariationalDropout",
+           "DenseSparseVariationalDropout", "__version__"]

@@ -50,7 +50,7 @@ def save(path, model, params):
     _check_against_model(model, params, "params")
     os.makedirs(path, exist_ok=True)
     config = {"format": FORMAT, "version": VERSION, "model": model.get_config(),
-              "input_dim": int(params["network"]["layer_0"]["kernel_posterior_loc"].shape[0]),
+              "input_dim": _input_dim(model, params),
               "params": {k: {"shape": list(np.shape(v)), "dtype": str(np.asarray(v).dtype)}
                          for k, v in flat.items()}}
     with open(os.path.join(path, "config.json"), "w") as f:
@@ -94,7 +94,7 @@ def load(path):
 def _check_against_model(model, params, where, input_dim=None):
     try:
         if input_dim is None:
-            input_dim = params["network"]["layer_0"]["kernel_posterior_loc"].shape[0]
+            input_dim = _input_dim(model, params)
         expected = model.init(np.random.default_rng(0), int(input_dim))
     except (KeyError, TypeError, AttributeError, IndexError) as err:
         raise ValueError(f"{where}: params do not have the structure of the model ({err!r})") from None
@@ -108,3 +108,9 @@ def _check_against_model(model, params, where, input_dim=None):
         if value.shape != ref.shape or value.dtype != ref.dtype:
             raise ValueError(f"{where}: {key} has shape {value.shape} and dtype {value.dtype}; "
                              f"the model expects {ref.shape} {ref.dtype}")
+
+
+def _input_dim(model, params):
+    """The input size implied by the first layer's kernel (its first weight, shape (in, units))."""
+    first = model.network.layers[0].weight_names()[0]
+    return int(np.shape(params["network"]["layer_0"][first])[0])

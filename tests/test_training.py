@@ -257,3 +257,15 @@ def test_save_load_round_trip_and_corruption(tmp_path):
         json.dump({"format": "something-else"}, f)
     with pytest.raises(ValueError, match="not an lrtdense model config"):
         lio.load(path)
+
+
+def test_save_load_variational_dropout_model(tmp_path):
+    rng = np.random.default_rng(10)
+    model = Model(Sequential([L.DenseSparseVariationalDropout(4, "relu", dtype="float64"),
+                              L.DenseVariationalDropout(2, dtype="float64")]), CategoricalLikelihood())
+    params = model.init(rng, 3)
+    lio.save(str(tmp_path / "vd"), model, params)
+    model2, params2 = lio.load(str(tmp_path / "vd"))
+    assert model2.get_config() == model.get_config()
+    x = rng.standard_normal((2, 3))
+    assert np.array_equal(model.forward(params, x, mode="mean")[0], model2.forward(params2, x, mode="mean")[0])

@@ -1,0 +1,297 @@
+#!/usr/bin/env python3
+"""Benchmark of lrtdense's training step against the GEMM floor, PyTorch eager and JAX jit.
+
+What it measures (issue 6): the reference step (an MLP 784 -> 400 -> 400 -> 10, ReLU, every layer
+a DenseLocalReparameterization with TFP's defaults, softmax cross-entropy + KL / 60000 on one
+minibatch: forward, all gradients, one Adam update with lr 1e-3; see ``reference_step.py``), in
+float32 and float64, batch 100 and 1000, on random data (x ~ U[0, 1), labels 0..9; nothing is
+downloaded):
+
+* step time, median ms, of: lrtdense's step exactly as ``fit`` runs it (``make_step``); the GEMM
+  floor (the 16 matrix products the step needs, on preallocated arrays); and, when installed,
+  the same step in PyTorch eager and in JAX with ``jax.jit``. All contenders run in the same
+  process, interleaved round-robin in a shuffled order each round, so that machine noise hits
+  them alike; the ratios lrtdense / floor and lrtdense / peer come from one run and are checked
+  against the issue's bars. The share of the CPUs other processes used meanwhile is reported;
+* memory of lrtdense's step, after warm-up and before any peer is imported: the peak of a
+  step's own allocations (tracemalloc) against the arrays the math needs (params, grads, Adam
+  moments, activations and their squares; bar 1.5x), NumPy buffers allocated per step, page
+  faults per step, the process's peak RSS, and what explicit per-example weight sampling would
+  need at the same sizes;
+* a sanity check of each peer: its loss and gradients equal lrtdense's on the same params and
+  noise (float32 ~1e-6, float64 ~1e-15 relative).
+
+Run (from the repository root; the peers need torch and jax installed, else they are skipped
+with a note):
+
+    python benchmarks/bench_step.py                      # full run: about 2 min on an idle
+                                                         # 2-core machine, with the peers
+    python benchmarks/bench_step.py --quick              # about 40 s
+    python benchmarks/bench_step.py --dtypes float32 --batches 100 --no-peers
+    python benchmarks/bench_step.py --reference-path     # also time make_step's autograd path
+
+It prints a Markdown report and writes it to ``--out`` (default ``benchmarks/RESULTS.md``);
+``--json`` adds the raw numbers. Where the environment sets OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE
+(they slow a current NumPy on some processors), benchmark with both unset in that command alone,
+``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_step.py``, and check the
+core type the report names (threadpoolctl). Never change them in tests or CI.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import machine  # noqa: E402
+import memory_stats  # noqa: E402
+import reference_step as ref  # noqa: E402
+import report  # noqa: E402
+
+DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true",
+                   help="a short run: 5 rounds, 1 warm-up round, fewer memory steps")
+    p.add_argument("--dtypes", default="float32,float64")
+    p.add_argument("--batches", default="100,1000")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="rounds: timed pairs of steps per contender and configuration "
+                        "(default 31, --quick 5)")
+    p.add_argument("--warmup", type=int, default=None,
+                   help="untimed round-robin rounds first (default 3, --quick 1)")
+    p.add_argument("--out", default=DEFAULT_OUT, help="Markdown report ('' to skip)")
+    p.add_argument("--json", default="", help="also write the raw numbers as JSON here")
+    p.add_argument("--no-peers", action="store_true", help="skip PyTorch and JAX")
+    p.add_argument("--peers", default="torch,jax", help="which peers to try (if installed)")
+    p.add_argument("--reference-path", action="store_true",
+                   help="also time make_step(..., implementation='reference') (autograd)")
+    p.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
+                   help="before each configuration, wait up to SECONDS for other processes to "
+                        "leave the CPUs mostly idle (shared machines)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="limit NumPy's BLAS (threadpoolctl) and torch to N threads, and JAX to "
+                        "one when N is 1 (default: each library's own default). A diagnostic "
+                        "for busy machines; the issue's bars are for the defaults")
+    p.add_argument("--sizes", default=",".join(map(str, ref.LAYERS)),
+                   help="layer sizes input,hidden...,classes (the bars apply to 784,400,400,10 "
+                        "only; smaller sizes are for smoke tests)")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    args.dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
+    for d in args.dtypes:
+        if d not in ("float32", "float64"):
+            p.error(f"--dtypes: expected float32 and/or float64, got {d!r}")
+    try:
+        args.batches = [int(b) for b in args.batches.split(",") if b]
+        args.sizes = tuple(int(s) for s in args.sizes.split(",") if s)
+    except ValueError as err:
+        p.error(f"--batches / --sizes: expected comma-separated integers ({err})")
+    args.peers = [] if args.no_peers else [n for n in args.peers.split(",") if n]
+    for name in args.peers:
+        if name not in ref.PEERS:
+            p.error(f"--peers: unknown peer {name!r}; expected some of {sorted(ref.PEERS)}")
+    if args.repeats is None:
+        args.repeats = 5 if args.quick else 31
+    if args.warmup is None:
+        args.warmup = 1 if args.quick else 3
+    if len(args.sizes) < 2 or min(args.sizes) < 1 or not args.batches or min(args.batches) < 1:
+        p.error("--sizes needs at least 2 sizes >= 1 and --batches sizes >= 1")
+    if args.repeats < 1 or args.warmup < 0:
+        p.error("--repeats must be >= 1 and --warmup >= 0")
+    if args.threads is not None and args.threads < 1:
+        p.error("--threads must be >= 1")
+    args.memory_steps = 2 if args.quick else 3
+    args.fault_steps = 3 if args.quick else 10
+    return args
+
+
+# ------------------------------------------------------------------------------------- peers
+def limit_threads(threads):
+    """Limits NumPy's BLAS to ``threads`` threads for the rest of the process (threadpoolctl).
+    Returns a note for the report. Raises SystemExit without threadpoolctl."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        raise SystemExit("--threads needs threadpoolctl (pip install threadpoolctl)") from None
+    threadpool_limits(threads, user_api="blas")
+    if threads == 1:   # must precede the import of jax
+        flags = os.environ.get("XLA_FLAGS", "")
+        os.environ["XLA_FLAGS"] = (flags + " --xla_cpu_multi_thread_eigen=false "
+                                   "intra_op_parallelism_threads=1").strip()
+    return (f"threads limited to {threads} (--threads): NumPy's BLAS via threadpoolctl, "
+            f"torch.set_num_threads" + (", JAX via XLA_FLAGS" if threads == 1 else
+                                        "; JAX keeps its default"))
+
+
+def load_peers(names, dtypes, threads=None):
+    """Imports each requested peer. Returns ({name: factory}, {name: version}, [skip notes])."""
+    factories, versions, notes = {}, {}, []
+    for name in names:
+        try:
+            if name == "jax":
+                jax = ref.setup_jax(enable_x64="float64" in dtypes)
+                versions[name] = (f"jax {jax.__version__} ({jax.default_backend()}, "
+                                  f"jax_enable_x64 {'on' if 'float64' in dtypes else 'off'})")
+            else:
+                import torch
+                if threads is not None:
+                    torch.set_num_threads(threads)
+                versions[name] = (f"torch {torch.__version__} ({torch.get_num_threads()} "
+                                  f"thread{'s' if torch.get_num_threads() != 1 else ''})")
+            factories[name] = ref.PEERS[name]
+        except ImportError as err:
+            notes.append(f"{report.PEER_LABELS[name]}: skipped, {name} is not installed ({err})")
+    return factories, versions, notes
+
+
+# ------------------------------------------------------------------------------------- timing
+def time_round_robin(contenders, repeats, warmup, rng):
+    """Step times in seconds, measured in ``repeats`` interleaved rounds (a new random order each
+    round) after ``warmup`` untimed rounds.
+
+    In each round every contender, in turn, runs two steps back to back, each timed: the first
+    starts with the caches the other contenders left behind ("cold"), the second with its own,
+    as steps do in a training loop ("warm"). Returns ({name: warm times}, {name: cold times}).
+    """
+    for _ in range(warmup):
+        for c in contenders:
+            c.run()
+    warm, cold = {c.name: [] for c in contenders}, {c.name: [] for c in contenders}
+    clock = time.perf_counter
+    for _ in range(repeats):
+        for i in rng.permutation(len(contenders)):
+            c = contenders[i]
+            start = clock()
+            c.run()
+            middle = clock()
+            c.run()
+            end = clock()
+            cold[c.name].append(middle - start)
+            warm[c.name].append(end - middle)
+    return warm, cold
+
+
+def summarize(samples):
+    q25, q50, q75 = np.percentile(samples, [25, 50, 75])
+    return {"median_ms": 1e3 * q50, "q25_ms": 1e3 * q25, "q75_ms": 1e3 * q75,
+            "min_ms": 1e3 * min(samples), "n": len(samples)}
+
+
+# ---------------------------------------------------------------------------------- the run
+def measure_memory(problem, args, implementation=None):
+    """lrtdense's step alone: tracemalloc footprint, NumPy allocations, page faults."""
+    build = lambda: ref.lrtdense_contender(problem, implementation).run  # noqa: E731
+    run, traced = memory_stats.traced_training(build, max(args.warmup, 2), args.memory_steps)
+    counted = memory_stats.count_numpy_allocations(run, args.memory_steps)
+    minflt, majflt = memory_stats.page_faults_per_step(run, args.fault_steps)
+    needs = memory_stats.math_needs(problem.sizes, problem.batch, problem.dtype)
+    noise, explicit = memory_stats.explicit_sampling_bytes(problem.sizes, problem.batch,
+                                                           problem.dtype)
+    return {"needs": needs, **traced, "footprint_over_needs": traced["footprint_peak"] /
+            needs["total"],
+            "numpy_allocs_per_step": None if counted is None else counted[0],
+            "numpy_bytes_per_step": None if counted is None else counted[1],
+            "minflt_per_step": minflt, "majflt_per_step": majflt,
+            "explicit_noise": noise, "explicit_total": explicit}
+
+
+def run_config(problem, factories, args, rng):
+    """Builds the contenders, checks the peers, times all round-robin; page faults after."""
+    lrt = ref.lrtdense_contender(problem)
+    contenders, notes, checks = [ref.gemm_floor_contender(problem), lrt], [], {}
+    if args.reference_path:
+        try:
+            contenders.append(ref.lrtdense_contender(problem, "reference"))
+        except RuntimeError as err:
+            notes.append(f"lrtdense (reference): skipped ({err})")
+    for name, factory in factories.items():
+        try:
+            peer = factory(problem)
+        except (ImportError, RuntimeError) as err:
+            notes.append(f"{report.PEER_LABELS[name]} {problem.dtype} B{problem.batch}: "
+                         f"skipped ({err})")
+            continue
+        checks[name] = ref.check_peer(problem, lrt, peer)
+        contenders.append(peer)
+    background = machine.wait_for_idle(args.wait_idle) if args.wait_idle > 0 else None
+    with machine.CpuShare() as share:
+        times, cold = time_round_robin(contenders, args.repeats, args.warmup, rng)
+    faults = {c.name: memory_stats.page_faults_per_step(c.run, args.fault_steps)[0]
+              for c in contenders}
+    return {"time": {name: summarize(t) for name, t in times.items()},
+            "time_cold": {name: summarize(t) for name, t in cold.items()}, "faults": faults,
+            "checks": checks, "notes": notes, "others_cpu": share.others,
+            "others_cpu_before": background,
+            "labels": {c.name: c.label for c in contenders},
+            "contender_notes": {c.name: c.notes for c in contenders}}
+
+
+def main(argv=None):
+    """Runs the benchmark; prints and writes the report. Returns the results as a dict."""
+    args = parse_args(argv)
+    configs = [(d, b) for d in args.dtypes for b in args.batches]
+    started = time.perf_counter()
+    results = {"configs": [], "reference_sizes": tuple(args.sizes) == ref.LAYERS, "settings": {
+        "repeats": args.repeats, "warmup": args.warmup, "sizes": list(args.sizes),
+        "memory_steps": args.memory_steps, "fault_steps": args.fault_steps, "seed": args.seed}}
+
+    thread_note = [] if args.threads is None else [limit_threads(args.threads)]
+
+    # Phase 1: lrtdense and the floor alone (no peer imported yet): memory, faults, RSS.
+    memory = {}
+    for dtype, batch in configs:
+        problem = ref.reference_problem(dtype, batch, args.sizes, args.seed)
+        memory[dtype, batch] = {"lrtdense": measure_memory(problem, args)}
+        if args.reference_path:
+            try:
+                memory[dtype, batch]["lrtdense_reference"] = measure_memory(problem, args,
+                                                                            "reference")
+            except RuntimeError:
+                pass  # run_config notes the skip
+    results["rss_lrtdense_only"] = memory_stats.peak_rss_bytes()
+
+    # Phase 2: every contender in one process, round-robin.
+    factories, versions, notes = load_peers(args.peers, args.dtypes, args.threads)
+    results["machine"] = machine.machine_info()
+    results["machine"]["peers"] = versions
+    results["notes"] = thread_note + notes + ([] if args.peers else
+                                              ["peers: disabled (--no-peers)"])
+    rng = np.random.default_rng(args.seed + 10)
+    for dtype, batch in configs:
+        problem = ref.reference_problem(dtype, batch, args.sizes, args.seed)
+        run = run_config(problem, factories, args, rng)
+        results["notes"] += run.pop("notes")
+        results["configs"].append({"dtype": dtype, "batch": batch, **run,
+                                   "memory": memory[dtype, batch]})
+        print(f"  {dtype} B{batch}: " + ", ".join(
+            f"{name} {t['median_ms']:.2f} ms" for name, t in run["time"].items()),
+            file=sys.stderr, flush=True)
+    results["rss_end"] = memory_stats.peak_rss_bytes()
+    results["seconds"] = time.perf_counter() - started
+    report.add_ratios(results)
+
+    text = report.format_report(results)
+    print(text, end="")
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1, default=_jsonable)
+    return results
+
+
+def _jsonable(value):
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+if __name__ == "__main__":
+    main()
