@@ -83,10 +83,40 @@ class FastStep:
             arr = self._ws[key] = np.empty(shape, self.dtype)
         return arr
 
+    def _tmp(self, size):
+        """One scratch buffer shared by all layers, viewed with the size needed."""
+        buf = self._ws.get("shared")
+        if buf is None or buf.size < size:
+            buf = self._ws["shared"] = np.empty(size, self.dtype)
+        return buf[:size]
+
+    def _posterior(self, i, u):
+        """scale = softplus(u) + eps and sigmoid(u) (kept for the backward pass).
+
+        With e = exp(u): softplus = log1p(e), sigmoid = e / (1 + e): three transcendental-free
+        passes after one exp, instead of scipy's log_expit / expit (several times slower). When
+        some u > 30, exp could overflow, and the stable scipy forms are used instead.
+        """
+        eps_m = float(np.finfo(self.dtype).eps)
+        scale = self._buf((i, "scale"), u.shape)
+        sig = self._buf((i, "sig"), u.shape)
+        if u.max() <= 30.0:
+            np.exp(u, out=sig)
+            np.log1p(sig, out=scale)
+            tmp = self._tmp(u.size).reshape(u.shape)
+            np.add(sig, 1, out=tmp)
+            sig /= tmp
+        else:
+            np.negative(u, out=scale)
+            log_expit(scale, out=scale)
+            np.negative(scale, out=scale)
+            expit(u, out=sig)
+        scale += eps_m
+        return scale, sig
+
     def grads(self, params, xb, yb, rng, kl_weight=1.0):
         """(loss, nll, kl, grads) at ``params``; grads live in reused buffers."""
         dt = self.dtype
-        eps_m = float(np.finfo(dt).eps)
         w = kl_weight / self.num_examples
         a = np.asarray(xb)
         if a.dtype != dt:
@@ -100,12 +130,9 @@ class FastStep:
         for i, (name, layer) in enumerate(zip(self.names, self.layers)):
             p = params[name]
             loc, u = p["kernel_posterior_loc"], p["kernel_posterior_untransformed_scale"]
-            n_in, units = loc.shape
-            scale = self._buf((i, "scale"), loc.shape)
-            np.negative(u, out=scale)                       # scale = softplus(u) + eps
-            log_expit(scale, out=scale)                     #       = eps - log_expit(-u)
-            np.subtract(eps_m, scale, out=scale)
-            s2 = self._buf((i, "s2"), loc.shape)
+            units = loc.shape[1]
+            scale, sig = self._posterior(i, u)
+            s2 = self._tmp(loc.size).reshape(loc.shape)
             np.multiply(scale, scale, out=s2)
             a2 = self._buf((i, "a2"), a.shape)
             np.multiply(a, a, out=a2)
@@ -114,6 +141,9 @@ class FastStep:
             np.matmul(a, loc, out=z)
             np.matmul(a2, s2, out=std)
             np.sqrt(std, out=std)
+            prior = layer.kernel_prior
+            if prior is not None:
+                kl_total += self._kl(loc, scale, s2, prior)
             eps = rng.standard_normal((batch, units), dtype=dt)
             tmp = self._buf((i, "tmp_bu"), (batch, units))
             np.multiply(eps, std, out=tmp)
@@ -121,10 +151,7 @@ class FastStep:
             if layer.bias_posterior is not None:
                 z += p["bias_posterior_loc"]
             h = self._activate(i, layer, z)
-            prior = layer.kernel_prior
-            if prior is not None:
-                kl_total += self._kl(i, loc, scale, s2, prior)
-            cache.append((a, a2, scale, s2, z, std, eps, h))
+            cache.append((a, a2, scale, sig, z, std, eps, h))
             a = h
         nll, dout = self._likelihood(a, yb, batch)
         loss = nll + w * kl_total
@@ -132,38 +159,37 @@ class FastStep:
         for i in reversed(range(len(self.layers))):
             layer, name = self.layers[i], self.names[i]
             p, gp = params[name], grads[name]
-            a_in, a2, scale, s2, z, std, eps, h = cache[i]
-            loc, u = p["kernel_posterior_loc"], p["kernel_posterior_untransformed_scale"]
+            a_in, a2, scale, sig, z, std, eps, h = cache[i]
+            loc = p["kernel_posterior_loc"]
             dz = self._activation_grad(i, layer, z, h, g)
             if layer.bias_posterior is not None:
                 np.sum(dz, axis=0, out=gp["bias_posterior_loc"])
-            r = self._buf((i, "r"), dz.shape)                 # r = dz * eps / (2 s), 0 at s = 0
+            r = self._buf((i, "r"), dz.shape)                 # r = dz * eps / s, 0 at s = 0
             np.multiply(dz, eps, out=r)
             with np.errstate(divide="ignore", invalid="ignore"):
                 np.divide(r, std, out=r)
-            r *= 0.5
             r[std == 0] = 0
             gloc, gu = gp["kernel_posterior_loc"], gp["kernel_posterior_untransformed_scale"]
             np.matmul(a_in.T, dz, out=gloc)
-            np.matmul(a2.T, r, out=gu)                        # d s2
+            np.matmul(a2.T, r, out=gu)                        # = 2 d s2
             if i > 0:
                 da = self._buf((i, "da"), a_in.shape)
                 np.matmul(dz, loc.T, out=da)
+                s2 = self._tmp(loc.size).reshape(loc.shape)
+                np.multiply(scale, scale, out=s2)
                 tmp = self._buf((i, "tmp_bi"), a_in.shape)
                 np.matmul(r, s2.T, out=tmp)
-                tmp *= a_in
-                tmp *= 2
+                tmp *= a_in                                   # 2 a (0.5 r @ s2.T)
                 da += tmp
                 g = da
             # d scale = 2 scale d s2 + w (scale / sp^2 - 1 / scale); d u = d scale * sigmoid(u)
-            gu *= 2
             prior = layer.kernel_prior
             if prior is not None:
                 c = w / prior.scale ** 2
                 gu += c
             gu *= scale
             if prior is not None:
-                t = self._buf((i, "tmp_w"), loc.shape)
+                t = self._tmp(loc.size).reshape(loc.shape)
                 np.divide(w, scale, out=t)
                 gu -= t
                 if prior.loc == 0:
@@ -172,9 +198,7 @@ class FastStep:
                     np.subtract(loc, prior.loc, out=t)
                     t *= c
                 gloc += t
-            t = self._buf((i, "tmp_w"), loc.shape)
-            expit(u, out=t)
-            gu *= t
+            gu *= sig
         return loss, nll, kl_total, grads
 
     def __call__(self, state, xb, yb, rng, kl_weight=1.0):
@@ -187,20 +211,21 @@ class FastStep:
             state = self.optimizer.update(state, full, inplace=True)
         return state, self.dtype.type(loss), self.dtype.type(nll), self.dtype.type(kl)
 
-    def _kl(self, i, loc, scale, s2, prior):
-        """sum KL(N(loc, scale) || N(mp, sp)) by reductions (4 passes instead of ~8)."""
+    def _kl(self, loc, scale, s2, prior):
+        """sum KL(N(loc, scale) || N(mp, sp)) by reductions (few passes instead of ~8).
+
+        ``s2`` (= scale**2) is overwritten."""
         n = loc.size
         sp = prior.scale
         flat = loc.reshape(-1)
         if prior.loc == 0:
             sq = float(flat @ flat)
         else:
-            d = self._buf((i, "tmp_w"), loc.shape).reshape(-1)
-            np.subtract(flat, prior.loc, out=d)
+            d = flat - prior.loc
             sq = float(d @ d)
-        logs = self._buf((i, "tmp_w"), loc.shape)
-        np.log(scale, out=logs)
-        return (0.5 * sq / sp ** 2 + 0.5 * float(np.sum(s2)) / sp ** 2 - 0.5 * n
+        sum_s2 = float(np.sum(s2))
+        logs = np.log(scale, out=s2)
+        return (0.5 * sq / sp ** 2 + 0.5 * sum_s2 / sp ** 2 - 0.5 * n
                 - float(np.sum(logs)) + n * math.log(sp))
 
     def _activate(self, i, layer, z):
