@@ -83,12 +83,16 @@ class FastStep:
             arr = self._ws[key] = np.empty(shape, self.dtype)
         return arr
 
-    def _tmp(self, size):
-        """One scratch buffer shared by all layers, viewed with the size needed."""
-        buf = self._ws.get("shared")
+    def _shared(self, role, shape):
+        """A scratch buffer shared by all layers (one per role), viewed with the shape needed."""
+        size = int(np.prod(shape))
+        buf = self._ws.get(("shared", role))
         if buf is None or buf.size < size:
-            buf = self._ws["shared"] = np.empty(size, self.dtype)
-        return buf[:size]
+            buf = self._ws[("shared", role)] = np.empty(size, self.dtype)
+        return buf[:size].reshape(shape)
+
+    def _tmp(self, size):
+        return self._shared("weights", (size,))
 
     def _posterior(self, i, u):
         """scale = softplus(u) + eps and sigmoid(u) (kept for the backward pass).
@@ -145,13 +149,13 @@ class FastStep:
             if prior is not None:
                 kl_total += self._kl(loc, scale, s2, prior)
             eps = rng.standard_normal((batch, units), dtype=dt)
-            tmp = self._buf((i, "tmp_bu"), (batch, units))
+            tmp = self._shared("batch_units", (batch, units))
             np.multiply(eps, std, out=tmp)
             z += tmp
             if layer.bias_posterior is not None:
                 z += p["bias_posterior_loc"]
             h = self._activate(i, layer, z)
-            cache.append((a, a2, scale, sig, z, std, eps, h))
+            cache.append((a, a2, scale, sig, std, eps, h))
             a = h
         nll, dout = self._likelihood(a, yb, batch)
         loss = nll + w * kl_total
@@ -159,25 +163,26 @@ class FastStep:
         for i in reversed(range(len(self.layers))):
             layer, name = self.layers[i], self.names[i]
             p, gp = params[name], grads[name]
-            a_in, a2, scale, sig, z, std, eps, h = cache[i]
+            a_in, a2, scale, sig, std, eps, h = cache[i]
             loc = p["kernel_posterior_loc"]
-            dz = self._activation_grad(i, layer, z, h, g)
+            dz = self._activation_grad(layer, h, g)
             if layer.bias_posterior is not None:
                 np.sum(dz, axis=0, out=gp["bias_posterior_loc"])
-            r = self._buf((i, "r"), dz.shape)                 # r = dz * eps / s, 0 at s = 0
-            np.multiply(dz, eps, out=r)
+            gloc, gu = gp["kernel_posterior_loc"], gp["kernel_posterior_untransformed_scale"]
+            np.matmul(a_in.T, dz, out=gloc)
+            if i > 0:  # two "da" buffers by parity: g may itself be the previous layer's da
+                da = self._shared(("da", i % 2), a_in.shape)
+                np.matmul(dz, loc.T, out=da)
+            r = dz                                            # dz is not needed any more:
+            np.multiply(dz, eps, out=r)                       # r = dz * eps / s, 0 at s = 0
             with np.errstate(divide="ignore", invalid="ignore"):
                 np.divide(r, std, out=r)
             r[std == 0] = 0
-            gloc, gu = gp["kernel_posterior_loc"], gp["kernel_posterior_untransformed_scale"]
-            np.matmul(a_in.T, dz, out=gloc)
             np.matmul(a2.T, r, out=gu)                        # = 2 d s2
             if i > 0:
-                da = self._buf((i, "da"), a_in.shape)
-                np.matmul(dz, loc.T, out=da)
                 s2 = self._tmp(loc.size).reshape(loc.shape)
                 np.multiply(scale, scale, out=s2)
-                tmp = self._buf((i, "tmp_bi"), a_in.shape)
+                tmp = self._shared("batch_in", a_in.shape)
                 np.matmul(r, s2.T, out=tmp)
                 tmp *= a_in                                   # 2 a (0.5 r @ s2.T)
                 da += tmp
@@ -229,25 +234,24 @@ class FastStep:
                 - float(np.sum(logs)) + n * math.log(sp))
 
     def _activate(self, i, layer, z):
+        """The activation, in place on z (z itself is not needed by the backward pass)."""
         name = layer.activation or "linear"
-        if name == "linear":
-            return z
-        h = self._buf((i, "h"), z.shape)
         if name == "relu":
-            np.maximum(z, 0, out=h)
-        else:
-            np.tanh(z, out=h)
-        return h
+            np.maximum(z, 0, out=z)
+        elif name == "tanh":
+            np.tanh(z, out=z)
+        return z
 
-    def _activation_grad(self, i, layer, z, h, g):
+    def _activation_grad(self, layer, h, g):
+        """dL/dz from g = dL/dh, using the output h: relu' = (h > 0), tanh' = 1 - h**2."""
         name = layer.activation or "linear"
         if name == "linear":
             return g
-        dz = self._buf((i, "dz"), z.shape)
+        dz = self._shared("dz", h.shape)
         if name == "relu":
-            np.multiply(g, z > 0, out=dz)
+            np.multiply(g, h > 0, out=dz)
         else:
-            np.multiply(h, h, out=dz)                         # 1 - tanh^2
+            np.multiply(h, h, out=dz)
             np.subtract(1, dz, out=dz)
             dz *= g
         return dz

@@ -121,3 +121,18 @@ def test_fast_fit_interrupt_keeps_the_last_completed_step(monkeypatch):
     for name, layer in opt.get_params(state)["network"].items():
         for k, v in layer.items():
             assert np.array_equal(out["network"][name][k], v), (name, k)
+
+
+def test_fast_gradients_with_linear_hidden_layers():
+    model = Model(Sequential([L.DenseLocalReparameterization(5, dtype="float64"),
+                              L.DenseLocalReparameterization(4, dtype="float64"),
+                              L.DenseLocalReparameterization(3, "relu", dtype="float64"),
+                              L.DenseLocalReparameterization(2, dtype="float64")]), GaussianLikelihood(0.3))
+    rng = np.random.default_rng(7)
+    params = model.init(rng, 6)
+    x, y = rng.standard_normal((8, 6)), rng.standard_normal((8, 2))
+    loss, _, _, g = fast.FastStep(model, adam(), 30).grads(params["network"], x, y, np.random.default_rng(1))
+    ref = grad(lambda p: model.loss(p, x, y, np.random.default_rng(1), num_examples=30)[0])(params)["network"]
+    for name in ref:
+        for key in ref[name]:
+            assert _rel(g[name][key], ref[name][key]) <= 1e-12, (name, key)
