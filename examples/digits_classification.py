@@ -21,6 +21,7 @@ import sys
 
 import numpy as np
 
+from lrtdense.datasets import load_digits_split
 import lrtdense as L
 from lrtdense.losses import CategoricalLikelihood
 from lrtdense.model import Model
@@ -30,25 +31,13 @@ from lrtdense.predict import predict, predict_mean, accuracy, expected_calibrati
 from lrtdense.training import fit
 
 
-def load_digits_split(seed, test_fraction):
-    """Digits scaled to [0, 1], split with a seeded permutation. Returns x_tr, y_tr, x_te, y_te."""
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError:
-        sys.exit("this example needs scikit-learn (it ships the digits data offline): "
-                 "pip install 'lrtdense[examples]'")
-    data = load_digits()
-    x, y = data.data / 16.0, data.target
-    order = np.random.default_rng(seed).permutation(len(x))
-    n_test = int(round(test_fraction * len(x)))
-    test, train = order[:n_test], order[n_test:]
-    return x[train], y[train], x[test], y[test]
-
-
 def main(verbose=True, **overrides):
     s = {**SETTINGS, **overrides}
     rng = np.random.default_rng(s["seed"])
-    x_tr, y_tr, x_te, y_te = load_digits_split(s["seed"], s["test_fraction"])
+    try:
+        x_tr, y_tr, x_te, y_te = load_digits_split(s["seed"], s["test_fraction"])
+    except ImportError as err:
+        sys.exit(f"this example {err}")
     model = Model(Sequential([L.DenseLocalReparameterization(s["hidden"], "relu"),
                               L.DenseLocalReparameterization(10)]), CategoricalLikelihood())
     params = model.init(rng, x_tr.shape[1])

@@ -42,6 +42,7 @@ import time
 
 import numpy as np
 
+from lrtdense.datasets import load_digits_split
 from lrtdense.dropout import DenseSparseVariationalDropout, network_sparsity
 from lrtdense.losses import CategoricalLikelihood
 from lrtdense.model import Model
@@ -49,21 +50,6 @@ from lrtdense.network import Sequential
 from lrtdense.optimizers import adam
 from lrtdense.studies.variance import one_blas_thread
 from lrtdense.training import fit
-
-
-def load_digits_split(seed, test_fraction):
-    """Digits / 16, split with a seeded permutation. Returns x_tr, y_tr, x_te, y_te."""
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError:
-        sys.exit("this example needs scikit-learn (it ships the digits data offline): "
-                 "pip install 'lrtdense[examples]'")
-    data = load_digits()
-    x, y = data.data / 16.0, data.target
-    order = np.random.default_rng(seed).permutation(len(x))
-    n_test = int(round(test_fraction * len(x)))
-    test, train = order[:n_test], order[n_test:]
-    return x[train], y[train], x[test], y[test]
 
 
 def build_model(hidden, threshold):
@@ -106,7 +92,10 @@ def main(verbose=True, **overrides):
     unknown = set(s) - set(SETTINGS)
     if unknown:
         raise ValueError(f"unknown settings {sorted(unknown)}; expected a subset of {sorted(SETTINGS)}")
-    x_tr, y_tr, x_te, y_te = load_digits_split(s["seed"], s["test_fraction"])
+    try:
+        x_tr, y_tr, x_te, y_te = load_digits_split(s["seed"], s["test_fraction"])
+    except ImportError as err:
+        sys.exit(f"this example {err}")
     x_te = x_te.astype(np.float32)
     warmup = max(1, s["warmup_epochs"])
     runs, seconds, trained = {}, 0.0, {}

@@ -55,6 +55,7 @@ from lrtdense.model import Model
 from lrtdense.network import Sequential
 from lrtdense.optimizers import Optimizer, adam
 from lrtdense.primitives import sqrt0
+from lrtdense.datasets import load_digits_split
 from lrtdense.training import fit
 
 __all__ = ["one_blas_thread", "ESTIMATORS", "LABELS", "DEFAULTS", "SHORT", "PAPER", "run", "load_digits_split",
@@ -88,25 +89,6 @@ SHORT = dict(DEFAULTS, hidden=(32, 32), early_epochs=2, late_epochs=10, num_draw
 
 
 # ------------------------------------------------------------------------------------- data
-def load_digits_split(seed, test_fraction=0.25):
-    """scikit-learn's bundled digits / 16, seeded split. Returns x_tr, y_tr, x_te, y_te (float64).
-
-    Raises:
-      ImportError: scikit-learn is not installed (it ships the data; nothing is downloaded).
-    """
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError:
-        raise ImportError("the variance study needs scikit-learn, which ships the digits data "
-                          "offline: pip install 'lrtdense[examples]'") from None
-    data = load_digits()
-    x, y = data.data / 16.0, data.target
-    order = onp.random.default_rng(seed).permutation(len(x))
-    n_test = int(round(test_fraction * len(x)))
-    test, train = order[:n_test], order[n_test:]
-    return x[train], y[train], x[test], y[test]
-
-
 def build_network(hidden, alpha, dtype="float64"):
     """Sequential of DenseVariationalDropout layers: relu hidden layers, a linear 10-way top."""
     log_alpha = Constant(math.log(alpha))
