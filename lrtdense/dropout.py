@@ -184,37 +184,8 @@ class _DenseDropout(_DenseVariational):
         self.check_params(params)
         return params
 
-    def check_params(self, params, input_dim=None):
-        """Raises a clear error unless ``params`` has exactly this layer's keys, shapes and dtype.
-
-        Returns the input dimension the params imply.
-        """
-        if not isinstance(getval(params), dict):
-            raise TypeError(f"params must be a dict of arrays, got {type(params).__name__}")
-        names = self.weight_names()
-        missing = [n for n in names if n not in params]
-        extra = sorted(set(params) - set(names))
-        if missing or extra:
-            raise ValueError(f"params do not match {type(self).__name__}(use_bias="
-                             f"{self.use_bias}): missing {missing}, unexpected {extra}; expected "
-                             f"exactly {names}")
-        theta_shape = tuple(getattr(params["kernel_theta"], "shape", ()))
-        if len(theta_shape) != 2 or theta_shape[1] != self.units:
-            raise ValueError(f"expected kernel_theta.shape == (in, {self.units}), got "
-                             f"{theta_shape}")
-        if input_dim is not None and theta_shape[0] != input_dim:
-            raise ValueError(f"expected x.shape[-1] == {theta_shape[0]} to match "
-                             f"kernel_theta.shape[0], got {input_dim}")
-        for name, shape in self.param_shapes(theta_shape[0]).items():
-            value = params[name]
-            got_shape = tuple(getattr(value, "shape", ()))
-            if got_shape != shape:
-                raise ValueError(f"expected {name}.shape == {shape}, got {got_shape}")
-            dtype = getattr(value, "dtype", None)
-            if dtype != self.dtype:
-                raise TypeError(f"expected {name}.dtype == {self.dtype} (the layer's dtype), got "
-                                f"{dtype}")
-        return theta_shape[0]
+    def _settings_text(self):
+        return f"use_bias={self.use_bias}"
 
     # -------------------------------------------------------------------------------- noise
     def noise_shapes(self, input_shape):

@@ -241,17 +241,16 @@ class _DenseVariational:
         missing = [n for n in names if n not in params]
         extra = sorted(set(params) - set(names))
         if missing or extra:
-            raise ValueError(f"params do not match {type(self).__name__}(bias_posterior="
-                             f"{_kind(self.bias_posterior)}): missing {missing}, unexpected "
-                             f"{extra}; expected exactly {names}")
-        loc_shape = tuple(params["kernel_posterior_loc"].shape)
-        if len(loc_shape) != 2 or loc_shape[1] != self.units:
-            raise ValueError(f"expected kernel_posterior_loc.shape == (in, {self.units}), got "
-                             f"{loc_shape}")
-        if input_dim is not None and loc_shape[0] != input_dim:
-            raise ValueError(f"expected x.shape[-1] == {loc_shape[0]} to match "
-                             f"kernel_posterior_loc.shape[0], got {input_dim}")
-        for name, shape in self.param_shapes(loc_shape[0]).items():
+            raise ValueError(f"params do not match {type(self).__name__}({self._settings_text()}): "
+                             f"missing {missing}, unexpected {extra}; expected exactly {names}")
+        kernel = names[0]
+        kernel_shape = tuple(getattr(params[kernel], "shape", ()))
+        if len(kernel_shape) != 2 or kernel_shape[1] != self.units:
+            raise ValueError(f"expected {kernel}.shape == (in, {self.units}), got {kernel_shape}")
+        if input_dim is not None and kernel_shape[0] != input_dim:
+            raise ValueError(f"expected x.shape[-1] == {kernel_shape[0]} to match "
+                             f"{kernel}.shape[0], got {input_dim}")
+        for name, shape in self.param_shapes(kernel_shape[0]).items():
             value = params[name]
             got_shape = tuple(getattr(value, "shape", ()))
             if got_shape != shape:
@@ -260,7 +259,10 @@ class _DenseVariational:
             if dtype != self.dtype:
                 raise TypeError(f"expected {name}.dtype == {self.dtype} (the layer's dtype), got "
                                 f"{dtype}")
-        return loc_shape[0]
+        return kernel_shape[0]
+
+    def _settings_text(self):
+        return f"bias_posterior={_kind(self.bias_posterior)}"
 
     # -------------------------------------------------------------------------------- noise
     def noise_shapes(self, input_shape):
