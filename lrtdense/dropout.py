@@ -151,38 +151,9 @@ class _DenseDropout(_DenseVariational):
                 f"use_bias={self.use_bias}, dtype={self.dtype!r})")
 
     # --------------------------------------------------------------------------- parameters
-    def init(self, rng, input_dim):
-        """Draws fresh params from ``rng`` in ``weight_names()`` order.
-
-        Args:
-          rng: numpy.random.Generator.
-          input_dim: size of the input's last axis.
-        Returns:
-          dict name -> array of the layer's dtype (shapes in the module docstring).
-        """
-        _check_rng(rng)
-        if isinstance(input_dim, bool) or not isinstance(input_dim, (int, onp.integer)) or input_dim < 1:
-            raise ValueError(f"input_dim must be an integer >= 1, got {input_dim!r}")
-        inits = {"kernel_theta": self.theta_initializer,
-                 self._VARIANCE_NAME: self.variance_initializer, "bias": self.bias_initializer}
-        dtype = _DTYPES[self.dtype]
-        return {name: onp.asarray(inits[name](rng, shape, dtype), dtype=dtype)
-                for name, shape in self.param_shapes(input_dim).items()}
-
-    def set_weights(self, weights):
-        """Builds params from a list in ``weight_names()`` order; floating arrays are cast to the
-        layer's dtype. Raises ValueError (count, shapes) or TypeError (non-floating arrays)."""
-        names = self.weight_names()
-        if not isinstance(weights, (list, tuple)) or len(weights) != len(names):
-            got = len(weights) if isinstance(weights, (list, tuple)) else type(weights).__name__
-            raise ValueError(f"expected a list of {len(names)} arrays {names}, got {got}")
-        arrays = [onp.asarray(w) for w in weights]
-        for name, a in zip(names, arrays):
-            if a.dtype.kind != "f":
-                raise TypeError(f"{name} must be a floating array, got dtype {a.dtype}")
-        params = {n: a.astype(self.dtype) for n, a in zip(names, arrays)}
-        self.check_params(params)
-        return params
+    def _initializers(self):
+        return {"kernel_theta": self.theta_initializer,
+                self._VARIANCE_NAME: self.variance_initializer, "bias": self.bias_initializer}
 
     def _settings_text(self):
         return f"use_bias={self.use_bias}"

@@ -191,6 +191,13 @@ class _DenseVariational:
         _check_rng(rng)
         if isinstance(input_dim, bool) or not isinstance(input_dim, (int, onp.integer)) or input_dim < 1:
             raise ValueError(f"input_dim must be an integer >= 1, got {input_dim!r}")
+        dtype = _DTYPES[self.dtype]
+        inits = self._initializers()
+        return {name: onp.asarray(inits[name](rng, shape, dtype), dtype=dtype)
+                for name, shape in self.param_shapes(input_dim).items()}
+
+    def _initializers(self):
+        """dict param name -> initializer, in ``weight_names()`` order."""
         inits = {"kernel_posterior_loc": self.kernel_posterior.loc_initializer,
                  "kernel_posterior_untransformed_scale":
                      self.kernel_posterior.untransformed_scale_initializer}
@@ -199,9 +206,7 @@ class _DenseVariational:
             if self.bias_posterior.is_normal:
                 inits["bias_posterior_untransformed_scale"] = (
                     self.bias_posterior.untransformed_scale_initializer)
-        dtype = _DTYPES[self.dtype]
-        return {name: onp.asarray(inits[name](rng, shape, dtype), dtype=dtype)
-                for name, shape in self.param_shapes(input_dim).items()}
+        return inits
 
     def get_weights(self, params):
         """The params as a list in TFP's ``layer.weights`` order."""
@@ -224,9 +229,6 @@ class _DenseVariational:
             if a.dtype.kind != "f":
                 raise TypeError(f"{name} must be a floating array, got dtype {a.dtype}")
         params = {n: a.astype(self.dtype) for n, a in zip(names, arrays)}
-        if params["kernel_posterior_loc"].ndim != 2:
-            raise ValueError(f"kernel_posterior_loc must have shape (in, {self.units}), got "
-                             f"{params['kernel_posterior_loc'].shape}")
         self.check_params(params)
         return params
 
