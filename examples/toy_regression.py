@@ -6,9 +6,9 @@ The same as `lrtdense demo`, with its settings here to play with.
 # ---- settings ---------------------------------------------------------------------------
 SETTINGS = dict(
     seed=0,
-    epochs=3000,          # full-batch Adam steps
+    epochs=8000,          # full-batch Adam steps
     hidden=50,            # units of the hidden DenseLocalReparameterization layer
-    learning_rate=0.01,
+    learning_rate=0.003,
     num_samples=500,      # Monte Carlo samples of the predictive
     output="toy_regression.png",
 )

@@ -23,7 +23,7 @@ from lrtdense.optimizers import adam
 from lrtdense.predict import predict, rmse, gaussian_nll, interval_coverage
 from lrtdense.training import fit
 
-DEFAULTS = dict(seed=0, epochs=3000, hidden=50, learning_rate=0.01, num_samples=500,
+DEFAULTS = dict(seed=0, epochs=8000, hidden=50, learning_rate=0.003, num_samples=500,
                 output="lrtdense_demo.png", noise=3.0, num_train=20, num_test=1000)
 
 
@@ -33,7 +33,7 @@ def toy_data(rng, n, noise=3.0, low=-4.0, high=4.0):
     return x, x ** 3 + noise * rng.standard_normal((n, 1))
 
 
-def run(seed=0, epochs=3000, hidden=50, learning_rate=0.01, num_samples=500,
+def run(seed=0, epochs=8000, hidden=50, learning_rate=0.003, num_samples=500,
         output="lrtdense_demo.png", noise=3.0, num_train=20, num_test=1000, verbose=True,
         file=None):
     """Trains and evaluates; returns a dict of metrics and predictions (also used by the tests)."""
