@@ -199,18 +199,7 @@ class _DenseDropout(_DenseVariational):
         """
         x = self._check_input(x)
         self.check_params(params, x.shape[-1])
-        if mode not in self.MODES:
-            raise ValueError(f"mode must be one of {self.MODES}, got {mode!r}")
-        if mode == "sample":
-            if noise is not None:
-                if rng is not None:
-                    raise ValueError("pass either rng or noise to forward, not both")
-                noise = self.check_noise(noise, x.shape)
-            elif rng is None:
-                raise ValueError("mode='sample' needs rng=numpy.random.Generator(...) or an "
-                                 "explicit noise dict; use mode='mean' for the posterior mean")
-            else:
-                noise = self.sample_noise(rng, x.shape)
+        noise = self._resolve_noise(x, rng, noise, mode, self.MODES)
         log_alpha = self.log_alpha(params)
         theta = params["kernel_theta"]
         if mode == "pruned":

@@ -375,23 +375,29 @@ class _DenseVariational:
         """
         x = self._check_input(x)
         self.check_params(params, x.shape[-1])
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        if mode == "sample":
-            if noise is not None:
-                if rng is not None:
-                    raise ValueError("pass either rng or noise to forward, not both")
-                noise = self.check_noise(noise, x.shape)
-            elif rng is None:
-                raise ValueError("mode='sample' needs rng=numpy.random.Generator(...) or an "
-                                 "explicit noise dict; use mode='mean' for the posterior mean")
-            else:
-                noise = self.sample_noise(rng, x.shape)
+        noise = self._resolve_noise(x, rng, noise, mode, MODES)
         scale = posterior_scale(params["kernel_posterior_untransformed_scale"])
         outputs = self._kernel_term(x, params["kernel_posterior_loc"], scale, noise, mode)
         outputs = self._add_bias(outputs, params, noise, mode)
         outputs = self._activation_fn(outputs)
         return outputs, self._kl_sum(self._divergences(params, scale))
+
+    def _resolve_noise(self, x, rng, noise, mode, modes):
+        """The noise dict of one forward call: checked ``noise``, or drawn from ``rng`` (sample
+        mode); None in the other modes. Raises ValueError for an unknown mode or a missing or
+        doubled source of randomness."""
+        if mode not in modes:
+            raise ValueError(f"mode must be one of {modes}, got {mode!r}")
+        if mode != "sample":
+            return None
+        if noise is not None:
+            if rng is not None:
+                raise ValueError("pass either rng or noise to forward, not both")
+            return self.check_noise(noise, x.shape)
+        if rng is None:
+            raise ValueError("mode='sample' needs rng=numpy.random.Generator(...) or an "
+                             "explicit noise dict; use mode='mean' for the posterior mean")
+        return self.sample_noise(rng, x.shape)
 
     def _add_bias(self, outputs, params, noise, mode):
         if self.bias_posterior is None:

@@ -1,4 +1,7 @@
 """Shared test helpers: central finite differences along random directions."""
+import importlib.util
+import os
+
 import numpy as np
 from autograd import grad
 
@@ -35,3 +38,14 @@ def directional_fd_check(f, args, argnum, rng, *, h=1e-6, rtol=1e-6, atol=1e-9, 
                 f"autograd {analytic!r}, abs error {err:.3g}")
             worst = max(worst, err / max(abs(fd), abs(analytic), 1e-300))
     return worst
+
+
+EXAMPLES = os.path.join(os.path.dirname(__file__), os.pardir, "examples")
+
+
+def load_example(name):
+    """Imports examples/<name>.py as a module (the examples are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(EXAMPLES, name + ".py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

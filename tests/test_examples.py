@@ -1,5 +1,4 @@
 """The demo's bars, and every example run as a script in a short configuration."""
-import importlib.util
 import os
 import subprocess
 import sys
@@ -8,15 +7,10 @@ import numpy as np
 import pytest
 
 from lrtdense import demo
+from helpers import load_example
 
-EXAMPLES = os.path.join(os.path.dirname(__file__), os.pardir, "examples")
 
 
-def load_example(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(EXAMPLES, name + ".py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_demo_default_seed_meets_the_bars(tmp_path):

@@ -7,17 +7,12 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import EXAMPLES, load_example
 
-EXAMPLES = os.path.join(os.path.dirname(__file__), os.pardir, "examples")
 SHORT_VARIANCE = dict(hidden=(32, 32), early_epochs=2, late_epochs=10, num_draws=100, batch_size=50)
 SHORT_SPARSE = dict(epochs=30, warmup_epochs=10, hidden=64)
 
 
-def load_example(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(EXAMPLES, name + ".py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_gradient_variance_example_short(tmp_path):
