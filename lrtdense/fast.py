@@ -33,6 +33,7 @@ from scipy.special import expit, log_expit
 
 from lrtdense.layers import DenseLocalReparameterization
 from lrtdense.losses import CategoricalLikelihood, GaussianLikelihood
+from lrtdense.training import _check_finite, _deferred_interrupt
 
 __all__ = ["supports", "FastStep"]
 
@@ -207,7 +208,6 @@ class FastStep:
         return loss, nll, kl_total, grads
 
     def __call__(self, state, xb, yb, rng, kl_weight=1.0):
-        from lrtdense.training import _check_finite, _deferred_interrupt
         params = self.optimizer.get_params(state)
         loss, nll, kl, grads = self.grads(params["network"], xb, yb, rng, kl_weight)
         full = {"network": grads, "likelihood": {}}
