@@ -77,6 +77,7 @@ class FastStep:
         self.dtype = np.dtype(model.dtype)
         self._ws = {}
         self._grads = None
+        self._eps_machine = float(np.finfo(self.dtype).eps)
 
     def _buf(self, key, shape):
         arr = self._ws.get(key)
@@ -86,14 +87,14 @@ class FastStep:
 
     def _shared(self, role, shape):
         """A scratch buffer shared by all layers (one per role), viewed with the shape needed."""
-        size = int(np.prod(shape))
+        size = math.prod(shape)
         buf = self._ws.get(("shared", role))
         if buf is None or buf.size < size:
             buf = self._ws[("shared", role)] = np.empty(size, self.dtype)
         return buf[:size].reshape(shape)
 
-    def _tmp(self, size):
-        return self._shared("weights", (size,))
+    def _tmp(self, shape):
+        return self._shared("weights", shape)
 
     def _posterior(self, i, u):
         """scale = softplus(u) + eps and sigmoid(u) (kept for the backward pass).
@@ -102,13 +103,12 @@ class FastStep:
         passes after one exp, instead of scipy's log_expit / expit (several times slower). When
         some u > 30, exp could overflow, and the stable scipy forms are used instead.
         """
-        eps_m = float(np.finfo(self.dtype).eps)
         scale = self._buf((i, "scale"), u.shape)
         sig = self._buf((i, "sig"), u.shape)
         if u.max() <= 30.0:
             np.exp(u, out=sig)
             np.log1p(sig, out=scale)
-            tmp = self._tmp(u.size).reshape(u.shape)
+            tmp = self._tmp(u.shape)
             np.add(sig, 1, out=tmp)
             sig /= tmp
         else:
@@ -116,11 +116,16 @@ class FastStep:
             log_expit(scale, out=scale)
             np.negative(scale, out=scale)
             expit(u, out=sig)
-        scale += eps_m
+        scale += self._eps_machine
         return scale, sig
 
     def grads(self, params, xb, yb, rng, kl_weight=1.0):
-        """(loss, nll, kl, grads) at ``params``; grads live in reused buffers."""
+        """(loss, nll, kl, grads) at ``params``; grads live in reused buffers.
+
+        Per layer, the forward pass keeps its input a, a*a, the output h, and q = eps / s
+        (0 where s = 0), all that the backward pass needs on the batch side; s itself and every
+        other batch-sized temporary live in buffers shared by the layers.
+        """
         dt = self.dtype
         w = kl_weight / self.num_examples
         a = np.asarray(xb)
@@ -137,57 +142,60 @@ class FastStep:
             loc, u = p["kernel_posterior_loc"], p["kernel_posterior_untransformed_scale"]
             units = loc.shape[1]
             scale, sig = self._posterior(i, u)
-            s2 = self._tmp(loc.size).reshape(loc.shape)
+            s2 = self._tmp(loc.shape)
             np.multiply(scale, scale, out=s2)
             a2 = self._buf((i, "a2"), a.shape)
             np.multiply(a, a, out=a2)
             z = self._buf((i, "z"), (batch, units))
-            std = self._buf((i, "std"), (batch, units))
+            std = self._shared("std", (batch, units))
             np.matmul(a, loc, out=z)
             np.matmul(a2, s2, out=std)
             np.sqrt(std, out=std)
             prior = layer.kernel_prior
             if prior is not None:
                 kl_total += self._kl(loc, scale, s2, prior)
-            eps = rng.standard_normal((batch, units), dtype=dt)
-            tmp = self._shared("batch_units", (batch, units))
-            np.multiply(eps, std, out=tmp)
+            q = self._buf((i, "eps"), (batch, units))
+            rng.standard_normal((batch, units), dtype=dt, out=q)   # eps
+            tmp = self._shared("dz", (batch, units))
+            np.multiply(q, std, out=tmp)
             z += tmp
+            with np.errstate(divide="ignore", invalid="ignore"):
+                np.divide(q, std, out=q)                           # q = eps / s,
+            if not std.min() > 0:
+                q[std == 0] = 0                                    # 0 at s = 0
             if layer.bias_posterior is not None:
                 z += p["bias_posterior_loc"]
             h = self._activate(i, layer, z)
-            cache.append((a, a2, scale, sig, std, eps, h))
+            cache.append((a, a2, scale, sig, q, h))
             a = h
         nll, dout = self._likelihood(a, yb, batch)
         loss = nll + w * kl_total
-        g = dout
+        g, g_role = dout, None
         for i in reversed(range(len(self.layers))):
             layer, name = self.layers[i], self.names[i]
             p, gp = params[name], grads[name]
-            a_in, a2, scale, sig, std, eps, h = cache[i]
+            a_in, a2, scale, sig, q, h = cache[i]
             loc = p["kernel_posterior_loc"]
             dz = self._activation_grad(layer, h, g)
             if layer.bias_posterior is not None:
                 np.sum(dz, axis=0, out=gp["bias_posterior_loc"])
             gloc, gu = gp["kernel_posterior_loc"], gp["kernel_posterior_untransformed_scale"]
             np.matmul(a_in.T, dz, out=gloc)
-            if i > 0:  # two "da" buffers by parity: g may itself be the previous layer's da
-                da = self._shared(("da", i % 2), a_in.shape)
+            if i > 0:  # da may overwrite g once dz no longer is g (a nonlinear activation)
+                da_role = ("da", 1) if (dz is g and g_role == ("da", 0)) else ("da", 0)
+                da = self._shared(da_role, a_in.shape)
                 np.matmul(dz, loc.T, out=da)
-            r = dz                                            # dz is not needed any more:
-            np.multiply(dz, eps, out=r)                       # r = dz * eps / s, 0 at s = 0
-            with np.errstate(divide="ignore", invalid="ignore"):
-                np.divide(r, std, out=r)
-            r[std == 0] = 0
+            r = dz                                            # dz (or g) is not needed any more:
+            r *= q                                            # r = dz * eps / s
             np.matmul(a2.T, r, out=gu)                        # = 2 d s2
             if i > 0:
-                s2 = self._tmp(loc.size).reshape(loc.shape)
+                s2 = self._tmp(loc.shape)
                 np.multiply(scale, scale, out=s2)
-                tmp = self._shared("batch_in", a_in.shape)
+                tmp = self._shared("std", a_in.shape)
                 np.matmul(r, s2.T, out=tmp)
                 tmp *= a_in                                   # 2 a (0.5 r @ s2.T)
                 da += tmp
-                g = da
+                g, g_role = da, da_role
             # d scale = 2 scale d s2 + w (scale / sp^2 - 1 / scale); d u = d scale * sigmoid(u)
             prior = layer.kernel_prior
             if prior is not None:
@@ -195,7 +203,7 @@ class FastStep:
                 gu += c
             gu *= scale
             if prior is not None:
-                t = self._tmp(loc.size).reshape(loc.shape)
+                t = self._tmp(loc.shape)
                 np.divide(w, scale, out=t)
                 gu -= t
                 if prior.loc == 0:

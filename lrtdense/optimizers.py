@@ -143,9 +143,10 @@ def _pick(tree, i):
     return tree[i]
 
 
-# In place, each parameter is updated in chunks of this many elements, so that the dozen
-# element-wise passes of one update run on data held in the CPU cache (same results, bit for bit).
-CHUNK = 65536
+# In place, each parameter is updated in chunks of this many bytes per array (65536 float32 or
+# 32768 float64 elements), so that the dozen element-wise passes of one update run on the five
+# arrays involved (p, m, v, g, work) while they sit in a 2 MB L2 cache; same results, bit for bit.
+CHUNK_BYTES = 262144
 
 
 def _chunked(leaf, p, m, v, g, scratch):
@@ -153,13 +154,14 @@ def _chunked(leaf, p, m, v, g, scratch):
     for a in (p, m, v):
         if not (isinstance(a, np.ndarray) and a.flags.c_contiguous and a.flags.writeable):
             raise TypeError("in-place Adam needs C-contiguous writeable numpy arrays")
+    chunk = max(1, CHUNK_BYTES // p.dtype.itemsize)
     buffers = scratch.get(p.dtype.str)
-    if buffers is None:
-        buffers = scratch[p.dtype.str] = (np.empty(CHUNK, p.dtype), np.empty(CHUNK, p.dtype))
+    if buffers is None or buffers[0].size != chunk:
+        buffers = scratch[p.dtype.str] = (np.empty(chunk, p.dtype), np.empty(chunk, p.dtype))
     pf, mf, vf = p.reshape(-1), m.reshape(-1), v.reshape(-1)
     gf = np.ascontiguousarray(g, dtype=p.dtype).reshape(-1)
-    for start in range(0, pf.size, CHUNK):
-        stop = min(start + CHUNK, pf.size)
+    for start in range(0, pf.size, chunk):
+        stop = min(start + chunk, pf.size)
         n = stop - start
         leaf(pf[start:stop], mf[start:stop], vf[start:stop], gf[start:stop],
              (buffers[0][:n], buffers[1][:n]))
