@@ -82,18 +82,17 @@ class FastStep:
         self._eps_machine = float(np.finfo(self.dtype).eps)
 
     def _buf(self, key, shape):
-        arr = self._ws.get(key)
-        if arr is None or arr.shape != shape:
-            arr = self._ws[key] = np.empty(shape, self.dtype)
-        return arr
+        """The workspace buffer ``key``, viewed with ``shape``; it only grows, so a short last
+        minibatch reuses the full-size buffer instead of reallocating it."""
+        size = math.prod(shape)
+        buf = self._ws.get(key)
+        if buf is None or buf.size < size:
+            buf = self._ws[key] = np.empty(size, self.dtype)
+        return buf[:size].reshape(shape)
 
     def _shared(self, role, shape):
         """A scratch buffer shared by all layers (one per role), viewed with the shape needed."""
-        size = math.prod(shape)
-        buf = self._ws.get(("shared", role))
-        if buf is None or buf.size < size:
-            buf = self._ws[("shared", role)] = np.empty(size, self.dtype)
-        return buf[:size].reshape(shape)
+        return self._buf(("shared", role), shape)
 
     def _tmp(self, shape):
         return self._shared("weights", shape)
