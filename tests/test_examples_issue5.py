@@ -1,5 +1,6 @@
 """The issue-5 examples (gradient variance, sparse VD on digits) under short configurations, as
-scripts without their optional dependencies, and (slow) the sparse VD example's bar."""
+scripts without their optional dependencies, the sparse VD example's shift augmentation and
+command line, and (slow) the sparse VD example's bar with the defaults and the shifted recipe."""
 import importlib.util
 import os
 import subprocess
@@ -11,8 +12,8 @@ from helpers import EXAMPLES, load_example
 
 SHORT_VARIANCE = dict(hidden=(32, 32), early_epochs=2, late_epochs=10, num_draws=100, batch_size=50)
 SHORT_SPARSE = dict(epochs=30, warmup_epochs=10, hidden=64)
-
-
+SHORT_SHIFTED = dict(shifts=4, epochs=6, warmup_epochs=2, learning_rate=3e-3, hidden=64, output="")
+RECIPE = ["--shifts", "4", "--epochs", "100", "--warmup-epochs", "25", "--learning-rate", "3e-3"]
 
 
 def test_gradient_variance_example_short(tmp_path):
@@ -37,10 +38,136 @@ def test_sparse_vd_example_short(tmp_path):
     assert result["baseline_sparsity"]["layer_0"] < 0.05
     assert elbo["sparsity"]["layer_0"] > 0.8 and elbo["sparsity"]["layer_1"] > 0.3
     assert result["baseline_accuracy"] > 0.9 and elbo["accuracy"] > 0.8 and tempered["accuracy"] > 0.85
-    assert result["num_test"] == 449
+    assert result["num_test"] == 449 and result["num_train"] == 1348     # shifts=0: no copies
     assert elbo["accuracy_gap"] == pytest.approx(result["baseline_accuracy"] - elbo["accuracy"])
     if importlib.util.find_spec("matplotlib"):
         assert png.stat().st_size > 5000
+
+
+def _image(pixels):
+    """An 8x8 image, flattened row-major, with the given {(row, col): value} and 0 elsewhere."""
+    img = np.zeros((8, 8))
+    for (r, c), v in pixels.items():
+        img[r, c] = v
+    return img.reshape(64)
+
+
+def _pixels(row):
+    img = row.reshape(8, 8)
+    return {(int(r), int(c)): float(img[r, c]) for r, c in zip(*np.nonzero(img))}
+
+
+# a corner, an interior pixel and the opposite corner; moved (dr, dc): content at (r, c) goes to
+# (r + dr, c + dc) and falls off when that leaves the 8x8 grid
+CORNERS = {(0, 0): 1.0, (3, 4): 2.0, (7, 7): 3.0}
+MOVED = {   # offset -> nonzero pixels of the shifted copy, written out by hand
+    (-1, 0): {(2, 4): 2.0, (6, 7): 3.0},                  # up: (0, 0) falls off the top
+    (1, 0): {(1, 0): 1.0, (4, 4): 2.0},                   # down: (7, 7) falls off the bottom
+    (0, -1): {(3, 3): 2.0, (7, 6): 3.0},                  # left
+    (0, 1): {(0, 1): 1.0, (3, 5): 2.0},                   # right
+    (-1, -1): {(2, 3): 2.0, (6, 6): 3.0},                 # up-left
+    (-1, 1): {(2, 5): 2.0},                               # up-right: both corners fall off
+    (1, -1): {(4, 3): 2.0},                               # down-left: both corners fall off
+    (1, 1): {(1, 1): 1.0, (4, 5): 2.0},                   # down-right
+}
+
+
+@pytest.mark.parametrize("shifts, offsets", [
+    (4, [(-1, 0), (1, 0), (0, -1), (0, 1)]),
+    (8, [(-1, 0), (1, 0), (0, -1), (0, 1), (-1, -1), (-1, 1), (1, -1), (1, 1)])])
+def test_shift_augment_on_a_hand_made_image(shifts, offsets):
+    """Row order (the docstring's): 1 + shifts blocks of N rows, block 0 the images themselves,
+    block k every image under the k-th offset (up, down, left, right, then the diagonals);
+    labels tiled."""
+    module = load_example("sparse_vd_digits")
+    assert list(module.SHIFT_OFFSETS[shifts]) == offsets
+    other = _image({(4, 4): 5.0, (0, 7): 6.0})
+    x = np.stack([_image(CORNERS), other]).astype(np.float32)
+    x_before = x.copy()
+    y = np.array([3, 8])
+    x_aug, y_aug = module.shift_augment(x, y, shifts)
+    assert x_aug.shape == (2 * (1 + shifts), 64) and x_aug.dtype == np.float32
+    assert y_aug.tolist() == [3, 8] * (1 + shifts)
+    np.testing.assert_array_equal(x_aug[:2], x)                # block 0: the originals
+    np.testing.assert_array_equal(x, x_before)                 # the input is not modified
+    for k, offset in enumerate(offsets, start=1):
+        assert _pixels(x_aug[2 * k]) == MOVED[offset], offset  # the first image's copy
+        (dr, dc) = offset
+        expected_other = {(r + dr, c + dc): v for (r, c), v in {(4, 4): 5.0, (0, 7): 6.0}.items()
+                          if 0 <= r + dr < 8 and 0 <= c + dc < 8}
+        assert _pixels(x_aug[2 * k + 1]) == expected_other, offset
+    # zero fill: the vacated row / column of every copy is 0 even where the image is not
+    full = np.ones((1, 64))
+    x_full, _ = module.shift_augment(full, [0], shifts)
+    for k, (dr, dc) in enumerate(offsets, start=1):
+        img = x_full[k].reshape(8, 8)
+        assert img.sum() == (8 - abs(dr)) * (8 - abs(dc))
+        if dr:
+            assert not img[0 if dr > 0 else 7].any()
+        if dc:
+            assert not img[:, 0 if dc > 0 else 7].any()
+
+
+def test_shift_augment_zero_shifts_is_the_identity():
+    module = load_example("sparse_vd_digits")
+    x, y = np.arange(128.0).reshape(2, 64), np.array([1, 2])
+    x_aug, y_aug = module.shift_augment(x, y, 0)
+    np.testing.assert_array_equal(x_aug, x)
+    np.testing.assert_array_equal(y_aug, y)
+
+
+@pytest.mark.parametrize("bad", [1, 2, 3, 5, -4, 9, 16, True, None, "4"])
+def test_shift_augment_rejects_other_values(bad):
+    module = load_example("sparse_vd_digits")
+    with pytest.raises(ValueError, match=r"shifts must be one of \[0, 4, 8\]"):
+        module.shift_augment(np.zeros((3, 64)), np.zeros(3, int), bad)
+
+
+def test_shift_augment_rejects_other_shapes():
+    module = load_example("sparse_vd_digits")
+    with pytest.raises(ValueError, match=r"\(N, 64\)"):
+        module.shift_augment(np.zeros((3, 8, 8)), np.zeros(3, int), 4)
+
+
+def test_sparse_vd_example_command_line():
+    module = load_example("sparse_vd_digits")
+    assert module.parse_args([]) == {}                          # the defaults: SETTINGS
+    assert module.parse_args(RECIPE) == dict(shifts=4, epochs=100, warmup_epochs=25,
+                                             learning_rate=3e-3)
+    assert set(module.parse_args(RECIPE + ["--seed", "1", "--output", ""])) <= set(module.SETTINGS)
+    with pytest.raises(SystemExit):
+        module.parse_args(["--shifts", "2"])
+    assert module.SETTINGS["shifts"] == 0
+
+
+def test_sparse_vd_example_rejects_bad_shifts_before_training():
+    pytest.importorskip("sklearn")
+    with pytest.raises(ValueError, match=r"\[0, 4, 8\]"):
+        load_example("sparse_vd_digits").main(verbose=False, output="", shifts=2)
+
+
+def test_sparse_vd_example_short_with_shifts(monkeypatch):
+    """6 epochs of a 64-64-10 network on the 4-shift set (5 x 1348 = 6740 images, the N of
+    KL / N, for the baseline too), lr 3e-3: about 4 s. Measured (seed 0): ELBO 56.2% of the first
+    layer pruned at 91.8% test accuracy; KL weight 0.1 18.9% at 93.8%; baseline 93.8%."""
+    pytest.importorskip("sklearn")
+    module = load_example("sparse_vd_digits")
+    seen, fit = [], module.fit
+
+    def recording_fit(model, params, x, y, **kwargs):
+        seen.append((len(x), len(y), kwargs.get("num_examples")))
+        return fit(model, params, x, y, **kwargs)
+
+    monkeypatch.setattr(module, "fit", recording_fit)
+    result = module.main(verbose=False, **SHORT_SHIFTED)
+    # every training (ELBO, tempered, baseline) saw the augmented set and N defaulted to its size
+    assert seen == [(6740, 6740, None)] * 3
+    assert result["num_train"] == 6740 and result["num_test"] == 449
+    elbo, tempered = result["runs"][1.0], result["runs"][0.1]
+    assert 0.45 < elbo["sparsity"]["layer_0"] < 0.7 and elbo["sparsity"]["layer_1"] > 0.2
+    assert elbo["sparsity"]["layer_0"] > tempered["sparsity"]["layer_0"] > 0.1
+    assert result["baseline_sparsity"]["layer_0"] < 0.02
+    assert result["baseline_accuracy"] > 0.9 and elbo["accuracy"] > 0.88 and tempered["accuracy"] > 0.9
 
 
 @pytest.mark.parametrize("name", ["gradient_variance", "sparse_vd_digits"])
@@ -76,3 +203,22 @@ def test_sparse_vd_example_default_bar():
     tempered, elbo = result["runs"][0.1], result["runs"][1.0]
     assert tempered["sparsity"]["layer_0"] >= 0.9 and tempered["accuracy_gap"] <= 0.01, result
     assert elbo["sparsity"]["layer_0"] >= 0.9
+
+
+@pytest.mark.slow
+def test_sparse_vd_example_shifted_recipe():
+    """The augmented recipe, seed 0: ``python examples/sparse_vd_digits.py --shifts 4 --epochs
+    100 --warmup-epochs 25 --learning-rate 3e-3`` with the ELBO run and the baseline only (about
+    70 s). Measured: the ELBO (on the 6740 images, N = 6740) prunes 92.5% of the first layer and
+    86.5% of the second at 97.77% test accuracy vs the baseline's 99.11%: a gap of 1.34 points,
+    so the bar's accuracy half still fails with the ELBO (seeds 1, 2: 1.34 and 0.67 points; see
+    docs/variance_study.md). Asserted: the sparsity half and the measured accuracies, not the
+    1-point bar."""
+    pytest.importorskip("sklearn")
+    module = load_example("sparse_vd_digits")
+    result = module.main(verbose=False, output="", kl_weights=(1.0,), **module.parse_args(RECIPE))
+    elbo = result["runs"][1.0]
+    assert result["num_train"] == 6740
+    assert elbo["sparsity"]["layer_0"] >= 0.9 and elbo["sparsity"]["layer_1"] >= 0.8, result
+    assert elbo["accuracy"] >= 0.97 and result["baseline_accuracy"] >= 0.985, result
+    assert elbo["accuracy_gap"] <= 0.02, result
