@@ -101,18 +101,21 @@ class FastStep:
         """scale = softplus(u) + eps and sigmoid(u) (kept for the backward pass).
 
         With e = exp(u): softplus = log1p(e), sigmoid = e / (1 + e): three transcendental-free
-        passes after one exp, instead of scipy's log_expit / expit (several times slower). When
-        some u > 30, exp could overflow, and the stable scipy forms are used instead.
+        passes after one exp, instead of scipy's log_expit / expit (several times slower). Both
+        formulas are exact to rounding for every u whose exp is finite; only if exp overflows
+        (u > 709 in float64, > 88 in float32; NumPy's overflow flag tells, at no extra pass)
+        are the stable scipy forms used instead.
         """
         scale = self._buf((i, "scale"), u.shape)
         sig = self._buf((i, "sig"), u.shape)
-        if u.max() <= 30.0:
-            np.exp(u, out=sig)
+        try:
+            with np.errstate(over="raise"):
+                np.exp(u, out=sig)
             np.log1p(sig, out=scale)
             tmp = self._tmp(u.shape)
             np.add(sig, 1, out=tmp)
             sig /= tmp
-        else:
+        except FloatingPointError:
             np.negative(u, out=scale)
             log_expit(scale, out=scale)
             np.negative(scale, out=scale)

@@ -31,8 +31,9 @@ def test_fast_gradients_equal_reference(likelihood, prior, bias):
     params = model.init(rng, 6)
     for layer in params["network"].values():
         layer["kernel_posterior_untransformed_scale"] += 2.0
-    if prior is None:  # saturated scales: the stable branch (some u > 30) and exp underflow
+    if prior is None:  # saturated scales: large u, exp underflow, and exp overflow (the stable branch)
         params["network"]["layer_0"]["kernel_posterior_untransformed_scale"][0, :3] = [45.0, -800.0, 31.0]
+        params["network"]["layer_2"]["kernel_posterior_untransformed_scale"][0, :2] = [750.0, -40.0]
     x = rng.standard_normal((9, 6))
     x[2] = 0.0  # an all-zero row: s = 0 in the first layer
     y = rng.integers(0, 3, 9) if isinstance(likelihood, CategoricalLikelihood) else rng.standard_normal((9, 3))
