@@ -190,6 +190,22 @@ def test_fit_refuses_nan_naming_step_and_term():
         fit(model, params, x, y, rng=rng, epochs=1, batch_size=10, verbose=False)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_check_finite_catches_nan_and_both_infinities_but_not_huge_finite_values(dtype):
+    from lrtdense.training import _check_finite
+    huge = np.finfo(dtype).max / 4   # finite, but its square (the fast check) overflows
+    grads = {"network": {"layer_0": {"a": np.ones((3, 4), dtype), "b": np.full(5, huge, dtype)}},
+             "likelihood": {"s": np.array(-huge, dtype)}}
+    _check_finite(1.0, 1.0, 0.5, grads)                                # no error
+    for bad in (np.nan, np.inf, -np.inf):
+        grads["network"]["layer_0"]["a"][1, 2] = bad
+        with pytest.raises(FloatingPointError, match=r"non-finite gradients: \['network/layer_0/a'\]"):
+            _check_finite(1.0, 1.0, 0.5, grads)
+        grads["network"]["layer_0"]["a"][1, 2] = 1.0
+    with pytest.raises(FloatingPointError, match=r"terms: \['kl'\]; non-finite gradients: none"):
+        _check_finite(np.inf, 1.0, np.inf, grads)
+
+
 def test_predict_regression_and_metrics():
     rng = np.random.default_rng(8)
     model = Model(L.DenseLocalReparameterization(1, dtype="float64"), GaussianLikelihood(0.5))
