@@ -146,7 +146,8 @@ class FastStep:
             loc, u = p["kernel_posterior_loc"], p["kernel_posterior_untransformed_scale"]
             units = loc.shape[1]
             scale, sig = self._posterior(i, u)
-            s2 = self._tmp(loc.shape)
+            # s2 is kept for the backward pass (r @ s2.T) except in the first layer
+            s2 = self._buf((i, "s2"), loc.shape) if i > 0 else self._tmp(loc.shape)
             np.multiply(scale, scale, out=s2)
             a2 = self._buf((i, "a2"), a.shape)
             np.multiply(a, a, out=a2)
@@ -157,7 +158,7 @@ class FastStep:
             np.sqrt(std, out=std)
             prior = layer.kernel_prior
             if prior is not None:
-                kl_total += self._kl(loc, scale, s2, prior)
+                kl_total += self._kl(loc, scale, prior)
             q = self._buf((i, "eps"), (batch, units))
             rng.standard_normal((batch, units), dtype=dt, out=q)   # eps
             tmp = self._shared("dz", (batch, units))
@@ -170,7 +171,7 @@ class FastStep:
             if layer.bias_posterior is not None:
                 z += p["bias_posterior_loc"]
             h = self._activate(i, layer, z)
-            cache.append((a, a2, scale, sig, q, h))
+            cache.append((a, a2, scale, sig, s2, q, h))
             a = h
         nll, dout = self._likelihood(a, yb, batch)
         loss = nll + w * kl_total
@@ -178,7 +179,7 @@ class FastStep:
         for i in reversed(range(len(self.layers))):
             layer, name = self.layers[i], self.names[i]
             p, gp = params[name], grads[name]
-            a_in, a2, scale, sig, q, h = cache[i]
+            a_in, a2, scale, sig, s2, q, h = cache[i]
             loc = p["kernel_posterior_loc"]
             dz = self._activation_grad(layer, h, g)
             if layer.bias_posterior is not None:
@@ -193,8 +194,6 @@ class FastStep:
             r *= q                                            # r = dz * eps / s
             np.matmul(a2.T, r, out=gu)                        # = 2 d s2
             if i > 0:
-                s2 = self._tmp(loc.shape)
-                np.multiply(scale, scale, out=s2)
                 tmp = self._shared("std", a_in.shape)
                 np.matmul(r, s2.T, out=tmp)
                 tmp *= a_in                                   # 2 a (0.5 r @ s2.T)
@@ -228,10 +227,8 @@ class FastStep:
             state = self.optimizer.update(state, full, inplace=True)
         return state, self.dtype.type(loss), self.dtype.type(nll), self.dtype.type(kl)
 
-    def _kl(self, loc, scale, s2, prior):
-        """sum KL(N(loc, scale) || N(mp, sp)) by reductions (few passes instead of ~8).
-
-        ``s2`` (= scale**2) is overwritten."""
+    def _kl(self, loc, scale, prior):
+        """sum KL(N(loc, scale) || N(mp, sp)) by reductions (few passes instead of ~8)."""
         n = loc.size
         sp = prior.scale
         flat = loc.reshape(-1)
@@ -242,7 +239,7 @@ class FastStep:
             sq = float(d @ d)
         flat_scale = scale.reshape(-1)
         sum_s2 = float(flat_scale @ flat_scale)   # a BLAS dot: faster than np.sum(s2)
-        logs = np.log(scale, out=s2)
+        logs = np.log(scale, out=self._tmp(scale.shape))
         return (0.5 * sq / sp ** 2 + 0.5 * sum_s2 / sp ** 2 - 0.5 * n
                 - float(np.sum(logs)) + n * math.log(sp))
 
