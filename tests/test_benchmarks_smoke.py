@@ -58,3 +58,25 @@ def test_bench_step_tiny_configuration(tmp_path):
             assert _positive(mem["numpy_bytes_per_step"])
     assert _positive(results["rss_lrtdense_only"])
     assert results["rss_end"] >= results["rss_lrtdense_only"]
+
+
+def test_ab_step_compares_the_working_tree_with_a_revision():
+    """benchmarks/ab_step.py imports HEAD's lrtdense beside the working tree's and times both."""
+    import re
+    import shutil
+    import pytest
+    root = os.path.join(os.path.dirname(__file__), os.pardir)
+    if shutil.which("git") is None or subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True).returncode != 0:
+        pytest.skip("needs a git checkout")
+    script = os.path.join(root, "benchmarks", "ab_step.py")
+    proc = subprocess.run([sys.executable, script, "--base", "HEAD", "--configs", "float32:4",
+                           "--rounds", "2"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    line = proc.stdout.strip().splitlines()[-1]
+    match = re.fullmatch(r"float32 batch +4: base +([\d.]+) +new +([\d.]+) +new/base ([\d.]+)", line)
+    assert match, proc.stdout
+    assert all(float(v) > 0 for v in match.groups())
+    bad = subprocess.run([sys.executable, script, "--configs", "float16:4"], capture_output=True,
+                         text=True, timeout=60)
+    assert bad.returncode == 2 and "expected dtype:batch like float32:100" in bad.stderr
