@@ -47,7 +47,7 @@ _DEFAULT_EPS = {"kingma": 1e-8, "keras": 1e-7}
 
 
 def tree_structure(tree):
-    """A hashable description of a nested dict's keys (leaves are ``*``)."""
+    """A comparable description of a nested dict's keys (leaves are ``*``)."""
     if isinstance(tree, dict):
         return {k: tree_structure(v) for k, v in tree.items()}
     return "*"
@@ -66,12 +66,17 @@ def tree_map(fn, tree, *rest):
     Raises:
       TypeError: the structures differ (the message prints both).
     """
+    structure = tree_structure(tree)
     for other in rest:
-        if tree_structure(other) != tree_structure(tree):
-            raise TypeError(f"tree structures differ: {tree_structure(tree)} vs "
-                            f"{tree_structure(other)}")
+        if tree_structure(other) != structure:
+            raise TypeError(f"tree structures differ: {structure} vs {tree_structure(other)}")
+    return _map(fn, tree, rest)
+
+
+def _map(fn, tree, rest):
+    # the structures were checked once, at the top
     if isinstance(tree, dict):
-        return {k: tree_map(fn, v, *(o[k] for o in rest)) for k, v in tree.items()}
+        return {k: _map(fn, v, tuple(o[k] for o in rest)) for k, v in tree.items()}
     return fn(tree, *rest)
 
 
