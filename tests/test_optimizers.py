@@ -83,3 +83,18 @@ def test_replays_recorded_trajectory(library, form):
             err = np.max(np.abs(state.params[k] - ref) / np.maximum(np.abs(ref), 1e-300))
             worst = max(worst, err)
     assert worst <= 1e-12, f"max relative error {worst:.3g} against {library}"
+
+
+def test_structure_mismatch_is_a_type_error_printing_both_structures():
+    params = {"network": {"layer_0": {"a": np.zeros(2), "b": np.zeros(3)}}, "likelihood": {}}
+    nested_missing = {"network": {"layer_0": {"a": np.zeros(2)}}, "likelihood": {}}
+    with pytest.raises(TypeError, match=r"tree structures differ: .*'b': '\*'.* vs .*'layer_0': \{'a': '\*'\}"):
+        tree_map(lambda x, y: x, params, nested_missing)
+    opt = adam()
+    state = opt.init(params)
+    with pytest.raises(TypeError, match=r"grads do not match params: tree structures differ"):
+        opt.update(state, nested_missing)
+    wrong_shape = {"network": {"layer_0": {"a": np.zeros(2), "b": np.zeros(4)}}, "likelihood": {}}
+    with pytest.raises(TypeError, match=r"gradient of shape \(4,\) for a parameter of shape \(3,\)"):
+        opt.update(state, wrong_shape, inplace=True)
+    assert np.array_equal(state.params["network"]["layer_0"]["b"], np.zeros(3))   # untouched
