@@ -21,7 +21,7 @@ from lrtdense.testing import assert_case, reference_cases
 PORTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "examples", "ports")
 REFERENCE = default_dir()
 # The statistical-mode cases (SPEC "Statistical mode"): LRT, linear activation, no Normal bias.
-STATISTICAL = ["lrt_64_units1", "lrt_64_act_linear", "lrt_*_zero_rows", "lrt_64_extreme_scales"]
+STATISTICAL = ["lrt_64_units1", "lrt_64_act_linear", "lrt_*_zero_rows", "lrt_*_extreme_scales"]
 RTOL = {"float64": 1e-12, "float32": 2e-5}
 STAT_ROW = "samples/outputs (statistical)"
 
@@ -105,7 +105,7 @@ def test_statistical_mode_passes(port, results):
     stat_rows = [r for r in rows if r.quantity == STAT_ROW]
     expected = [c.name for c in reference_cases(check=False) if statistical_cases(c.meta)]
     assert sorted(r.case for r in stat_rows) == expected
-    assert len(expected) == 5
+    assert len(expected) == 6
     assert all(r.passed for r in rows), format_table([r for r in rows if not r.passed])
 
 
@@ -113,7 +113,7 @@ def test_statistical_mode_catches_no_square(port, tmp_path):
     port.write_results(str(tmp_path), REFERENCE, STATISTICAL, broken="no_square", statistical=True)
     rows = verify(REFERENCE, str(tmp_path), STATISTICAL, statistical=True)
     stat_rows = [r for r in rows if r.quantity == STAT_ROW]
-    assert len(stat_rows) == 5
+    assert len(stat_rows) == 6
     assert not any(r.passed for r in stat_rows)
     assert all("variances outside the chi-square interval" in r.note for r in stat_rows)
 

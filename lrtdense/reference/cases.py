@@ -70,6 +70,13 @@ def _cases():
                  f"{est}: untransformed scales -40, -20, -5, 5, 20, 40 (softplus saturation)",
                  "layer", "float64", _layer(est, activation=None),
                  untransformed_scale=(-40.0, -20.0, -5.0, 5.0, 20.0, 40.0)))
+        # float32's softplus thresholds are at +-13.94 (float64's at +-34.04): -20 and 15, 20
+        # fall in the saturated branches, -10 and 5 in log1p(exp(u)); -20 puts scale at eps
+        add(Case(f"{est}_32_extreme_scales",
+                 f"{est}: float32, untransformed scales -20, -10, -5, 5, 15, 20 (float32 softplus "
+                 f"saturation at +-13.94)", "layer", "float32",
+                 _layer(est, activation=None, dtype="float32"),
+                 untransformed_scale=(-20.0, -10.0, -5.0, 5.0, 15.0, 20.0)))
         add(Case(f"{est}_64_no_prior", f"{est}: no kernel prior (KL = 0), no bias posterior",
                  "layer", "float64", _layer(est, kernel_prior=None, bias_posterior=None)))
         add(Case(f"{est}_64_det_bias_prior",

@@ -123,7 +123,8 @@ def _statistical_row(name, meta, inputs, samples, alpha=1e-6):
     row = Row(name, "samples/outputs (statistical)")
     x = inputs["x"].astype(np.float64)
     loc = inputs["params/kernel_posterior_loc"].astype(np.float64)
-    scale = posterior_scale(inputs["params/kernel_posterior_untransformed_scale"].astype(np.float64))
+    # the scale in the case's own dtype (its softplus thresholds and eps), then the moments in float64
+    scale = posterior_scale(inputs["params/kernel_posterior_untransformed_scale"]).astype(np.float64)
     mean = x @ loc + (inputs["params/bias_posterior_loc"] if "params/bias_posterior_loc" in inputs else 0)
     var = (x ** 2) @ scale ** 2
     samples = np.asarray(samples, dtype=np.float64)
