@@ -26,7 +26,8 @@ over a weight-sized array costs as much as a small GEMM. So passes are few (KL b
 once (fresh weight-sized temporaries page-fault on every step under glibc's allocator), and
 nothing is promoted to float64 in a float32 step. On the batch side each layer keeps only what
 its backward pass reads (a, a*a, h and q = eps / s); s and the other temporaries share one
-buffer per role across layers, so the step's memory stays within 1.4x of what the math needs.
+buffer per role across layers, so the step's memory is about 1.4x what the math needs
+(benchmarks/RESULTS.md).
 """
 import math
 
