@@ -9,7 +9,7 @@ from autograd.scipy.special import expit
 
 from lrtdense.primitives import softplus
 
-__all__ = ["get", "name_of", "ACTIVATIONS"]
+__all__ = ["get", "name_of", "config_name", "ACTIVATIONS"]
 
 
 def linear(x):
@@ -67,3 +67,18 @@ def name_of(activation):
         if fn is activation:
             return name
     return None
+
+
+def config_name(activation):
+    """The activation's name for a JSON config.
+
+    Raises:
+      ValueError: the activation is a custom callable (configs are plain JSON, never code).
+    """
+    name = name_of(activation)
+    if name is None:
+        raise ValueError(
+            f"cannot put the custom activation {activation!r} in a config: lrtdense "
+            f"configs are plain JSON and never hold code. Use one of "
+            f"{sorted(ACTIVATIONS)} or rebuild the layer in code.")
+    return name

@@ -129,12 +129,7 @@ class _DenseDropout(_DenseVariational):
 
     def get_config(self):
         """Plain JSON-serializable settings; ``type(self).from_config(cfg)`` rebuilds the layer."""
-        name = _activations.name_of(self.activation)
-        if name is None:
-            raise ValueError(
-                f"cannot put the custom activation {self.activation!r} in a config: lrtdense "
-                f"configs are plain JSON and never hold code. Use one of "
-                f"{sorted(_activations.ACTIVATIONS)} or rebuild the layer in code.")
+        name = _activations.config_name(self.activation)
         return {"units": self.units, "activation": name, "use_bias": self.use_bias,
                 "dtype": self.dtype, "theta_initializer": self.theta_initializer.to_config(),
                 self._variance_setting(): self.variance_initializer.to_config(),

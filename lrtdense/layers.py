@@ -139,12 +139,7 @@ class _DenseVariational:
         Raises:
           ValueError: the activation is a custom callable (configs never hold code).
         """
-        name = _activations.name_of(self.activation)
-        if name is None:
-            raise ValueError(
-                f"cannot put the custom activation {self.activation!r} in a config: lrtdense "
-                f"configs are plain JSON and never hold code. Use one of "
-                f"{sorted(_activations.ACTIVATIONS)} or rebuild the layer in code.")
+        name = _activations.config_name(self.activation)
         return {
             "units": self.units,
             "activation": name,

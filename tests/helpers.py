@@ -49,3 +49,22 @@ def load_example(name):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def replay_completed_steps(model, params, x, y, implementation, steps_per_epoch, seed=1,
+                           batch_size=5):
+    """Params after replaying fit's first steps by hand: ``steps_per_epoch[e]`` minibatches of
+    epoch e, each epoch shuffled by rng.permutation as fit does, with adam(1e-3) and
+    make_step(..., implementation). For checking what an interrupted fit kept."""
+    from lrtdense.optimizers import adam
+    from lrtdense.training import make_step
+
+    opt = adam(1e-3)
+    step = make_step(model, opt, num_examples=len(x), implementation=implementation)
+    state, rng = opt.init(params), np.random.default_rng(seed)
+    for n_steps in steps_per_epoch:
+        order = rng.permutation(len(x))
+        for i in range(n_steps):
+            idx = order[i * batch_size:(i + 1) * batch_size]
+            state = step(state, x[idx], y[idx], rng)[0]
+    return opt.get_params(state)

@@ -19,7 +19,7 @@ from lrtdense.predict import (predict, predict_mean, rmse, accuracy, interval_co
                               expected_calibration_error)
 from lrtdense.predict import gaussian_nll as predictive_nll
 from lrtdense.training import fit
-from helpers import directional_fd_check
+from helpers import directional_fd_check, replay_completed_steps
 
 
 def mixed_net(dtype="float64"):
@@ -167,16 +167,9 @@ def test_fit_keyboard_interrupt_keeps_the_last_completed_step():
                     verbose=False, implementation="reference")
     assert hist["interrupted"] and len(hist["loss"]) == 1
     # Replaying the 6 completed steps (4 in epoch 1, 2 in epoch 2) gives the same bits.
-    from lrtdense.training import make_step
-    opt = adam(1e-3)
-    step = make_step(model, opt, num_examples=20, implementation="reference")
-    state, r = opt.init(params), np.random.default_rng(1)
-    for n_steps in (4, 2):
-        order = r.permutation(20)
-        for i in range(n_steps):
-            idx = order[i * 5:(i + 1) * 5]
-            state = step(state, x[idx], y[idx], r)[0]
-    for k, v in opt.get_params(state)["network"]["layer_0"].items():
+    model.loss = original
+    replayed = replay_completed_steps(model, params, x, y, "reference", (4, 2))
+    for k, v in replayed["network"]["layer_0"].items():
         assert np.array_equal(out["network"]["layer_0"][k], v), k
 
 
