@@ -65,15 +65,9 @@ def load_base(revision, workdir):
 
 def step_of(package, dtype, sizes, params):
     """(step, state) of ``package`` (lrtdense or lrtdense_base) for the reference network."""
-    layers_mod = importlib.import_module(package.__name__ + ".layers")
-    losses = importlib.import_module(package.__name__ + ".losses")
-    model_mod = importlib.import_module(package.__name__ + ".model")
-    network = importlib.import_module(package.__name__ + ".network")
     optimizers = importlib.import_module(package.__name__ + ".optimizers")
     training = importlib.import_module(package.__name__ + ".training")
-    dense = layers_mod.DenseLocalReparameterization
-    layers = [dense(units, "relu", dtype=dtype) for units in sizes[1:-1]] + [dense(sizes[-1], dtype=dtype)]
-    model = model_mod.Model(network.Sequential(layers), losses.CategoricalLikelihood())
+    model = ref.build_model(dtype, sizes, package=package.__name__)
     optimizer = optimizers.adam(ref.LEARNING_RATE)
     step = training.make_step(model, optimizer, num_examples=ref.NUM_EXAMPLES)
     copy = {k: {n: {p: np.array(a) for p, a in d.items()} for n, d in v.items()} for k, v in params.items()}

@@ -44,16 +44,19 @@ Problem = collections.namedtuple("Problem", ["model", "params", "x", "y", "sizes
                                              "batch", "seed"])
 
 
-def build_model(dtype, sizes=LAYERS):
-    """The reference network of ``sizes`` (input, hidden..., classes), TFP's defaults."""
-    from lrtdense import DenseLocalReparameterization
-    from lrtdense.losses import CategoricalLikelihood
-    from lrtdense.model import Model
-    from lrtdense.network import Sequential
+def build_model(dtype, sizes=LAYERS, package="lrtdense"):
+    """The reference network of ``sizes`` (input, hidden..., classes), TFP's defaults, built
+    from ``package`` (another copy of lrtdense, e.g. ``ab_step``'s ``lrtdense_base``)."""
+    import importlib
 
-    layers = [DenseLocalReparameterization(units, "relu", dtype=dtype) for units in sizes[1:-1]]
-    layers.append(DenseLocalReparameterization(sizes[-1], dtype=dtype))
-    return Model(Sequential(layers), CategoricalLikelihood())
+    dense = importlib.import_module(package + ".layers").DenseLocalReparameterization
+    likelihood = importlib.import_module(package + ".losses").CategoricalLikelihood
+    model = importlib.import_module(package + ".model").Model
+    sequential = importlib.import_module(package + ".network").Sequential
+
+    layers = [dense(units, "relu", dtype=dtype) for units in sizes[1:-1]]
+    layers.append(dense(sizes[-1], dtype=dtype))
+    return model(sequential(layers), likelihood())
 
 
 def reference_problem(dtype, batch, sizes=LAYERS, seed=0):
