@@ -27,6 +27,10 @@ Two formulas (Kingma & Ba 2015, arXiv 1412.6980), both with step count t startin
 Each line is evaluated in the operation order of the library it reproduces, so float64
 trajectories agree with recorded torch / tf-keras fixtures to ~1e-15 relative.
 
+``step_size`` is a float or, as in ``jax.example_libraries.optimizers``, a schedule: a function
+of the number of updates already made (0 for the first) returning that update's learning rate;
+``polynomial_decay`` builds the usual decays (linear with ``power=1``).
+
 ``update(state, grads, inplace=True)`` overwrites the state's buffers instead of allocating new
 ones (what ``fit`` does with a state it owns); the default is pure.
 """
@@ -35,7 +39,7 @@ import math
 
 import numpy as np
 
-__all__ = ["adam", "Optimizer", "AdamState", "tree_map", "tree_structure", "tree_leaves"]
+__all__ = ["adam", "polynomial_decay", "Optimizer", "AdamState", "tree_map", "tree_structure", "tree_leaves"]
 
 Optimizer = collections.namedtuple("Optimizer", ["init", "update", "get_params", "hyperparams"],
                                    defaults=(None,))
@@ -84,19 +88,27 @@ def adam(step_size=1e-3, b1=0.9, b2=0.999, eps=None, form="kingma"):
     """Adam as an (init, update, get_params) triple.
 
     Args:
-      step_size: learning rate lr (a float).
+      step_size: learning rate lr: a float > 0, or a schedule ``i -> lr`` called with the number
+        of updates already made (0, 1, 2, ...) that returns a finite lr >= 0 (e.g.
+        ``polynomial_decay``).
       b1, b2: moment decay rates in [0, 1).
       eps: added to the denominator; defaults 1e-8 (kingma) / 1e-7 (keras).
       form: "kingma" or "keras" (see the module docstring).
     Returns:
       Optimizer(init, update, get_params).
+    Raises:
+      ValueError: a bad setting; or, from ``update``, a schedule value that is not a finite
+        number >= 0 (the state is then left unchanged).
     """
     if form not in _DEFAULT_EPS:
         raise ValueError(f"form must be 'kingma' or 'keras', got {form!r}")
     if not (0 <= b1 < 1 and 0 <= b2 < 1):
         raise ValueError(f"b1 and b2 must lie in [0, 1), got {b1}, {b2}")
-    if not step_size > 0:
-        raise ValueError(f"step_size must be > 0, got {step_size}")
+    if not callable(step_size) and not (isinstance(step_size, (int, float, np.floating, np.integer))
+                                        and not isinstance(step_size, bool)
+                                        and math.isfinite(step_size) and step_size > 0):
+        raise ValueError(f"step_size must be a finite number > 0 or a schedule (a function of the "
+                         f"update count), got {step_size!r}")
     eps = _DEFAULT_EPS[form] if eps is None else float(eps)
 
     def init(params):
@@ -111,13 +123,14 @@ def adam(step_size=1e-3, b1=0.9, b2=0.999, eps=None, form="kingma"):
             tree_map(_check_leaf, state.params, grads)
         except TypeError as err:
             raise TypeError(f"grads do not match params: {err}") from None
+        lr = _learning_rate(step_size, state.step)
         if form == "kingma":
-            step_size_t = step_size / (1 - math.pow(b1, t))
+            step_size_t = lr / (1 - math.pow(b1, t))
             bc2_sqrt = math.sqrt(1 - math.pow(b2, t))
             leaf = lambda p, m, v, g, w: _kingma(p, m, v, g, w, b1, b2, eps, step_size_t, bc2_sqrt)
         else:
             b1_32, b2_32 = float(np.float32(b1)), float(np.float32(b2))
-            lr32 = float(np.float32(step_size))
+            lr32 = float(np.float32(lr))
             alpha = lr32 * math.sqrt(1 - math.pow(b2_32, t)) / (1 - math.pow(b1_32, t))
             leaf = lambda p, m, v, g, w: _keras(p, m, v, g, w, b1, b2, eps, alpha)
         if not inplace:
@@ -135,6 +148,60 @@ def adam(step_size=1e-3, b1=0.9, b2=0.999, eps=None, form="kingma"):
     hyperparams = {"name": "adam", "step_size": step_size, "b1": b1, "b2": b2, "eps": eps,
                    "form": form}
     return Optimizer(init, update, get_params, hyperparams)
+
+
+def polynomial_decay(step_size, decay_steps, final_step_size=0.0, power=1.0):
+    """A learning-rate schedule decaying from ``step_size`` to ``final_step_size``.
+
+    ``lr(i) = (step_size - final_step_size) * (1 - min(i, decay_steps) / decay_steps) ** power
+    + final_step_size``, as ``jax.example_libraries.optimizers.polynomial_decay``: ``power=1`` is
+    a linear decay; after ``decay_steps`` updates the rate stays at ``final_step_size``.
+
+    Args:
+      step_size: the first update's learning rate (> 0).
+      decay_steps: updates over which it decays (an int >= 1; with ``fit``, epochs times
+        ``ceil(N / batch_size)`` updates end the decay with the training).
+      final_step_size: the rate reached (>= 0, at most step_size).
+      power: the polynomial's degree (> 0).
+    Returns:
+      A function ``i -> lr`` of the number of updates already made, for ``adam(step_size=...)``.
+    """
+    for name, value in (("step_size", step_size), ("final_step_size", final_step_size),
+                        ("power", power)):
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+                or not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if not step_size > 0:
+        raise ValueError(f"step_size must be > 0, got {step_size!r}")
+    if not 0 <= final_step_size <= step_size:
+        raise ValueError(f"final_step_size must lie in [0, step_size={step_size!r}], "
+                         f"got {final_step_size!r}")
+    if not power > 0:
+        raise ValueError(f"power must be > 0, got {power!r}")
+    if isinstance(decay_steps, bool) or not isinstance(decay_steps, (int, np.integer)) or decay_steps < 1:
+        raise ValueError(f"decay_steps must be an int >= 1, got {decay_steps!r}")
+    step_size, final_step_size, power = float(step_size), float(final_step_size), float(power)
+
+    def schedule(i):
+        frac = 1.0 - min(i, decay_steps) / decay_steps
+        return (step_size - final_step_size) * frac ** power + final_step_size
+
+    return schedule
+
+
+def _learning_rate(step_size, i):
+    """The learning rate of update i (0-based): step_size itself, or the schedule's value."""
+    if not callable(step_size):
+        return step_size
+    lr = step_size(i)
+    try:
+        ok = math.isfinite(lr) and lr >= 0
+    except TypeError:
+        ok = False
+    if isinstance(lr, bool) or not ok:
+        raise ValueError(f"the step_size schedule returned {lr!r} for update {i}; expected a "
+                         f"finite number >= 0")
+    return float(lr)
 
 
 def _check_leaf(p, g):

@@ -98,3 +98,72 @@ def test_structure_mismatch_is_a_type_error_printing_both_structures():
     with pytest.raises(TypeError, match=r"gradient of shape \(4,\) for a parameter of shape \(3,\)"):
         opt.update(state, wrong_shape, inplace=True)
     assert np.array_equal(state.params["network"]["layer_0"]["b"], np.zeros(3))   # untouched
+
+
+# ---- learning-rate schedules -----------------------------------------------------------------
+
+@pytest.mark.parametrize("form", ["kingma", "keras"])
+@pytest.mark.parametrize("inplace", [False, True])
+def test_schedule_equals_a_fixed_rate_per_update_bit_for_bit(form, inplace):
+    """Adam's state (t, m, v) does not depend on the rate, so update i of a schedule must equal
+    an update by adam(lr_i) of the same state; calls are 0, 1, 2, ... (updates already made)."""
+    rng = np.random.default_rng(1)
+    params = {"w": rng.standard_normal((40, 30)), "b": rng.standard_normal(7).astype(np.float32)}
+    rates, calls = [3e-3, 1e-3, 2.5e-4, 0.0, 7e-3], []
+
+    def schedule(i):
+        calls.append(i)
+        return rates[i]
+
+    sched = adam(schedule, form=form)
+    s_state, f_state = sched.init(params), sched.init(params)
+    for lr in rates:
+        g = {k: rng.standard_normal(v.shape).astype(v.dtype) for k, v in params.items()}
+        before = {k: v.copy() for k, v in s_state.params.items()}
+        s_state = sched.update(s_state, g, inplace=inplace)
+        if lr == 0:   # adam() refuses a fixed rate 0: rate 0 moves nothing, m and v still advance
+            f_state = adam(1.0, form=form).update(f_state, g)._replace(params=before)
+        else:
+            f_state = adam(lr, form=form).update(f_state, g)
+        for k in params:
+            assert np.array_equal(s_state.params[k], f_state.params[k]), (form, lr, k)
+            assert np.array_equal(s_state.m[k], f_state.m[k]) and np.array_equal(s_state.v[k], f_state.v[k])
+    assert calls == [0, 1, 2, 3, 4]
+
+
+def test_polynomial_decay_values():
+    """Hand-computed: linear from 1e-2 to 0 over 4 updates, then flat; power 2; a floor."""
+    from lrtdense.optimizers import polynomial_decay
+    lin = polynomial_decay(1e-2, 4)
+    np.testing.assert_allclose([lin(i) for i in range(7)], [1e-2, 7.5e-3, 5e-3, 2.5e-3, 0, 0, 0],
+                               rtol=1e-15, atol=0)
+    sq = polynomial_decay(1e-2, 4, final_step_size=1e-3, power=2)
+    np.testing.assert_allclose([sq(i) for i in range(6)],
+                               [1e-2, 9e-3 * 0.5625 + 1e-3, 9e-3 * 0.25 + 1e-3, 9e-3 * 0.0625 + 1e-3,
+                                1e-3, 1e-3], rtol=1e-15)
+
+
+def test_schedule_and_decay_bad_input_is_refused_and_state_kept():
+    from lrtdense.optimizers import polynomial_decay
+    for bad in [0.0, -1e-3, float("nan"), float("inf"), "1e-3", True, None]:
+        with pytest.raises(ValueError, match="step_size must be a finite number > 0 or a schedule"):
+            adam(bad)
+    params = {"w": np.arange(4.0)}
+    for bad in [float("nan"), -1e-3, float("inf"), "0.1", None]:
+        opt = adam(lambda i, bad=bad: bad)
+        for inplace in (False, True):
+            state = opt.init(params)
+            with pytest.raises(ValueError, match=r"the step_size schedule returned .* for update 0; "
+                                                 r"expected a finite number >= 0"):
+                opt.update(state, {"w": np.ones(4)}, inplace=inplace)
+            assert state.step == 0 and np.array_equal(state.params["w"], np.arange(4.0))
+            assert not state.m["w"].any() and not state.v["w"].any()
+    for kwargs, match in [(dict(step_size=0.0, decay_steps=3), "step_size must be > 0"),
+                          (dict(step_size=1e-3, decay_steps=0), "decay_steps must be an int >= 1"),
+                          (dict(step_size=1e-3, decay_steps=2.5), "decay_steps must be an int >= 1"),
+                          (dict(step_size=1e-3, decay_steps=3, final_step_size=2e-3),
+                           r"final_step_size must lie in \[0, step_size=0.001\]"),
+                          (dict(step_size=1e-3, decay_steps=3, power=0), "power must be > 0"),
+                          (dict(step_size=float("nan"), decay_steps=3), "step_size must be a finite number")]:
+        with pytest.raises(ValueError, match=match):
+            polynomial_decay(**kwargs)
