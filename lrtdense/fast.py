@@ -34,7 +34,7 @@ import math
 import numpy as np
 from scipy.special import expit, log_expit
 
-from lrtdense.layers import DenseLocalReparameterization
+from lrtdense.layers import DenseLocalReparameterization, standard_normal
 from lrtdense.losses import CategoricalLikelihood, GaussianLikelihood
 from lrtdense.training import _check_finite, _deferred_interrupt
 
@@ -69,7 +69,7 @@ class FastStep:
     """step(state, xb, yb, rng, kl_weight) -> (state, loss, nll, kl); see the module docstring.
 
     Draws the noise from ``rng`` exactly as the layers' ``sample_noise`` does (layer by layer,
-    ``rng.standard_normal((B, units), dtype)``), so it consumes the same random stream as the
+    ``standard_normal(rng, (B, units), dtype)``), so it consumes the same random stream as the
     reference path. Updates the optimizer state in place.
     """
 
@@ -161,7 +161,8 @@ class FastStep:
             if prior is not None:
                 kl_total += self._kl(loc, scale, prior)
             q = self._buf((i, "eps"), (batch, units))
-            rng.standard_normal((batch, units), dtype=dt, out=q)   # eps
+            work = self._shared("dz", ((batch * units + 1) // 2,))    # free until q * std below
+            standard_normal(rng, (batch, units), dt, out=q, work=work)   # eps
             tmp = self._shared("dz", (batch, units))
             np.multiply(q, std, out=tmp)
             z += tmp
