@@ -102,16 +102,17 @@ def standard_normal(rng, shape, dtype, *, out=None, work=None):
       array of ``shape`` and ``dtype`` (``out`` if given).
     """
     dtype = onp.dtype(dtype)
+    shape = (int(shape),) if isinstance(shape, (int, onp.integer)) else tuple(shape)
     if dtype == onp.float64:
         return rng.standard_normal(shape, dtype=dtype, out=out)
     if dtype != onp.float32:
         raise ValueError(f"dtype must be float32 or float64, got {dtype}")
     if out is None:
         out = onp.empty(shape, dtype)
-    elif not (isinstance(out, onp.ndarray) and out.dtype == dtype and out.shape == tuple(shape)
+    elif not (isinstance(out, onp.ndarray) and out.dtype == dtype and out.shape == shape
               and out.flags.c_contiguous and out.flags.writeable):
         raise ValueError(f"out must be a writeable C-contiguous {dtype} array of shape "
-                         f"{tuple(shape)}, got {getattr(out, 'dtype', type(out).__name__)} "
+                         f"{shape}, got {getattr(out, 'dtype', type(out).__name__)} "
                          f"{getattr(out, 'shape', '')}")
     flat = out.reshape(-1)              # a view: out is C-contiguous
     n = flat.size

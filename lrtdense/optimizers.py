@@ -104,9 +104,7 @@ def adam(step_size=1e-3, b1=0.9, b2=0.999, eps=None, form="kingma"):
         raise ValueError(f"form must be 'kingma' or 'keras', got {form!r}")
     if not (0 <= b1 < 1 and 0 <= b2 < 1):
         raise ValueError(f"b1 and b2 must lie in [0, 1), got {b1}, {b2}")
-    if not callable(step_size) and not (isinstance(step_size, (int, float, np.floating, np.integer))
-                                        and not isinstance(step_size, bool)
-                                        and math.isfinite(step_size) and step_size > 0):
+    if not callable(step_size) and not (_is_finite_number(step_size) and step_size > 0):
         raise ValueError(f"step_size must be a finite number > 0 or a schedule (a function of the "
                          f"update count), got {step_size!r}")
     eps = _DEFAULT_EPS[form] if eps is None else float(eps)
@@ -168,8 +166,7 @@ def polynomial_decay(step_size, decay_steps, final_step_size=0.0, power=1.0):
     """
     for name, value in (("step_size", step_size), ("final_step_size", final_step_size),
                         ("power", power)):
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-                or not math.isfinite(value):
+        if not _is_finite_number(value):
             raise ValueError(f"{name} must be a finite number, got {value!r}")
     if not step_size > 0:
         raise ValueError(f"step_size must be > 0, got {step_size!r}")
@@ -189,16 +186,18 @@ def polynomial_decay(step_size, decay_steps, final_step_size=0.0, power=1.0):
     return schedule
 
 
+def _is_finite_number(x):
+    """A finite real Python or NumPy scalar (not a bool)."""
+    return (isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
+            and math.isfinite(x))
+
+
 def _learning_rate(step_size, i):
     """The learning rate of update i (0-based): step_size itself, or the schedule's value."""
     if not callable(step_size):
         return step_size
     lr = step_size(i)
-    try:
-        ok = math.isfinite(lr) and lr >= 0
-    except TypeError:
-        ok = False
-    if isinstance(lr, bool) or not ok:
+    if not (_is_finite_number(lr) and lr >= 0):
         raise ValueError(f"the step_size schedule returned {lr!r} for update {i}; expected a "
                          f"finite number >= 0")
     return float(lr)

@@ -68,6 +68,7 @@ def test_bad_out_or_dtype_is_refused():
     for bad in [np.empty((3, 9), np.float32).T, np.empty((9, 3), np.float64), np.empty((9, 2), np.float32)]:
         with pytest.raises(ValueError, match=r"out must be a writeable C-contiguous float32 array of shape \(9, 3\)"):
             standard_normal(rng, (9, 3), "float32", out=bad)
+    assert standard_normal(np.random.default_rng(1), 5, "float32").shape == (5,)   # an int shape
     with pytest.raises(ValueError, match="dtype must be float32 or float64, got float16"):
         standard_normal(rng, (2,), "float16")
 
