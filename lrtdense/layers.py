@@ -335,16 +335,19 @@ class _DenseVariational:
             return {"bias": (self.units,)}
         return {}
 
-    def sample_noise(self, rng, input_shape):
+    def sample_noise(self, rng, input_shape, normal=None):
         """Draws every random array of one ``forward`` call, in ``noise_shapes`` order.
 
         Args:
           rng: numpy.random.Generator.
           input_shape: shape of x, (..., in).
+          normal: ``(rng, shape, dtype) -> array`` for the normal noise; default
+            ``standard_normal`` (what ``forward(..., rng=...)`` uses).
         Returns:
           dict key -> array of the layer's dtype.
         """
         _check_rng(rng)
+        normal = normal or standard_normal
         dtype = _DTYPES[self.dtype]
         kinds = self._noise_kinds()
         noise = {}
@@ -352,7 +355,7 @@ class _DenseVariational:
             if kinds.get(key) == "sign":
                 noise[key] = rademacher(rng, shape, dtype)
             else:
-                noise[key] = standard_normal(rng, shape, dtype)
+                noise[key] = normal(rng, shape, dtype)
         return noise
 
     def check_noise(self, noise, input_shape):

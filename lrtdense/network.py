@@ -58,11 +58,11 @@ class Sequential:
             input_shape = layer.compute_output_shape(input_shape)
         return shapes
 
-    def sample_noise(self, rng, input_shape):
-        """Every layer's noise dict, drawn in layer order."""
+    def sample_noise(self, rng, input_shape, normal=None):
+        """Every layer's noise dict, drawn in layer order (``normal`` as in the layers')."""
         noise = {}
         for name, layer in zip(self.names, self.layers):
-            noise[name] = layer.sample_noise(rng, tuple(input_shape))
+            noise[name] = layer.sample_noise(rng, tuple(input_shape), normal)
             input_shape = layer.compute_output_shape(input_shape)
         return noise
 

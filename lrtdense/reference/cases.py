@@ -134,32 +134,19 @@ def build(case):
         x[r] = 0
     raw = model.init(rng, case.input_shape[-1])
     params = _spread(raw, rng, case)
-    noise = _draw_noise(model, rng, x.shape)
+    noise = model.sample_noise(rng, x.shape, normal=_ziggurat)
     g = rng.standard_normal(model.compute_output_shape(x.shape)).astype(case.dtype)
     meta["input_shape"] = list(case.input_shape)
     inputs = {"x": x, "g": g, **_prefixed("params", params), **_prefixed("noise", noise)}
     return meta, inputs
 
 
-def _draw_noise(model, rng, input_shape):
-    """A case's noise, drawn as this generator always has: in ``noise_shapes`` order, layer by
-    layer, normals by ``rng.standard_normal(shape, dtype)`` and signs by ``rademacher``.
-
-    The stored noise is an input of the oracle, whatever sampler the layers' ``sample_noise`` uses
-    (``lrtdense.layers.standard_normal``: Box-Muller in float32 since 2026-11-26); drawing it here
-    keeps the committed cases byte-identical across such changes.
-    """
-    if isinstance(model, Sequential):
-        noise, shape = {}, tuple(input_shape)
-        for name, layer in zip(model.names, model.layers):
-            noise[name] = _draw_noise(layer, rng, shape)
-            shape = layer.compute_output_shape(shape)
-        return noise
-    dtype = np.dtype(model.dtype)
-    kinds = model._noise_kinds()
-    return {key: (_layers.rademacher(rng, shape, dtype) if kinds.get(key) == "sign"
-                  else rng.standard_normal(shape, dtype=dtype))
-            for key, shape in model.noise_shapes(tuple(input_shape)).items()}
+def _ziggurat(rng, shape, dtype):
+    """The normal noise of the stored cases: ``rng.standard_normal(shape, dtype)``, as this
+    generator has always drawn it. The stored noise is an input of the oracle, whatever sampler
+    the layers use by default (``lrtdense.layers.standard_normal``: Box-Muller in float32 since
+    2026-11-26); keeping this one keeps the committed cases byte-identical across such changes."""
+    return rng.standard_normal(shape, dtype=dtype)
 
 
 def _spread(params, rng, case):
