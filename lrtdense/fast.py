@@ -166,9 +166,10 @@ class FastStep:
             tmp = self._shared("dz", (batch, units))
             np.multiply(q, std, out=tmp)
             z += tmp
-            with np.errstate(divide="ignore", invalid="ignore"):
-                np.divide(q, std, out=q)                           # q = eps / s,
-            if not std.min() > 0:
+            try:    # the flags say at no extra pass whether some s == 0 (x / 0 or 0 / 0)
+                with np.errstate(divide="raise", invalid="raise"):
+                    np.divide(q, std, out=q)                       # q = eps / s,
+            except FloatingPointError:      # raised after the whole division is written
                 q[std == 0] = 0                                    # 0 at s = 0
             if layer.bias_posterior is not None:
                 z += p["bias_posterior_loc"]
