@@ -308,7 +308,9 @@ def cross_validate(verbose=True, **overrides):
                   f"{row['pruned']:>7.1%}  " + " ".join(f"{100 * g:+.1f}" for g in row["gaps"]))
         rule = (f"the largest KL weight with mean gap <= {100 * s['cv_max_gap']:g} point(s) and "
                 f">= {s['cv_min_pruned']:.0%} of the first layer pruned")
-        print(f"chosen ({rule}): {chosen}  (trained in {seconds:.1f}s)")
+        print(f"chosen ({rule}): "
+              + (f"{chosen}" if chosen is not None else "none of the candidates passes")
+              + f"  (trained in {seconds:.1f}s)")
     return result
 
 
