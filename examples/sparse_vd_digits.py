@@ -150,6 +150,11 @@ def train(s, x_tr, y_tr, kl_weight, verbose):
     return model, params, time.perf_counter() - start
 
 
+def warmed_up(final, warmup_epochs):
+    """The KL weight schedule epoch -> final * min(1, epoch / warmup_epochs) (linear warm-up)."""
+    return lambda epoch: final * min(1.0, epoch / warmup_epochs)
+
+
 def accuracy(model, params, x, y, mode):
     return float(np.mean(np.argmax(model.forward(params, x, mode=mode)[0], -1) == y))
 
@@ -186,8 +191,7 @@ def main(verbose=True, **overrides):
             if verbose:
                 print(f"sparse VD, KL weight warmed up to {final} over {warmup} epochs"
                       + (" (the ELBO)" if final == 1 else " (tempered)"))
-            model, params, sec = train(s, x_tr, y_tr,
-                                       lambda epoch, f=final: f * min(1.0, epoch / warmup), verbose)
+            model, params, sec = train(s, x_tr, y_tr, warmed_up(final, warmup), verbose)
             seconds += sec
             trained[final] = (model, params)
             runs[final] = {"accuracy": accuracy(model, params, x_te, y_te, "pruned"),
@@ -277,8 +281,7 @@ def cross_validate(verbose=True, **overrides):
             seconds += sec
             base_accs.append(accuracy(model, params, x_val, y_val, "mean"))
             for final in s["cv_kl_weights"]:
-                model, params, sec = train(s, xa, ya,
-                                           lambda epoch, f=final: f * min(1.0, epoch / warmup), False)
+                model, params, sec = train(s, xa, ya, warmed_up(final, warmup), False)
                 seconds += sec
                 per_fold[final].append((accuracy(model, params, x_val, y_val, "pruned"),
                                         network_sparsity(model.network, params["network"])))
@@ -350,7 +353,7 @@ def parse_args(argv=None):
     parser.add_argument("--output", help=f"plot file, '' for none (default {SETTINGS['output']})")
     parser.add_argument("--cross-validate", action="store_true",
                         help="choose the tempered KL weight by cross-validation on the training "
-                             "part, then test the ELBO and that weight (about 4 minutes)")
+                             "part, then test the ELBO and that weight (about 5 minutes)")
     args = vars(parser.parse_args(argv))
     return {key: value for key, value in args.items() if value is not None and value is not False}
 
@@ -364,7 +367,7 @@ def run(overrides):
     chosen = cross_validate(**overrides)["chosen"]
     weights = (1.0,) if chosen in (None, 1.0) else (1.0, chosen)
     print(f"\ntesting the KL weights {weights} on the held-out test set")
-    return main(kl_weights=weights, **overrides)
+    return main(**{**overrides, "kl_weights": weights})
 
 
 if __name__ == "__main__":

@@ -279,6 +279,7 @@ def test_cross_validate_short_trains_on_the_other_folds_only(monkeypatch):
             np.testing.assert_array_equal(x, x_tr[keep])
         assert seen[3 * k][1] == 0.0                             # the baseline first
         assert [kl(50) for _, kl in seen[3 * k + 1:3 * k + 3]] == [1.0, 0.1]
+        assert [kl(1) for _, kl in seen[3 * k + 1:3 * k + 3]] == [0.5, 0.05]   # warm-up: 2 epochs
     rows = result["rows"]
     assert set(rows) == {1.0, 0.1}
     for row in rows.values():
