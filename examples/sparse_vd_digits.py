@@ -269,7 +269,7 @@ def cross_validate(verbose=True, **overrides):
     x_tr, y_tr, _, _ = _load(s)
     folds = cv_folds(len(y_tr), s["cv_folds"])
     warmup = max(1, s["warmup_epochs"])
-    per_fold = {w: [] for w in s["cv_kl_weights"]}
+    per_fold = {w: [] for w in candidates}
     base_accs, seconds = [], 0.0
     with one_blas_thread():
         for k, val in enumerate(folds):
@@ -280,7 +280,7 @@ def cross_validate(verbose=True, **overrides):
             model, params, sec = train(s, xa, ya, 0.0, False)
             seconds += sec
             base_accs.append(accuracy(model, params, x_val, y_val, "mean"))
-            for final in s["cv_kl_weights"]:
+            for final in candidates:
                 model, params, sec = train(s, xa, ya, warmed_up(final, warmup), False)
                 seconds += sec
                 per_fold[final].append((accuracy(model, params, x_val, y_val, "pruned"),
