@@ -37,7 +37,7 @@ def test_manifest_lists_every_case_and_checks_out():
 
 def test_regenerating_reproduces_the_committed_set(tmp_path):
     """CI regenerates the set and compares it with the committed one within each case's tolerance
-    (inputs: exactly the same draws; expected values: within tolerance, never byte for byte)."""
+    (inputs: the same draws to 2 ULPs; expected values: within tolerance, never byte for byte)."""
     generate(str(tmp_path))
     results = tmp_path / "as_results"
     for name in CASES:
@@ -45,7 +45,9 @@ def test_regenerating_reproduces_the_committed_set(tmp_path):
         meta, inputs, _ = store.read_case(str(tmp_path), name)
         _, ref_inputs, _ = store.read_case(REF, name)
         for k in ref_inputs:
-            np.testing.assert_array_equal(inputs[k], ref_inputs[k], err_msg=f"{name}: input {k}")
+            # raw draws are bit-exact; the Adam case's gradient scales 10 ** u go through NumPy's
+            # pow, whose last bit differs between NumPy versions (2.4 vs 2.2: 1 ULP)
+            np.testing.assert_array_max_ulp(inputs[k], ref_inputs[k], maxulp=2)
     rows = verify(REF, str(results))
     assert rows and all(r.passed for r in rows), format_table([r for r in rows if not r.passed])
 
