@@ -34,7 +34,8 @@ import math
 import numpy as np
 from scipy.special import expit, log_expit
 
-from lrtdense.layers import DenseLocalReparameterization, standard_normal
+from lrtdense.layers import DenseLocalReparameterization
+from lrtdense.samplers import standard_normal
 from lrtdense.losses import CategoricalLikelihood, GaussianLikelihood
 from lrtdense.training import _check_finite, _deferred_interrupt
 

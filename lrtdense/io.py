@@ -13,35 +13,12 @@ import zipfile
 import numpy as np
 
 from lrtdense.model import Model
+from lrtdense.tree import flatten, unflatten
 
-__all__ = ["save", "load", "flatten", "unflatten"]
+__all__ = ["save", "load"]
 
 FORMAT = "lrtdense-model"
 VERSION = 1
-
-
-def flatten(tree, prefix=""):
-    """Nested dict -> flat dict with "a/b/c" keys."""
-    out = {}
-    for key, value in tree.items():
-        if "/" in key:
-            raise ValueError(f"parameter name {key!r} may not contain '/'")
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{prefix}{key}/"))
-        else:
-            out[prefix + key] = value
-    return out
-
-
-def unflatten(flat):
-    tree = {}
-    for key, value in flat.items():
-        node = tree
-        *parents, leaf = key.split("/")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return tree
 
 
 def save(path, model, params):

@@ -39,7 +39,9 @@ import math
 
 import numpy as np
 
-__all__ = ["adam", "polynomial_decay", "Optimizer", "AdamState", "tree_map", "tree_structure", "tree_leaves"]
+from lrtdense import tree
+
+__all__ = ["adam", "polynomial_decay", "Optimizer", "AdamState"]
 
 Optimizer = collections.namedtuple("Optimizer", ["init", "update", "get_params", "hyperparams"],
                                    defaults=(None,))
@@ -48,40 +50,6 @@ AdamState = collections.namedtuple("AdamState", ["step", "params", "m", "v", "sc
                                    defaults=(None,))
 
 _DEFAULT_EPS = {"kingma": 1e-8, "keras": 1e-7}
-
-
-def tree_structure(tree):
-    """A comparable description of a nested dict's keys (leaves are ``*``)."""
-    if isinstance(tree, dict):
-        return {k: tree_structure(v) for k, v in tree.items()}
-    return "*"
-
-
-def tree_leaves(tree):
-    """Leaves of a nested dict, in key order."""
-    if isinstance(tree, dict):
-        return [leaf for v in tree.values() for leaf in tree_leaves(v)]
-    return [tree]
-
-
-def tree_map(fn, tree, *rest):
-    """Applies ``fn`` leaf-wise over nested dicts of identical structure.
-
-    Raises:
-      TypeError: the structures differ (the message prints both).
-    """
-    structure = tree_structure(tree)
-    for other in rest:
-        if tree_structure(other) != structure:
-            raise TypeError(f"tree structures differ: {structure} vs {tree_structure(other)}")
-    return _map(fn, tree, rest)
-
-
-def _map(fn, tree, rest):
-    # the structures were checked once, at the top
-    if isinstance(tree, dict):
-        return {k: _map(fn, v, tuple(o[k] for o in rest)) for k, v in tree.items()}
-    return fn(tree, *rest)
 
 
 def adam(step_size=1e-3, b1=0.9, b2=0.999, eps=None, form="kingma"):
@@ -111,14 +79,14 @@ def adam(step_size=1e-3, b1=0.9, b2=0.999, eps=None, form="kingma"):
 
     def init(params):
         """Fresh state: step 0, a copy of params, zero moments."""
-        return AdamState(0, tree_map(np.array, params), tree_map(np.zeros_like, params),
-                         tree_map(np.zeros_like, params))
+        return AdamState(0, tree.map(np.array, params), tree.map(np.zeros_like, params),
+                         tree.map(np.zeros_like, params))
 
     def update(state, grads, inplace=False):
         """One Adam step. grads must have the structure of the params (TypeError otherwise)."""
         t = state.step + 1
         try:
-            tree_map(_check_leaf, state.params, grads)
+            tree.map(_check_leaf, state.params, grads)
         except TypeError as err:
             raise TypeError(f"grads do not match params: {err}") from None
         lr = _learning_rate(step_size, state.step)
@@ -132,11 +100,11 @@ def adam(step_size=1e-3, b1=0.9, b2=0.999, eps=None, form="kingma"):
             alpha = lr32 * math.sqrt(1 - math.pow(b2_32, t)) / (1 - math.pow(b1_32, t))
             leaf = lambda p, m, v, g, w: _keras(p, m, v, g, w, b1, b2, eps, alpha)
         if not inplace:
-            triples = tree_map(lambda p, m, v, g: leaf(p, m, v, g, None),
+            triples = tree.map(lambda p, m, v, g: leaf(p, m, v, g, None),
                                state.params, state.m, state.v, grads)
             return AdamState(t, *(_pick(triples, i) for i in range(3)))
         scratch = {} if state.scratch is None else state.scratch
-        tree_map(lambda p, m, v, g: _chunked(leaf, p, m, v, g, scratch),
+        tree.map(lambda p, m, v, g: _chunked(leaf, p, m, v, g, scratch),
                  state.params, state.m, state.v, grads)
         return AdamState(t, state.params, state.m, state.v, scratch)
 

@@ -20,8 +20,8 @@ import fnmatch
 
 import numpy as np
 
+from lrtdense import tree
 from lrtdense.reference import default_dir, store
-from lrtdense.reference.cases import _unprefixed
 from lrtdense.reference.verify import compare
 
 __all__ = ["reference_cases", "assert_case", "ReferenceCase"]
@@ -55,11 +55,11 @@ class ReferenceCase:
 
     @property
     def params(self):
-        return _unprefixed("params", self.inputs)
+        return tree.unflatten(self.inputs, "params")
 
     @property
     def noise(self):
-        return _unprefixed("noise", self.inputs)
+        return tree.unflatten(self.inputs, "noise")
 
     @property
     def tolerances(self):

@@ -15,7 +15,8 @@ import numpy as np
 from autograd import value_and_grad
 from autograd.tracer import getval
 
-from lrtdense.optimizers import adam, tree_leaves
+from lrtdense import tree
+from lrtdense.optimizers import adam
 
 __all__ = ["fit", "make_step"]
 
@@ -161,7 +162,7 @@ def _check_finite(loss, nll, kl, grads):
     # any element is; when it only overflows, the element-wise check below clears it.
     finite_loss = math.isfinite(float(loss))
     with np.errstate(over="ignore", invalid="ignore"):
-        fast_ok = finite_loss and all(math.isfinite(_sum_of_squares(g)) for g in tree_leaves(grads))
+        fast_ok = finite_loss and all(math.isfinite(_sum_of_squares(g)) for g in tree.leaves(grads))
     if fast_ok:
         return
     bad_grads = _bad_grad_paths(grads)

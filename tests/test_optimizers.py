@@ -6,7 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from lrtdense.optimizers import adam, tree_map
+from lrtdense.optimizers import adam
+from lrtdense.tree import map as tree_map
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "adam")
 

@@ -19,6 +19,7 @@ from lrtdense.predict import (predict, predict_mean, rmse, accuracy, interval_co
                               expected_calibration_error)
 from lrtdense.predict import gaussian_nll as predictive_nll
 from lrtdense.training import fit
+from lrtdense.tree import flatten
 from helpers import directional_fd_check, replay_completed_steps
 
 
@@ -265,7 +266,7 @@ def test_save_load_round_trip_and_corruption(tmp_path):
     lio.save(path, model, params)
     model2, params2 = lio.load(path)
     assert model2.get_config() == model.get_config()
-    flat, flat2 = lio.flatten(params), lio.flatten(params2)
+    flat, flat2 = flatten(params), flatten(params2)
     assert flat.keys() == flat2.keys() and all(np.array_equal(flat[k], flat2[k]) and
                                                flat[k].dtype == flat2[k].dtype for k in flat)
     x = rng.standard_normal((3, 6)).astype(np.float32)

@@ -17,6 +17,7 @@ import numpy as np
 from autograd import grad
 
 from lrtdense import layers as _layers
+from lrtdense import tree
 from lrtdense.distributions import NormalPrior
 from lrtdense.network import Sequential
 from lrtdense.optimizers import adam
@@ -137,7 +138,7 @@ def build(case):
     noise = model.sample_noise(rng, x.shape, normal=_ziggurat)
     g = rng.standard_normal(model.compute_output_shape(x.shape)).astype(case.dtype)
     meta["input_shape"] = list(case.input_shape)
-    inputs = {"x": x, "g": g, **_prefixed("params", params), **_prefixed("noise", noise)}
+    inputs = {"x": x, "g": g, **tree.flatten(params, "params/"), **tree.flatten(noise, "noise/")}
     return meta, inputs
 
 
@@ -166,29 +167,6 @@ def _spread(params, rng, case):
     return out
 
 
-def _prefixed(prefix, tree):
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            out.update(_prefixed(f"{prefix}/{k}", v))
-        else:
-            out[f"{prefix}/{k}"] = v
-    return out
-
-
-def _unprefixed(prefix, arrays):
-    tree = {}
-    for key, value in arrays.items():
-        if not key.startswith(prefix + "/"):
-            continue
-        node = tree
-        *parents, leaf = key[len(prefix) + 1:].split("/")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return tree
-
-
 def model_from_meta(meta):
     spec = meta["model"]
     if spec["class_name"] == "Sequential":
@@ -202,8 +180,8 @@ def compute(meta, inputs):
         return _compute_adam(meta, inputs)
     model = model_from_meta(meta)
     x, g = inputs["x"], inputs["g"]
-    params = _unprefixed("params", inputs)
-    noise = _unprefixed("noise", inputs)
+    params = tree.unflatten(inputs, "params")
+    noise = tree.unflatten(inputs, "noise")
     out_sample, kl = model.forward(params, x, noise=noise)
     out_mean, _ = model.forward(params, x, mode="mean")
     expected = {"outputs/sample": out_sample, "outputs/mean": out_mean,
@@ -220,7 +198,7 @@ def compute(meta, inputs):
         out, k = model.forward(p, x, noise=noise)
         return np.sum(g * out) + k
 
-    expected.update(_prefixed("grads", grad(objective)(params, x)))
+    expected.update(tree.flatten(grad(objective)(params, x), "grads/"))
     expected["grads/x"] = grad(objective, 1)(params, x)
     return expected
 
