@@ -10,24 +10,20 @@ Specifications are small immutable records that serialize to plain JSON (``to_co
 * priors: ``NormalPrior(loc, scale)`` on every element (TFP's ``default_multivariate_normal_fn`` is
   ``NormalPrior(0, 1)``).
 
-Divergences are TFP's closed forms, summed over all elements (TFP's ``Independent`` reduction):
-
-* KL(N(m_q, s_q) || N(m_p, s_p)) = 0.5 ((m_q - m_p) / s_p)**2 + 0.5 expm1(2 d) - d,
-  d = log s_q - log s_p  (TFP ``normal._kl_normal_normal``, evaluated in the same order);
-* KL(Deterministic(m) || N(m_p, s_p)) = -log N(m; m_p, s_p)  (TFP
-  ``deterministic._kl_deterministic_distribution``).
+The posterior scale and the divergences are kernels of ``lrtdense.kernels``
+(``posterior_scale``, ``kl_normal_normal``, ``kl_deterministic_normal``); ``posterior_scale`` is
+re-exported here for the code that reads the settings and the scale together.
 """
 import dataclasses
 import math
 
-import autograd.numpy as np
+import numpy as np
 
-from lrtdense.primitives import softplus
+from lrtdense.kernels import posterior_scale
 
 __all__ = [
     "RandomNormal", "Constant", "NormalPosterior", "DeterministicPosterior", "NormalPrior",
-    "posterior_scale", "kl_normal_normal", "kl_deterministic_normal",
-    "initializer_from_config", "posterior_from_config", "prior_from_config",
+    "posterior_scale", "initializer_from_config", "initializer_field", "posterior_from_config", "prior_from_config",
 ]
 
 
@@ -78,12 +74,30 @@ def initializer_from_config(config):
     return _from_config(config, kinds, "initializer")
 
 
+def initializer_field(value, what, default=None):
+    """An initializer setting: a RandomNormal or Constant, their config dict, or None for
+    ``default``. Raises TypeError naming the setting for anything else."""
+    if value is None and default is not None:
+        return default
+    if isinstance(value, (RandomNormal, Constant)):
+        return value
+    if isinstance(value, dict):
+        return initializer_from_config(value)
+    raise TypeError(f"{what} must be a RandomNormal, a Constant or their config dict, got "
+                    f"{value!r}")
+
+
 @dataclasses.dataclass(frozen=True)
 class NormalPosterior:
     """Mean-field Normal posterior q = N(loc, softplus(untransformed_scale) + eps)."""
     loc_initializer: object = RandomNormal(0.0, 0.1)
     untransformed_scale_initializer: object = RandomNormal(-3.0, 0.1)
     is_normal = True
+
+    def __post_init__(self):
+        for name in ("loc_initializer", "untransformed_scale_initializer"):
+            object.__setattr__(self, name, initializer_field(getattr(self, name),
+                                                             f"NormalPosterior.{name}"))
 
     def to_config(self):
         return {"type": "normal", "loc_initializer": self.loc_initializer.to_config(),
@@ -95,6 +109,10 @@ class DeterministicPosterior:
     """Point-mass posterior q = Deterministic(loc) (TFP's ``is_singular=True``)."""
     loc_initializer: object = RandomNormal(0.0, 0.1)
     is_normal = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "loc_initializer", initializer_field(
+            self.loc_initializer, "DeterministicPosterior.loc_initializer"))
 
     def to_config(self):
         return {"type": "deterministic", "loc_initializer": self.loc_initializer.to_config()}
@@ -133,17 +151,28 @@ class NormalPrior:
         return {"type": "normal", "loc": self.loc, "scale": self.scale}
 
 
+PRIORS = {"normal": NormalPrior}
+
+
 def prior_from_config(config):
-    """Rebuilds a prior from a ``to_config()`` dict, the name "normal" (N(0, 1)), or None."""
-    if config is None or isinstance(config, NormalPrior):
+    """Rebuilds a prior from a ``to_config()`` dict, the name "normal" (N(0, 1)), or None.
+
+    Raises:
+      TypeError: ``config`` is another kind of object (e.g. an initializer).
+      ValueError: an unknown prior type or a bad parameter.
+    """
+    if config is None or isinstance(config, tuple(PRIORS.values())):
         return config
     if isinstance(config, str):
         config = {"type": config}
-    return _from_config(config, {"normal": NormalPrior}, "prior")
+    if not isinstance(config, dict):
+        raise TypeError(f"a prior must be one of {sorted(PRIORS)} (a name, a config dict or "
+                        f"e.g. NormalPrior(0, 1)) or None, got {config!r}")
+    return _from_config(config, PRIORS, "prior")
 
 
 def _from_config(config, kinds, what):
-    if hasattr(config, "to_config"):
+    if isinstance(config, tuple(kinds.values())):
         return config
     if not isinstance(config, dict) or "type" not in config:
         raise TypeError(f"a {what} config must be a dict with a 'type' key, got {config!r}")
@@ -157,32 +186,3 @@ def _from_config(config, kinds, what):
         raise ValueError(f"unexpected keys {sorted(extra)} in {what} config of type {kind!r}; "
                          f"expected a subset of {sorted(fields)}")
     return cls(**{k: v for k, v in config.items() if k != "type"})
-
-
-def posterior_scale(untransformed_scale):
-    """TFP's posterior scale: softplus(untransformed_scale) + finfo(dtype).eps, shape preserved."""
-    eps = np.finfo(untransformed_scale.dtype).eps
-    return softplus(untransformed_scale) + eps
-
-
-def kl_normal_normal(loc, scale, prior):
-    """sum KL(N(loc, scale) || N(prior.loc, prior.scale)) over all elements (TFP's evaluation order).
-
-    Args:
-      loc, scale: arrays of one shape (scale > 0).
-      prior: a NormalPrior.
-    Returns:
-      Scalar of loc's dtype.
-    """
-    b_scale = prior.scale
-    diff_log_scale = np.log(scale) - math.log(b_scale)
-    per_element = (0.5 * (loc / b_scale - prior.loc / b_scale) ** 2
-                   + 0.5 * np.expm1(2.0 * diff_log_scale) - diff_log_scale)
-    return np.sum(per_element)
-
-
-def kl_deterministic_normal(loc, prior):
-    """sum -log N(loc; prior.loc, prior.scale) over all elements (KL of a point mass, up to its
-    infinite entropy term, as TFP defines it). Returns a scalar of loc's dtype."""
-    z = loc / prior.scale - prior.loc / prior.scale
-    return np.sum(0.5 * z ** 2 + (0.5 * math.log(2 * math.pi) + math.log(prior.scale)))

@@ -149,8 +149,7 @@ def test_fit_callback_can_stop_and_kl_warmup_is_recorded():
     assert seen == [0, 1, 2] and hist["kl_weight"] == [0.0, 0.25, 0.5]
 
 
-@pytest.mark.parametrize("implementation", ["fast", "reference"])
-def test_fit_with_a_learning_rate_schedule(implementation):
+def test_fit_with_a_learning_rate_schedule():
     """The schedule is called once per update with 0, 1, 2, ...; a schedule of zeros leaves the
     params exactly as they were; a decaying schedule ends with smaller moves than a fixed rate."""
     rng = np.random.default_rng(6)
@@ -161,8 +160,7 @@ def test_fit_with_a_learning_rate_schedule(implementation):
     params = model.init(rng, 3)
     calls = []
     out, _ = fit(model, params, x, y, rng=np.random.default_rng(0), epochs=3, batch_size=16,
-                 optimizer=adam(lambda i: calls.append(i) or 0.0), verbose=False,
-                 implementation=implementation)
+                 optimizer=adam(lambda i: calls.append(i) or 0.0), verbose=False)
     assert calls == list(range(9))   # 3 epochs x ceil(40 / 16) updates
     assert all(np.array_equal(out["network"][n][k], params["network"][n][k])
                for n in params["network"] for k in params["network"][n])
@@ -171,7 +169,7 @@ def test_fit_with_a_learning_rate_schedule(implementation):
     for name, opt in [("fixed", adam(1e-2)), ("decay", adam(polynomial_decay(1e-2, 9)))]:
         last = []
         fit(model, params, x, y, rng=np.random.default_rng(0), epochs=3, batch_size=16,
-            optimizer=opt, verbose=False, implementation=implementation,
+            optimizer=opt, verbose=False,
             callback=lambda e, p, h: last.append({k: v.copy() for k, v in p["network"]["layer_0"].items()}))
         moves[name] = np.max(np.abs(last[2]["kernel_posterior_loc"] - last[1]["kernel_posterior_loc"]))
     assert moves["decay"] < 0.5 * moves["fixed"]   # the last epoch runs at 1/3 of the rate or less
@@ -193,11 +191,11 @@ def test_fit_keyboard_interrupt_keeps_the_last_completed_step():
 
     model.loss = flaky_loss
     out, hist = fit(model, params, x, y, rng=np.random.default_rng(1), epochs=5, batch_size=5,
-                    verbose=False, implementation="reference")
+                    verbose=False)
     assert hist["interrupted"] and len(hist["loss"]) == 1
     # Replaying the 6 completed steps (4 in epoch 1, 2 in epoch 2) gives the same bits.
     model.loss = original
-    replayed = replay_completed_steps(model, params, x, y, "reference", (4, 2))
+    replayed = replay_completed_steps(model, params, x, y, (4, 2))
     for k, v in replayed["network"]["layer_0"].items():
         assert np.array_equal(out["network"]["layer_0"][k], v), k
 

@@ -17,6 +17,7 @@ import numpy as np
 from autograd import grad
 
 from lrtdense import layers as _layers
+from lrtdense import registry
 from lrtdense import tree
 from lrtdense.distributions import NormalPrior
 from lrtdense.network import Sequential
@@ -128,7 +129,7 @@ def build(case):
     if case.kind == "adam":
         return _build_adam(rng, meta)
     model = case.make()
-    meta["model"] = (_layers.serialize(model) if case.kind == "layer"
+    meta["model"] = (registry.serialize(model) if case.kind == "layer"
                      else {"class_name": "Sequential", "config": model.get_config()})
     x = rng.standard_normal(case.input_shape).astype(case.dtype)
     for r in case.zero_rows:
@@ -171,7 +172,7 @@ def model_from_meta(meta):
     spec = meta["model"]
     if spec["class_name"] == "Sequential":
         return Sequential.from_config(spec["config"])
-    return _layers.deserialize(spec)
+    return registry.deserialize(spec)
 
 
 def compute(meta, inputs):
