@@ -369,7 +369,11 @@ def _dv_case(name, dtype, prior="trainable", kl_use_exact=False, kl_weight=None,
                         "posterior sample the forward uses (posterior_tensor); with S samples "
                         "the S terms are summed, not averaged"),
             "kl_weight_applied": "tf.cast(kl_weight, kl.dtype) * kl before the reduce_sum; "
-                                 "no factor when kl_weight is null"},
+                                 "no factor when kl_weight is null. tf.cast of a Python float "
+                                 "goes through a float32 tensor, so the factor is "
+                                 "float32(kl_weight) even in float64: see kl_weight_as_applied",
+            "kl_weight_as_applied": (None if kl_weight is None else
+                                     float(tf.cast(kl_weight, tf.float64).numpy()))},
         notes=notes)
 
 
