@@ -100,11 +100,12 @@ def posterior(meta, params, which):
     return loc, EPS[meta["dtype"]] + softplus(params[which + "_posterior_untransformed_scale"])
 
 
-def divergence(meta, params, noise, which, layer_sample, record):
-    """One entry of layer.losses for the _DenseVariational layers."""
+def divergence(meta, params, noise, which, layer_sample):
+    """(one entry of layer.losses, {name: intermediate}) for the _DenseVariational layers."""
     spec, prior = meta[which + "_divergence"], meta[which + "_prior"]
     loc, scale = posterior(meta, params, which)
     event_axes = (-2, -1) if which == "kernel" else (-1,)
+    record = {}
     if spec["type"] == "kl_exact":
         ploc, pscale = prior_loc_scale(prior, params, which, meta["dtype"])
         value = np.sum(kl_normal(loc, scale, ploc, pscale))
@@ -121,12 +122,16 @@ def divergence(meta, params, noise, which, layer_sample, record):
         value = log_q - log_p
     if spec["divide_by"] is not None:
         value = value / spec["divide_by"]
-    return value
+    return value, record
 
 
-def forward_dense_variational_v1(meta, params, x, noise, record):
-    """DenseReparameterization / DenseLocalReparameterization / DenseFlipout."""
+def forward_dense_variational_v1(meta, params, x, noise):
+    """DenseReparameterization / DenseLocalReparameterization / DenseFlipout.
+
+    Returns (outputs, {loss name: value}, {recorded array name: value}).
+    """
     layer = meta["layer"]
+    record = {}
     loc, scale = posterior(meta, params, "kernel")
     record["kernel_posterior_scale"] = scale
     eps = noise["eps/kernel"]
@@ -161,20 +166,26 @@ def forward_dense_variational_v1(meta, params, x, noise, record):
     # TFP hands the kernel divergence the layer's kernel sample only for Reparameterization
     # (None for LRT and Flipout); the bias divergence always gets the sampled bias.
     if meta["kernel_prior"] is not None and meta["kernel_divergence"] is not None:
-        losses["divergence_kernel"] = divergence(meta, params, noise, "kernel", kernel_sample,
-                                                 record)
+        losses["divergence_kernel"], extra = divergence(meta, params, noise, "kernel",
+                                                        kernel_sample)
+        record.update(extra)
     if meta["bias_posterior"] is not None and meta["bias_prior"] is not None:
-        losses["divergence_bias"] = divergence(meta, params, noise, "bias", bias_sample, record)
+        losses["divergence_bias"], extra = divergence(meta, params, noise, "bias", bias_sample)
+        record.update(extra)
     for which in ("kernel", "bias"):
         spec = meta[which + "_prior"]
         if spec is not None and spec["type"] == "trainable_normal":
             record[which + "_prior_scale"] = prior_loc_scale(spec, params, which,
                                                              meta["dtype"])[1]
-    return out, losses
+    return out, losses, record
 
 
-def forward_dense_variational_v2(meta, params, x, noise, record):
-    """tfp.layers.DenseVariational with the tutorial's posterior_mean_field and a prior."""
+def forward_dense_variational_v2(meta, params, x, noise):
+    """tfp.layers.DenseVariational with the tutorial's posterior_mean_field and a prior.
+
+    Returns (outputs, {loss name: value}, {recorded array name: value}).
+    """
+    record = {}
     post_spec, prior_spec = meta["make_posterior_fn"], meta["make_prior_fn"]
     units, d_in = meta["units"], x.shape[-1]
     t = params["posterior/constant"]
@@ -206,7 +217,7 @@ def forward_dense_variational_v2(meta, params, x, noise, record):
     if meta["kl_weight"] is not None:
         # tf.cast(kl_weight, dtype) of a Python float rounds it to float32 first.
         kl = float(onp.float32(meta["kl_weight"])) * kl
-    return out, {"kl_divergence": kl}
+    return out, {"kl_divergence": kl}, record
 
 
 def replay(name):
@@ -219,11 +230,10 @@ def replay(name):
            else forward_dense_variational_v1)
     x, g = f64["x"], f64["g"]
 
-    record = {}
-    out, losses = fwd(meta, params, x, noise, record)
+    out, losses, record = fwd(meta, params, x, noise)
 
     def objective(p, x):
-        o, ls = fwd(meta, p, x, noise, {})
+        o, ls, _ = fwd(meta, p, x, noise)
         return np.sum(g * o) + sum(np.sum(v) for v in ls.values())
 
     grads = grad(objective)(params, x)

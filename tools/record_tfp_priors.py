@@ -670,21 +670,24 @@ def _collect(case, layer, x, g, out_np, losses, weights_order, grads, sources):
         arrays["posterior_loc"] = _np(tf.convert_to_tensor(post.loc))
         arrays["posterior_scale"] = _np(tf.convert_to_tensor(post.scale))
         n = arrays["posterior_loc"].shape[-1]
-        ns = ns_post
-        eps = arrays["eps/posterior"]
-        # The flat sample TFP used, rebuilt from its own draw exactly as Normal._sample_n does.
-        w = _np(tf.constant(eps) * post.scale + post.loc)
-        arrays["posterior_tensor"] = w
-        arrays["prior_tensor"] = None
+        # The flat sample TFP used, rebuilt from its own draw exactly as Normal._sample_n does;
+        # the same ops on it must reproduce TFP's outputs bit for bit.
+        w = tf.constant(arrays["eps/posterior"]) * post.scale + post.loc
+        k = layer.input_spec.axes[-1] * layer.units
+        kernel = tf.reshape(w[..., :k], tf.concat([tf.shape(w)[:-1], [-1, layer.units]], 0))
+        rebuilt = tf.matmul(tf.constant(x), kernel)
+        if case["use_bias"]:
+            rebuilt = tf.nn.bias_add(rebuilt, w[..., k:])
+            arrays["aux/bias"] = _np(w[..., k:])
+        if layer.activation is not None:
+            rebuilt = layer.activation(rebuilt)
+        assert np.array_equal(rebuilt.numpy(), out_np), name
+        arrays["posterior_tensor"] = _np(w)
+        arrays["aux/kernel"] = _np(kernel)
         r = layer._prior(tf.constant(x)).tensor_distribution.distribution
         arrays["prior_loc"] = _np(tf.broadcast_to(tf.convert_to_tensor(r.loc), [n]))
         arrays["prior_scale"] = _np(tf.broadcast_to(tf.cast(r.scale, np_dtype), [n]))
         arrays["prior_tensor"] = _np(tf.constant(arrays["eps/prior"]) * r.scale + r.loc)
-        k = layer.input_spec.axes[-1] * layer.units
-        arrays["aux/kernel"] = w[..., :k].reshape(w.shape[:-1] + (-1, layer.units))
-        if case["use_bias"]:
-            arrays["aux/bias"] = w[..., k:]
-        del ns
         _DRAWS.clear()
     else:
         kpost = layer.kernel_posterior.distribution
