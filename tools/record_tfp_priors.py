@@ -74,8 +74,8 @@ lrtdense)::
 ``--check`` records into a temporary directory and compares with OUTDIR: JSON equal, npz keys,
 dtypes and shapes equal, values within float64 1e-12 / float32 1e-5 of max|array| (float32
 matmuls differ in the last bit between CPUs); it says how many files were byte-identical.
-A run takes about 15 seconds on a 2-core CPU machine (half of it importing TensorFlow); the
-fixtures total about 300 KB.
+A run takes about 12 seconds on an idle 2-core CPU machine (half of it importing TensorFlow); the
+fixtures total about 330 KB.
 """
 
 import io
