@@ -48,6 +48,21 @@ class Model:
         return self.network.forward(params["network"], x, rng, noise=noise, mode=mode,
                                     workspace=workspace)
 
+    def check_params(self, params, input_dim=None):
+        """Raises a clear error unless ``params`` are this model's (keys, shapes, dtypes)."""
+        if not isinstance(params, dict) or set(params) != {"network", "likelihood"}:
+            got = sorted(params) if isinstance(params, dict) else type(params).__name__
+            raise ValueError(f"params must be a dict with keys 'network' and 'likelihood' (as "
+                             f"Model.init makes), got {got}")
+        self.network.check_params(params["network"], input_dim)
+        want = self.likelihood.init(self.dtype)
+        got = params["likelihood"]
+        if not isinstance(got, dict) or set(got) != set(want) or any(
+                np.shape(got[k]) != np.shape(v) or np.result_type(got[k]) != v.dtype
+                for k, v in want.items()):
+            raise ValueError(f"params['likelihood'] must hold {sorted(want)} of shapes "
+                             f"{[np.shape(v) for v in want.values()]} and dtype {self.dtype}")
+
     def check_data(self, x, y, num_examples=None):
         """Checks a data set (or minibatch) against the model, as ``loss`` does on every call.
 

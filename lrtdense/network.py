@@ -79,6 +79,14 @@ class Sequential:
             input_shape = layer.compute_output_shape(input_shape)
         return noise
 
+    def check_params(self, params, input_dim=None):
+        """Raises a clear error unless ``params`` fit every layer, in order, for an input of
+        last dimension ``input_dim`` (if given)."""
+        self._check_params(params)
+        for name, layer in zip(self.names, self.layers):
+            layer.check_params(params[name], input_dim)
+            input_dim = layer.units
+
     def _check_params(self, params):
         if not isinstance(params, dict) and not hasattr(params, "keys"):
             raise TypeError(f"params must be a dict of the layers' dicts, got {type(params).__name__}")

@@ -122,6 +122,7 @@ def fit(model, params, x, y, *, rng, epochs, batch_size=32, optimizer=None, num_
     n = len(x)
     num_examples = n if num_examples is None else num_examples
     model.check_data(x, y, num_examples)
+    model.check_params(params, x.shape[-1])
     x = np.ascontiguousarray(x, dtype=model.dtype)
     optimizer = optimizer or adam(1e-3)
     out = file or sys.stdout
