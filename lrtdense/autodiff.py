@@ -114,9 +114,9 @@ def value_and_grad(fun, params, *args, workspace=None):
     Raises:
       TypeError: ``fun`` did not return an (objective, aux) pair.
     """
+    roots = []
     with trace_stack.new_trace() as trace:
-        roots = tree.map(lambda value: VJPNode.new_root(), params)
-        boxed = tree.map(lambda value, root: new_box(value, trace, root), params, roots)
+        boxed = _boxed(params, trace, roots)
         result = fun(boxed, *args)
     if not (isinstance(result, tuple) and len(result) == 2):
         raise TypeError(f"fun must return a pair (objective, aux), got {type(result).__name__}")
@@ -125,7 +125,7 @@ def value_and_grad(fun, params, *args, workspace=None):
     found = {}
     if isbox(objective) and objective._trace == trace:
         value = objective._value
-        is_root = set(tree.leaves(roots))
+        is_root = set(roots)
         outgrads = {objective._node: (np.ones_like(value), False)}
         for node in toposort(objective._node):
             g = _dense(outgrads.pop(node)[0], workspace)
@@ -138,10 +138,26 @@ def value_and_grad(fun, params, *args, workspace=None):
                                                fresh and ingrad is not g, workspace)
     else:
         value = objective
-    # a leaf the objective does not depend on gets zeros
-    grads = tree.map(lambda leaf, root: found[root] if root in found else np.zeros_like(leaf),
-                     params, roots)
+    grads = _grads(params, iter(roots), found)
     return value, aux, grads
+
+
+def _boxed(params, trace, roots):
+    """The params tree with each leaf boxed on a root node of its own (appended to roots)."""
+    if isinstance(params, dict):
+        return {k: _boxed(v, trace, roots) for k, v in params.items()}
+    root = VJPNode.new_root()
+    roots.append(root)
+    return new_box(params, trace, root)
+
+
+def _grads(params, roots, found):
+    """The gradient tree, in the order _boxed met the leaves; zeros for a leaf the objective
+    does not depend on."""
+    if isinstance(params, dict):
+        return {k: _grads(v, roots, found) for k, v in params.items()}
+    root = next(roots)
+    return found[root] if root in found else np.zeros_like(params)
 
 
 def _accumulate(previous, g, fresh, workspace):

@@ -33,6 +33,13 @@ def _finite_float(value, what):
     return float(value)
 
 
+def _finite_fields(record):
+    """Every field of a frozen record as a finite float (ValueError naming it otherwise)."""
+    for field in dataclasses.fields(record):
+        value = _finite_float(getattr(record, field.name), f"{type(record).__name__}.{field.name}")
+        object.__setattr__(record, field.name, value)
+
+
 @dataclasses.dataclass(frozen=True)
 class RandomNormal:
     """Initializer drawing N(mean, stddev**2) independently per element (tf1 random_normal)."""
@@ -40,8 +47,7 @@ class RandomNormal:
     stddev: float = 0.1
 
     def __post_init__(self):
-        object.__setattr__(self, "mean", _finite_float(self.mean, "RandomNormal.mean"))
-        object.__setattr__(self, "stddev", _finite_float(self.stddev, "RandomNormal.stddev"))
+        _finite_fields(self)
         if self.stddev < 0:
             raise ValueError(f"RandomNormal.stddev must be >= 0, got {self.stddev}")
 
@@ -59,7 +65,7 @@ class Constant:
     value: float = 0.0
 
     def __post_init__(self):
-        object.__setattr__(self, "value", _finite_float(self.value, "Constant.value"))
+        _finite_fields(self)
 
     def __call__(self, rng, shape, dtype):
         return np.full(shape, self.value, dtype=dtype)
@@ -142,8 +148,7 @@ class NormalPrior:
     scale: float = 1.0
 
     def __post_init__(self):
-        object.__setattr__(self, "loc", _finite_float(self.loc, "NormalPrior.loc"))
-        object.__setattr__(self, "scale", _finite_float(self.scale, "NormalPrior.scale"))
+        _finite_fields(self)
         if self.scale <= 0:
             raise ValueError(f"NormalPrior.scale must be > 0, got {self.scale}")
 

@@ -69,8 +69,17 @@ __all__ = ["DropoutDense", "DenseVariationalDropout", "DenseSparseVariationalDro
 LOG_ALPHA_CLIP = 8.0                                  # Molchanov's clip of log alpha to [-8, 8]
 
 
+@dataclasses.dataclass(frozen=True)
 class DropoutDense(Layer):
-    """The machinery of the two variational dropout layers (their settings are their own)."""
+    """The settings and machinery both variational dropout layers share; each adds the
+    initializer of its second kernel parameter (and the sparse layer its threshold)."""
+    units: int
+    activation: object = None
+    _: dataclasses.KW_ONLY
+    use_bias: bool = True
+    theta_initializer: object = RandomNormal(0.0, 0.1)
+    bias_initializer: object = Constant(0.0)
+    dtype: object = "float32"
 
     _VARIANCE_NAME = None           # the second kernel parameter
 
@@ -153,14 +162,8 @@ class DenseVariationalDropout(DropoutDense):
       bias_initializer: default Constant(0.0).
       dtype: "float32" (the default; also for None) or "float64".
     """
-    units: int
-    activation: object = None
     _: dataclasses.KW_ONLY
-    use_bias: bool = True
-    theta_initializer: object = RandomNormal(0.0, 0.1)
     log_alpha_initializer: object = Constant(-4.0)
-    bias_initializer: object = Constant(0.0)
-    dtype: object = "float32"
 
     _VARIANCE_NAME = "kernel_log_alpha"
 
@@ -195,15 +198,9 @@ class DenseSparseVariationalDropout(DropoutDense):
       threshold: log alpha above which a weight is pruned; default 3 (the paper's).
       dtype: "float32" (the default; also for None) or "float64".
     """
-    units: int
-    activation: object = None
     _: dataclasses.KW_ONLY
-    use_bias: bool = True
-    theta_initializer: object = RandomNormal(0.0, 0.1)
     log_sigma2_initializer: object = Constant(-10.0)
-    bias_initializer: object = Constant(0.0)
     threshold: float = 3.0
-    dtype: object = "float32"
 
     MODES = ("sample", "mean", "pruned")
     _VARIANCE_NAME = "kernel_log_sigma2"

@@ -77,23 +77,55 @@ def _grads(argnums, table):
 
 # ------------------------------------------------------------------------ softplus, scales
 def _softplus_and_sigmoid(u, workspace):
-    """(log1p(exp(u)), exp(u) / (1 + exp(u))): one exp, then three cheap passes. Only if exp
-    overflows (u > 709 in float64, > 88 in float32; NumPy's flag tells, at no extra pass) are
-    the stable forms -log_expit(-u) and expit(u) used instead."""
-    sp, sig = _like(workspace, u), _like(workspace, u)
+    """(log(1 + e), e / (1 + e)) with e = exp(u), in two buffers.
+
+    In float32, log1p(e) is computed as log(w) * e / (w - 1), w = 1 + e (Goldberg 1991, "What
+    every computer scientist should know about floating-point arithmetic", Theorem 4: within a
+    few ULPs, where log(w) alone loses digits for small e), and e itself where w == 1: NumPy
+    vectorizes float32 log but not log1p (0.54 against 1.6 ms for 313,600 elements here). In
+    float64 both cost the same and log1p is used. Only if exp overflows (u > 709 in float64,
+    > 88 in float32; NumPy's flag tells, at no extra pass) are the stable forms
+    -log_expit(-u) and expit(u) used. Measured against 80-bit references: <= 2.4 ULPs (float64),
+    <= 4.2 ULPs (float32) for softplus; <= 3 ULPs for the sigmoid."""
+    sp, sig, w = _like(workspace, u), _like(workspace, u), _like(workspace, u)
     try:
         with np.errstate(over="raise"):
-            np.exp(u, out=sig)
-        np.log1p(sig, out=sp)
-        t = _like(workspace, u)
-        np.add(sig, 1, out=t)
-        sig /= t
+            np.exp(u, out=sig)                          # e
     except FloatingPointError:
         np.negative(u, out=sp)
         log_expit(sp, out=sp)
         np.negative(sp, out=sp)
         expit(u, out=sig)
+        return sp, sig
+    np.add(sig, 1, out=w)
+    if u.dtype != np.float32:
+        np.log1p(sig, out=sp)
+        sig /= w
+        return sp, sig
+    np.log(w, out=sp)
+    t = _like(workspace, u)
+    np.subtract(w, 1, out=t)
+    try:    # w - 1 == 0 exactly when e < eps / 2: there log1p(e) = e (the flags tell)
+        with np.errstate(divide="raise", invalid="raise"):
+            np.divide(sig, t, out=t)
+    except FloatingPointError:
+        tiny = w == 1
+        t[tiny] = 1
+        sp[tiny] = sig[tiny]
+    sp *= t
+    sig /= w
     return sp, sig
+
+
+def _sigmoid_into(z, out):
+    """out = 1 / (1 + exp(-z)), within 3 ULPs; exp(-z) = inf (z < -88 in float32) gives 0.
+    (scipy's expit is not vectorized here: 4.3 against 1.7 ns per float32 element.)"""
+    np.negative(z, out=out)
+    with np.errstate(over="ignore"):
+        np.exp(out, out=out)
+    out += 1
+    np.reciprocal(out, out=out)
+    return out
 
 
 def _posterior_scale_fwd(u, *, needs, workspace=None):
@@ -217,6 +249,17 @@ dense = custom_vjp(_dense_fwd, _dense_bwd, "dense")
 dense.__doc__ = """x @ w contracting x's last axis: (..., in) with (in, units) -> (..., units)."""
 
 
+def _input_cotangent(ws, g, loc, a, b, c, shape):
+    """g @ loc.T + (a @ b.T) * c, reshaped to x's shape: the cotangent of x in a kernel term
+    x @ loc + f(x), whose second part contributes (a @ b.T) * c."""
+    out, t = _like(ws, c), _like(ws, c)
+    np.matmul(g, loc.T, out=out)
+    np.matmul(a, b.T, out=t)
+    t *= c
+    out += t
+    return out.reshape(shape)
+
+
 def lrt_moments(x, loc, scale, workspace=None):
     """The pre-activations' mean and standard deviation under w ~ N(loc, scale**2).
 
@@ -274,12 +317,7 @@ def _lrt_bwd(res, g, argnums):
         np.multiply(g2, q, out=r)
 
     def dx():                               # g @ loc.T + x * (r @ (scale**2).T)
-        out, t = _like(ws, x2), _like(ws, x2)
-        np.matmul(g2, loc.T, out=out)
-        np.matmul(r, s2.T, out=t)
-        t *= x2
-        out += t
-        return out.reshape(x_shape)
+        return _input_cotangent(ws, g2, loc, r, s2, x2, x_shape)
 
     def dloc():                             # x.T @ g
         out = _like(ws, loc)
@@ -378,12 +416,7 @@ def _flipout_bwd(res, g, argnums):
     np.multiply(g2, so, out=gs)                         # cotangent of the perturbation product
 
     def dx():                                           # g @ loc.T + (gs @ dw.T) * sign_in
-        out, t = _like(ws, x2), _like(ws, x2)
-        np.matmul(g2, loc.T, out=out)
-        np.matmul(gs, dw.T, out=t)
-        t *= si
-        out += t
-        return out.reshape(x_shape)
+        return _input_cotangent(ws, g2, loc, gs, dw, si, x_shape)
 
     def dloc():
         out = _like(ws, loc)
@@ -496,8 +529,7 @@ def _tanh_bwd(res, g, argnums):
 
 
 def _sigmoid_fwd(z, *, needs, workspace=None):
-    h = _like(workspace, z)
-    expit(z, out=h)
+    h = _sigmoid_into(z, _like(workspace, z))
     return h, (h, workspace)
 
 
@@ -694,25 +726,22 @@ def _kl_molchanov_fwd(log_alpha, *, needs, workspace=None):
     s = _like(workspace, log_alpha)
     np.multiply(log_alpha, k3, out=s)
     s += k2
-    expit(s, out=s)                                     # sigmoid(k2 + k3 log a)
-    t = _like(workspace, log_alpha)
-    np.negative(log_alpha, out=t)
-    np.exp(t, out=t)
-    np.log1p(t, out=t)                                  # log(1 + 1 / a)
-    kl = log_alpha.size * k1 - k1 * float(np.sum(s)) + 0.5 * float(np.sum(t))
-    return log_alpha.dtype.type(kl), (s, log_alpha, workspace)
+    _sigmoid_into(s, s)                                 # sigmoid(k2 + k3 log a)
+    minus = _like(workspace, log_alpha)
+    np.negative(log_alpha, out=minus)
+    sp, sig = _softplus_and_sigmoid(minus, workspace)   # log(1 + 1 / a), sigmoid(-log a)
+    kl = log_alpha.size * k1 - k1 * float(np.sum(s)) + 0.5 * float(np.sum(sp))
+    return log_alpha.dtype.type(kl), (s, sig, workspace)
 
 
 def _kl_molchanov_bwd(res, g, argnums):
-    s, log_alpha, ws = res
+    s, sig, ws = res
     k1, k2, k3 = MOLCHANOV_K
     out, t = _like(ws, s), _like(ws, s)
     np.subtract(1, s, out=out)                          # -k1 k3 s (1 - s) - 0.5 sigmoid(-log a)
     out *= s
     out *= -k1 * k3
-    np.negative(log_alpha, out=t)
-    expit(t, out=t)
-    t *= 0.5
+    np.multiply(sig, 0.5, out=t)
     out -= t
     out *= float(g)
     return (out,)

@@ -36,12 +36,11 @@ def _refs(buf):
 
 
 def _refs_of_a_free_buffer():
-    # The count the loop in Workspace.empty sees for a buffer that only the workspace holds
-    # (its list, the loop variable, the call): measured, not assumed, since it differs between
-    # Python versions.
+    # The count Workspace.empty sees for a buffer that only the workspace holds (its list, the
+    # local variable, the call): measured, not assumed, since it differs between Pythons.
     buffers = [np.empty(1)]
-    for buf in buffers:
-        return _refs(buf)
+    buf = buffers[0]
+    return _refs(buf)
 
 
 _FREE = _refs_of_a_free_buffer() if _getrefcount is not None else None
@@ -52,6 +51,7 @@ class Workspace:
 
     def __init__(self):
         self._by_dtype = {}     # dtype -> {size: [1-D buffers]}
+        self._next = {}         # (dtype, size) -> where the next search starts
 
     def empty(self, shape, dtype):
         """An uninitialized array of ``shape`` and ``dtype`` whose memory nothing else uses.
@@ -62,17 +62,32 @@ class Workspace:
         Returns:
           A C-contiguous view of one of the workspace's buffers.
         """
-        shape = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(shape)
-        dtype = np.dtype(dtype)
+        if type(shape) is not tuple:
+            shape = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(shape)
         if _FREE is None:
             return np.empty(shape, dtype)
+        dtype = np.dtype(dtype)
         size = math.prod(shape)
-        by_size = self._by_dtype.setdefault(dtype, {})
-        for buf in by_size.get(size, ()):
+        by_size = self._by_dtype.get(dtype)
+        if by_size is None:
+            by_size = self._by_dtype[dtype] = {}
+        buffers = by_size.get(size)
+        if buffers is None:
+            buffers = by_size[size] = []
+        # A step asks for its buffers in the same order every time: searching from just after
+        # the last one handed out finds a free one first.
+        key = (dtype, size)
+        start = self._next.get(key, 0)
+        n = len(buffers)
+        for i in range(n):
+            j = (start + i) % n
+            buf = buffers[j]
             if _refs(buf) == _FREE:
+                self._next[key] = j + 1
                 return buf.reshape(shape)
         buf = np.empty(size, dtype)
-        by_size.setdefault(size, []).append(buf)
+        buffers.append(buf)
+        self._next[key] = 0
         return buf.reshape(shape)
 
     @property
