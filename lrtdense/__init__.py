@@ -10,9 +10,12 @@ Training: ``Model(Sequential([...]), CategoricalLikelihood())``, ``fit``, ``adam
 from lrtdense.layers import (DenseLocalReparameterization, DenseReparameterization, DenseFlipout,
                              forward)
 from lrtdense.dropout import DenseVariationalDropout, DenseSparseVariationalDropout
+from lrtdense.dense_variational import DenseVariational
 from lrtdense.registry import serialize, deserialize
 from lrtdense.distributions import (RandomNormal, Constant, NormalPosterior,
-                                    DeterministicPosterior, NormalPrior)
+                                    DeterministicPosterior, NormalPrior, TrainableNormalPrior,
+                                    ScaleMixturePrior, LaplacePrior, StudentTPrior, ClosedFormKL,
+                                    MonteCarloKL)
 from lrtdense.losses import CategoricalLikelihood, GaussianLikelihood
 from lrtdense.model import Model
 from lrtdense.network import Sequential
@@ -24,5 +27,7 @@ __version__ = "0.1.0"
 __all__ = ["DenseLocalReparameterization", "DenseReparameterization", "DenseFlipout", "forward",
            "serialize", "deserialize", "RandomNormal", "Constant", "NormalPosterior",
            "DeterministicPosterior", "NormalPrior", "DenseVariationalDropout",
-           "DenseSparseVariationalDropout", "CategoricalLikelihood", "GaussianLikelihood",
+           "DenseSparseVariationalDropout", "DenseVariational", "TrainableNormalPrior",
+           "ScaleMixturePrior", "LaplacePrior", "StudentTPrior", "ClosedFormKL", "MonteCarloKL",
+           "CategoricalLikelihood", "GaussianLikelihood",
            "Model", "Sequential", "adam", "polynomial_decay", "fit", "__version__"]

@@ -53,6 +53,8 @@ __all__ = [
     "elu", "ACTIVATIONS", "kl_normal_normal", "kl_deterministic_normal", "clip",
     "kl_kingma", "kl_molchanov", "scale_from_log_alpha", "scale_from_log_variance",
     "sparse_log_alpha", "categorical_nll", "gaussian_nll", "KINGMA_C", "MOLCHANOV_K",
+    "normal_log_prob", "normal_log_prob_of_sample", "scale_mixture_log_prob",
+    "laplace_log_prob", "student_t_log_prob",
     "THETA2_EPS",
 ]
 
@@ -581,6 +583,8 @@ ACTIVATIONS = {"linear": _linear, "relu": relu, "tanh": tanh, "sigmoid": sigmoid
 
 # ----------------------------------------------------------------------------- divergences
 def _kl_normal_normal_fwd(loc, scale, prior_loc, prior_scale, *, needs, workspace=None):
+    if np.ndim(prior_loc) or np.ndim(prior_scale) or needs[2] or needs[3]:
+        return _kl_normal_normal_elementwise(loc, scale, prior_loc, prior_scale)
     # sum 0.5 ((loc - mp) / sp)**2 + 0.5 (scale / sp)**2 - 0.5 - log scale + log sp, by
     # reductions (BLAS dots and one log pass) instead of ~8 passes per element
     mp, sp = float(prior_loc), float(prior_scale)
@@ -597,14 +601,28 @@ def _kl_normal_normal_fwd(loc, scale, prior_loc, prior_scale, *, needs, workspac
     logs = _like(workspace, scale)
     np.log(scale, out=logs)
     kl = 0.5 * (sq + ss) / sp ** 2 - float(np.sum(logs)) + n * (math.log(sp) - 0.5)
-    return loc.dtype.type(kl), (loc, scale, mp, sp, workspace)
+    return loc.dtype.type(kl), ("sums", loc, scale, mp, sp, workspace)
+
+
+def _kl_normal_normal_elementwise(loc, scale, mp, sp):
+    """TFP's per-element form, for a prior with its own (trainable) loc and scale arrays."""
+    z = (loc - mp) / sp
+    d = np.log(scale) - np.log(sp)
+    kl = np.sum(0.5 * z * z + 0.5 * np.expm1(2.0 * d) - d)
+    return loc.dtype.type(kl), ("elements", loc, scale, mp, sp, z)
 
 
 def _kl_normal_normal_bwd(res, g, argnums):
-    loc, scale, mp, sp, ws = res
-    if not set(argnums) <= {0, 1}:
-        raise NotImplementedError("kl_normal_normal: gradients w.r.t. the prior's loc and "
-                                  "scale are not implemented (the prior is fixed)")
+    if res[0] == "elements":
+        _, loc, scale, mp, sp, z = res
+        g = float(g)
+        r = scale / sp
+        return _grads(argnums, {
+            0: lambda: g * z / sp,
+            1: lambda: g * (r / sp - 1.0 / scale),
+            2: lambda: _unbroadcast(-g * z / sp, np.shape(mp)),
+            3: lambda: _unbroadcast(g * (1.0 - z * z - r * r) / sp, np.shape(sp))})
+    _, loc, scale, mp, sp, ws = res
     c = float(g) / sp ** 2
 
     def dloc(out):                          # += g (loc - mp) / sp**2
@@ -635,7 +653,9 @@ log sp) rearranged; summed by reductions, in float64 arithmetic on the dtype's s
 
 Args:
   loc, scale: arrays of one shape, scale > 0.
-  prior_loc, prior_scale: numbers, prior_scale > 0 (not differentiated).
+  prior_loc, prior_scale: numbers (a fixed prior: summed by reductions), or arrays
+    broadcastable to loc's shape (a trainable prior: TFP's per-element form, differentiable in
+    them too), prior_scale > 0.
 Returns:
   a scalar of loc's dtype.
 """
@@ -845,6 +865,145 @@ def _sparse_log_alpha_bwd(res, g, argnums):
 sparse_log_alpha = custom_vjp(_sparse_log_alpha_fwd, _sparse_log_alpha_bwd, "sparse_log_alpha")
 sparse_log_alpha.__doc__ = """clip(log sigma2 - log(theta**2 + 1e-8), lo, hi): log alpha of sparse
 variational dropout (Molchanov et al. 2017, with their code's 1e-8 and clip to [-8, 8])."""
+
+
+# ------------------------------------------------------------------------ prior densities
+def _normal_log_prob_fwd(w, loc, scale, *, needs, workspace=None):
+    z = (w - loc) / scale
+    lp = -0.5 * float(np.sum(z * z)) - (np.sum(np.log(scale)) if np.ndim(scale) else
+                                        w.size * math.log(scale)) - w.size * _HALF_LOG_2PI
+    return w.dtype.type(lp), (z, w.shape, loc, scale)
+
+
+def _normal_log_prob_bwd(res, g, argnums):
+    z, shape, loc, scale = res
+    g = float(g)
+    return _grads(argnums, {
+        0: lambda: _unbroadcast(-g * z / scale, shape),
+        1: lambda: _unbroadcast(g * z / scale, np.shape(loc)),
+        2: lambda: _unbroadcast(g * (z * z - 1.0) / scale, np.shape(scale))})
+
+
+normal_log_prob = custom_vjp(_normal_log_prob_fwd, _normal_log_prob_bwd, "normal_log_prob")
+normal_log_prob.__doc__ = """sum over elements of log N(w; loc, scale**2).
+
+Args: w array; loc, scale numbers or arrays broadcastable to w (differentiable). Returns a scalar.
+"""
+
+
+def _normal_log_prob_of_sample_fwd(scale, eps, *, needs, workspace=None):
+    flat = eps.reshape(-1)
+    logs = _like(workspace, scale)
+    np.log(scale, out=logs)
+    lp = -0.5 * float(flat @ flat) - float(np.sum(logs)) - eps.size * _HALF_LOG_2PI
+    return scale.dtype.type(lp), (scale, workspace)
+
+
+def _normal_log_prob_of_sample_bwd(res, g, argnums):
+    scale, ws = res
+    if argnums != (0,):
+        raise NotImplementedError("normal_log_prob_of_sample: only the gradient w.r.t. scale")
+
+    def dscale(out):                        # += -g / scale
+        t = _like(ws, scale)
+        np.divide(-float(g), scale, out=t)
+        out += t
+
+    return (add_into(scale, dscale),)
+
+
+normal_log_prob_of_sample = custom_vjp(_normal_log_prob_of_sample_fwd,
+                                       _normal_log_prob_of_sample_bwd, "normal_log_prob_of_sample")
+normal_log_prob_of_sample.__doc__ = """log q(w) of a reparameterized draw w = loc + scale * eps of
+q = N(loc, scale**2), summed: -0.5 eps**2 - log scale - 0.5 log(2 pi) per element.
+
+As a function of the parameters this is exact: (w - loc) / scale is eps whatever loc and scale
+are, so the gradient w.r.t. loc is 0 and w.r.t. scale -1 / scale; the same as differentiating
+``normal_log_prob(normal_sample(loc, scale, eps), loc, scale)``, without its cancelling terms.
+Args: scale (differentiable), eps (the draw's standard normals). Returns a scalar.
+"""
+
+
+def _scale_mixture_log_prob_fwd(w, pi, sigma1, sigma2, *, needs, workspace=None):
+    # log(pi N(w; 0, s1) + (1 - pi) N(w; 0, s2)) = b + softplus(a - b), with
+    # a = log pi - log s1 - w**2 / (2 s1**2), b = log(1 - pi) - log s2 - w**2 / (2 s2**2):
+    # a stable logsumexp of the two components (TFP's MixtureSameFamily.log_prob)
+    ws = workspace
+    pi, s1, s2 = float(pi), float(sigma1), float(sigma2)
+    c1 = 0.5 / s2 ** 2 - 0.5 / s1 ** 2
+    c0 = math.log(pi) - math.log1p(-pi) + math.log(s2) - math.log(s1)
+    flat = w.reshape(-1)
+    sq = float(flat @ flat)
+    d = _like(ws, w)
+    np.multiply(w, w, out=d)
+    d *= c1
+    d += c0                                             # a - b
+    sp, sig = _softplus_and_sigmoid(d, ws)              # sigmoid(a - b): the wide component's share
+    lp = (w.size * (math.log1p(-pi) - math.log(s2) - _HALF_LOG_2PI) - 0.5 * sq / s2 ** 2
+          + float(np.sum(sp)))
+    return w.dtype.type(lp), (w, sig, s1, s2, ws)
+
+
+def _scale_mixture_log_prob_bwd(res, g, argnums):
+    w, sig, s1, s2, ws = res
+    if argnums != (0,):
+        raise NotImplementedError("scale_mixture_log_prob: only the gradient w.r.t. w")
+    out = _like(ws, w)                      # -g w (r / s1**2 + (1 - r) / s2**2), r = sig
+    np.multiply(sig, 1.0 / s1 ** 2 - 1.0 / s2 ** 2, out=out)
+    out += 1.0 / s2 ** 2
+    out *= w
+    out *= -float(g)
+    return (out,)
+
+
+scale_mixture_log_prob = custom_vjp(_scale_mixture_log_prob_fwd, _scale_mixture_log_prob_bwd,
+                                    "scale_mixture_log_prob")
+scale_mixture_log_prob.__doc__ = """sum over elements of log(pi N(w; 0, sigma1**2) +
+(1 - pi) N(w; 0, sigma2**2)): the scale-mixture prior of Blundell et al. 2015 (arXiv
+1505.05424, eq. 7), by a stable logsumexp. Args: w; pi in (0, 1), sigma1, sigma2 > 0 (numbers).
+"""
+
+
+def _laplace_log_prob_fwd(w, loc, scale, *, needs, workspace=None):
+    z = (w - loc) / scale
+    lp = -float(np.sum(np.abs(z))) - w.size * (math.log(2.0) + math.log(scale))
+    return w.dtype.type(lp), (z, scale)
+
+
+def _laplace_log_prob_bwd(res, g, argnums):
+    z, scale = res
+    if argnums != (0,):
+        raise NotImplementedError("laplace_log_prob: only the gradient w.r.t. w")
+    return (np.sign(z) * (-float(g) / scale),)          # TF's |z|' = 0 at z = 0
+
+
+laplace_log_prob = custom_vjp(_laplace_log_prob_fwd, _laplace_log_prob_bwd, "laplace_log_prob")
+laplace_log_prob.__doc__ = """sum over elements of log Laplace(w; loc, scale) =
+-|w - loc| / scale - log(2 scale). Args: w; loc, scale > 0 (numbers). Returns a scalar."""
+
+
+def _student_t_log_prob_fwd(w, df, loc, scale, *, needs, workspace=None):
+    from scipy.special import gammaln
+    df, loc, scale = float(df), float(loc), float(scale)
+    y = (w - loc) * (1.0 / (math.sqrt(df) * scale))
+    const = (math.log(scale) + 0.5 * math.log(df) + 0.5 * math.log(math.pi)
+             + gammaln(0.5 * df) - gammaln(0.5 * (df + 1)))
+    lp = -0.5 * (df + 1) * float(np.sum(np.log1p(y * y))) - w.size * const
+    return w.dtype.type(lp), (y, df, scale)
+
+
+def _student_t_log_prob_bwd(res, g, argnums):
+    y, df, scale = res
+    if argnums != (0,):
+        raise NotImplementedError("student_t_log_prob: only the gradient w.r.t. w")
+    return (-float(g) * (df + 1) / (math.sqrt(df) * scale) * y / (1 + y * y),)
+
+
+student_t_log_prob = custom_vjp(_student_t_log_prob_fwd, _student_t_log_prob_bwd,
+                                "student_t_log_prob")
+student_t_log_prob.__doc__ = """sum over elements of the Student-t log density with df degrees of
+freedom, location loc and scale: -0.5 (df + 1) log(1 + y**2) - log(scale sqrt(df) B(1/2, df/2)),
+y = (w - loc) / (sqrt(df) scale) (TFP's StudentT.log_prob). Args: w; df, loc, scale numbers."""
 
 
 # ----------------------------------------------------------------------------- likelihoods

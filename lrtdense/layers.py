@@ -45,8 +45,9 @@ from autograd.tracer import getval
 
 from lrtdense import kernels
 from lrtdense.base import Layer, check_rng, sum_terms
-from lrtdense.distributions import (NormalPosterior, DeterministicPosterior, posterior_from_config,
-                                    prior_from_config)
+from lrtdense.distributions import (ClosedFormKL, DeterministicPosterior, MonteCarloKL,
+                                    NormalPosterior, divergence_from_config,
+                                    posterior_from_config, prior_from_config)
 from lrtdense.samplers import standard_normal, rademacher
 
 __all__ = ["MeanFieldDense", "DenseLocalReparameterization", "DenseReparameterization",
@@ -63,9 +64,13 @@ class MeanFieldDense(Layer):
       units: output size.
       activation: a name of ``lrtdense.activations``, None (linear) or a callable.
       kernel_posterior: "normal" or a NormalPosterior (its initializers).
-      kernel_prior: "normal" (N(0, 1), TFP's default), a NormalPrior, its config, or None.
+      kernel_prior: "normal" (N(0, 1), TFP's default), a prior of ``lrtdense.distributions``
+        (NormalPrior, TrainableNormalPrior, ScaleMixturePrior, LaplacePrior, StudentTPrior),
+        its config, or None.
       bias_posterior: "deterministic" (TFP's default), "normal", their records, or None.
-      bias_prior: None (TFP's default) or a NormalPrior.
+      bias_prior: None (TFP's default) or a prior.
+      kernel_divergence, bias_divergence: "closed_form" (TFP's default kl_divergence; Normal
+        priors only), "monte_carlo", or a ClosedFormKL / MonteCarloKL record with its weight.
       dtype: "float32" (the default; also for None) or "float64".
     """
     units: int
@@ -75,6 +80,8 @@ class MeanFieldDense(Layer):
     kernel_prior: object = "normal"
     bias_posterior: object = "deterministic"
     bias_prior: object = None
+    kernel_divergence: object = "closed_form"
+    bias_divergence: object = "closed_form"
     dtype: object = "float32"
 
     def _validate(self):
@@ -89,44 +96,82 @@ class MeanFieldDense(Layer):
         if self.bias_prior is not None and self.bias_posterior is None:
             raise ValueError("bias_prior was given but bias_posterior is None: there is no bias to "
                              "put a prior on (TFP silently drops this divergence)")
+        for name in ("kernel", "bias"):
+            divergence = divergence_from_config(getattr(self, f"{name}_divergence"))
+            self._set(f"{name}_divergence", divergence)
+            prior = getattr(self, f"{name}_prior")
+            posterior = getattr(self, f"{name}_posterior")
+            if (prior is not None and isinstance(divergence, ClosedFormKL) and not prior.closed_form
+                    and posterior is not None and posterior.is_normal):
+                raise ValueError(f"{name}_prior {prior!r} has no closed-form KL from a Normal "
+                                 f"posterior: pass {name}_divergence='monte_carlo'")
 
     # --------------------------------------------------------------------------- parameters
     def weight_names(self):
-        """Param names in TFP's ``layer.weights`` order."""
-        names = ["kernel_posterior_loc", "kernel_posterior_untransformed_scale"]
-        if self.bias_posterior is not None:
-            names.append("bias_posterior_loc")
-            if self.bias_posterior.is_normal:
-                names.append("bias_posterior_untransformed_scale")
-        return names
+        """Param names in TFP's ``layer.weights`` order: kernel posterior, kernel prior (if
+        trainable), bias posterior, bias prior (if trainable)."""
+        return list(self.param_shapes(1))
 
     def _weight_settings(self):
         kind = None if self.bias_posterior is None else self.bias_posterior.to_config()["type"]
         return f"bias_posterior={kind}"
 
     def param_shapes(self, input_dim):
-        kernel = (int(input_dim), self.units)
-        return {name: kernel if name.startswith("kernel") else (self.units,)
-                for name in self.weight_names()}
+        kernel, bias = (int(input_dim), self.units), (self.units,)
+        shapes = {"kernel_posterior_loc": kernel, "kernel_posterior_untransformed_scale": kernel}
+        if self.kernel_prior is not None:
+            shapes.update(self.kernel_prior.param_shapes("kernel", kernel))
+        if self.bias_posterior is not None:
+            shapes["bias_posterior_loc"] = bias
+            if self.bias_posterior.is_normal:
+                shapes["bias_posterior_untransformed_scale"] = bias
+            if self.bias_prior is not None:
+                shapes.update(self.bias_prior.param_shapes("bias", bias))
+        return shapes
 
     def initializers(self):
         inits = {"kernel_posterior_loc": self.kernel_posterior.loc_initializer,
                  "kernel_posterior_untransformed_scale":
                      self.kernel_posterior.untransformed_scale_initializer}
+        if self.kernel_prior is not None:
+            inits.update(self.kernel_prior.initializers("kernel"))
         if self.bias_posterior is not None:
             inits["bias_posterior_loc"] = self.bias_posterior.loc_initializer
             if self.bias_posterior.is_normal:
                 inits["bias_posterior_untransformed_scale"] = (
                     self.bias_posterior.untransformed_scale_initializer)
+            if self.bias_prior is not None:
+                inits.update(self.bias_prior.initializers("bias"))
         return inits
 
     # -------------------------------------------------------------------------------- noise
     def noise_shapes(self, input_shape):
         input_shape = tuple(input_shape)
         shapes = self._kernel_noise_shapes(input_shape, self.compute_output_shape(input_shape))
-        if self.bias_posterior is not None and self.bias_posterior.is_normal:
+        if self._normal_bias():
             shapes["bias"] = (self.units,)
+        if self._extra_draw("kernel"):
+            shapes["kernel_divergence"] = (input_shape[-1], self.units)
+        if self._extra_draw("bias"):
+            shapes["bias_divergence"] = (self.units,)
         return shapes
+
+    def _normal_bias(self):
+        return self.bias_posterior is not None and self.bias_posterior.is_normal
+
+    _FORWARD_KERNEL_SAMPLE = False      # the estimator draws the kernel itself (W = eps scale + loc)
+
+    def _monte_carlo(self, name):
+        return (getattr(self, f"{name}_prior") is not None
+                and isinstance(getattr(self, f"{name}_divergence"), MonteCarloKL)
+                and (name == "kernel" or self._normal_bias()))
+
+    def _extra_draw(self, name):
+        """Whether the Monte Carlo divergence of "kernel" / "bias" needs a draw of its own."""
+        if not self._monte_carlo(name):
+            return False
+        forward = self._FORWARD_KERNEL_SAMPLE if name == "kernel" else True
+        return getattr(self, f"{name}_divergence").sample == "extra" or not forward
 
     def _kernel_noise_shapes(self, input_shape, output_shape):
         raise NotImplementedError
@@ -140,45 +185,81 @@ class MeanFieldDense(Layer):
 
     def _forward(self, params, x, noise, mode, workspace):
         loc, scale = self.weight_moments(params, workspace)
+        kernel_sample = None
         if mode == "mean":
             outputs = kernels.dense(x, loc, workspace=workspace)
+        elif self._FORWARD_KERNEL_SAMPLE and self._monte_carlo("kernel") and \
+                not self._extra_draw("kernel"):
+            # the divergence needs the forward's own kernel W: the same kernel term, unfused
+            kernel_sample = kernels.normal_sample(loc, scale, noise["kernel"], workspace=workspace)
+            outputs = kernels.dense(x, kernel_sample, workspace=workspace)
         else:
             outputs = self._apply_variational_kernel(x, loc, scale, noise, workspace)
-        bias_scale = None
+        bias_scale = bias_sample = None
         if self.bias_posterior is not None:
             bias = params["bias_posterior_loc"]
             if self.bias_posterior.is_normal:
                 bias_scale = kernels.posterior_scale(params["bias_posterior_untransformed_scale"])
                 if mode == "sample":
-                    bias = kernels.normal_sample(bias, bias_scale, noise["bias"])
+                    bias = bias_sample = kernels.normal_sample(bias, bias_scale, noise["bias"])
             outputs = kernels.add_bias(outputs, bias, workspace=workspace)
-        terms = self._divergence_terms(params, scale, bias_scale, workspace)
+        samples = {"kernel": (kernel_sample, None if noise is None else noise["kernel"]),
+                   "bias": (bias_sample, None if noise is None else noise.get("bias"))}
+        terms = self._divergence_terms(params, scale, bias_scale, noise, samples, workspace)
         return outputs, sum_terms(terms, self.dtype)
 
     def _apply_variational_kernel(self, x, loc, scale, noise, workspace):
         raise NotImplementedError
 
-    def _divergences(self, params, workspace):
-        _, scale = self.weight_moments(params, workspace)
-        bias_scale = None
-        if self.bias_posterior is not None and self.bias_posterior.is_normal:
-            bias_scale = kernels.posterior_scale(params["bias_posterior_untransformed_scale"])
-        return self._divergence_terms(params, scale, bias_scale, workspace)
+    def divergences(self, params, noise=None):
+        """dict "kernel" / "bias" -> the weighted divergence of each term with a prior (TFP's
+        ``layer.losses``). Monte Carlo terms use ``noise`` (the layer's noise dict, as
+        ``sample_noise`` draws it for some input shape), or the posterior mean without it."""
+        self.check_params(params)
+        if noise is not None and not isinstance(noise, dict):
+            raise TypeError(f"noise must be a dict of arrays, got {type(noise).__name__}")
+        return self._divergences(params, None, noise)
 
-    def _divergence_terms(self, params, scale, bias_scale, workspace):
-        """dict "kernel" / "bias" -> scalar KL(q || p), for the terms with a prior."""
+    def _divergences(self, params, workspace, noise=None):
+        loc, scale = self.weight_moments(params, workspace)
+        bias_scale = bias_sample = kernel_sample = None
+        if self._normal_bias():
+            bias_scale = kernels.posterior_scale(params["bias_posterior_untransformed_scale"])
+            if noise is not None:
+                bias_sample = kernels.normal_sample(params["bias_posterior_loc"], bias_scale,
+                                                    noise["bias"])
+        if noise is not None and self._FORWARD_KERNEL_SAMPLE and self._monte_carlo("kernel"):
+            kernel_sample = kernels.normal_sample(loc, scale, noise["kernel"])
+        samples = {"kernel": (kernel_sample, None if noise is None else noise["kernel"]),
+                   "bias": (bias_sample, None if noise is None else noise.get("bias"))}
+        return self._divergence_terms(params, scale, bias_scale, noise, samples, workspace)
+
+    def _divergence_terms(self, params, scale, bias_scale, noise, samples, workspace):
+        """dict "kernel" / "bias" -> weight * divergence, for the terms with a prior."""
         out = {}
-        prior = self.kernel_prior
-        if prior is not None:
-            out["kernel"] = kernels.kl_normal_normal(params["kernel_posterior_loc"], scale,
-                                                     prior.loc, prior.scale, workspace=workspace)
-        prior = self.bias_prior
-        if prior is not None:
-            loc = params["bias_posterior_loc"]
-            if bias_scale is not None:
-                out["bias"] = kernels.kl_normal_normal(loc, bias_scale, prior.loc, prior.scale)
+        for name, posterior_scale in (("kernel", scale), ("bias", bias_scale)):
+            prior = getattr(self, f"{name}_prior")
+            if prior is None:
+                continue
+            loc = params[f"{name}_posterior_loc"]
+            divergence = getattr(self, f"{name}_divergence")
+            if posterior_scale is None:             # a point mass: KL = -log p(loc)
+                value = -prior.log_prob(loc, params, name, workspace)
+            elif isinstance(divergence, ClosedFormKL):
+                value = kernels.kl_normal_normal(loc, posterior_scale,
+                                                 *prior.loc_scale(params, name),
+                                                 workspace=workspace)
             else:
-                out["bias"] = kernels.kl_deterministic_normal(loc, prior.loc, prior.scale)
+                w, eps = samples[name]
+                if noise is None:                   # mean mode: at the posterior mean
+                    w, eps = loc, np.zeros(np.shape(loc), self.dtype)
+                elif self._extra_draw(name):
+                    eps = noise[f"{name}_divergence"]
+                    w = kernels.normal_sample(loc, posterior_scale, eps, workspace=workspace)
+                value = (kernels.normal_log_prob_of_sample(posterior_scale, eps,
+                                                           workspace=workspace)
+                         - prior.log_prob(w, params, name, workspace))
+            out[name] = value if divergence.weight == 1 else divergence.weight * value
         return out
 
 
@@ -209,6 +290,8 @@ class DenseReparameterization(MeanFieldDense):
     Params as DenseLocalReparameterization. Noise keys: "kernel" (in, units); "bias" (units,) when
     the bias posterior is Normal.
     """
+
+    _FORWARD_KERNEL_SAMPLE = True
 
     def _kernel_noise_shapes(self, input_shape, output_shape):
         return {"kernel": (input_shape[-1], self.units)}

@@ -3,6 +3,7 @@
 ``serialize(layer)`` gives ``{"class_name": ..., "config": layer.get_config()}`` (plain JSON);
 ``deserialize`` rebuilds the layer, refusing any class not in ``LAYERS``.
 """
+from lrtdense.dense_variational import DenseVariational
 from lrtdense.dropout import DenseSparseVariationalDropout, DenseVariationalDropout
 from lrtdense.layers import DenseFlipout, DenseLocalReparameterization, DenseReparameterization
 
@@ -10,7 +11,7 @@ __all__ = ["LAYERS", "serialize", "deserialize"]
 
 LAYERS = {cls.__name__: cls for cls in (
     DenseLocalReparameterization, DenseReparameterization, DenseFlipout,
-    DenseVariationalDropout, DenseSparseVariationalDropout)}
+    DenseVariationalDropout, DenseSparseVariationalDropout, DenseVariational)}
 
 
 def serialize(layer):
