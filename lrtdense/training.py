@@ -23,13 +23,14 @@ import numpy as np
 from lrtdense import tree
 from lrtdense.autodiff import value_and_grad
 from lrtdense.losses import check_num_examples
+from lrtdense.model import check_num_samples
 from lrtdense.optimizers import adam
 from lrtdense.workspace import Workspace
 
 __all__ = ["fit", "make_step", "FitState"]
 
 
-def make_step(model, optimizer, num_examples):
+def make_step(model, optimizer, num_examples, num_samples=1):
     """The training step ``step(state, xb, yb, rng, kl_weight=1.0) -> (state, loss, nll, kl)``.
 
     Computes the minibatch negative ELBO ``model.loss(params, xb, yb, rng, num_examples=...,
@@ -39,15 +40,19 @@ def make_step(model, optimizer, num_examples):
     This is the step ``fit`` runs and the one the benchmarks time; ``step.workspace`` is the
     Workspace its arrays live in.
 
+    ``num_samples``: the loss averaged over that many draws of the noise (``Model.loss``).
+
     Raises:
-      ValueError: num_examples is not an integer >= 1.
+      ValueError: num_examples or num_samples is not an integer >= 1.
     """
     num_examples = check_num_examples(num_examples)
+    num_samples = check_num_samples(num_samples)
     workspace = Workspace()
 
     def objective(params, xb, yb, rng, kl_weight):
         loss, nll, kl = model.loss(params, xb, yb, rng, num_examples=num_examples,
-                                   kl_weight=kl_weight, workspace=workspace)
+                                   kl_weight=kl_weight, num_samples=num_samples,
+                                   workspace=workspace)
         return loss, (nll, kl)
 
     def step(state, xb, yb, rng, kl_weight=1.0):
@@ -80,7 +85,7 @@ class FitState:
 
 
 def fit(model, params, x, y, *, rng, epochs, batch_size=32, optimizer=None, num_examples=None,
-        kl_weight=1.0, verbose=True, callback=None, file=None):
+        kl_weight=1.0, num_samples=1, verbose=True, callback=None, file=None):
     """Trains ``model`` from ``params``.
 
     Args:
@@ -95,6 +100,7 @@ def fit(model, params, x, y, *, rng, epochs, batch_size=32, optimizer=None, num_
       optimizer: an (init, update, get_params) triple; default ``adam(1e-3)``.
       num_examples: N in KL / N (an integer >= 1); defaults to len(x).
       kl_weight: a number >= 0, or a function epoch -> number (KL warm-up).
+      num_samples: draws of the noise per step, the loss their average (default 1).
       verbose: print one progress line per epoch.
       callback: called as callback(epoch, params, history) after each epoch; return True to stop.
       file: where progress goes (default sys.stdout).
@@ -126,7 +132,7 @@ def fit(model, params, x, y, *, rng, epochs, batch_size=32, optimizer=None, num_
     x = np.ascontiguousarray(x, dtype=model.dtype)
     optimizer = optimizer or adam(1e-3)
     out = file or sys.stdout
-    step = make_step(model, optimizer, num_examples)
+    step = make_step(model, optimizer, num_examples, num_samples)
     state = optimizer.init(tree.map(np.ascontiguousarray, params))
     history = {"loss": [], "nll": [], "kl": [], "kl_weight": [], "time": [], "interrupted": False}
     start = time.perf_counter()

@@ -258,3 +258,35 @@ def test_params_of_any_memory_order_train_alike():
     b = L.fit(model, fortran, x, y, rng=np.random.default_rng(1), epochs=2, verbose=False)[0]
     for path, value in tree.flatten(a).items():
         assert np.array_equal(value, tree.flatten(b)[path]), path
+
+
+@pytest.mark.parametrize("cls", [L.DenseLocalReparameterization, L.DenseReparameterization])
+def test_several_samples_average_the_loss_and_its_gradient(cls):
+    """num_samples=S: the loss and every gradient are the mean of S one-sample ones, the noise
+    has a leading axis of S, drawn sample after sample; fit trains with it."""
+    model = L.Model(L.Sequential(_layers(cls, variant="mixture_mc" if cls in TFP else 0)),
+                    L.CategoricalLikelihood())
+    rng = np.random.default_rng(30)
+    params = _spread(model.init(rng, 6), rng)
+    x, y = _data("categorical", rng, 9)
+    noise = model.sample_noise(np.random.default_rng(1), x.shape, num_samples=3)
+    assert all(a.shape[0] == 3 for a in tree.leaves(noise))
+    f = lambda p, nz, s: model.loss(p, x, y, noise=nz, num_examples=40, num_samples=s)[0]
+    singles = [tree.map(lambda a: a[s], noise) for s in range(3)]
+    np.testing.assert_allclose(f(params, noise, 3), np.mean([f(params, n, 1) for n in singles]),
+                               rtol=1e-13)
+    g3 = grad(f)(params, noise, 3)
+    g1 = [grad(f)(params, n, 1) for n in singles]
+    for path, value in tree.flatten(g3).items():
+        mean = np.mean([tree.flatten(g)[path] for g in g1], axis=0)
+        assert _rel(value, mean) <= 1e-13, path
+    # rng draws sample after sample: the same as the stacked noise
+    a = model.loss(params, x, y, np.random.default_rng(1), num_examples=40, num_samples=3)[0]
+    assert a == f(params, noise, 3)
+    with pytest.raises(ValueError, match="leading axis of 3"):
+        f(params, singles[0], 3)
+    with pytest.raises(ValueError, match="num_samples must be an integer >= 1"):
+        L.fit(model, params, x, y, rng=rng, epochs=1, num_samples=0, verbose=False)
+    out, history = L.fit(model, params, x, y, rng=rng, epochs=2, batch_size=4, num_samples=3,
+                         verbose=False)
+    assert np.isfinite(history["loss"]).all()
