@@ -445,11 +445,11 @@ def _read_npz(path, spec):
     """The arrays of ``spec`` ({key: (shape, dtype)}) from the .npz at ``path``, each checked
     against the zip directory and its .npy header before it is allocated."""
     with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
         if f.read(6) == b"\x93NUMPY":
             raise ValueError(f"{path} is a plain .npy file; expected an .npz archive written by "
                              f"lrtdense.io.save")
         f.seek(0)
+        size = os.fstat(f.fileno()).st_size
         need = sum(math.prod(shape) * dtype.itemsize for shape, dtype in spec.values())
         if need > size:
             raise ValueError(f"{path} holds {size} bytes but its config declares "
@@ -532,9 +532,6 @@ def _read_member(member, info, shape, dtype):
     except (ValueError, SyntaxError, TypeError, struct.error, EOFError) as err:
         raise ValueError(f"invalid .npy header ({_short(err)})") from None
     got_shape, fortran_order, got_dtype = header
-    if head.tell() != header_size:
-        raise ValueError(f"the .npy header is {head.tell()} bytes but the zip directory implies "
-                         f"{header_size} for an array of shape {shape} and dtype {dtype}")
     if got_dtype.hasobject:
         raise ValueError("holds Python objects (a pickled array); expected "
                          f"{dtype} numbers (lrtdense never unpickles)")
@@ -542,6 +539,9 @@ def _read_member(member, info, shape, dtype):
         raise ValueError(f"has shape {got_shape} and dtype {got_dtype}; expected {shape} {dtype}")
     if fortran_order:
         raise ValueError("is stored in Fortran order; lrtdense writes C order")
+    if head.tell() != header_size:
+        raise ValueError(f"the .npy header is {head.tell()} bytes but the zip directory implies "
+                         f"{header_size} for an array of shape {shape} and dtype {dtype}")
     out = np.empty(shape, dtype)
     view = out.reshape(-1).view(np.uint8)
     for start in range(0, nbytes, _CHUNK):
