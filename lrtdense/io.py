@@ -152,12 +152,23 @@ def _checked_state(state):
     flat = tree.flatten(state)
     out = {}
     for key, value in flat.items():
+        if "\x00" in key or not _utf8(key):
+            raise ValueError(f"state key {key!r} cannot name a zip member; expected UTF-8 "
+                             f"text without NUL")
         value = _numeric_array(value, f"state[{key!r}]")
         if value.dtype.name not in _STATE_DTYPES or not value.dtype.isnative:
             raise TypeError(f"state[{key!r}] has dtype {value.dtype}; expected one of "
                             f"{sorted(_STATE_DTYPES)} in native byte order")
         out[key] = value
     return out
+
+
+def _utf8(text):
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 def _numeric_array(value, what):
@@ -312,18 +323,18 @@ def _read_config(config_path):
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise ValueError(f"{config_path} is not an lrtdense model config (format != {FORMAT!r})")
     if config.get("version") != VERSION:
-        raise ValueError(f"{config_path} has format version {config.get('version')!r}; this "
+        raise ValueError(f"{config_path} has format version {_short(config.get('version'))}; this "
                          f"lrtdense reads version {VERSION}")
     try:
         _check_depth(config, "the config")
         if "meta" in config:
             _check_json(config["meta"], "meta")
     except ValueError as err:
-        raise ValueError(f"{config_path}: {err}") from None
+        raise ValueError(f"{config_path}: {_short(err)}") from None
     extra = sorted(set(config) - _CONFIG_KEYS)
     missing = sorted({"model", "input_dim", "params"} - set(config))
     if extra or missing:
-        raise ValueError(f"{config_path}: missing keys {missing}, unexpected keys {extra}")
+        raise ValueError(f"{config_path}: missing keys {missing}, unexpected keys {_short(extra)}")
     if "meta" in config and not isinstance(config["meta"], dict):
         raise ValueError(f"{config_path}: meta must be a dict, got {type(config['meta']).__name__}")
     return config
@@ -336,7 +347,7 @@ def _refuse_constant(name):
 def _finite_float(text):
     value = float(text)
     if not math.isfinite(value):
-        raise ValueError(f"{text} overflows a float")
+        raise ValueError(f"{text[:40]} overflows a float")
     return value
 
 
@@ -344,7 +355,7 @@ def _unique_keys(pairs):
     out = {}
     for key, value in pairs:
         if key in out:
-            raise ValueError(f"duplicate key {key!r}")
+            raise ValueError(f"duplicate key {_short(key)}")
         out[key] = value
     return out
 
@@ -419,18 +430,18 @@ def _state_spec(entry, config_path):
         for key in paths:
             item = arrays[key]
             if not isinstance(item, dict) or set(item) != {"shape", "dtype"}:
-                raise ValueError(f"arrays[{key!r}] must be a dict with 'shape' and 'dtype'")
+                raise ValueError(f"arrays[{_short(key)}] must be a dict with 'shape' and 'dtype'")
             shape, dtype = item["shape"], item["dtype"]
             if (not isinstance(shape, list) or len(shape) > 32 or
                     not all(type(d) is int and 0 <= d < 2 ** 62 for d in shape)):
-                raise ValueError(f"arrays[{key!r}] has shape {_short(shape)}; expected a list of "
+                raise ValueError(f"arrays[{_short(key)}] has shape {_short(shape)}; expected a list of "
                                  f"at most 32 integers >= 0")
             if not isinstance(dtype, str) or dtype not in _STATE_DTYPES:
-                raise ValueError(f"arrays[{key!r}] has dtype {_short(dtype)}; expected one of "
+                raise ValueError(f"arrays[{_short(key)}] has dtype {_short(dtype)}; expected one of "
                                  f"{sorted(_STATE_DTYPES)}")
             spec[key] = (tuple(shape), _STATE_DTYPES[dtype])
             if math.prod(shape) * spec[key][1].itemsize >= 2 ** 62:
-                raise ValueError(f"arrays[{key!r}] has shape {_short(shape)}: larger than any array")
+                raise ValueError(f"arrays[{_short(key)}] has shape {_short(shape)}: larger than any array")
     except ValueError as err:
         raise ValueError(f"{config_path}: invalid state: {err}") from None
     return structure, spec
@@ -468,9 +479,9 @@ def _read_npz(path, spec):
                     with zf.open(infos[key]) as member:
                         out[key] = _read_member(member, infos[key], shape, dtype)
                 except ValueError as err:
-                    raise ValueError(f"{path}: member {key + '.npy'!r}: {err}") from None
+                    raise ValueError(f"{path}: member {_short(key + '.npy')}: {err}") from None
                 except _ZIP_ERRORS as err:
-                    raise ValueError(f"{path} could not be read: member {key + '.npy'!r} is "
+                    raise ValueError(f"{path} could not be read: member {_short(key + '.npy')} is "
                                      f"corrupted ({type(err).__name__}: {_short(err)})") from None
     return out
 
@@ -492,7 +503,7 @@ def _checked_directory(zf, spec, size, path):
         key = wanted[info.filename]
         shape, dtype = spec[key]
         nbytes = math.prod(shape) * dtype.itemsize
-        where = f"{path}: member {info.filename!r}"
+        where = f"{path}: member {_short(info.filename)}"
         if info.compress_type != zipfile.ZIP_STORED:
             raise ValueError(f"{where} is compressed (method {info.compress_type}); lrtdense "
                              f"reads only the uncompressed members np.savez and save write")
@@ -501,7 +512,7 @@ def _checked_directory(zf, spec, size, path):
                              f"patched data); expected a plain stored member")
         if not nbytes + 10 <= info.file_size <= nbytes + _MAX_NPY_HEADER:
             raise ValueError(f"{where} declares {info.file_size} bytes; an array of shape "
-                             f"{shape} and dtype {dtype} with its header needs "
+                             f"{_short(shape)} and dtype {dtype} with its header needs "
                              f"{nbytes + 10} to {nbytes + _MAX_NPY_HEADER}")
         if info.compress_size != info.file_size:
             raise ValueError(f"{where} declares {info.compress_size} stored bytes for "
@@ -536,12 +547,13 @@ def _read_member(member, info, shape, dtype):
         raise ValueError("holds Python objects (a pickled array); expected "
                          f"{dtype} numbers (lrtdense never unpickles)")
     if got_shape != shape or got_dtype != dtype:
-        raise ValueError(f"has shape {got_shape} and dtype {got_dtype}; expected {shape} {dtype}")
+        raise ValueError(f"has shape {_short(got_shape)} and dtype {_short(got_dtype)}; expected "
+                         f"{_short(shape)} {dtype}")
     if fortran_order:
         raise ValueError("is stored in Fortran order; lrtdense writes C order")
     if head.tell() != header_size:
         raise ValueError(f"the .npy header is {head.tell()} bytes but the zip directory implies "
-                         f"{header_size} for an array of shape {shape} and dtype {dtype}")
+                         f"{header_size} for an array of shape {_short(shape)} and dtype {dtype}")
     out = np.empty(shape, dtype)
     view = out.reshape(-1).view(np.uint8)
     for start in range(0, nbytes, _CHUNK):

@@ -114,8 +114,8 @@ def patch_member(path, name, **fields):
         f.write(data)
 
 
-def zip_bomb(path, members, size=2 << 30):
-    """``members`` plus a member "bomb.npy" that deflates ~2 MB into ``size`` zero bytes (a
+def zip_bomb(path, members, size=2 << 30, name="bomb.npy"):
+    """``members`` plus a member ``name`` that deflates ~2 MB into ``size`` zero bytes (a
     valid zip: the right CRC and sizes). Built in ~1 s from one 16 MB deflate block repeated."""
     chunk = bytes(1 << 24)
     c = zlib.compressobj(9, zlib.DEFLATED, -15)
@@ -125,8 +125,8 @@ def zip_bomb(path, members, size=2 << 30):
     crc = 0
     for _ in range(size // len(chunk)):
         crc = zlib.crc32(chunk, crc)
-    write_zip(path, members + [("bomb.npy", deflated)])
-    patch_member(path, "bomb.npy", method=zipfile.ZIP_DEFLATED, crc=crc, size=size)
+    write_zip(path, members + [(name, deflated)])
+    patch_member(path, name, method=zipfile.ZIP_DEFLATED, crc=crc, size=size)
 
 
 def assert_refused(path, match, filename=None, with_state=False):
@@ -263,6 +263,8 @@ def test_meta_must_be_plain_json(tmp_path, meta, match):
     ({"a": "text"}, TypeError, r"state\['a'\] must be a numeric array, got str"),
     ({"a": np.zeros(2, ">f8")}, TypeError, "native byte order"),
     ({"a/b": np.zeros(2)}, ValueError, "must be a non-empty string without '/'"),
+    ({"a\x00": np.zeros(2)}, ValueError, "cannot name a zip member; expected UTF-8 text without NUL"),
+    ({"\udcff": np.zeros(2)}, ValueError, "cannot name a zip member"),
     ([np.zeros(2)], TypeError, "state must be a nested dict"),
 ])
 def test_bad_state_is_refused_before_writing(tmp_path, state, error, match):
