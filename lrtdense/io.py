@@ -547,7 +547,7 @@ def _read_member(member, info, shape, dtype):
         raise ValueError("holds Python objects (a pickled array); expected "
                          f"{dtype} numbers (lrtdense never unpickles)")
     if got_shape != shape or got_dtype != dtype:
-        raise ValueError(f"has shape {_short(got_shape)} and dtype {_short(got_dtype)}; expected "
+        raise ValueError(f"has shape {_short(got_shape)} and dtype {str(got_dtype)[:200]}; expected "
                          f"{_short(shape)} {dtype}")
     if fortran_order:
         raise ValueError("is stored in Fortran order; lrtdense writes C order")
