@@ -196,9 +196,9 @@ def _pair(y, mean):
         y = y[:, None]
     if y.shape != mean.shape:
         raise ValueError(f"targets of shape {y.shape} do not match predictions of shape {mean.shape}")
-    if y.ndim == 0 or y.shape[0] == 0:
-        raise ValueError(f"expected at least one target (shape (N, ...) with N >= 1), got shape "
-                         f"{y.shape}")
+    if y.ndim == 0 or y.size == 0:
+        raise ValueError(f"expected at least one target: y must have shape (N, ...) with N >= 1, "
+                         f"got {y.shape}")
     return y, mean
 
 

@@ -133,6 +133,8 @@ def test_regression_metrics_values():
      r"targets of shape \(3,\) do not match predictions of shape \(4,\)"),
     (lambda: P.rmse(np.zeros((3, 1)), np.zeros(3)), ValueError, r"targets of shape \(3, 1\) do not match"),
     (lambda: P.rmse(np.zeros(0), np.zeros(0)), ValueError, "expected at least one target"),
+    (lambda: P.rmse(np.zeros((3, 0)), np.zeros((3, 0))), ValueError,
+     r"y must have shape \(N, ...\) with N >= 1, got \(3, 0\)"),
     (lambda: P.rmse(1.0, 2.0), ValueError, "expected at least one target"),
     (lambda: P.rmse(np.array([1.0, np.nan]), np.zeros(2)), ValueError, "y must be finite"),
     (lambda: P.rmse(np.zeros(2), np.array([np.inf, 0])), ValueError, "mean must be finite"),
