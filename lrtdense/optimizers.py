@@ -75,6 +75,9 @@ def adam(step_size=1e-3, b1=0.9, b2=0.999, eps=None, form="kingma"):
     for name, b in (("b1", b1), ("b2", b2)):
         if not (_is_finite_number(b) and 0 <= b < 1):
             raise ValueError(f"{name} must be a number in [0, 1), got {b!r}")
+        if form == "keras" and not np.float32(b) < 1:     # its bias corrections would be 1 - 1
+            raise ValueError(f"{name}={b!r} rounds to 1 in float32, which the keras form uses; "
+                             f"expected {name} <= {float(np.nextafter(np.float32(1), 0))}")
     if not callable(step_size) and not (_is_finite_number(step_size) and step_size > 0):
         raise ValueError(f"step_size must be a finite number > 0 or a schedule (a function of the "
                          f"update count), got {step_size!r}")
@@ -87,7 +90,22 @@ def adam(step_size=1e-3, b1=0.9, b2=0.999, eps=None, form="kingma"):
     eps = _DEFAULT_EPS[form] if eps is None else float(eps)
 
     def init(params):
-        """Fresh state: step 0, a copy of params, zero moments."""
+        """Fresh state: step 0, a copy of params, zero moments.
+
+        Raises ValueError if eps is 0 or infinite in a parameter's dtype (1e-300 or 1e300 in
+        float32): the update would divide 0 by 0 where the second moment is 0, or never move.
+        """
+        for path, leaf in tree.flatten(params).items():
+            dtype = np.asarray(leaf).dtype
+            if dtype.kind != "f":
+                continue
+            with np.errstate(over="ignore"):
+                rounded = np.array(eps, dtype)
+            if not 0 < rounded < np.inf:
+                info = np.finfo(dtype)
+                raise ValueError(f"eps={eps!r} is {float(rounded)} in {dtype}, the dtype of "
+                                 f"params[{path!r}]; expected eps in "
+                                 f"[{float(info.smallest_subnormal):.3g}, {float(info.max):.3g}]")
         return AdamState(0, tree.map(np.array, params), tree.map(np.zeros_like, params),
                          tree.map(np.zeros_like, params))
 
