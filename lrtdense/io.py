@@ -23,9 +23,12 @@ layers' ``param_shapes``, walking ``model.network.layers``; nothing is initializ
 are read from the config. Before anything is allocated, ``load`` checks that the zip directory
 names exactly the expected members, stored uncompressed, whose declared sizes match the expected
 shapes and fit in the file; it then reads each member's ``.npy`` header and refuses a shape,
-dtype or memory order that differs. Peak memory is the size of the arrays plus one 1 MB buffer.
-Every malformed file is a ``ValueError`` naming the file and what is wrong.
+dtype or memory order that differs. Peak memory is the size of the arrays, plus a zip directory
+bounded by the number of expected members, one 1 MB buffer and the config (at most
+``MAX_CONFIG_BYTES`` of JSON). Every malformed file is a ``ValueError`` naming the file and what
+is wrong.
 """
+import collections
 import ctypes
 import errno
 import io
@@ -52,6 +55,7 @@ MAX_CONFIG_BYTES = 16 << 20     # JSON parses to at most ~25x its size in object
 MAX_JSON_DEPTH = 64             # a model config nests 6 deep; meta is for small records
 MAX_INT_BITS = 1024             # meta's ints (a PCG64 state is 128-bit)
 _MAX_NPY_HEADER = 10000         # numpy's own max_header_size (np.save writes 128 bytes)
+_MAX_ENTRY_EXTRA = 1024         # extra field and comment allowed per zip directory entry
 _CHUNK = 1 << 20                # bytes read per call: the only buffer beside the arrays
 _ZIP_FLAGS_OK = 0x08 | 0x800    # data descriptor, UTF-8 names; others mean encryption or patches
 _STATE_DTYPES = {name: np.dtype(name) for name in (
@@ -466,6 +470,12 @@ def _read_npz(path, spec):
             raise ValueError(f"{path} holds {size} bytes but its config declares "
                              f"{_short(need)} bytes of arrays; the file is truncated or the "
                              f"config's sizes are wrong")
+        directory = _directory_size(f, size)
+        allowed = sum(46 + len(key.encode()) + 4 + _MAX_ENTRY_EXTRA for key in spec)
+        if directory is not None and directory > allowed:
+            raise ValueError(f"{path} declares a zip directory of {directory} bytes; "
+                             f"{len(spec)} members need at most {allowed}")
+        f.seek(0)
         try:
             zf = zipfile.ZipFile(f)
         except _ZIP_ERRORS as err:
@@ -486,12 +496,34 @@ def _read_npz(path, spec):
     return out
 
 
+def _directory_size(f, size):
+    """The size of the central directory as the zip's end record declares it (the larger of the
+    classic and the zip64 values; None without an end record, which zipfile then reports).
+
+    zipfile parses as many entries as this size holds, each into a ~300-byte object, so it is
+    checked against the expected members first (APPNOTE 4.3.14-4.3.16)."""
+    tail_size = min(size, 22 + 65535)
+    f.seek(size - tail_size)
+    tail = f.read(tail_size)
+    at = len(tail) - 22 if tail[-22:-18] == b"PK\x05\x06" else tail.rfind(b"PK\x05\x06")
+    if at < 0 or len(tail) - at < 22:
+        return None
+    declared = struct.unpack("<I", tail[at + 12:at + 16])[0]
+    end = size - tail_size + at                  # the end record's offset in the file
+    if end >= 76:                                # a zip64 record (56) and its locator (20)
+        f.seek(end - 76)
+        record = f.read(76)
+        if record[:4] == b"PK\x06\x06" and record[56:60] == b"PK\x06\x07":
+            declared = max(declared, struct.unpack("<Q", record[40:48])[0])
+    return declared
+
+
 def _checked_directory(zf, spec, size, path):
     """{key: ZipInfo} after checking names, compression, flags and sizes (nothing read yet)."""
     infos = zf.infolist()
     names = [info.filename for info in infos]
     wanted = {key + ".npy": key for key in spec}
-    duplicates = sorted({n for n in names if names.count(n) > 1}) if len(set(names)) < len(names) else []
+    duplicates = sorted(n for n, count in collections.Counter(names).items() if count > 1)
     missing = sorted(set(wanted) - set(names))
     extra = sorted(set(names) - set(wanted))
     if duplicates or missing or extra:

@@ -660,3 +660,23 @@ def test_malformed_state_is_refused(tmp_path):
     write_zip(state_npz, [])
     assert_refused(path, "state.npz exists but .*config.json declares no state", "state.npz",
                    with_state=True)
+
+
+@pytest.mark.parametrize("zip64", [False, True])
+def test_a_huge_zip_directory_is_refused_before_zipfile_parses_it(tmp_path, monkeypatch, zip64):
+    """zipfile turns every directory entry (46 bytes and a name) into a ~300-byte object: the
+    directory's declared size is bounded by the expected members first, classic or zip64."""
+    if zip64:      # zipfile writes the zip64 end records past this many entries
+        monkeypatch.setattr(zipfile, "ZIP_FILECOUNT_LIMIT", 1)
+    path, model, params = saved_model(tmp_path)
+    npz = os.path.join(path, "params.npz")
+    write_zip(npz, flat_members(params))
+    with open(npz, "rb") as f:
+        assert (b"PK\x06\x06" in f.read()) == zip64
+    assert_same_params(params, lio.load(path)[1])                 # zip64 records are fine
+    write_zip(npz, flat_members(params) + [(f"x{i}", b"") for i in range(20000)])
+    real_zipfile = zipfile.ZipFile
+    monkeypatch.setattr(zipfile, "ZipFile", lambda *a, **k: pytest.fail("zipfile parsed it"))
+    assert_refused(path, r"declares a zip directory of \d{7} bytes; 11 members need at most \d{5}$",
+                   "params.npz")
+    monkeypatch.setattr(zipfile, "ZipFile", real_zipfile)
