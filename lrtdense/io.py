@@ -292,9 +292,9 @@ def load(path, *, with_state=False):
     config = _read_config(config_path)
     model, input_dim = _model_from_config(config, config_path)
     spec = _param_spec(model, input_dim, config_path)
-    if config["params"] != {k: _spec_json(*v) for k, v in spec.items()}:
-        raise ValueError(f"{config_path}: the 'params' listed do not match those of its model "
-                         f"for input_dim {input_dim}")
+    _check_listing(config["params"], {k: _spec_json(*v) for k, v in spec.items()},
+                   f"{config_path}: the 'params' listed do not match the model's for input_dim "
+                   f"{input_dim}")
     flat = _read_npz(params_path, spec)
     params = {"network": {}, "likelihood": {}}
     params.update(tree.unflatten(flat))
@@ -409,6 +409,19 @@ def _input_dim_of(model, params):
         raise ValueError(f"params['network']['layer_0'][{first!r}] has shape {shape}; "
                          f"expected (input_dim, units)")
     return int(shape[0])
+
+
+def _check_listing(listed, expected, where):
+    if listed == expected:
+        return
+    if not isinstance(listed, dict):
+        raise ValueError(f"{where}: expected a dict, got {type(listed).__name__}")
+    missing, extra = sorted(set(expected) - set(listed)), sorted(set(listed) - set(expected))
+    if missing or extra:
+        raise ValueError(f"{where}: missing {_short(missing)}, unexpected {_short(extra)}")
+    key = next(k for k in expected if listed[k] != expected[k])
+    raise ValueError(f"{where}: {key} is listed as {_short(listed[key])}, the model has "
+                     f"{_short(expected[key])}")
 
 
 def _spec_json(shape, dtype):

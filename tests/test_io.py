@@ -573,7 +573,10 @@ CONFIG_CASES = {
     "input_dim float": (lambda c: c.update(input_dim=6.0), r"input_dim must be an integer .* got 6.0"),
     "input_dim true": (lambda c: c.update(input_dim=True), r"input_dim must be an integer .* got True"),
     "input_dim 2**70": (lambda c: c.update(input_dim=2 ** 70), "got an integer of 71 bits"),
-    "input_dim 1e9": (lambda c: c.update(input_dim=10 ** 9), r"'params' listed do not match"),
+    "input_dim 1e9": (lambda c: c.update(input_dim=10 ** 9),
+                      r"'params' listed do not match the model's for input_dim 1000000000: "
+                      r"network/layer_0/kernel_posterior_loc is listed as \{'shape': \[6, 5\], "
+                      r"'dtype': 'float32'\}, the model has \{'shape': \[1000000000, 5\]"),
     "units 10**400": (lambda c: layer0(c).update(units=10 ** 400),
                       r"layer_0/kernel_posterior_loc would have shape \(6, 1000.*larger than any array"),
     "units str": (lambda c: layer0(c).update(units="5"), r"invalid model config: units must be an integer"),
@@ -586,7 +589,9 @@ CONFIG_CASES = {
     "likelihood": (lambda c: c["model"].update(likelihood={}), "invalid model config"),
     "huge noise scale": (lambda c: c["model"]["likelihood"].update(scale=1e308),
                          "cannot be laid out"),
-    "params listing": (lambda c: c["params"].pop(KERNEL0), r"the 'params' listed do not match"),
+    "params listing": (lambda c: c["params"].pop(KERNEL0),
+                       r"the 'params' listed do not match .*: missing \['network/layer_0/kernel_posterior_loc'\]"),
+    "params listing not a dict": (lambda c: c.update(params=[1]), r"the 'params' listed .* expected a dict"),
     "meta not a dict": (lambda c: c.update(meta=[1]), "meta must be a dict"),
     "meta huge int": (lambda c: c.update(meta={"n": 10 ** 1000}), r"meta\['n'\] is an integer of 3322 bits"),
 }
