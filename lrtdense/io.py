@@ -46,7 +46,7 @@ import numpy as np
 from lrtdense import tree
 from lrtdense.model import Model
 
-__all__ = ["save", "load", "FORMAT", "VERSION", "MAX_CONFIG_BYTES", "MAX_JSON_DEPTH"]
+__all__ = ["save", "load", "FORMAT", "VERSION", "FILES", "MAX_CONFIG_BYTES", "MAX_JSON_DEPTH"]
 
 FORMAT = "lrtdense-model"
 VERSION = 1

@@ -328,7 +328,7 @@ in_parent = pytest.mark.skipif(CHILD, reason="bounded by construction; run in th
 
 
 @in_parent
-@SETTINGS
+@settings(SETTINGS, max_examples=min(EXAMPLES, 50))
 @given(state=state_trees, meta=st.dictionaries(st.text(max_size=6), plain_json, max_size=4))
 def test_state_and_meta_round_trip_exactly(state, meta):
     _count("state/meta round trip")
