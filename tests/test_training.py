@@ -1,7 +1,5 @@
-"""Networks, losses and the ELBO scaling, fit, prediction and metrics, save/load."""
+"""Networks, losses and the ELBO scaling, fit, prediction and metrics (save/load: test_io.py)."""
 import io
-import json
-import os
 
 import numpy as np
 import pytest
@@ -9,7 +7,6 @@ from autograd import grad
 from scipy import stats
 
 import lrtdense as L
-from lrtdense import io as lio
 from lrtdense.losses import (GaussianLikelihood, CategoricalLikelihood, softmax_cross_entropy,
                              gaussian_nll, neg_elbo)
 from lrtdense.model import Model
@@ -19,7 +16,6 @@ from lrtdense.predict import (predict, predict_mean, rmse, accuracy, interval_co
                               expected_calibration_error)
 from lrtdense.predict import gaussian_nll as predictive_nll
 from lrtdense.training import fit
-from lrtdense.tree import flatten
 from helpers import directional_fd_check, replay_completed_steps
 
 
@@ -254,57 +250,6 @@ def test_classification_prediction_accuracy_and_ece():
     params = model.init(np.random.default_rng(0), 2)
     out = predict(model, params, np.ones((4, 2)), rng=np.random.default_rng(0), num_samples=10)
     np.testing.assert_allclose(out["probs"].sum(-1), 1.0)
-
-
-def test_save_load_round_trip_and_corruption(tmp_path):
-    rng = np.random.default_rng(9)
-    model = Model(mixed_net("float32"), GaussianLikelihood(0.3, learn_scale=True))
-    params = model.init(rng, 6)
-    path = str(tmp_path / "m")
-    lio.save(path, model, params)
-    model2, params2 = lio.load(path)
-    assert model2.get_config() == model.get_config()
-    flat, flat2 = flatten(params), flatten(params2)
-    assert flat.keys() == flat2.keys() and all(np.array_equal(flat[k], flat2[k]) and
-                                               flat[k].dtype == flat2[k].dtype for k in flat)
-    x = rng.standard_normal((3, 6)).astype(np.float32)
-    assert np.array_equal(model.forward(params, x, mode="mean")[0], model2.forward(params2, x, mode="mean")[0])
-    # Corrupted params file.
-    with open(os.path.join(path, "params.npz"), "wb") as f:
-        f.write(b"not a zip file")
-    with pytest.raises(ValueError, match="params.npz could not be read"):
-        lio.load(path)
-    # A pickled object array is refused, not executed.
-    np.savez(os.path.join(path, "params.npz"), **{"network/layer_0/kernel_posterior_loc": np.array([object()], dtype=object)})
-    with pytest.raises(ValueError, match="could not be read|pickled"):
-        lio.load(path)
-    # Mismatched shapes.
-    bad = dict(flat)
-    bad["network/layer_1/kernel_posterior_loc"] = np.zeros((5, 9), np.float32)
-    np.savez(os.path.join(path, "params.npz"), **bad)
-    with pytest.raises(ValueError, match=r"layer_1/kernel_posterior_loc has shape \(5, 9\)"):
-        lio.load(path)
-    # Corrupted config.
-    with open(os.path.join(path, "config.json"), "w") as f:
-        f.write("{ nope")
-    with pytest.raises(ValueError, match="config.json is not valid JSON"):
-        lio.load(path)
-    with open(os.path.join(path, "config.json"), "w") as f:
-        json.dump({"format": "something-else"}, f)
-    with pytest.raises(ValueError, match="not an lrtdense model config"):
-        lio.load(path)
-
-
-def test_save_load_variational_dropout_model(tmp_path):
-    rng = np.random.default_rng(10)
-    model = Model(Sequential([L.DenseSparseVariationalDropout(4, "relu", dtype="float64"),
-                              L.DenseVariationalDropout(2, dtype="float64")]), CategoricalLikelihood())
-    params = model.init(rng, 3)
-    lio.save(str(tmp_path / "vd"), model, params)
-    model2, params2 = lio.load(str(tmp_path / "vd"))
-    assert model2.get_config() == model.get_config()
-    x = rng.standard_normal((2, 3))
-    assert np.array_equal(model.forward(params, x, mode="mean")[0], model2.forward(params2, x, mode="mean")[0])
 
 
 # ------------------------------------------------------------------- nothing lost, signals
