@@ -1,5 +1,6 @@
 """Networks, losses and the ELBO scaling, fit, prediction and metrics (save/load: test_io.py)."""
 import io
+import os
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from lrtdense.predict import (predict, predict_mean, rmse, accuracy, interval_co
                               expected_calibration_error)
 from lrtdense.predict import gaussian_nll as predictive_nll
 from lrtdense.training import fit
+from lrtdense.tree import flatten
 from helpers import directional_fd_check, replay_completed_steps
 
 
@@ -340,3 +342,54 @@ def test_ctrl_c_with_the_default_handler_stops_after_the_update():
     replayed = replay_completed_steps(model, params, x, y, (1,), batch_size=10)
     for k, v in replayed["network"]["layer_0"].items():       # the interrupted update completed
         assert np.array_equal(out["network"]["layer_0"][k], v), k
+
+
+def test_a_checkpointed_fit_resumes_bit_for_bit_after_a_crash(tmp_path):
+    """Epochs 1-2 checkpointed, a crash in epoch 3, the same fit call again: it resumes after
+    epoch 2 and ends with the bits of a run never interrupted (params, Adam state, history)."""
+    rng0 = np.random.default_rng(11)
+    x, y = rng0.standard_normal((23, 3)), rng0.integers(0, 2, 23)
+    model = Model(Sequential([L.DenseFlipout(4, "relu", dtype="float64"),
+                              L.DenseLocalReparameterization(2, dtype="float64")]),
+                  CategoricalLikelihood())
+    params = model.init(rng0, 3)
+    kwargs = dict(epochs=4, batch_size=5, optimizer=adam(0.01), verbose=False)
+    reference, ref_hist = fit(model, params, x, y, rng=np.random.default_rng(5), **kwargs)
+    path = str(tmp_path / "ckpt")
+
+    def crash(epoch, p, h):
+        if epoch == 2:
+            raise RuntimeError("power cut")
+
+    with pytest.raises(RuntimeError):
+        fit(model, params, x, y, rng=np.random.default_rng(5), checkpoint=path, callback=crash,
+            **kwargs)
+    rng = np.random.default_rng(999)                 # any generator: its state is restored
+    out, hist = fit(model, model.init(rng, 3), x, y, rng=rng, checkpoint=path, **kwargs)
+    for path_, value in flatten(reference).items():
+        assert np.array_equal(flatten(out)[path_], value), path_
+    for key in ("loss", "nll", "kl", "kl_weight"):
+        assert hist[key] == ref_hist[key], key
+    # the last checkpoint is the finished run; fitting again trains no further epoch
+    again, hist2 = fit(model, params, x, y, rng=np.random.default_rng(5), checkpoint=path, **kwargs)
+    assert hist2["loss"] == ref_hist["loss"]
+    assert all(np.array_equal(v, flatten(reference)[k]) for k, v in flatten(again).items())
+
+
+def test_a_checkpoint_of_another_training_is_refused_and_kept(tmp_path):
+    rng = np.random.default_rng(12)
+    x, y = rng.standard_normal((10, 2)), rng.standard_normal((10, 1))
+    model = Model(L.DenseLocalReparameterization(1, dtype="float64"), GaussianLikelihood())
+    params = model.init(rng, 2)
+    path = str(tmp_path / "ckpt")
+    fit(model, params, x, y, rng=rng, epochs=1, verbose=False, checkpoint=path)
+    before = {f: open(os.path.join(path, f), "rb").read() for f in os.listdir(path)}
+    with pytest.raises(ValueError, match=r"another training \(it differs in \['batch_size', 'x'\]"):
+        fit(model, params, x + 1, y, rng=rng, epochs=2, batch_size=4, verbose=False, checkpoint=path)
+    assert {f: open(os.path.join(path, f), "rb").read() for f in os.listdir(path)} == before
+    from lrtdense.optimizers import Optimizer
+    opt = adam()
+    plain = Optimizer(opt.init, opt.update, opt.get_params)     # no hyperparams: not Adam
+    with pytest.raises(ValueError, match="built-in Adam"):
+        fit(model, params, x, y, rng=rng, epochs=1, verbose=False, optimizer=plain,
+            checkpoint=str(tmp_path / "other"))
