@@ -363,8 +363,8 @@ class Layer:
 
 
 def sum_terms(terms, dtype):
-    """The sum of a dict of scalars, starting from a 0 of ``dtype``."""
-    total = np.zeros((), dtype=dtype)
+    """The sum of a dict of scalars (a 0 of ``dtype`` when it is empty)."""
+    total = None
     for value in terms.values():
-        total = total + value
-    return total
+        total = value if total is None else total + value
+    return np.zeros((), dtype=dtype) if total is None else total

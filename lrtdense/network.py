@@ -105,12 +105,12 @@ class Sequential:
             if not isinstance(noise, dict) or sorted(noise) != sorted(self.names):
                 got = sorted(noise) if isinstance(noise, dict) else type(noise).__name__
                 raise ValueError(f"noise must be a dict with keys {self.names}, got {got}")
-        kl = np.zeros((), dtype=self.dtype)
+        kl = None
         for name, layer in zip(self.names, self.layers):
             layer_noise = None if noise is None else noise[name]
             x, layer_kl = layer.forward(params[name], x, None if noise is not None else rng,
                                         noise=layer_noise, mode=mode, workspace=workspace)
-            kl = kl + layer_kl
+            kl = layer_kl if kl is None else kl + layer_kl
         return x, kl
 
     def kl(self, params):

