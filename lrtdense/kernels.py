@@ -619,7 +619,7 @@ def _kl_normal_normal_fwd(loc, scale, prior_loc, prior_scale, *, needs, workspac
     ss = float(flat_scale @ flat_scale)
     logs = _like(workspace, scale)
     np.log(scale, out=logs)
-    kl = 0.5 * (sq + ss) / sp ** 2 - float(np.sum(logs)) + n * (math.log(sp) - 0.5)
+    kl = 0.5 * (sq + ss) / sp ** 2 - float(logs.sum()) + n * (math.log(sp) - 0.5)
     return loc.dtype.type(kl), ("sums", loc, scale, mp, sp, workspace)
 
 
@@ -733,7 +733,7 @@ def _kl_kingma_fwd(log_alpha, *, needs, workspace=None):
     poly *= a
     poly += c1
     poly *= a
-    kl = log_alpha.size * MOLCHANOV_K[0] - 0.5 * float(np.sum(log_alpha)) - float(np.sum(poly))
+    kl = log_alpha.size * MOLCHANOV_K[0] - 0.5 * float(log_alpha.sum()) - float(poly.sum())
     return log_alpha.dtype.type(kl), (a, workspace)
 
 
@@ -769,7 +769,7 @@ def _kl_molchanov_fwd(log_alpha, *, needs, workspace=None):
     minus = _like(workspace, log_alpha)
     np.negative(log_alpha, out=minus)
     sp, sig = _softplus_and_sigmoid(minus, workspace)   # log(1 + 1 / a), sigmoid(-log a)
-    kl = log_alpha.size * k1 - k1 * float(np.sum(s)) + 0.5 * float(np.sum(sp))
+    kl = log_alpha.size * k1 - k1 * float(s.sum()) + 0.5 * float(sp.sum())
     return log_alpha.dtype.type(kl), (s, sig, workspace)
 
 
@@ -914,7 +914,7 @@ def _normal_log_prob_of_sample_fwd(scale, eps, *, needs, workspace=None):
     flat = eps.reshape(-1)
     logs = _like(workspace, scale)
     np.log(scale, out=logs)
-    lp = -0.5 * float(flat @ flat) - float(np.sum(logs)) - eps.size * _HALF_LOG_2PI
+    lp = -0.5 * float(flat @ flat) - float(logs.sum()) - eps.size * _HALF_LOG_2PI
     return scale.dtype.type(lp), (scale, workspace)
 
 
@@ -961,7 +961,7 @@ def _scale_mixture_log_prob_fwd(w, pi, sigma1, sigma2, *, needs, workspace=None)
     d += c0                                             # b - a
     sp, sig = _softplus_and_sigmoid(d, ws)              # sigmoid(b - a): the narrow component's share
     lp = (w.size * (math.log(pw) - math.log(sw) - _HALF_LOG_2PI) - 0.5 * sq / sw ** 2
-          + float(np.sum(sp)))
+          + float(sp.sum()))
     return w.dtype.type(lp), (w, sig, sw, sn, ws)
 
 
