@@ -1,5 +1,7 @@
 """A second, independent implementation of reference_data/SPEC.md in autograd.numpy (no lrtdense
 layer code), used to test `verify` against a port, including deliberately broken variants."""
+import math
+
 import autograd.numpy as np
 from autograd import grad
 from autograd.extend import primitive, defvjp
@@ -28,8 +30,8 @@ def _kl(loc, scale, prior):
         return 0.0
     mp, sp = prior["loc"], prior["scale"]
     if scale is None:
-        return np.sum(0.5 * ((loc - mp) / sp) ** 2 + 0.5 * np.log(2 * np.pi) + np.log(sp))
-    d = np.log(scale) - np.log(sp)
+        return np.sum(0.5 * ((loc - mp) / sp) ** 2 + 0.5 * math.log(2 * math.pi) + math.log(sp))
+    d = np.log(scale) - math.log(sp)  # a Python float: float32 stays float32
     return np.sum(0.5 * ((loc - mp) / sp) ** 2 + 0.5 * np.expm1(2 * d) - d)
 
 
@@ -116,3 +118,39 @@ def run_case(meta, inputs, broken=None):
     res.update(flat)
     res["grads/x"] = grad(objective, 1)(params, inputs["x"])
     return res
+
+
+def main(argv=None):
+    """python tests/spec_port.py RESULTS --reference DIR: results of every layer and network case
+    (how CI checks an installed wheel when torch is absent). Reads the files directly."""
+    import argparse
+    import json
+    import os
+
+    import numpy
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("results")
+    parser.add_argument("--reference", required=True)
+    args = parser.parse_args(argv)
+    os.makedirs(args.results, exist_ok=True)
+    with open(os.path.join(args.reference, "manifest.json")) as f:
+        names = sorted(json.load(f)["cases"])
+    written = 0
+    for name in names:
+        case_dir = os.path.join(args.reference, "cases", name)
+        with open(os.path.join(case_dir, "case.json")) as f:
+            meta = json.load(f)
+        if meta["kind"] not in ("layer", "network"):
+            continue
+        inputs = {k: numpy.load(os.path.join(case_dir, "inputs", *k.split("/")) + ".npy",
+                                allow_pickle=False) for k in meta["inputs"]}
+        res = run_case(meta, inputs)
+        numpy.savez(os.path.join(args.results, name + ".npz"),
+                    **{k: numpy.asarray(v) for k, v in res.items()})
+        written += 1
+    print(f"wrote {written} cases to {args.results}")
+
+
+if __name__ == "__main__":
+    main()

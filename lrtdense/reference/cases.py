@@ -109,9 +109,10 @@ def _cases():
 CASES = _cases()
 
 
-def tolerances_for(dtype, expected):
-    """Per-quantity tolerances: |port - ref| <= rtol * |ref| + atol, atol = rtol * max|ref|."""
-    rtol = RTOL[dtype]
+def tolerances_for(meta, expected):
+    """Per-quantity tolerances: |port - ref| <= rtol * |ref| + atol, atol = rtol * max|ref|, with
+    rtol from the case's dtype (SPEC §4). ``meta``: a case.json dict (or a dtype name)."""
+    rtol = RTOL[meta if isinstance(meta, str) else meta["dtype"]]
     return {k: {"rtol": rtol, "atol": rtol * float(np.max(np.abs(v))) if np.size(v) else 0.0}
             for k, v in expected.items()}
 
