@@ -246,10 +246,11 @@ def test_generate_replaces_only_its_own_files(tmp_path):
     root = tmp_path / "ref"
     generate(str(root), ["adam_64_trajectory", "lrt_64_units1"])
     (root / "SPEC.md").write_text("a user's file beside cases/")
-    generate(str(root), ["adam_64_trajectory"])  # a set of ours: its listed files replaced
+    kept = (root / "cases" / "lrt_64_units1" / "case.json").read_bytes()
+    generate(str(root), ["adam_64_trajectory"])  # only that case rewritten, the other kept as is
     assert (root / "SPEC.md").read_text() == "a user's file beside cases/"
-    assert sorted(os.listdir(root / "cases")) == ["adam_64_trajectory"]
-    assert store.open_reference(str(root)).names == ["adam_64_trajectory"]
+    assert store.open_reference(str(root)).names == ["adam_64_trajectory", "lrt_64_units1"]
+    assert (root / "cases" / "lrt_64_units1" / "case.json").read_bytes() == kept
     user = root / "cases" / "adam_64_trajectory" / "my_notes.npy"
     np.save(user, np.zeros(1))
     with pytest.raises(UsageError, match="my_notes.npy is not listed"):

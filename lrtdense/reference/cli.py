@@ -5,7 +5,8 @@
   lrtdense reference list [GLOB ...]            the cases (dtype, kind, description)
   lrtdense reference path                       where the shipped reference set is
   lrtdense reference spec [--show]              where SPEC.md is (or print it)
-  lrtdense reference generate DIR [--pin]       write the reference set into DIR (new or empty,
+  lrtdense reference generate DIR [--cases GLOB] [--pin]
+                                                write the reference set into DIR (new or empty,
                                                 or a set generate wrote: only its files replaced)
 
 Exit codes: 0 every row passed; 1 a quantity failed or is missing; 2 a usage error (bad option or
@@ -75,6 +76,9 @@ def add_arguments(parser):
                        description="Write every reference case and the manifest into DIR, which "
                                    "must be new, empty, or a set written by generate.")
     g.add_argument("dir", help="output folder (required: generate never picks one itself)")
+    g.add_argument("--cases", action="append", default=None, metavar="GLOB",
+                   help="(re)write only the cases of lrtdense.reference.cases matching these "
+                        "globs; the folder's other cases are kept as they are")
     g.add_argument("--pin", action="store_true",
                    help="DIR is the package's own reference_data: also rewrite the pinned sha256")
 
@@ -118,7 +122,10 @@ def _main(args):
             _emit(spec_path())
         return EXIT_PASS
     if command == "generate":
-        manifest = generate(args.dir, pin=args.pin)
+        from lrtdense.reference import cases as _cases
+        names = (None if not args.cases
+                 else select_cases(sorted(_cases.CASES), _patterns(args.cases)))
+        manifest = generate(args.dir, names, pin=args.pin)
         n_files = sum(len(v) for v in manifest["cases"].values())
         digest = store.sha256(os.path.join(args.dir, "manifest.json"))
         _emit(f"wrote {len(manifest['cases'])} cases ({n_files} files) to {args.dir}; manifest "

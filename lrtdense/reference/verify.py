@@ -38,10 +38,10 @@ class UsageError(ValueError):
 
 # ---------------------------------------------------------------------------------- generate
 
-def _own_files(root):
-    """The files of the reference set a previous ``generate`` wrote into ``root`` (relative
-    paths), or None if ``root`` is new or empty. Raises UsageError if ``root`` holds anything
-    else under cases/, or is not empty and holds no set of ours."""
+def _own_set(root):
+    """The reference set a previous ``generate`` wrote into ``root`` (a ReferenceSet), or None if
+    ``root`` is new or empty. Raises UsageError if ``root`` holds anything else under cases/, or
+    is not empty and holds no set of ours."""
     if not os.path.exists(root):
         return None
     if not os.path.isdir(root):
@@ -57,10 +57,10 @@ def _own_files(root):
     if ref.manifest.get("generator") != store.GENERATOR:
         raise UsageError(f"refusing to write into {root!r}: its manifest.json was not written by "
                          f"`{store.GENERATOR}`; choose a new or empty folder")
-    return ["manifest.json"] + [rel for name in ref.names for rel in ref.files(name)]
+    return ref
 
 
-def _remove_own(root, files):
+def _remove(root, files):
     """Removes exactly ``files`` (relative to root), then the folders under cases/ left empty."""
     for rel in files:
         os.remove(os.path.join(root, *rel.split("/")))
@@ -71,31 +71,40 @@ def _remove_own(root, files):
 
 
 def generate(root, names=None, *, pin=False):
-    """Writes the reference set (all cases, or ``names``) into ``root``. Returns the manifest.
+    """Writes the reference set into ``root``. Returns the manifest.
 
-    ``root`` must be new, empty, or a reference set written by ``generate`` (whose listed files
-    alone are replaced: a SPEC.md or any other file beside cases/ is kept). With ``pin``, ``root``
-    must be the package's own folder and ``lrtdense/reference/pin.py`` is rewritten with the new
-    manifest's sha256.
+    ``root`` must be new, empty, or a reference set written by ``generate``. Without ``names``
+    every case is (re)written and the set's old files are removed (only those its manifest lists:
+    a SPEC.md or any other file beside cases/ is kept). With ``names``, only those cases are
+    (re)written and the set's other cases of ``lrtdense.reference.cases`` are kept byte for byte
+    (cases it no longer defines are removed): how new cases join the committed set without
+    rewriting the last bits of the others. With ``pin``, ``root`` must be the package's own folder
+    and ``lrtdense/reference/pin.py`` is rewritten with the new manifest's sha256.
 
     Raises:
-      UsageError: ``root`` holds files that generate did not write, or ``pin`` for another folder.
+      UsageError: ``root`` holds files that generate did not write, an unknown case name, or
+        ``pin`` for another folder.
     """
     if root is None or root == "":
         raise UsageError("generate needs an explicit output folder")
     if pin and os.path.realpath(root) != os.path.realpath(default_dir()):
         raise UsageError(f"--pin rewrites the pin of the shipped set; it needs the package's own "
                          f"folder {default_dir()!r}, got {root!r}")
-    names = sorted(_cases.CASES) if names is None else list(names)
-    unknown = [n for n in names if n not in _cases.CASES]
+    chosen = sorted(_cases.CASES) if names is None else sorted(set(names))
+    unknown = [n for n in chosen if n not in _cases.CASES]
     if unknown:
         raise UsageError(f"unknown cases {unknown}")
-    old = _own_files(root)
+    old = _own_set(root)
+    kept = {}
     if old is not None:
-        _remove_own(root, old)
+        if names is not None:
+            kept = {n: sorted(old.files(n)) for n in old.names
+                    if n in _cases.CASES and n not in chosen}
+        _remove(root, ["manifest.json"] + [rel for n in old.names if n not in kept
+                                           for rel in old.files(n)])
     os.makedirs(root, exist_ok=True)
-    written = {}
-    for name in names:
+    written = dict(kept)
+    for name in chosen:
         meta, inputs = _cases.build(_cases.CASES[name])
         expected = _cases.compute(meta, inputs)
         meta["tolerances"] = _cases.tolerances_for(meta, expected)
@@ -231,7 +240,8 @@ def run(reference_root, results_root, patterns=None, statistical=False):
         _check_case(meta, expected, name)
         keys = list(expected)
         try:
-            results = store.load_results(results_root, name, keys + list(_statistical.SAMPLE_KEYS))
+            results = store.load_results(results_root, name,
+                                         keys + _statistical.sample_keys(inputs))
         except store.ResultsError as err:
             rows.append(Row(name, "*", note=str(err)))
             continue
