@@ -17,13 +17,19 @@ import pytest
 from lrtdense.reference import default_dir
 from lrtdense.reference.verify import format_table, statistical_cases, verify
 from lrtdense.testing import assert_case, reference_cases
+import spec_port
 
 PORTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "examples", "ports")
 REFERENCE = default_dir()
-# The statistical-mode cases (SPEC "Statistical mode"): LRT, linear activation, no Normal bias.
-STATISTICAL = ["lrt_64_units1", "lrt_64_act_linear", "lrt_*_zero_rows", "lrt_*_extreme_scales"]
+# The statistical-mode cases (SPEC section 7): one layer of any class, linear activation.
+STATISTICAL = ["lrt_64_units1", "lrt_64_act_linear", "*_zero_rows", "*_extreme_scales",
+               "reparam_64_units1", "flipout_64_units1", "*_softplus_middle", "*_normal_bias_linear",
+               "vdrop_64_linear", "sparsevd_64_linear"]
 RTOL = {"float64": 1e-12, "float32": 2e-5}
-STAT_ROW = "samples/outputs (statistical)"
+# cases whose expected values still carry lrtdense's old tie convention (see spec_port): the
+# ports follow SPEC, so these fail until lrtdense does too
+PENDING = set(spec_port.pending_tie_cases(
+    [c.name for c in reference_cases(check=False)]))
 
 _modules = {}
 
@@ -65,8 +71,12 @@ def _all_case_names():
 
 
 def test_port_passes_every_case(port, results):
+    """Every case, new families included (edge, dropout, training); the PENDING tie cases fail
+    only on their tie-sensitive gradients."""
     rows = verify(REFERENCE, results)
-    assert rows and all(r.passed for r in rows), format_table([r for r in rows if not r.passed])
+    failed = [r for r in rows if not r.passed and r.case not in PENDING]
+    assert rows and not failed, format_table(failed)
+    assert {r.quantity for r in rows if not r.passed} <= {"grads/x", "grads/kernel_log_alpha"}
     # Every case was checked, quantity by quantity, at the tolerances of SPEC §4.
     assert {r.case for r in rows} == set(_all_case_names())
     for case in reference_cases(check=False):
@@ -102,20 +112,27 @@ def test_no_eps_is_caught(port, tmp_path):
 
 def test_statistical_mode_passes(port, results):
     rows = verify(REFERENCE, results, STATISTICAL, statistical=True)
-    stat_rows = [r for r in rows if r.quantity == STAT_ROW]
+    stat_rows = [r for r in rows if r.quantity.startswith("samples: ")]
     expected = [c.name for c in reference_cases(check=False) if statistical_cases(c.meta)]
-    assert sorted(r.case for r in stat_rows) == expected
-    assert len(expected) == 6
-    assert all(r.passed for r in rows), format_table([r for r in rows if not r.passed])
+    assert sorted({r.case for r in stat_rows}) == expected
+    assert len(expected) >= 24
+    failed = [r for r in rows if not r.passed and r.case not in PENDING]
+    assert not failed, format_table(failed)
 
 
 def test_statistical_mode_catches_no_square(port, tmp_path):
-    port.write_results(str(tmp_path), REFERENCE, STATISTICAL, broken="no_square", statistical=True)
-    rows = verify(REFERENCE, str(tmp_path), STATISTICAL, statistical=True)
-    stat_rows = [r for r in rows if r.quantity == STAT_ROW]
-    assert len(stat_rows) == 6
-    assert not any(r.passed for r in stat_rows)
-    assert all("variances outside the chi-square interval" in r.note for r in stat_rows)
+    """(x*x) @ scale for the LocalReparameterization variance: each LRT statistical case fails
+    its variance test; a sparse VD case (another code path) still passes."""
+    cases = ["lrt_*_zero_rows", "lrt_*_extreme_scales", "lrt_64_units1", "lrt_64_act_linear",
+             "lrt_64_softplus_middle", "lrt_64_normal_bias_linear", "sparsevd_64_linear"]
+    port.write_results(str(tmp_path), REFERENCE, cases, broken="no_square", statistical=True)
+    rows = verify(REFERENCE, str(tmp_path), cases, statistical=True)
+    variance = {r.case: r for r in rows if r.quantity == "samples: variance"}
+    lrt = [n for n in variance if n.startswith("lrt_")]
+    assert len(lrt) == 8
+    assert not any(variance[n].passed for n in lrt)
+    assert all("outside the chi-square interval" in variance[n].note for n in lrt)
+    assert all(r.passed for r in rows if r.case == "sparsevd_64_linear")
 
 
 def test_cli_writes_verifiable_results(port, tmp_path, capsys):
@@ -126,8 +143,8 @@ def test_cli_writes_verifiable_results(port, tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    "case", reference_cases("*_zero_rows", "*_normal_bias_prior", "mixed_64_network3", "adam_*"),
-    ids=str)
+    "case", reference_cases("*_zero_rows", "*_normal_bias_prior", "mixed_64_network3", "adam_*",
+                            "train_*", "sparsevd_*", "*_tie_relu"), ids=str)
 def test_run_case_with_assert_case(port, case):
     """The pattern a port's own pytest suite would use (see examples/ports/README.md)."""
     assert_case(case, port.run_case(case.meta, case.inputs))
