@@ -1,7 +1,8 @@
 """A PyTorch port of TFP's dense variational layers, written from reference_data/SPEC.md alone.
 
-It implements DenseLocalReparameterization, DenseReparameterization and DenseFlipout (and the
-Sequential networks and the two Adam forms of the reference set), with every random draw taken
+It implements DenseLocalReparameterization, DenseReparameterization, DenseFlipout and the two
+variational dropout layers (and the Sequential networks, the training steps and the two Adam forms
+of the reference set), with every random draw taken
 as an explicit input, and computes what the reference set expects: the outputs in sample and
 mean mode, the KL terms, and the gradients of L = sum(g * outputs_sample) + kl_total.
 
@@ -15,8 +16,9 @@ writes one RESULTS/<case>.npz per case, which ``lrtdense reference verify RESULT
 
 ``--broken`` injects a deliberate bug (no_square: LRT variance (x*x) @ scale instead of
 (x*x) @ scale**2; no_eps: scale = softplus(u) without + eps) to show that verify catches it.
-``--statistical`` also writes ``samples/outputs`` (S draws from torch's own generator) for the
-LocalReparameterization cases with a linear activation and no Normal bias (SPEC "Statistical mode").
+``--statistical`` also writes ``samples/outputs`` and the per-draw gradients ``samples/grads/*``
+(S draws from torch's own generator) for every single-layer case with a linear activation
+(SPEC §7, "Statistical mode").
 
 From Python: ``run_case(meta, inputs) -> dict`` (``meta`` the parsed case.json, ``inputs`` the
 flat dict key -> array, e.g. a ``lrtdense.testing.ReferenceCase``'s ``meta`` and ``inputs``).
@@ -26,6 +28,8 @@ import fnmatch
 import json
 import math
 import os
+import shutil
+import subprocess
 import sys
 import zlib
 
@@ -33,8 +37,20 @@ import numpy as np
 import torch
 
 BROKEN = (None, "no_square", "no_eps")
-DEFAULT_REFERENCE = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                                  os.pardir, os.pardir, "reference_data"))
+
+
+def _default_reference():
+    """The checkout's reference_data/ beside examples/, else the installed set's folder as
+    `lrtdense reference path` prints it (the port itself never imports lrtdense)."""
+    here = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                         os.pardir, os.pardir, "reference_data"))
+    if os.path.isdir(here) or shutil.which("lrtdense") is None:
+        return here
+    done = subprocess.run(["lrtdense", "reference", "path"], capture_output=True, text=True)
+    return done.stdout.strip() or here
+
+
+DEFAULT_REFERENCE = _default_reference()
 TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
@@ -486,7 +502,7 @@ def main(argv=None):
     parser.add_argument("--broken", choices=BROKEN[1:], default=None,
                         help="inject a deliberate bug to see verify catch it")
     parser.add_argument("--statistical", action="store_true",
-                        help="also write samples/outputs for the statistical-mode cases")
+                        help="also write samples/outputs and samples/grads/* (SPEC §7)")
     parser.add_argument("--samples", type=int, default=10000, help="draws per statistical case")
     parser.add_argument("--seed", type=int, default=0, help="torch.Generator seed")
     args = parser.parse_args(argv)

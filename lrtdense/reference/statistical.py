@@ -317,7 +317,8 @@ def _output_rows(name, meta, params, x, samples):
     a = family_alpha("kurtosis")
     if len(idx):
         t = np.mean(zstd ** 4, axis=1)
-        zk = abs(t.mean() - 3.0) / (t.std(ddof=1) / math.sqrt(s))
+        se = t.std(ddof=1) / math.sqrt(s)
+        zk = abs(t.mean() - 3.0) / se if se > 0 else (0.0 if t.mean() == 3.0 else math.inf)
         z = _z(a, 1)
         rows.append(_row(name, "kurtosis", int(zk > z), zk, z,
                          f"mean z**4 {t.mean():.4f} (3 expected), |z| {zk:.2f} of {z:.2f}",
