@@ -273,7 +273,7 @@ if __name__ == "__main__":
 STAT_BUGS = ("no_square", "shared_rows", "batch_weight", "per_example_weight", "uniform_noise",
              "rademacher_noise", "bias_per_example", "flipout_no_sign_output", "no_alpha_cap",
              "sparse_alpha_variance", "grad_no_sigmoid", "grad_detached_noise",
-             "grad_x_mean_only", "grad_no_kl", "nan_half")
+             "grad_x_mean_only", "grad_no_kl", "nan_half", "edward2_sign_output")
 
 
 def sample_statistical(meta, inputs, num_samples, rng, bug=None):
@@ -315,6 +315,8 @@ def sample_statistical(meta, inputs, num_samples, rng, bug=None):
         eps = normal((s, n, units))
     s_in = signs((s, n, d))
     s_out = signs((s, 1, units)) if bug == "shared_rows" else signs((s, n, units))
+    if bug == "edward2_sign_output":  # 2 * U[0, 2) - 1, as Edward2's DenseFlipout draws it
+        s_out = (2 * rng.uniform(0, 2, (s, n, units)) - 1).astype(dtype)
     eps_b = normal((s, n, units)) if bug == "bias_per_example" else normal((s, 1, units))
 
     def kernel_variance(p):

@@ -99,6 +99,7 @@ PLANTED = [
     ("grad_x_mean_only", "lrt_64_act_linear", "gradients"),
     ("grad_no_kl", "reparam_64_softplus_middle", "gradients"),
     ("nan_half", "lrt_64_units1", "samples/outputs"),
+    ("edward2_sign_output", "flipout_64_units1", "variance"),
 ]
 
 

@@ -527,9 +527,13 @@ def markdown(results):
             lines.append("Unexplained failures: " + "; ".join(f"{r.case} {r.quantity}: {r.note}"
                                                               for r in unexplained))
         lines.append("")
-    lines += ["Not run here: Edward2 (its DenseFlipout draws sign_output as a uniform in [-1, 1], "
-              "not +-1, by reading its code), since it needs a TensorFlow this project does not "
-              "install.", ""]
+    lines += ["Not run here: Edward2, which needs a TensorFlow this project does not install. By "
+              "reading its code (edward2/tensorflow/layers/dense.py, DenseFlipout.call, at commit "
+              "03f8ea64): sign_input is 2 * uniform(int32 in {0, 1}) - 1, +-1 as in TFP, but "
+              "sign_output is 2 * tf.random.uniform(minval=0, maxval=2, dtype=inputs.dtype) - 1, "
+              "a float uniform on [-1, 3): mean 1, E[s**2] = 7/3, so the perturbation is neither "
+              "zero-mean nor of TFP's variance; the statistical mode's mean, variance and "
+              "normality families would reject it.", ""]
     return "\n".join(lines)
 
 
