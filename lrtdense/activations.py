@@ -1,56 +1,47 @@
-"""Activations by name, as Keras names them.
+"""Activations by name, as Keras names them: "linear" (or None), "relu", "tanh", "sigmoid",
+"softplus", "elu".
 
-``get(name_or_callable)`` returns an autograd-differentiable function. Names: "linear" (or None),
-"relu", "tanh", "sigmoid", "softplus", "elu". Derivatives at kinks follow TensorFlow: relu'(0) = 0,
-elu'(0) = 1.
+``get(activation)`` returns ``f(z, workspace=None)``: the kernel of ``lrtdense.kernels`` for a
+name (derivatives at ties as TensorFlow's: relu'(0) = 0, elu'(0) = 1), or a custom
+autograd-differentiable callable (which configs refuse: they are plain JSON, never code).
 """
-import autograd.numpy as np
-from autograd.scipy.special import expit
+from lrtdense.kernels import ACTIVATIONS
 
-from lrtdense.primitives import softplus
-
-__all__ = ["get", "name_of", "config_name", "ACTIVATIONS"]
-
-
-def linear(x):
-    return x
-
-
-def relu(x):
-    return np.where(x > 0, x, 0 * x)
-
-
-def elu(x):
-    """Keras elu with alpha = 1: x if x > 0 else exp(x) - 1."""
-    return np.where(x > 0, x, np.expm1(np.minimum(x, 0)))
-
-
-ACTIVATIONS = {
-    "linear": linear,
-    "relu": relu,
-    "tanh": np.tanh,
-    "sigmoid": expit,
-    "softplus": softplus,
-    "elu": elu,
-}
+__all__ = ["get", "canonical", "name_of", "config_name", "ACTIVATIONS"]
 
 
 def get(activation):
-    """Returns the function for an activation name, None, or an autograd-differentiable callable.
+    """The function ``f(z, workspace=None)`` of an activation name, None or a callable.
+
+    Raises:
+      ValueError: unknown name.
+      TypeError: neither a string, None nor a callable.
+    """
+    activation = canonical(activation)
+    if isinstance(activation, str):
+        return ACTIVATIONS[activation]
+    return lambda z, workspace=None: activation(z)
+
+
+def canonical(activation):
+    """The activation's name for None, a name or a kernel of ``ACTIVATIONS``; a custom callable
+    unchanged.
 
     Raises:
       ValueError: unknown name.
       TypeError: neither a string, None nor a callable.
     """
     if activation is None:
-        return linear
+        return "linear"
     if isinstance(activation, str):
-        try:
-            return ACTIVATIONS[activation]
-        except KeyError:
+        if activation not in ACTIVATIONS:
             raise ValueError(
                 f"unknown activation {activation!r}; expected one of {sorted(ACTIVATIONS)}, "
-                "None, or an autograd-differentiable callable") from None
+                "None, or an autograd-differentiable callable")
+        return activation
+    for name, fn in ACTIVATIONS.items():
+        if fn is activation:
+            return name
     if callable(activation):
         return activation
     raise TypeError(f"activation must be a name, None or a callable, got {type(activation).__name__}")
@@ -58,15 +49,8 @@ def get(activation):
 
 def name_of(activation):
     """The JSON name of an activation, or None when it is a custom callable."""
-    if activation is None:
-        return "linear"
-    if isinstance(activation, str):
-        get(activation)
-        return activation
-    for name, fn in ACTIVATIONS.items():
-        if fn is activation:
-            return name
-    return None
+    name = canonical(activation)
+    return name if isinstance(name, str) else None
 
 
 def config_name(activation):

@@ -7,27 +7,29 @@ Specifications are small immutable records that serialize to plain JSON (``to_co
 * posteriors: ``NormalPosterior`` (TFP's ``default_mean_field_normal_fn()``: trainable loc and
   untransformed scale, scale = softplus(untransformed_scale) + finfo(dtype).eps) and
   ``DeterministicPosterior`` (``default_mean_field_normal_fn(is_singular=True)``: loc only);
-* priors: ``NormalPrior(loc, scale)`` on every element (TFP's ``default_multivariate_normal_fn`` is
-  ``NormalPrior(0, 1)``).
+* priors, each with its log density as a kernel: ``NormalPrior(loc, scale)`` on every element
+  (TFP's ``default_multivariate_normal_fn`` is ``NormalPrior(0, 1)``), ``TrainableNormalPrior``
+  (empirical Bayes: its loc and scale are params), ``ScaleMixturePrior(pi, sigma1, sigma2)``
+  (Blundell et al. 2015), ``LaplacePrior(loc, scale)``, ``StudentTPrior(df, loc, scale)``;
+* divergences: ``ClosedFormKL(weight)`` (Normal priors) and ``MonteCarloKL(weight, sample)``.
 
-Divergences are TFP's closed forms, summed over all elements (TFP's ``Independent`` reduction):
-
-* KL(N(m_q, s_q) || N(m_p, s_p)) = 0.5 ((m_q - m_p) / s_p)**2 + 0.5 expm1(2 d) - d,
-  d = log s_q - log s_p  (TFP ``normal._kl_normal_normal``, evaluated in the same order);
-* KL(Deterministic(m) || N(m_p, s_p)) = -log N(m; m_p, s_p)  (TFP
-  ``deterministic._kl_deterministic_distribution``).
+The posterior scale and the divergences are kernels of ``lrtdense.kernels``
+(``posterior_scale``, ``kl_normal_normal``, ``kl_deterministic_normal``); ``posterior_scale`` is
+re-exported here for the code that reads the settings and the scale together.
 """
 import dataclasses
 import math
 
-import autograd.numpy as np
+import numpy as np
 
-from lrtdense.primitives import softplus
+from lrtdense import kernels
+from lrtdense.kernels import posterior_scale
 
 __all__ = [
     "RandomNormal", "Constant", "NormalPosterior", "DeterministicPosterior", "NormalPrior",
-    "posterior_scale", "kl_normal_normal", "kl_deterministic_normal",
-    "initializer_from_config", "posterior_from_config", "prior_from_config",
+    "TrainableNormalPrior", "ScaleMixturePrior", "LaplacePrior", "StudentTPrior",
+    "ClosedFormKL", "MonteCarloKL", "divergence_from_config", "PRIORS", "DIVERGENCES",
+    "posterior_scale", "initializer_from_config", "initializer_field", "posterior_from_config", "prior_from_config",
 ]
 
 
@@ -37,6 +39,13 @@ def _finite_float(value, what):
     return float(value)
 
 
+def _finite_fields(record):
+    """Every field of a frozen record as a finite float (ValueError naming it otherwise)."""
+    for field in dataclasses.fields(record):
+        value = _finite_float(getattr(record, field.name), f"{type(record).__name__}.{field.name}")
+        object.__setattr__(record, field.name, value)
+
+
 @dataclasses.dataclass(frozen=True)
 class RandomNormal:
     """Initializer drawing N(mean, stddev**2) independently per element (tf1 random_normal)."""
@@ -44,8 +53,7 @@ class RandomNormal:
     stddev: float = 0.1
 
     def __post_init__(self):
-        object.__setattr__(self, "mean", _finite_float(self.mean, "RandomNormal.mean"))
-        object.__setattr__(self, "stddev", _finite_float(self.stddev, "RandomNormal.stddev"))
+        _finite_fields(self)
         if self.stddev < 0:
             raise ValueError(f"RandomNormal.stddev must be >= 0, got {self.stddev}")
 
@@ -63,7 +71,7 @@ class Constant:
     value: float = 0.0
 
     def __post_init__(self):
-        object.__setattr__(self, "value", _finite_float(self.value, "Constant.value"))
+        _finite_fields(self)
 
     def __call__(self, rng, shape, dtype):
         return np.full(shape, self.value, dtype=dtype)
@@ -78,12 +86,30 @@ def initializer_from_config(config):
     return _from_config(config, kinds, "initializer")
 
 
+def initializer_field(value, what, default=None):
+    """An initializer setting: a RandomNormal or Constant, their config dict, or None for
+    ``default``. Raises TypeError naming the setting for anything else."""
+    if value is None and default is not None:
+        return default
+    if isinstance(value, (RandomNormal, Constant)):
+        return value
+    if isinstance(value, dict):
+        return initializer_from_config(value)
+    raise TypeError(f"{what} must be a RandomNormal, a Constant or their config dict, got "
+                    f"{value!r}")
+
+
 @dataclasses.dataclass(frozen=True)
 class NormalPosterior:
     """Mean-field Normal posterior q = N(loc, softplus(untransformed_scale) + eps)."""
     loc_initializer: object = RandomNormal(0.0, 0.1)
     untransformed_scale_initializer: object = RandomNormal(-3.0, 0.1)
     is_normal = True
+
+    def __post_init__(self):
+        for name in ("loc_initializer", "untransformed_scale_initializer"):
+            object.__setattr__(self, name, initializer_field(getattr(self, name),
+                                                             f"NormalPosterior.{name}"))
 
     def to_config(self):
         return {"type": "normal", "loc_initializer": self.loc_initializer.to_config(),
@@ -95,6 +121,10 @@ class DeterministicPosterior:
     """Point-mass posterior q = Deterministic(loc) (TFP's ``is_singular=True``)."""
     loc_initializer: object = RandomNormal(0.0, 0.1)
     is_normal = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "loc_initializer", initializer_field(
+            self.loc_initializer, "DeterministicPosterior.loc_initializer"))
 
     def to_config(self):
         return {"type": "deterministic", "loc_initializer": self.loc_initializer.to_config()}
@@ -117,33 +147,229 @@ def posterior_from_config(config):
                                  "deterministic": DeterministicPosterior}, "posterior")
 
 
+class _Prior:
+    """What every prior offers a layer. ``name`` is "kernel" or "bias"; ``params`` the layer's
+    params (a trainable prior keeps its own there)."""
+
+    closed_form = False     # has a closed-form KL from a Normal posterior
+
+    def param_shapes(self, name, shape):
+        """The prior's own params: {} for a fixed prior."""
+        return {}
+
+    def initializers(self, name):
+        return {}
+
+    def log_prob(self, w, params, name, workspace=None):
+        """sum over elements of log p(w)."""
+        raise NotImplementedError
+
+    def to_config(self):
+        return {"type": self.TYPE, **{f.name: getattr(self, f.name).to_config()
+                                      if hasattr(getattr(self, f.name), "to_config")
+                                      else getattr(self, f.name)
+                                      for f in dataclasses.fields(self)}}
+
+
 @dataclasses.dataclass(frozen=True)
-class NormalPrior:
-    """Prior N(loc, scale**2) on every element."""
+class NormalPrior(_Prior):
+    """Prior N(loc, scale**2) on every element (TFP's default_multivariate_normal_fn is
+    NormalPrior(0, 1)); closed-form KL from a Normal posterior."""
     loc: float = 0.0
     scale: float = 1.0
+    TYPE = "normal"
+    closed_form = True
 
     def __post_init__(self):
-        object.__setattr__(self, "loc", _finite_float(self.loc, "NormalPrior.loc"))
-        object.__setattr__(self, "scale", _finite_float(self.scale, "NormalPrior.scale"))
+        _finite_fields(self)
         if self.scale <= 0:
             raise ValueError(f"NormalPrior.scale must be > 0, got {self.scale}")
 
+    def loc_scale(self, params, name, workspace=None):
+        """(loc, scale) of the prior, numbers here."""
+        return self.loc, self.scale
+
+    def log_prob(self, w, params, name, workspace=None):
+        return kernels.normal_log_prob(w, self.loc, self.scale)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainableNormalPrior(_Prior):
+    """A Normal prior with its own trainable loc and scale per element (empirical Bayes; TFP's
+    ``kernel_prior_fn=default_mean_field_normal_fn()``): params ``<name>_prior_loc`` and
+    ``<name>_prior_untransformed_scale`` (scale = softplus + eps), named and ordered as TFP's
+    ``layer.weights`` lists them. Closed-form KL from a Normal posterior."""
+    loc_initializer: object = RandomNormal(0.0, 0.1)
+    untransformed_scale_initializer: object = RandomNormal(-3.0, 0.1)
+    TYPE = "trainable_normal"
+    closed_form = True
+
+    def __post_init__(self):
+        for field in ("loc_initializer", "untransformed_scale_initializer"):
+            object.__setattr__(self, field, initializer_field(
+                getattr(self, field), f"TrainableNormalPrior.{field}"))
+
+    def param_shapes(self, name, shape):
+        return {f"{name}_prior_loc": shape, f"{name}_prior_untransformed_scale": shape}
+
+    def initializers(self, name):
+        return {f"{name}_prior_loc": self.loc_initializer,
+                f"{name}_prior_untransformed_scale": self.untransformed_scale_initializer}
+
+    def loc_scale(self, params, name, workspace=None):
+        return (params[f"{name}_prior_loc"],
+                kernels.posterior_scale(params[f"{name}_prior_untransformed_scale"]))
+
+    def log_prob(self, w, params, name, workspace=None):
+        return kernels.normal_log_prob(w, *self.loc_scale(params, name))
+
+
+@dataclasses.dataclass(frozen=True)
+class ScaleMixturePrior(_Prior):
+    """The scale mixture pi N(0, sigma1**2) + (1 - pi) N(0, sigma2**2) on every element
+    (Blundell et al. 2015, arXiv 1505.05424, eq. 7: a wide and a narrow component; their grid:
+    -log sigma1 in {0, 1, 2}, -log sigma2 in {6, 7, 8}, pi in {1/4, 1/2, 3/4}). Its KL from a
+    Normal posterior has no closed form: use a Monte Carlo divergence."""
+    pi: float = 0.5
+    sigma1: float = 1.0
+    sigma2: float = math.exp(-6)
+    TYPE = "scale_mixture"
+
+    def __post_init__(self):
+        _finite_fields(self)
+        if not 0 < self.pi < 1:
+            raise ValueError(f"ScaleMixturePrior.pi must lie in (0, 1), got {self.pi}")
+        if self.sigma1 <= 0 or self.sigma2 <= 0:
+            raise ValueError(f"ScaleMixturePrior.sigma1 and sigma2 must be > 0, got "
+                             f"{self.sigma1}, {self.sigma2}")
+
+    def log_prob(self, w, params, name, workspace=None):
+        return kernels.scale_mixture_log_prob(w, self.pi, self.sigma1, self.sigma2,
+                                              workspace=workspace)
+
+
+@dataclasses.dataclass(frozen=True)
+class LaplacePrior(_Prior):
+    """Laplace(loc, scale) on every element: density exp(-|w - loc| / scale) / (2 scale)."""
+    loc: float = 0.0
+    scale: float = 1.0
+    TYPE = "laplace"
+
+    def __post_init__(self):
+        _finite_fields(self)
+        if self.scale <= 0:
+            raise ValueError(f"LaplacePrior.scale must be > 0, got {self.scale}")
+
+    def log_prob(self, w, params, name, workspace=None):
+        return kernels.laplace_log_prob(w, self.loc, self.scale)
+
+
+@dataclasses.dataclass(frozen=True)
+class StudentTPrior(_Prior):
+    """Student-t with ``df`` degrees of freedom, location ``loc`` and scale ``scale`` on every
+    element (TFP's StudentT)."""
+    df: float = 3.0
+    loc: float = 0.0
+    scale: float = 1.0
+    TYPE = "student_t"
+
+    def __post_init__(self):
+        _finite_fields(self)
+        if self.df <= 0 or self.scale <= 0:
+            raise ValueError(f"StudentTPrior.df and scale must be > 0, got {self.df}, {self.scale}")
+
+    def log_prob(self, w, params, name, workspace=None):
+        return kernels.student_t_log_prob(w, self.df, self.loc, self.scale)
+
+
+@dataclasses.dataclass(frozen=True)
+class ClosedFormKL:
+    """The divergence KL(q || p) in closed form (TFP's default ``kl_divergence(q, p)``), times
+    ``weight`` (e.g. 1 / N, TFP's ``lambda q, p, _: kl_divergence(q, p) / N`` idiom)."""
+    weight: float = 1.0
+    TYPE = "closed_form"
+
+    def __post_init__(self):
+        _finite_fields(self)
+        if self.weight < 0:
+            raise ValueError(f"a divergence weight must be >= 0, got {self.weight}")
+
     def to_config(self):
-        return {"type": "normal", "loc": self.loc, "scale": self.scale}
+        return {"type": self.TYPE, "weight": self.weight}
 
 
-def prior_from_config(config):
-    """Rebuilds a prior from a ``to_config()`` dict, the name "normal" (N(0, 1)), or None."""
-    if config is None or isinstance(config, NormalPrior):
+@dataclasses.dataclass(frozen=True)
+class MonteCarloKL:
+    """The single-sample estimate log q(w) - log p(w), summed over the elements, times ``weight``.
+
+    ``sample="forward"``: w is the forward pass's own draw where the estimator has one (the
+    kernel of DenseReparameterization, a Normal bias), which is what TFP hands a divergence
+    function; elsewhere (the kernel of DenseLocalReparameterization and DenseFlipout, for which
+    TFP passes None) an extra draw of the weights, noise key "kernel_divergence" (or
+    "bias_divergence"), drawn after the forward's noise. ``sample="extra"``: always that extra
+    draw. In mean mode w is the posterior mean (eps = 0)."""
+    weight: float = 1.0
+    sample: str = "forward"
+    TYPE = "monte_carlo"
+
+    def __post_init__(self):
+        object.__setattr__(self, "weight", _finite_float(self.weight, "MonteCarloKL.weight"))
+        if self.weight < 0:
+            raise ValueError(f"a divergence weight must be >= 0, got {self.weight}")
+        if self.sample not in ("forward", "extra"):
+            raise ValueError(f"MonteCarloKL.sample must be 'forward' or 'extra', got "
+                             f"{self.sample!r}")
+
+    def to_config(self):
+        return {"type": self.TYPE, "weight": self.weight, "sample": self.sample}
+
+
+DIVERGENCES = {"closed_form": ClosedFormKL, "monte_carlo": MonteCarloKL}
+
+
+def divergence_from_config(config):
+    """A divergence from a ``to_config()`` dict, a name ("closed_form", "monte_carlo") or a record.
+
+    Raises:
+      TypeError / ValueError: anything else, or bad parameters.
+    """
+    if isinstance(config, tuple(DIVERGENCES.values())):
         return config
     if isinstance(config, str):
         config = {"type": config}
-    return _from_config(config, {"normal": NormalPrior}, "prior")
+    if not isinstance(config, dict):
+        raise TypeError(f"a divergence must be one of {sorted(DIVERGENCES)} (a name, a config "
+                        f"dict or a record), got {config!r}")
+    return _from_config(config, DIVERGENCES, "divergence")
+
+
+PRIORS = {cls.TYPE: cls for cls in (NormalPrior, TrainableNormalPrior, ScaleMixturePrior,
+                                     LaplacePrior, StudentTPrior)}
+
+
+def prior_from_config(config):
+    """Rebuilds a prior from a ``to_config()`` dict, the name "normal" (N(0, 1)), or None.
+
+    Raises:
+      TypeError: ``config`` is another kind of object (e.g. an initializer).
+      ValueError: an unknown prior type or a bad parameter.
+    """
+    if config is None or isinstance(config, tuple(PRIORS.values())):
+        return config
+    if isinstance(config, str):
+        config = {"type": config}
+    if not isinstance(config, dict):
+        raise TypeError(f"a prior must be one of {sorted(PRIORS)} (a name, a config dict or "
+                        f"e.g. NormalPrior(0, 1)) or None, got {config!r}")
+    config = dict(config)
+    for key in ("loc_initializer", "untransformed_scale_initializer"):
+        if key in config:
+            config[key] = initializer_from_config(config[key])
+    return _from_config(config, PRIORS, "prior")
 
 
 def _from_config(config, kinds, what):
-    if hasattr(config, "to_config"):
+    if isinstance(config, tuple(kinds.values())):
         return config
     if not isinstance(config, dict) or "type" not in config:
         raise TypeError(f"a {what} config must be a dict with a 'type' key, got {config!r}")
@@ -157,32 +383,3 @@ def _from_config(config, kinds, what):
         raise ValueError(f"unexpected keys {sorted(extra)} in {what} config of type {kind!r}; "
                          f"expected a subset of {sorted(fields)}")
     return cls(**{k: v for k, v in config.items() if k != "type"})
-
-
-def posterior_scale(untransformed_scale):
-    """TFP's posterior scale: softplus(untransformed_scale) + finfo(dtype).eps, shape preserved."""
-    eps = np.finfo(untransformed_scale.dtype).eps
-    return softplus(untransformed_scale) + eps
-
-
-def kl_normal_normal(loc, scale, prior):
-    """sum KL(N(loc, scale) || N(prior.loc, prior.scale)) over all elements (TFP's evaluation order).
-
-    Args:
-      loc, scale: arrays of one shape (scale > 0).
-      prior: a NormalPrior.
-    Returns:
-      Scalar of loc's dtype.
-    """
-    b_scale = prior.scale
-    diff_log_scale = np.log(scale) - math.log(b_scale)
-    per_element = (0.5 * (loc / b_scale - prior.loc / b_scale) ** 2
-                   + 0.5 * np.expm1(2.0 * diff_log_scale) - diff_log_scale)
-    return np.sum(per_element)
-
-
-def kl_deterministic_normal(loc, prior):
-    """sum -log N(loc; prior.loc, prior.scale) over all elements (KL of a point mass, up to its
-    infinite entropy term, as TFP defines it). Returns a scalar of loc's dtype."""
-    z = loc / prior.scale - prior.loc / prior.scale
-    return np.sum(0.5 * z ** 2 + (0.5 * math.log(2 * math.pi) + math.log(prior.scale)))

@@ -23,11 +23,13 @@ params dict, explicit noise, pure ``forward(params, x, rng=None, *, noise=None, 
 
   Draw order in ``init``: the rows of the table, top to bottom.
 
-Forward (x contracted on its last axis), with the kernel variance v = alpha * theta**2
-(Kingma) or v = exp(log_sigma2) (Molchanov):
+Forward (x contracted on its last axis), with the weight's standard deviation
+scale = sqrt(alpha) |theta| (Kingma, ``kernels.scale_from_log_alpha``) or exp(log_sigma2 / 2)
+(Molchanov, ``kernels.scale_from_log_variance``):
 
-* ``mode="sample"``: m = x @ theta, s = sqrt0((x**2) @ v), kernel term m + s * noise["kernel"],
-  noise["kernel"] ~ N(0, 1) of shape (..., units): the local reparameterization trick.
+* ``mode="sample"``: the local reparameterization trick, ``kernels.lrt``: m = x @ theta,
+  s = sqrt0((x**2) @ scale**2), kernel term m + s * noise["kernel"], noise["kernel"] ~ N(0, 1)
+  of shape (..., units).
 * ``mode="mean"``: x @ theta.
 * ``mode="pruned"`` (sparse layer only): x @ (theta * [log alpha <= threshold]), threshold 3 by
   default: the sparsified network evaluated in the paper.
@@ -38,180 +40,113 @@ both layers use the constant C = -k1 of Molchanov et al., the one for which the 
 approximation vanishes as alpha -> infinity (the exact KL, so normalised, is
 KL(alpha) = -0.5 log alpha + E log|1 + sqrt(alpha) eps| + (gamma + log 2) / 2, gamma Euler's constant):
 
-* Kingma:   KL ~= k1 - (0.5 log alpha + c1 alpha + c2 alpha**2 + c3 alpha**3), alpha <= 1,
-  c1 = 1.16145124, c2 = -1.50204118, c3 = 0.58629921 (arXiv 1506.02557).
-* Molchanov: KL ~= k1 - k1 sigmoid(k2 + k3 log alpha) + 0.5 log(1 + 1/alpha),
-  k1 = 0.63576, k2 = 1.87320, k3 = 1.48695 (arXiv 1701.05369).
+* Kingma (``kernels.kl_kingma``): KL ~= k1 - (0.5 log alpha + c1 alpha + c2 alpha**2 +
+  c3 alpha**3), alpha <= 1, c1 = 1.16145124, c2 = -1.50204118, c3 = 0.58629921 (arXiv 1506.02557).
+* Molchanov (``kernels.kl_molchanov``): KL ~= k1 - k1 sigmoid(k2 + k3 log alpha) +
+  0.5 log(1 + 1/alpha), k1 = 0.63576, k2 = 1.87320, k3 = 1.48695 (arXiv 1701.05369).
+
+The clips of log alpha (to <= 0, to [-8, 8]) pass the gradient at their bounds (``kernels.clip``).
 
 Both are >= 0 on their domains. ``tests/test_dropout.py`` compares them with the exact KL by
 quadrature (measured max |error|: 0.0398 for Kingma's on alpha in (0, 1], 0.0094 for
 Molchanov's on log alpha in [-12, 12]).
 """
+import dataclasses
 import math
 
-import numpy as onp
-import autograd.numpy as np
-from autograd.scipy.special import expit
+import numpy as np
 from autograd.tracer import getval
 
-from lrtdense import activations as _activations
-from lrtdense.distributions import Constant, RandomNormal, initializer_from_config
-from lrtdense.layers import LAYERS, _DTYPES, _DenseVariational, _check_rng, _dtype_name, contract
-from lrtdense.primitives import sqrt0
+from lrtdense import kernels
+from lrtdense.base import Layer, sum_terms
+from lrtdense.distributions import Constant, RandomNormal, initializer_field
+from lrtdense.kernels import KINGMA_C, MOLCHANOV_K, THETA2_EPS, kl_kingma, kl_molchanov
 
-__all__ = ["DenseVariationalDropout", "DenseSparseVariationalDropout", "network_sparsity",
-           "kl_kingma", "kl_molchanov", "KINGMA_C", "MOLCHANOV_K"]
+__all__ = ["DropoutDense", "DenseVariationalDropout", "DenseSparseVariationalDropout",
+           "network_sparsity", "kl_kingma", "kl_molchanov", "KINGMA_C", "MOLCHANOV_K",
+           "LOG_ALPHA_CLIP", "THETA2_EPS"]
 
-KINGMA_C = (1.16145124, -1.50204118, 0.58629921)      # c1, c2, c3 (arXiv 1506.02557)
-MOLCHANOV_K = (0.63576, 1.87320, 1.48695)             # k1, k2, k3 (arXiv 1701.05369)
 LOG_ALPHA_CLIP = 8.0                                  # Molchanov's clip of log alpha to [-8, 8]
-THETA2_EPS = 1e-8                                     # in log(theta**2 + eps), as in their code
 
 
-def kl_kingma(log_alpha):
-    """Kingma et al.'s KL approximation per weight, normalised by C = -k1.
+@dataclasses.dataclass(frozen=True)
+class DropoutDense(Layer):
+    """The settings and machinery both variational dropout layers share; each adds the
+    initializer of its second kernel parameter (and the sparse layer its threshold)."""
+    units: int
+    activation: object = None
+    _: dataclasses.KW_ONLY
+    use_bias: bool = True
+    theta_initializer: object = RandomNormal(0.0, 0.1)
+    bias_initializer: object = Constant(0.0)
+    dtype: object = "float32"
 
-    Args:
-      log_alpha: array, any shape; values above 0 are clipped to 0 (alpha <= 1).
-    Returns:
-      Array of log_alpha's shape and dtype: k1 - (0.5 log a + c1 a + c2 a**2 + c3 a**3).
-    """
-    c1, c2, c3 = KINGMA_C
-    log_alpha = np.minimum(log_alpha, 0.0)
-    alpha = np.exp(log_alpha)
-    return MOLCHANOV_K[0] - (0.5 * log_alpha + alpha * (c1 + alpha * (c2 + alpha * c3)))
-
-
-def kl_molchanov(log_alpha):
-    """Molchanov et al.'s KL approximation per weight (vanishes as log alpha -> infinity).
-
-    Args:
-      log_alpha: array, any shape (not clipped here).
-    Returns:
-      Array of log_alpha's shape and dtype: k1 - k1 sigmoid(k2 + k3 log a) + 0.5 log1p(1 / a).
-    """
-    k1, k2, k3 = MOLCHANOV_K
-    return k1 - k1 * expit(k2 + k3 * log_alpha) + 0.5 * np.log1p(np.exp(-log_alpha))
-
-
-class _DenseDropout(_DenseVariational):
-    """Settings and machinery shared by the two variational dropout layers."""
-
-    MODES = ("sample", "mean")
     _VARIANCE_NAME = None           # the second kernel parameter
-    _VARIANCE_DEFAULT = None        # its default initializer
 
-    def __init__(self, units, activation=None, *, use_bias=True, theta_initializer=None,
-                 variance_initializer=None, bias_initializer=None, dtype="float32"):
-        if isinstance(units, bool) or not isinstance(units, (int, onp.integer)) or units < 1:
-            raise ValueError(f"units must be an integer >= 1, got {units!r}")
-        if not isinstance(use_bias, bool):
-            raise TypeError(f"use_bias must be True or False, got {use_bias!r}")
-        self.units = int(units)
-        self.activation = activation
-        self._activation_fn = _activations.get(activation)
-        self.use_bias = use_bias
-        self.theta_initializer = _initializer(theta_initializer, RandomNormal(0.0, 0.1),
-                                              "theta_initializer")
-        self.variance_initializer = _initializer(variance_initializer, self._VARIANCE_DEFAULT,
-                                                 self._variance_setting())
-        self.bias_initializer = _initializer(bias_initializer, Constant(0.0), "bias_initializer")
-        self.dtype = _dtype_name(dtype)
+    def _validate(self):
+        if not isinstance(self.use_bias, bool):
+            raise TypeError(f"use_bias must be True or False, got {self.use_bias!r}")
+        for field in dataclasses.fields(self):
+            if field.name.endswith("_initializer"):
+                self._set(field.name, initializer_field(
+                    getattr(self, field.name), f"{field.name}", field.default))
 
-    @classmethod
-    def _variance_setting(cls):
-        return cls._VARIANCE_NAME.replace("kernel_", "") + "_initializer"
-
-    # ----------------------------------------------------------------------------- settings
     def weight_names(self):
         """Param names in ``init``'s draw order."""
         return ["kernel_theta", self._VARIANCE_NAME] + (["bias"] if self.use_bias else [])
 
-    def get_config(self):
-        """Plain JSON-serializable settings; ``type(self).from_config(cfg)`` rebuilds the layer."""
-        name = _activations.config_name(self.activation)
-        return {"units": self.units, "activation": name, "use_bias": self.use_bias,
-                "dtype": self.dtype, "theta_initializer": self.theta_initializer.to_config(),
-                self._variance_setting(): self.variance_initializer.to_config(),
-                "bias_initializer": self.bias_initializer.to_config()}
-
-    def _key(self):
-        return (type(self), self.units, self.dtype, self.use_bias, self.theta_initializer,
-                self.variance_initializer, self.bias_initializer,
-                _activations.name_of(self.activation) or self.activation)
-
-    def __repr__(self):
-        act = _activations.name_of(self.activation) or repr(self.activation)
-        return (f"{type(self).__name__}(units={self.units}, activation={act!r}, "
-                f"use_bias={self.use_bias}, dtype={self.dtype!r})")
-
-    # --------------------------------------------------------------------------- parameters
-    def _initializers(self):
-        return {"kernel_theta": self.theta_initializer,
-                self._VARIANCE_NAME: self.variance_initializer, "bias": self.bias_initializer}
-
-    def _settings_text(self):
+    def _weight_settings(self):
         return f"use_bias={self.use_bias}"
 
-    # -------------------------------------------------------------------------------- noise
+    def param_shapes(self, input_dim):
+        kernel = (int(input_dim), self.units)
+        return {name: (self.units,) if name == "bias" else kernel for name in self.weight_names()}
+
+    def initializers(self):
+        variance = self._VARIANCE_NAME.replace("kernel_", "") + "_initializer"
+        return {"kernel_theta": self.theta_initializer,
+                self._VARIANCE_NAME: getattr(self, variance), "bias": self.bias_initializer}
+
     def noise_shapes(self, input_shape):
         """{"kernel": (..., units)}: one standard normal per output pre-activation."""
         return {"kernel": self.compute_output_shape(tuple(input_shape))}
 
-    # ------------------------------------------------------------------------------ compute
-    def log_alpha(self, params):
+    def log_alpha(self, params, workspace=None):
         """log alpha per weight, (in, units), as the KL and the noise use it."""
         raise NotImplementedError
 
-    def _kernel_variance(self, params):
+    def weight_moments(self, params, workspace=None):
+        """(loc, scale) of the kernel's posterior: (theta, the weight's standard deviation)."""
+        return self._moments(params, self.log_alpha(params, workspace), workspace)
+
+    def _moments(self, params, log_alpha, workspace):
         raise NotImplementedError
 
-    def _kl_terms(self, log_alpha):
+    def _kl(self, log_alpha, workspace):
         raise NotImplementedError
 
-    def divergences(self, params):
-        """{"kernel": the approximate KL(q || log-uniform prior) summed over the weights}."""
-        self.check_params(params)
-        return {"kernel": np.sum(self._kl_terms(self.log_alpha(params)))}
-
-    def kl(self, params):
-        """The sum of ``divergences`` (a scalar of the layer's dtype)."""
-        return self.divergences(params)["kernel"]
-
-    def forward(self, params, x, rng=None, *, noise=None, mode="sample"):
-        """Stochastic (``mode="sample"``) or deterministic forward pass.
-
-        Args:
-          params: dict of arrays (see the module docstring).
-          x: float array (..., in), rank >= 2; cast to the layer's dtype if floating.
-          rng: numpy.random.Generator for the noise (sample mode, unless ``noise`` is given).
-          noise: {"kernel": array (..., units)} of standard normals; makes forward deterministic.
-          mode: one of ``MODES``; rng and noise are ignored outside "sample".
-        Returns:
-          (outputs of shape (..., units), kl scalar), both of the layer's dtype.
-        Raises:
-          ValueError / TypeError naming the offending argument.
-        """
-        x = self._check_input(x)
-        self.check_params(params, x.shape[-1])
-        noise = self._resolve_noise(x, rng, noise, mode, self.MODES)
-        log_alpha = self.log_alpha(params)
+    def _forward(self, params, x, noise, mode, workspace):
+        log_alpha = self.log_alpha(params, workspace)
         theta = params["kernel_theta"]
-        if mode == "pruned":
-            keep = (getval(log_alpha) <= self.threshold).astype(self.dtype)
-            outputs = contract(x, theta * keep)
-        else:
-            outputs = contract(x, theta)
         if mode == "sample":
-            std = sqrt0(contract(x * x, self._kernel_variance(params)))
-            outputs = outputs + noise["kernel"] * std
+            _, scale = self._moments(params, log_alpha, workspace)
+            outputs = kernels.lrt(x, theta, scale, noise["kernel"], workspace=workspace)
+        elif mode == "pruned":
+            keep = (getval(log_alpha) <= self.threshold).astype(self.dtype)
+            outputs = kernels.dense(x, theta * keep)
+        else:
+            outputs = kernels.dense(x, theta, workspace=workspace)
         if self.use_bias:
-            outputs = outputs + params["bias"]
-        kl = np.sum(self._kl_terms(log_alpha))
-        return self._activation_fn(outputs), kl
+            outputs = kernels.add_bias(outputs, params["bias"], workspace=workspace)
+        return outputs, sum_terms({"kernel": self._kl(log_alpha, workspace)}, self.dtype)
+
+    def _divergences(self, params, workspace):
+        """{"kernel": the approximate KL(q || log-uniform prior) summed over the weights}."""
+        return {"kernel": self._kl(self.log_alpha(params, workspace), workspace)}
 
 
-class DenseVariationalDropout(_DenseDropout):
+@dataclasses.dataclass(frozen=True)
+class DenseVariationalDropout(DropoutDense):
     """Variational dropout with a learned alpha per weight (Kingma et al. 2015, arXiv 1506.02557,
     "variational dropout A"): q(w) = N(theta, alpha theta**2), alpha = exp(min(log_alpha, 0)).
 
@@ -220,36 +155,32 @@ class DenseVariationalDropout(_DenseDropout):
 
     Args:
       units: output size.
-      activation: a name from ``lrtdense.activations`` or None.
+      activation: a name from ``lrtdense.activations``, None or a callable.
       use_bias: add a deterministic bias.
       theta_initializer: default RandomNormal(0, 0.1).
       log_alpha_initializer: default Constant(-4.0) (alpha = 0.018: little noise at the start).
       bias_initializer: default Constant(0.0).
-      dtype: "float32" or "float64".
+      dtype: "float32" (the default; also for None) or "float64".
     """
+    _: dataclasses.KW_ONLY
+    log_alpha_initializer: object = Constant(-4.0)
 
     _VARIANCE_NAME = "kernel_log_alpha"
-    _VARIANCE_DEFAULT = Constant(-4.0)
 
-    def __init__(self, units, activation=None, *, use_bias=True, theta_initializer=None,
-                 log_alpha_initializer=None, bias_initializer=None, dtype="float32"):
-        super().__init__(units, activation, use_bias=use_bias, theta_initializer=theta_initializer,
-                         variance_initializer=log_alpha_initializer,
-                         bias_initializer=bias_initializer, dtype=dtype)
-
-    def log_alpha(self, params):
+    def log_alpha(self, params, workspace=None):
         """min(kernel_log_alpha, 0): alpha capped at 1, as in the paper."""
-        return np.minimum(params["kernel_log_alpha"], 0.0)
+        return kernels.clip(params["kernel_log_alpha"], -np.inf, 0.0, workspace=workspace)
 
-    def _kernel_variance(self, params):
+    def _moments(self, params, log_alpha, workspace):
         theta = params["kernel_theta"]
-        return np.exp(self.log_alpha(params)) * (theta * theta)
+        return theta, kernels.scale_from_log_alpha(theta, log_alpha, workspace=workspace)
 
-    def _kl_terms(self, log_alpha):
-        return kl_kingma(log_alpha)
+    def _kl(self, log_alpha, workspace):
+        return kl_kingma(log_alpha, workspace=workspace)
 
 
-class DenseSparseVariationalDropout(_DenseDropout):
+@dataclasses.dataclass(frozen=True)
+class DenseSparseVariationalDropout(DropoutDense):
     """Sparse variational dropout (Molchanov et al. 2017, arXiv 1701.05369) with the additive
     reparameterization q(w) = N(theta, sigma2) and log alpha = clip(log sigma2 - log(theta**2 +
     1e-8), -8, 8). Weights with log alpha > ``threshold`` are dropped in ``mode="pruned"``.
@@ -259,70 +190,47 @@ class DenseSparseVariationalDropout(_DenseDropout):
 
     Args:
       units: output size.
-      activation: a name from ``lrtdense.activations`` or None.
+      activation: a name from ``lrtdense.activations``, None or a callable.
       use_bias: add a deterministic bias.
       theta_initializer: default RandomNormal(0, 0.1).
       log_sigma2_initializer: default Constant(-10.0) (the paper's code).
       bias_initializer: default Constant(0.0).
       threshold: log alpha above which a weight is pruned; default 3 (the paper's).
-      dtype: "float32" or "float64".
+      dtype: "float32" (the default; also for None) or "float64".
     """
+    _: dataclasses.KW_ONLY
+    log_sigma2_initializer: object = Constant(-10.0)
+    threshold: float = 3.0
 
     MODES = ("sample", "mean", "pruned")
     _VARIANCE_NAME = "kernel_log_sigma2"
-    _VARIANCE_DEFAULT = Constant(-10.0)
 
-    def __init__(self, units, activation=None, *, use_bias=True, theta_initializer=None,
-                 log_sigma2_initializer=None, bias_initializer=None, threshold=3.0,
-                 dtype="float32"):
-        super().__init__(units, activation, use_bias=use_bias, theta_initializer=theta_initializer,
-                         variance_initializer=log_sigma2_initializer,
-                         bias_initializer=bias_initializer, dtype=dtype)
-        if (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
-                or not math.isfinite(threshold)):
-            raise ValueError(f"threshold must be a finite number (a log alpha), got {threshold!r}")
-        self.threshold = float(threshold)
+    def _validate(self):
+        super()._validate()
+        t = self.threshold
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t):
+            raise ValueError(f"threshold must be a finite number (a log alpha), got {t!r}")
+        self._set("threshold", float(t))
 
-    def get_config(self):
-        return {**super().get_config(), "threshold": self.threshold}
-
-    def _key(self):
-        return super()._key() + (self.threshold,)
-
-    def log_alpha(self, params):
+    def log_alpha(self, params, workspace=None):
         """clip(log sigma2 - log(theta**2 + 1e-8), -8, 8), (in, units)."""
-        theta = params["kernel_theta"]
-        raw = params["kernel_log_sigma2"] - np.log(theta * theta + THETA2_EPS)
-        return np.clip(raw, -LOG_ALPHA_CLIP, LOG_ALPHA_CLIP)
+        return kernels.sparse_log_alpha(params["kernel_theta"], params["kernel_log_sigma2"],
+                                        -LOG_ALPHA_CLIP, LOG_ALPHA_CLIP, workspace=workspace)
 
-    def _kernel_variance(self, params):
-        return np.exp(params["kernel_log_sigma2"])
+    def _moments(self, params, log_alpha, workspace):
+        return (params["kernel_theta"],
+                kernels.scale_from_log_variance(params["kernel_log_sigma2"], workspace=workspace))
 
-    def _kl_terms(self, log_alpha):
-        return kl_molchanov(log_alpha)
+    def _kl(self, log_alpha, workspace):
+        return kl_molchanov(log_alpha, workspace=workspace)
 
     def sparsity(self, params):
         """Fraction of kernel weights with log alpha > threshold (pruned in mode="pruned")."""
         self.check_params(params)
-        return float(onp.mean(getval(self.log_alpha(params)) > self.threshold))
+        return float(np.mean(getval(self.log_alpha(params)) > self.threshold))
 
 
 def network_sparsity(network, params):
     """{layer name: pruned fraction} for every layer of a Sequential that has ``sparsity``."""
     return {name: layer.sparsity(params[name])
             for name, layer in zip(network.names, network.layers) if hasattr(layer, "sparsity")}
-
-
-def _initializer(value, default, what):
-    if value is None:
-        return default
-    if isinstance(value, (RandomNormal, Constant)):
-        return value
-    if isinstance(value, dict):
-        return initializer_from_config(value)
-    raise TypeError(f"{what} must be a RandomNormal, a Constant or their config dict, got "
-                    f"{value!r}")
-
-
-for _cls in (DenseVariationalDropout, DenseSparseVariationalDropout):
-    LAYERS[_cls.__name__] = _cls

@@ -8,115 +8,184 @@ just once per epoch (kl / num_examples_per_epoch)"):
 Summed over the minibatches of one epoch and divided by their number, its expectation is the
 full-data negative ELBO divided by N: (sum_i NLL_i + KL) / N. Each minibatch carries the KL once
 divided by N, never the raw KL and never the KL once per example.
+
+An example is one row x[i] of the data; its NLL_i sums over every other axis of the targets (the
+outputs of one rank-3 example (T, units) are T positions of one example, as the KL counts them).
+The likelihoods check their targets on every call (``check_targets``) with the same errors
+``lrtdense.training.fit`` raises for the whole data set before it trains.
 """
+import dataclasses
 import math
 
-import numpy as onp
-import autograd.numpy as np
-from autograd.scipy.special import logsumexp
+import numpy as np
+import autograd.numpy as anp
 from autograd.tracer import getval
 
-from lrtdense.primitives import softplus
+from lrtdense import kernels
 
-__all__ = ["gaussian_nll", "softmax_cross_entropy", "neg_elbo", "GaussianLikelihood",
-           "CategoricalLikelihood", "likelihood_from_config"]
-
-_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+__all__ = ["gaussian_nll", "softmax_cross_entropy", "neg_elbo", "check_num_examples",
+           "GaussianLikelihood", "CategoricalLikelihood", "likelihood_from_config"]
 
 
 def gaussian_nll(y, mean, scale):
-    """-log N(y; mean, scale**2), element-wise (broadcasting). Shapes: any, broadcastable."""
-    z = (y - mean) / scale
-    return 0.5 * z * z + np.log(scale) + _HALF_LOG_2PI
+    """-log N(y; mean, scale**2), element-wise (broadcasting): ``lrtdense.kernels.gaussian_nll``."""
+    return kernels.gaussian_nll(y, mean, scale)
 
 
 def softmax_cross_entropy(logits, labels):
-    """-log softmax(logits)[labels], stable via logsumexp.
+    """-log softmax(logits)[labels] per example, labels checked first.
 
     Args:
-      logits: (batch, classes).
-      labels: integer array (batch,) with values in [0, classes).
+      logits: (batch, ..., classes).
+      labels: integer array of logits.shape[:-1], values in [0, classes).
     Returns:
-      (batch,) per-example cross-entropy.
+      logits.shape[:-1] per-position cross-entropy.
+    Raises:
+      TypeError / ValueError: labels of another dtype, shape or range.
     """
-    labels = onp.asarray(labels)
-    if labels.dtype.kind not in "iu":
-        raise TypeError(f"labels must be integer class indices, got dtype {labels.dtype}")
-    n, k = logits.shape
-    if labels.shape != (n,):
-        raise ValueError(f"expected labels of shape ({n},) to match logits {logits.shape}, got "
-                         f"{labels.shape}")
-    if labels.size and (labels.min() < 0 or labels.max() >= k):
-        raise ValueError(f"labels must lie in [0, {k}), got values in [{labels.min()}, {labels.max()}]")
-    picked = logits[onp.arange(n), labels]
-    return logsumexp(logits, axis=1) - picked
+    labels = CategoricalLikelihood().check_targets(labels, np.shape(logits))
+    return kernels.categorical_nll(logits, labels)
+
+
+def check_num_examples(num_examples):
+    """``num_examples`` as an int >= 1 (the N of KL / N); a ValueError otherwise."""
+    if isinstance(num_examples, bool) or not isinstance(num_examples, (int, np.integer)) or \
+            num_examples < 1:
+        raise ValueError(f"num_examples (the N of KL / N) must be an integer >= 1, got "
+                         f"{num_examples!r}")
+    return int(num_examples)
 
 
 def neg_elbo(nll_mean, kl, num_examples, kl_weight=1.0):
-    """Minibatch negative ELBO per example: nll_mean + kl_weight * kl / num_examples."""
-    if not num_examples >= 1:
-        raise ValueError(f"num_examples must be >= 1, got {num_examples}")
-    return nll_mean + (kl_weight / num_examples) * kl
+    """Minibatch negative ELBO per example: nll_mean + kl_weight * kl / num_examples.
+
+    Raises:
+      ValueError: num_examples not an integer >= 1, or kl_weight not a finite number >= 0.
+    """
+    num_examples = check_num_examples(num_examples)
+    if isinstance(kl_weight, bool) or not isinstance(kl_weight, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(kl_weight) or kl_weight < 0:
+        raise ValueError(f"kl_weight must be a finite number >= 0, got {kl_weight!r}")
+    return nll_mean + (float(kl_weight) / num_examples) * kl
 
 
+def _per_example(values):
+    """Sums a per-position array (batch, ...) over all but the first axis."""
+    if len(values.shape) == 1:
+        return values
+    return anp.sum(anp.reshape(values, (values.shape[0], -1)), axis=1)
+
+
+@dataclasses.dataclass(frozen=True)
 class GaussianLikelihood:
     """y ~ N(f(x), scale**2) per output dimension; scale fixed or learned.
 
-    Learned: params {"untransformed_noise_scale": ()}, scale = softplus(u) + eps, initialised at
-    ``scale``.
+    Learned: params {"untransformed_noise_scale": ()}, scale = softplus(u) + eps (the kernel
+    ``posterior_scale``), initialised at ``scale``. Targets: the outputs' shape, or (N,) for
+    outputs (N, 1); real numbers.
     """
+    scale: float = 1.0
+    learn_scale: bool = False
 
-    def __init__(self, scale=1.0, learn_scale=False):
-        if not (isinstance(scale, (int, float)) and scale > 0 and math.isfinite(scale)):
-            raise ValueError(f"scale must be a finite number > 0, got {scale!r}")
-        self.scale, self.learn_scale = float(scale), bool(learn_scale)
+    def __post_init__(self):
+        s = self.scale
+        if isinstance(s, bool) or not isinstance(s, (int, float, np.integer, np.floating)) or \
+                not (math.isfinite(s) and s > 0):
+            raise ValueError(f"scale must be a finite number > 0, got {s!r}")
+        if not isinstance(self.learn_scale, bool):
+            raise TypeError(f"learn_scale must be True or False, got {self.learn_scale!r}")
+        object.__setattr__(self, "scale", float(s))
 
     def init(self, dtype):
+        """The likelihood's params: {} or {"untransformed_noise_scale": 0-d array}."""
         if not self.learn_scale:
             return {}
-        return {"untransformed_noise_scale": onp.asarray(math.log(math.expm1(self.scale)), dtype=dtype)}
+        return {"untransformed_noise_scale": np.asarray(math.log(math.expm1(self.scale)),
+                                                        dtype=dtype)}
 
     def noise_scale(self, params):
+        """The observation noise's standard deviation (a number, or a 0-d traced array)."""
         if self.learn_scale:
-            u = params["untransformed_noise_scale"]
-            return softplus(u) + onp.finfo(getval(u).dtype).eps
+            return kernels.posterior_scale(params["untransformed_noise_scale"])
         return self.scale
 
-    def nll(self, params, outputs, y):
-        """Per-example NLL summed over output dimensions: (batch,)."""
-        y = _as_targets(y, outputs)
-        return np.sum(gaussian_nll(y, outputs, self.noise_scale(params)), axis=-1)
+    def check_targets(self, y, output_shape):
+        """y as a float array of ``output_shape`` ((N,) is taken as (N, 1) for one output).
+
+        Raises:
+          TypeError: y is not real numbers.
+          ValueError: y has another shape.
+        """
+        y = np.asarray(y)
+        output_shape = tuple(output_shape)
+        if y.dtype.kind not in "fiu" or y.dtype == bool:
+            raise TypeError(f"regression targets must be real numbers, got dtype {y.dtype}")
+        if y.ndim == 1 and len(output_shape) == 2 and output_shape[1] == 1:
+            y = y[:, None]
+        if y.shape != output_shape:
+            raise ValueError(f"expected targets of shape {output_shape} to match the outputs, "
+                             f"got {y.shape}")
+        return y
+
+    def nll(self, params, outputs, y, workspace=None):
+        """Per-example NLL summed over the output dimensions: (batch,)."""
+        y = self.check_targets(y, np.shape(outputs)).astype(getval(outputs).dtype, copy=False)
+        values = kernels.gaussian_nll(y, outputs, self.noise_scale(params), workspace=workspace)
+        return _per_example(values)
 
     def get_config(self):
-        return {"type": "gaussian", "scale": self.scale, "learn_scale": self.learn_scale}
+        """Plain JSON: {"type": "gaussian", "scale", "learn_scale"}."""
+        return {"type": "gaussian", **dataclasses.asdict(self)}
 
 
+@dataclasses.dataclass(frozen=True)
 class CategoricalLikelihood:
-    """y ~ Categorical(softmax(f(x))), integer labels."""
+    """y ~ Categorical(softmax(f(x))): integer labels of the outputs' shape without the last axis."""
 
     def init(self, dtype):
+        """No params: {}."""
         return {}
 
-    def nll(self, params, outputs, y):
-        return softmax_cross_entropy(outputs, y)
+    def check_targets(self, y, output_shape):
+        """y as an integer array of ``output_shape[:-1]`` with values in [0, classes).
+
+        Raises:
+          TypeError: y is not integers (one-hot labels are refused: pass class indices).
+          ValueError: y has another shape or a value outside [0, classes).
+        """
+        y = np.asarray(y)
+        output_shape = tuple(output_shape)
+        k = output_shape[-1]
+        if y.dtype.kind not in "iu":
+            raise TypeError(f"labels must be integer class indices in [0, {k}), got dtype "
+                            f"{y.dtype}")
+        if y.shape != output_shape[:-1]:
+            hint = " (one-hot labels? pass class indices)" if y.shape == output_shape else ""
+            raise ValueError(f"expected labels of shape {output_shape[:-1]} to match logits "
+                             f"{output_shape}, got {y.shape}{hint}")
+        if y.size and (y.min() < 0 or y.max() >= k):
+            raise ValueError(f"labels must lie in [0, {k}), got values in [{y.min()}, {y.max()}]")
+        return y
+
+    def nll(self, params, outputs, y, workspace=None):
+        """Per-example cross-entropy: (batch,)."""
+        y = self.check_targets(y, np.shape(outputs))
+        return _per_example(kernels.categorical_nll(outputs, y, workspace=workspace))
 
     def get_config(self):
+        """Plain JSON: {"type": "categorical"}."""
         return {"type": "categorical"}
 
 
 def likelihood_from_config(config):
+    """Rebuilds a likelihood from its ``get_config()`` dict. Raises ValueError / TypeError."""
     if not isinstance(config, dict) or config.get("type") not in ("gaussian", "categorical"):
         raise ValueError(f"unknown likelihood config {config!r}; expected type 'gaussian' or "
                          "'categorical'")
+    extra = set(config) - {"type"} - ({"scale", "learn_scale"} if config["type"] == "gaussian"
+                                      else set())
+    if extra:
+        raise ValueError(f"unexpected keys {sorted(extra, key=str)} in a likelihood config")
     if config["type"] == "categorical":
         return CategoricalLikelihood()
     return GaussianLikelihood(config.get("scale", 1.0), config.get("learn_scale", False))
-
-
-def _as_targets(y, outputs):
-    y = onp.asarray(y)
-    if y.ndim == 1 and len(outputs.shape) == 2 and outputs.shape[1] == 1:
-        y = y[:, None]
-    if y.shape != tuple(outputs.shape):
-        raise ValueError(f"expected targets of shape {tuple(outputs.shape)}, got {y.shape}")
-    return y.astype(getval(outputs).dtype, copy=False)

@@ -3,9 +3,10 @@
 params = {"network": {...the network's params...}, "likelihood": {...}} (the likelihood's dict is
 empty unless it learns a noise scale).
 """
-import autograd.numpy as np
+import autograd.numpy as anp
+import numpy as np
 
-from lrtdense.losses import neg_elbo, likelihood_from_config
+from lrtdense.losses import check_num_examples, likelihood_from_config, neg_elbo
 from lrtdense.network import Sequential
 
 __all__ = ["Model"]
@@ -19,30 +20,93 @@ class Model:
             raise TypeError(f"network must have init/forward, got {network!r}")
         if not isinstance(network, Sequential):
             network = Sequential([network])
-        if not hasattr(likelihood, "nll"):
-            raise TypeError(f"likelihood must have nll, got {likelihood!r}")
+        if not (hasattr(likelihood, "nll") and hasattr(likelihood, "check_targets")):
+            raise TypeError(f"likelihood must be a GaussianLikelihood or CategoricalLikelihood, "
+                            f"got {likelihood!r}")
         self.network, self.likelihood = network, likelihood
         self.dtype = network.dtype
 
+    def __eq__(self, other):
+        return (isinstance(other, Model) and self.network == other.network
+                and self.likelihood == other.likelihood)
+
+    def __repr__(self):
+        return f"Model({self.network!r}, {self.likelihood!r})"
+
     def init(self, rng, input_dim):
+        """Fresh params {"network": ..., "likelihood": ...}, drawn from ``rng``."""
         return {"network": self.network.init(rng, input_dim),
                 "likelihood": self.likelihood.init(self.dtype)}
 
-    def forward(self, params, x, rng=None, *, noise=None, mode="sample"):
-        return self.network.forward(params["network"], x, rng, noise=noise, mode=mode)
+    def param_shapes(self, input_dim):
+        """The params' shapes, {"network": ..., "likelihood": ...}, without drawing anything."""
+        return {"network": self.network.param_shapes(input_dim),
+                "likelihood": {k: np.shape(v) for k, v in self.likelihood.init(self.dtype).items()}}
 
-    def loss(self, params, x, y, rng=None, *, num_examples, kl_weight=1.0, noise=None):
-        """Minibatch negative ELBO. Returns (loss, mean NLL, KL), scalars of the model's dtype."""
-        outputs, kl = self.forward(params, x, rng, noise=noise)
-        nll = self.likelihood.nll(params["likelihood"], outputs, y)
-        nll_mean = np.mean(nll)
+    def forward(self, params, x, rng=None, *, noise=None, mode="sample", workspace=None):
+        """The network's (outputs, kl); see ``Sequential.forward``."""
+        return self.network.forward(params["network"], x, rng, noise=noise, mode=mode,
+                                    workspace=workspace)
+
+    def check_params(self, params, input_dim=None):
+        """Raises a clear error unless ``params`` are this model's (keys, shapes, dtypes)."""
+        if not isinstance(params, dict) or set(params) != {"network", "likelihood"}:
+            got = sorted(params) if isinstance(params, dict) else type(params).__name__
+            raise ValueError(f"params must be a dict with keys 'network' and 'likelihood' (as "
+                             f"Model.init makes), got {got}")
+        self.network.check_params(params["network"], input_dim)
+        want = self.likelihood.init(self.dtype)
+        got = params["likelihood"]
+        if not isinstance(got, dict) or set(got) != set(want) or any(
+                np.shape(got[k]) != np.shape(v) or np.result_type(got[k]) != v.dtype
+                for k, v in want.items()):
+            raise ValueError(f"params['likelihood'] must hold {sorted(want)} of shapes "
+                             f"{[np.shape(v) for v in want.values()]} and dtype {self.dtype}")
+
+    def check_data(self, x, y, num_examples=None):
+        """Checks a data set (or minibatch) against the model, as ``loss`` does on every call.
+
+        x: real floating numbers of rank >= 2, (N, ..., in); y: the likelihood's targets for the
+        outputs' shape; num_examples: None or an integer >= 1.
+        Raises:
+          TypeError / ValueError naming what is wrong and what was expected.
+        """
+        x = self.network.layers[0].check_input(x)
+        if len(x) != len(np.asarray(y)):
+            raise ValueError(f"x and y must have the same length, got {len(x)} and "
+                             f"{len(np.asarray(y))}")
+        self.likelihood.check_targets(y, self.network.compute_output_shape(x.shape))
+        if num_examples is not None:
+            check_num_examples(num_examples)
+
+    def loss(self, params, x, y, rng=None, *, num_examples, kl_weight=1.0, noise=None,
+             workspace=None):
+        """Minibatch negative ELBO: mean NLL over the examples + kl_weight * KL / num_examples.
+
+        Args:
+          params: {"network": ..., "likelihood": ...}.
+          x: (batch, ..., in); y: targets (see the likelihood).
+          rng / noise: the network's randomness (one of the two).
+          num_examples: N, the size of the training set.
+          kl_weight: a number >= 0 (1 for the ELBO).
+          workspace: optional Workspace.
+        Returns:
+          (loss, mean NLL, KL), scalars of the model's dtype.
+        Raises:
+          TypeError / ValueError: bad targets, num_examples or kl_weight (and the layers' errors).
+        """
+        outputs, kl = self.forward(params, x, rng, noise=noise, workspace=workspace)
+        nll = self.likelihood.nll(params["likelihood"], outputs, y, workspace=workspace)
+        nll_mean = anp.mean(nll)
         return neg_elbo(nll_mean, kl, num_examples, kl_weight), nll_mean, kl
 
     def get_config(self):
+        """Plain JSON: {"network": ..., "likelihood": ...}."""
         return {"network": self.network.get_config(), "likelihood": self.likelihood.get_config()}
 
     @classmethod
     def from_config(cls, config):
+        """Rebuilds a model from ``get_config()``'s dict. Raises ValueError."""
         if not isinstance(config, dict) or set(config) != {"network", "likelihood"}:
             raise ValueError(f"a model config needs exactly the keys 'network' and 'likelihood', "
                              f"got {sorted(config) if isinstance(config, dict) else config!r}")

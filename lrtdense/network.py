@@ -9,7 +9,7 @@ of the layers' noise dicts; ``forward(rng=g)`` draws layer by layer, in order, e
 """
 import numpy as np
 
-from lrtdense import layers as _layers
+from lrtdense.registry import serialize, deserialize
 
 __all__ = ["Sequential"]
 
@@ -32,10 +32,12 @@ class Sequential:
 
     @property
     def names(self):
+        """The layers' keys in params and noise: "layer_0", "layer_1", ..."""
         return [f"layer_{i}" for i in range(len(self.layers))]
 
     @property
     def units(self):
+        """The last layer's units (the output size)."""
         return self.layers[-1].units
 
     def init(self, rng, input_dim):
@@ -47,24 +49,43 @@ class Sequential:
         return params
 
     def compute_output_shape(self, input_shape):
+        """(..., in) -> (..., units of the last layer)."""
         for layer in self.layers:
             input_shape = layer.compute_output_shape(input_shape)
         return input_shape
 
     def noise_shapes(self, input_shape):
+        """{layer name: the layer's noise_shapes}."""
         shapes = {}
         for name, layer in zip(self.names, self.layers):
             shapes[name] = layer.noise_shapes(tuple(input_shape))
             input_shape = layer.compute_output_shape(input_shape)
         return shapes
 
-    def sample_noise(self, rng, input_shape, normal=None):
-        """Every layer's noise dict, drawn in layer order (``normal`` as in the layers')."""
+    def param_shapes(self, input_dim):
+        """{layer name: {param name: shape}} for an input of last dimension ``input_dim``."""
+        shapes = {}
+        for name, layer in zip(self.names, self.layers):
+            shapes[name] = layer.param_shapes(input_dim)
+            input_dim = layer.units
+        return shapes
+
+    def sample_noise(self, rng, input_shape, normal=None, workspace=None):
+        """Every layer's noise dict, drawn in layer order (``normal``, ``workspace`` as in the
+        layers')."""
         noise = {}
         for name, layer in zip(self.names, self.layers):
-            noise[name] = layer.sample_noise(rng, tuple(input_shape), normal)
+            noise[name] = layer.sample_noise(rng, tuple(input_shape), normal, workspace)
             input_shape = layer.compute_output_shape(input_shape)
         return noise
+
+    def check_params(self, params, input_dim=None):
+        """Raises a clear error unless ``params`` fit every layer, in order, for an input of
+        last dimension ``input_dim`` (if given)."""
+        self._check_params(params)
+        for name, layer in zip(self.names, self.layers):
+            layer.check_params(params[name], input_dim)
+            input_dim = layer.units
 
     def _check_params(self, params):
         if not isinstance(params, dict) and not hasattr(params, "keys"):
@@ -73,8 +94,10 @@ class Sequential:
             raise ValueError(f"params keys {sorted(params.keys())} do not match the network's "
                              f"layers {self.names}")
 
-    def forward(self, params, x, rng=None, *, noise=None, mode="sample"):
-        """Runs the layers in order. Returns (outputs (..., units), kl scalar)."""
+    def forward(self, params, x, rng=None, *, noise=None, mode="sample", workspace=None):
+        """Runs the layers in order, each in ``mode`` on the previous layer's output.
+
+        Returns (outputs (..., units), kl scalar: the sum of the layers' KL)."""
         self._check_params(params)
         if noise is not None and rng is not None and mode == "sample":
             raise ValueError("pass either rng or noise to forward, not both")
@@ -86,11 +109,12 @@ class Sequential:
         for name, layer in zip(self.names, self.layers):
             layer_noise = None if noise is None else noise[name]
             x, layer_kl = layer.forward(params[name], x, None if noise is not None else rng,
-                                        noise=layer_noise, mode=mode)
+                                        noise=layer_noise, mode=mode, workspace=workspace)
             kl = kl + layer_kl
         return x, kl
 
     def kl(self, params):
+        """The sum of the layers' KL."""
         self._check_params(params)
         total = np.zeros((), dtype=self.dtype)
         for name, layer in zip(self.names, self.layers):
@@ -98,6 +122,7 @@ class Sequential:
         return total
 
     def count_params(self, input_dim):
+        """Total number of scalars in the params for an input of last dimension ``input_dim``."""
         total = 0
         for layer in self.layers:
             total += layer.count_params(input_dim)
@@ -106,13 +131,14 @@ class Sequential:
 
     def get_config(self):
         """Plain JSON: {"layers": [{"class_name": ..., "config": ...}, ...]}."""
-        return {"layers": [_layers.serialize(layer) for layer in self.layers]}
+        return {"layers": [serialize(layer) for layer in self.layers]}
 
     @classmethod
     def from_config(cls, config):
+        """Rebuilds a Sequential from ``get_config()``'s dict. Raises ValueError."""
         if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
             raise ValueError(f"a Sequential config must be a dict with a 'layers' list, got {config!r}")
-        return cls([_layers.deserialize(item) for item in config["layers"]])
+        return cls([deserialize(item) for item in config["layers"]])
 
     def __eq__(self, other):
         return isinstance(other, Sequential) and self.layers == other.layers

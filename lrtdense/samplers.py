@@ -71,6 +71,18 @@ def standard_normal(rng, shape, dtype, *, out=None, work=None):
     return out
 
 
-def rademacher(rng, shape, dtype):
-    """Independent +-1 signs with probability 1/2 each: 2 * rng.integers(0, 2, shape) - 1."""
-    return (2 * rng.integers(0, 2, size=shape, dtype=onp.int8) - 1).astype(dtype)
+def rademacher(rng, shape, dtype, *, out=None):
+    """Independent +-1 signs with probability 1/2 each: 2 * rng.integers(0, 2, shape) - 1.
+
+    Args:
+      rng: numpy.random.Generator.
+      shape: output shape.
+      dtype: the output dtype.
+      out: optional array of that shape and dtype, filled and returned.
+    """
+    bits = rng.integers(0, 2, size=shape, dtype=onp.int8)
+    if out is None:
+        return (2 * bits - 1).astype(dtype)
+    onp.multiply(bits, 2, out=out)
+    out -= 1
+    return out

@@ -3,8 +3,15 @@
 ``fit(model, params, x, y, rng=..., epochs=..., batch_size=...)`` minimises the minibatch negative
 ELBO of ``lrtdense.losses`` (the KL divided by ``num_examples`` once per minibatch) and returns
 ``(params, history)``. All randomness (shuffling and the layers' noise) comes from ``rng``.
+
+There is one training step, ``make_step``: the model's own ``loss`` (its checks included, on
+every call) differentiated by autograd through the kernels of ``lrtdense.kernels``
+(``lrtdense.autodiff.value_and_grad``), then Adam in place. What makes it fast is memory, not a
+second statement of the math: every array of a step lives in a ``Workspace`` kept from one step
+to the next, so that after the first step a step allocates nothing.
 """
 import contextlib
+import dataclasses
 import math
 import signal
 import sys
@@ -12,108 +19,122 @@ import threading
 import time
 
 import numpy as np
-from autograd import value_and_grad
-from autograd.tracer import getval
 
 from lrtdense import tree
+from lrtdense.autodiff import value_and_grad
+from lrtdense.losses import check_num_examples
 from lrtdense.optimizers import adam
+from lrtdense.workspace import Workspace
 
-__all__ = ["fit", "make_step"]
+__all__ = ["fit", "make_step", "FitState"]
 
 
-def make_step(model, optimizer, num_examples, implementation="auto"):
-    """One training step as a function ``step(state, xb, yb, rng, kl_weight)``.
+def make_step(model, optimizer, num_examples):
+    """The training step ``step(state, xb, yb, rng, kl_weight=1.0) -> (state, loss, nll, kl)``.
 
-    ``implementation``: "reference" is the plain autograd expression of the math; "fast" the
-    hand-written step of ``lrtdense.fast`` (networks of DenseLocalReparameterization layers with
-    Adam; tested equal to the reference); "auto" picks "fast" when the model qualifies.
+    Computes the minibatch negative ELBO ``model.loss(params, xb, yb, rng, num_examples=...,
+    kl_weight=...)`` and its gradients, refuses non-finite values (``FloatingPointError``, state
+    untouched), then applies the optimizer update in place (fit owns the state) with Ctrl-C
+    deferred until the update is complete, so an interrupt never leaves a half-applied step.
+    This is the step ``fit`` runs and the one the benchmarks time; ``step.workspace`` is the
+    Workspace its arrays live in.
 
-    Computes the minibatch negative ELBO and its gradients, refuses non-finite values
-    (``FloatingPointError``, state untouched), then applies the optimizer update in place (fit owns
-    the state) with Ctrl-C deferred until the update is complete, so an interrupt never leaves a
-    half-applied step. Returns (state, loss, nll, kl). This is the step ``fit`` runs and the one
-    the benchmarks time.
+    Raises:
+      ValueError: num_examples is not an integer >= 1.
     """
-    if implementation not in ("auto", "fast", "reference"):
-        raise ValueError(f"implementation must be 'auto', 'fast' or 'reference', got {implementation!r}")
-    if implementation != "reference":
-        from lrtdense import fast
-        if fast.supports(model, optimizer):
-            return fast.FastStep(model, optimizer, num_examples)
-        if implementation == "fast":
-            raise ValueError("the fast step supports networks of DenseLocalReparameterization "
-                             "layers (linear/relu/tanh, Deterministic or no bias, no bias prior) "
-                             "with a categorical or fixed-scale Gaussian likelihood and the "
-                             "built-in Adam; use implementation='reference'")
-    aux = {}
+    num_examples = check_num_examples(num_examples)
+    workspace = Workspace()
 
-    def objective(params, xb, yb, rng, weight):
-        loss, nll, kl = model.loss(params, xb, yb, rng, num_examples=num_examples, kl_weight=weight)
-        aux["nll"], aux["kl"] = getval(nll), getval(kl)
-        return loss
-
-    loss_and_grad = value_and_grad(objective)
+    def objective(params, xb, yb, rng, kl_weight):
+        loss, nll, kl = model.loss(params, xb, yb, rng, num_examples=num_examples,
+                                   kl_weight=kl_weight, workspace=workspace)
+        return loss, (nll, kl)
 
     def step(state, xb, yb, rng, kl_weight=1.0):
-        loss, grads = loss_and_grad(optimizer.get_params(state), xb, yb, rng, kl_weight)
-        _check_finite(loss, aux["nll"], aux["kl"], grads)
+        loss, (nll, kl), grads = value_and_grad(objective, optimizer.get_params(state), xb, yb,
+                                                rng, kl_weight, workspace=workspace)
+        _check_finite(loss, nll, kl, grads)
         with _deferred_interrupt():
             state = optimizer.update(state, grads, inplace=True)
-        return state, loss, aux["nll"], aux["kl"]
+        return state, loss, nll, kl
 
+    step.workspace = workspace
     return step
 
 
+@dataclasses.dataclass
+class FitState:
+    """Where a ``fit`` stood after its last completed step.
+
+    Attributes:
+      params: the params after that step.
+      optimizer_state: the optimizer's state after it (Adam: step count and moments).
+      history: the history so far (completed epochs only).
+      epoch, step: the 1-based epoch and step within it of the last completed step (0, 0 if none).
+    """
+    params: dict
+    optimizer_state: object
+    history: dict
+    epoch: int
+    step: int
+
+
 def fit(model, params, x, y, *, rng, epochs, batch_size=32, optimizer=None, num_examples=None,
-        kl_weight=1.0, verbose=True, callback=None, file=None, implementation="auto"):
+        kl_weight=1.0, verbose=True, callback=None, file=None):
     """Trains ``model`` from ``params``.
 
     Args:
       model: a ``lrtdense.model.Model``.
-      params: initial params (not modified).
-      x: (N, ...) inputs; y: (N, ...) targets.
+      params: initial params (not modified; arrays of any memory order).
+      x: (N, ..., in) real floating inputs; y: (N, ...) targets of the model's likelihood
+        (integer labels (N, ...) for a categorical likelihood, real numbers of the outputs'
+        shape for a Gaussian one).
       rng: numpy.random.Generator for shuffling and noise.
       epochs: number of passes over the data.
       batch_size: minibatch size (the last minibatch of an epoch may be smaller).
       optimizer: an (init, update, get_params) triple; default ``adam(1e-3)``.
-      num_examples: N in KL / N; defaults to len(x).
-      kl_weight: a float, or a function epoch -> float (KL warm-up).
+      num_examples: N in KL / N (an integer >= 1); defaults to len(x).
+      kl_weight: a number >= 0, or a function epoch -> number (KL warm-up).
       verbose: print one progress line per epoch.
       callback: called as callback(epoch, params, history) after each epoch; return True to stop.
       file: where progress goes (default sys.stdout).
-      implementation: "auto", "fast" or "reference" (see ``make_step``).
     Returns:
       (params, history): history has lists "loss", "nll", "kl", "kl_weight", "time" (seconds,
       cumulative) per epoch, and "interrupted" (True if stopped by KeyboardInterrupt; the params
       are then those of the last completed step).
     Raises:
+      TypeError / ValueError: bad data or settings, before any training (the same checks as the
+        model's loss).
       FloatingPointError: a non-finite loss or gradient, naming the epoch, step and term.
+      Any exception of a step or callback propagates with ``err.fit_state``, a ``FitState``
+      holding the params, optimizer state and history of the last completed step: no completed
+      work is lost.
     """
-    x, y = np.asarray(x), np.asarray(y)
-    if len(x) != len(y):
-        raise ValueError(f"x and y must have the same length, got {len(x)} and {len(y)}")
-    if len(x) == 0:
-        raise ValueError("x is empty")
     if not isinstance(rng, np.random.Generator):
         raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
-    if not (isinstance(epochs, int) and epochs >= 0):
+    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
         raise ValueError(f"epochs must be an integer >= 0, got {epochs!r}")
-    if not (isinstance(batch_size, int) and batch_size >= 1):
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-    optimizer = optimizer or adam(1e-3)
+    x, y = np.asarray(x), np.asarray(y)
+    if len(x) == 0:
+        raise ValueError("x is empty")
     n = len(x)
     num_examples = n if num_examples is None else num_examples
-    if x.dtype.kind == "f" and x.dtype != model.dtype:
-        x = x.astype(model.dtype)
+    model.check_data(x, y, num_examples)
+    model.check_params(params, x.shape[-1])
+    x = np.ascontiguousarray(x, dtype=model.dtype)
+    optimizer = optimizer or adam(1e-3)
     out = file or sys.stdout
-    step = make_step(model, optimizer, num_examples, implementation)
-    state = optimizer.init(params)
+    step = make_step(model, optimizer, num_examples)
+    state = optimizer.init(tree.map(np.ascontiguousarray, params))
     history = {"loss": [], "nll": [], "kl": [], "kl_weight": [], "time": [], "interrupted": False}
     start = time.perf_counter()
     steps_per_epoch = math.ceil(n / batch_size)
+    done = (0, 0)
     try:
         for epoch in range(epochs):
-            weight = float(kl_weight(epoch) if callable(kl_weight) else kl_weight)
+            weight = kl_weight(epoch) if callable(kl_weight) else kl_weight
             order = rng.permutation(n)
             sums = np.zeros(3)
             for i in range(steps_per_epoch):
@@ -122,11 +143,12 @@ def fit(model, params, x, y, *, rng, epochs, batch_size=32, optimizer=None, num_
                     state, loss, nll, kl = step(state, x[idx], y[idx], rng, weight)
                 except FloatingPointError as err:
                     raise FloatingPointError(f"at epoch {epoch + 1}, step {i + 1}: {err}") from None
+                done = (epoch + 1, i + 1)
                 sums += (float(loss), float(nll), float(kl))
             means = sums / steps_per_epoch
             for key, value in zip(("loss", "nll", "kl"), means):
                 history[key].append(float(value))
-            history["kl_weight"].append(weight)
+            history["kl_weight"].append(float(weight))
             history["time"].append(time.perf_counter() - start)
             if verbose:
                 print(f"epoch {epoch + 1:>4}/{epochs}  loss {means[0]:.4f}  nll {means[1]:.4f}  "
@@ -138,12 +160,20 @@ def fit(model, params, x, y, *, rng, epochs, batch_size=32, optimizer=None, num_
         if verbose:
             print(f"interrupted after {len(history['loss'])} complete epochs of {epochs}: keeping "
                   f"the params of the last completed step", file=out, flush=True)
+    except BaseException as err:
+        err.fit_state = FitState(optimizer.get_params(state), state, history, *done)
+        if hasattr(err, "add_note"):
+            err.add_note(f"lrtdense.training.fit: the params, optimizer state and history of the "
+                         f"last completed step (epoch {done[0]}, step {done[1]}) are in "
+                         f"err.fit_state")
+        raise
     return optimizer.get_params(state), history
 
 
 @contextlib.contextmanager
 def _deferred_interrupt():
-    """Holds back SIGINT (Ctrl-C) until the block ends, then raises KeyboardInterrupt."""
+    """Holds back SIGINT (Ctrl-C) until the block ends, then hands it to the handler that was
+    installed before (Python's default raises KeyboardInterrupt; a user's own runs)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -154,7 +184,10 @@ def _deferred_interrupt():
     finally:
         signal.signal(signal.SIGINT, previous)
     if caught:
-        raise KeyboardInterrupt
+        if callable(previous):
+            previous(*caught[0])
+        elif previous != signal.SIG_IGN:
+            raise KeyboardInterrupt
 
 
 def _check_finite(loss, nll, kl, grads):
@@ -165,7 +198,7 @@ def _check_finite(loss, nll, kl, grads):
         fast_ok = finite_loss and all(math.isfinite(_sum_of_squares(g)) for g in tree.leaves(grads))
     if fast_ok:
         return
-    bad_grads = _bad_grad_paths(grads)
+    bad_grads = [path for path, g in tree.flatten(grads).items() if not np.all(np.isfinite(g))]
     if finite_loss and not bad_grads:
         return
     bad_terms = [name for name, v in (("nll", nll), ("kl", kl)) if not math.isfinite(float(v))]
@@ -179,9 +212,3 @@ def _check_finite(loss, nll, kl, grads):
 def _sum_of_squares(g):
     flat = np.asarray(g).reshape(-1)
     return float(flat @ flat)
-
-
-def _bad_grad_paths(tree, prefix=""):
-    if isinstance(tree, dict):
-        return [p for k, v in tree.items() for p in _bad_grad_paths(v, f"{prefix}{k}/")]
-    return [] if np.all(np.isfinite(tree)) else [prefix.rstrip("/")]

@@ -40,12 +40,16 @@ def map(fn, tree, *rest):
     Raises:
       TypeError: a tree in ``rest`` has another structure (the message prints both).
     """
-    want = structure(tree)
     for other in rest:
-        got = structure(other)
-        if got != want:
-            raise TypeError(f"tree structures differ: {want} vs {got}")
+        if not _same(tree, other):
+            raise TypeError(f"tree structures differ: {structure(tree)} vs {structure(other)}")
     return _apply(fn, tree, rest)
+
+
+def _same(a, b):
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return not isinstance(b, dict)
 
 
 def _apply(fn, tree, rest):

@@ -51,16 +51,16 @@ def load_example(name):
     return module
 
 
-def replay_completed_steps(model, params, x, y, implementation, steps_per_epoch, seed=1,
+def replay_completed_steps(model, params, x, y, steps_per_epoch, seed=1,
                            batch_size=5):
     """Params after replaying fit's first steps by hand: ``steps_per_epoch[e]`` minibatches of
     epoch e, each epoch shuffled by rng.permutation as fit does, with adam(1e-3) and
-    make_step(..., implementation). For checking what an interrupted fit kept."""
+    make_step. For checking what an interrupted fit kept."""
     from lrtdense.optimizers import adam
     from lrtdense.training import make_step
 
     opt = adam(1e-3)
-    step = make_step(model, opt, num_examples=len(x), implementation=implementation)
+    step = make_step(model, opt, num_examples=len(x))
     state, rng = opt.init(params), np.random.default_rng(seed)
     for n_steps in steps_per_epoch:
         order = rng.permutation(len(x))

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import lrtdense as L
-from lrtdense.primitives import softplus
+from lrtdense.kernels import softplus
 
 CLASSES = [L.DenseLocalReparameterization, L.DenseReparameterization, L.DenseFlipout]
 

@@ -149,8 +149,7 @@ def test_fit_callback_can_stop_and_kl_warmup_is_recorded():
     assert seen == [0, 1, 2] and hist["kl_weight"] == [0.0, 0.25, 0.5]
 
 
-@pytest.mark.parametrize("implementation", ["fast", "reference"])
-def test_fit_with_a_learning_rate_schedule(implementation):
+def test_fit_with_a_learning_rate_schedule():
     """The schedule is called once per update with 0, 1, 2, ...; a schedule of zeros leaves the
     params exactly as they were; a decaying schedule ends with smaller moves than a fixed rate."""
     rng = np.random.default_rng(6)
@@ -161,8 +160,7 @@ def test_fit_with_a_learning_rate_schedule(implementation):
     params = model.init(rng, 3)
     calls = []
     out, _ = fit(model, params, x, y, rng=np.random.default_rng(0), epochs=3, batch_size=16,
-                 optimizer=adam(lambda i: calls.append(i) or 0.0), verbose=False,
-                 implementation=implementation)
+                 optimizer=adam(lambda i: calls.append(i) or 0.0), verbose=False)
     assert calls == list(range(9))   # 3 epochs x ceil(40 / 16) updates
     assert all(np.array_equal(out["network"][n][k], params["network"][n][k])
                for n in params["network"] for k in params["network"][n])
@@ -171,7 +169,7 @@ def test_fit_with_a_learning_rate_schedule(implementation):
     for name, opt in [("fixed", adam(1e-2)), ("decay", adam(polynomial_decay(1e-2, 9)))]:
         last = []
         fit(model, params, x, y, rng=np.random.default_rng(0), epochs=3, batch_size=16,
-            optimizer=opt, verbose=False, implementation=implementation,
+            optimizer=opt, verbose=False,
             callback=lambda e, p, h: last.append({k: v.copy() for k, v in p["network"]["layer_0"].items()}))
         moves[name] = np.max(np.abs(last[2]["kernel_posterior_loc"] - last[1]["kernel_posterior_loc"]))
     assert moves["decay"] < 0.5 * moves["fixed"]   # the last epoch runs at 1/3 of the rate or less
@@ -193,11 +191,11 @@ def test_fit_keyboard_interrupt_keeps_the_last_completed_step():
 
     model.loss = flaky_loss
     out, hist = fit(model, params, x, y, rng=np.random.default_rng(1), epochs=5, batch_size=5,
-                    verbose=False, implementation="reference")
+                    verbose=False)
     assert hist["interrupted"] and len(hist["loss"]) == 1
     # Replaying the 6 completed steps (4 in epoch 1, 2 in epoch 2) gives the same bits.
     model.loss = original
-    replayed = replay_completed_steps(model, params, x, y, "reference", (4, 2))
+    replayed = replay_completed_steps(model, params, x, y, (4, 2))
     for k, v in replayed["network"]["layer_0"].items():
         assert np.array_equal(out["network"]["layer_0"][k], v), k
 
@@ -307,3 +305,93 @@ def test_save_load_variational_dropout_model(tmp_path):
     assert model2.get_config() == model.get_config()
     x = rng.standard_normal((2, 3))
     assert np.array_equal(model.forward(params, x, mode="mean")[0], model2.forward(params2, x, mode="mean")[0])
+
+
+# ------------------------------------------------------------------- nothing lost, signals
+def _small_problem(seed=6):
+    rng = np.random.default_rng(seed)
+    x, y = rng.standard_normal((20, 2)), rng.standard_normal((20, 1))
+    model = Model(L.DenseLocalReparameterization(1, dtype="float64"), GaussianLikelihood())
+    return model, model.init(rng, 2), x, y
+
+
+@pytest.mark.parametrize("failure", ["step", "callback", "memory"])
+def test_an_exception_after_completed_steps_carries_their_work(failure):
+    """Whatever fails after 6 completed steps (4 in epoch 1, 2 in epoch 2), the exception
+    carries the params, optimizer state and history of step 6, bit-equal to a replay."""
+    model, params, x, y = _small_problem()
+    calls = {"n": 0}
+    original = model.loss
+
+    def flaky_loss(*args, **kwargs):
+        calls["n"] += 1
+        if failure != "callback" and calls["n"] == 7:
+            raise RuntimeError("disk full") if failure == "step" else MemoryError()
+        return original(*args, **kwargs)
+
+    def callback(epoch, p, history):
+        if failure == "callback" and epoch == 1:
+            raise ValueError("a bug in the callback")
+
+    model.loss = flaky_loss
+    expected = {"step": RuntimeError, "callback": ValueError, "memory": MemoryError}[failure]
+    with pytest.raises(expected) as info:
+        fit(model, params, x, y, rng=np.random.default_rng(1), epochs=5, batch_size=5,
+            verbose=False, callback=callback)
+    model.loss = original
+    state = info.value.fit_state
+    done = (4, 2) if failure != "callback" else (4, 4)
+    assert (state.epoch, state.step) == ((2, 2) if failure != "callback" else (2, 4))
+    replayed = replay_completed_steps(model, params, x, y, done)
+    for k, v in replayed["network"]["layer_0"].items():
+        assert np.array_equal(state.params["network"]["layer_0"][k], v), k
+    assert state.optimizer_state.step == sum(done)
+    assert len(state.history["loss"]) == (1 if failure != "callback" else 2)
+    assert "err.fit_state" in "".join(getattr(info.value, "__notes__", ["err.fit_state"]))
+
+
+def _with_signal_during_update(optimizer):
+    """The optimizer, its update sending this process a real SIGINT in its middle."""
+    import os
+    import signal
+    from lrtdense.optimizers import Optimizer
+
+    def update(state, grads, inplace=False):
+        os.kill(os.getpid(), signal.SIGINT)
+        return optimizer.update(state, grads, inplace=inplace)
+
+    return Optimizer(optimizer.init, update, optimizer.get_params, optimizer.hyperparams)
+
+
+def test_ctrl_c_during_an_update_waits_for_it_then_reaches_the_users_handler():
+    import signal
+    model, params, x, y = _small_problem()
+    seen = []
+
+    def handler(signum, frame):
+        seen.append(signum)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        out, hist = fit(model, params, x, y, rng=np.random.default_rng(1), epochs=2, batch_size=10,
+                        optimizer=_with_signal_during_update(adam(1e-3)), verbose=False)
+        assert signal.getsignal(signal.SIGINT) is handler           # restored after fit
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    # the user's handler ran once per update, after it; it did not stop the training
+    assert seen == [signal.SIGINT] * 4 and not hist["interrupted"] and len(hist["loss"]) == 2
+    replayed = replay_completed_steps(model, params, x, y, (2, 2), batch_size=10)
+    for k, v in replayed["network"]["layer_0"].items():
+        assert np.array_equal(out["network"]["layer_0"][k], v), k
+
+
+def test_ctrl_c_with_the_default_handler_stops_after_the_update():
+    import signal
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    model, params, x, y = _small_problem()
+    out, hist = fit(model, params, x, y, rng=np.random.default_rng(1), epochs=3, batch_size=10,
+                    optimizer=_with_signal_during_update(adam(1e-3)), verbose=False)
+    assert hist["interrupted"] and hist["loss"] == []
+    replayed = replay_completed_steps(model, params, x, y, (1,), batch_size=10)
+    for k, v in replayed["network"]["layer_0"].items():       # the interrupted update completed
+        assert np.array_equal(out["network"]["layer_0"][k], v), k

@@ -90,9 +90,11 @@ def test_separate_single_and_flipout_coincide_when_their_noise_does():
     ref = V.estimator_logits("single", network, params, x, single)
     np.testing.assert_allclose(V.estimator_logits("separate", network, params, x, separate), ref, rtol=1e-13)
     np.testing.assert_allclose(V.estimator_logits("flipout", network, params, x, flip), ref, rtol=1e-13)
-    # Written out: W = theta * (1 + sqrt(alpha) eps) with alpha capped at 1; relu, then linear.
+    # Written out: W = theta + sqrt(alpha) |theta| eps (the weight's N(theta, alpha theta**2)),
+    # alpha capped at 1; relu, then linear.
     def weights(p, eps):
-        return p["kernel_theta"] * (1 + np.sqrt(np.exp(np.minimum(p["kernel_log_alpha"], 0))) * eps)
+        alpha = np.exp(np.minimum(p["kernel_log_alpha"], 0))
+        return p["kernel_theta"] + np.sqrt(alpha) * np.abs(p["kernel_theta"]) * eps
     p0, p1 = params["layer_0"], params["layer_1"]
     h = np.maximum(x @ weights(p0, single["layer_0"]["kernel"]) + p0["bias"], 0)
     np.testing.assert_allclose(h @ weights(p1, single["layer_1"]["kernel"]) + p1["bias"], ref, rtol=1e-13)

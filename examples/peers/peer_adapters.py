@@ -155,13 +155,13 @@ def confirm(peer, reference, names, results_dir):
             if not ok:
                 # bayesian-torch fills its prior buffers in __init__, in float32, before the
                 # user's .to(float64): TFP's sum with the prior rounded to float32
-                from lrtdense.distributions import NormalPrior, kl_normal_normal, posterior_scale
-                prior = NormalPrior(float(np.float32(cfg["kernel_prior"]["loc"])),
-                                    float(np.float32(cfg["kernel_prior"]["scale"])))
-                rounded = float(kl_normal_normal(
+                from lrtdense import kernels
+                rounded = float(kernels.kl_normal_normal(
                     load("inputs", "params/kernel_posterior_loc"),
-                    posterior_scale(load("inputs", "params/kernel_posterior_untransformed_scale")),
-                    prior))
+                    kernels.posterior_scale(load("inputs",
+                                                 "params/kernel_posterior_untransformed_scale")),
+                    float(np.float32(cfg["kernel_prior"]["loc"])),
+                    float(np.float32(cfg["kernel_prior"]["scale"]))))
                 ok = math.isclose(peer_kl * size, rounded, rel_tol=rtol)
                 key = "float32 prior in a float64 layer"
                 h2, t2 = out.get(key, (0, 0))

@@ -23,6 +23,7 @@ import numpy as np
 from autograd import grad
 
 from lrtdense import layers as _layers
+from lrtdense import registry
 from lrtdense import tree
 from lrtdense.distributions import NormalPrior
 from lrtdense.dropout import DenseSparseVariationalDropout, DenseVariationalDropout
@@ -237,7 +238,7 @@ def build(case):
     model = case.make()
     if case.kind == "training":
         return _build_training(rng, meta, case, model)
-    meta["model"] = (_layers.serialize(model) if not isinstance(model, Sequential)
+    meta["model"] = (registry.serialize(model) if not isinstance(model, Sequential)
                      else {"class_name": "Sequential", "config": model.get_config()})
     x = rng.standard_normal(case.input_shape).astype(case.dtype)
     for r in case.zero_rows:
@@ -293,7 +294,7 @@ def model_from_meta(meta):
         return Model.from_config(spec)
     if spec["class_name"] == "Sequential":
         return Sequential.from_config(spec["config"])
-    return _layers.deserialize(spec)
+    return registry.deserialize(spec)
 
 
 def modes_of(model):

@@ -52,9 +52,7 @@ import numpy as np
 from autograd import grad
 from scipy import special, stats
 
-from lrtdense import tree
-from lrtdense.distributions import posterior_scale
-from lrtdense.layers import contract
+from lrtdense import kernels, tree
 from lrtdense.reference.cases import model_from_meta
 from lrtdense.reference.report import Row
 
@@ -107,21 +105,15 @@ def _layer(meta):
 
 
 def _kernel_variance(layer, params):
-    """Var of each kernel weight, (in, units): the one place the five classes' variances are
-    written here (swap for lrtdense.kernels when it exists)."""
-    name = type(layer).__name__
-    if name == "DenseVariationalDropout":
-        theta = params["kernel_theta"]
-        return anp.exp(layer.log_alpha(params)) * theta * theta
-    if name == "DenseSparseVariationalDropout":
-        return anp.exp(params["kernel_log_sigma2"])
-    scale = posterior_scale(params["kernel_posterior_untransformed_scale"])
-    return scale * scale
+    """Var of each kernel weight, (in, units): the square of the posterior standard deviation
+    the layer itself samples with (``weight_moments``, the same kernel for all five classes)."""
+    _, std = layer.weight_moments(params)
+    return std * std
 
 
 def _bias_variance(layer, params):
     if "bias_posterior_untransformed_scale" in params:
-        scale = posterior_scale(params["bias_posterior_untransformed_scale"])
+        scale = kernels.posterior_scale(params["bias_posterior_untransformed_scale"])
         return scale * scale
     return 0.0
 
@@ -139,12 +131,12 @@ def moments(meta, params, x):
     mean = anp.reshape(layer.forward(params, x, mode="mean")[0], (x2.shape[0], -1))
     kvar = _kernel_variance(layer, params)
     bvar = _bias_variance(layer, params)
-    var = contract(x2 * x2, kvar) + bvar
+    var = kernels.dense(x2 * x2, kvar) + bvar
     n = x2.shape[0]
     if type(layer).__name__ == "DenseReparameterization":  # one weight draw for the batch
         cross = anp.einsum("ij,kj,ju->iku", x2, x2, kvar)
     else:                                                  # independent across examples
-        cross = anp.einsum("ij,iu->iju", anp.eye(n), contract(x2 * x2, kvar))
+        cross = anp.einsum("ij,iu->iju", anp.eye(n), kernels.dense(x2 * x2, kvar))
     return mean, var, cross + bvar
 
 

@@ -8,13 +8,18 @@ Gaussian multiplicative weight noise (variational dropout, W = theta * (1 + sqrt
 how much do its gradients w.r.t. theta vary from one minibatch draw to the next under each
 estimator of the noise?
 
-* ``lrt``: local reparameterization: every pre-activation b = h @ theta + sqrt((h**2) @ (alpha *
-  theta**2)) * eps, eps of shape (batch, units) (exactly ``DenseVariationalDropout``'s forward);
-* ``separate``: a separate weight sample per example, W_i = theta * (1 + sqrt(alpha) * eps_i),
-  eps of shape (batch, in, units), materialised;
-* ``single``: one weight sample shared by the minibatch, eps of shape (in, units);
-* ``flipout``: the shared perturbation theta * sqrt(alpha) * eps decorrelated by random signs
-  (Wen et al. 2018, arXiv 1803.04386): h @ theta + ((h * s_in) @ (theta sqrt(alpha) eps)) * s_out;
+Each layer's weights are w ~ N(theta, scale**2) with scale = sqrt(alpha) |theta|
+(``layer.weight_moments``), and each estimator is one kernel of ``lrtdense.kernels``:
+
+* ``lrt``: local reparameterization (``kernels.lrt``): every pre-activation
+  b = h @ theta + sqrt((h**2) @ scale**2) * eps, eps of shape (batch, units) (exactly
+  ``DenseVariationalDropout``'s forward);
+* ``separate``: a separate weight sample per example (``kernels.per_example``),
+  W_i = theta + scale * eps_i, eps of shape (batch, in, units), materialised;
+* ``single``: one weight sample shared by the minibatch (``kernels.reparameterization``), eps
+  of shape (in, units);
+* ``flipout``: the shared perturbation scale * eps decorrelated by random signs (Wen et al.
+  2018, arXiv 1803.04386; ``kernels.flipout``): h @ theta + ((h * s_in) @ (scale eps)) * s_out;
 * ``none``: no weight noise (h @ theta): the variance from minibatch sampling alone, a lower bound.
 
 All five have the same expectation over the noise; the first four are unbiased estimators of the
@@ -47,14 +52,14 @@ import autograd.numpy as np
 from autograd import grad
 
 from lrtdense import activations as _activations
+from lrtdense import kernels
 from lrtdense.dropout import DenseVariationalDropout
 from lrtdense.distributions import Constant
-from lrtdense.layers import contract
 from lrtdense.losses import CategoricalLikelihood, softmax_cross_entropy
 from lrtdense.model import Model
 from lrtdense.network import Sequential
 from lrtdense.optimizers import Optimizer, adam
-from lrtdense.primitives import sqrt0
+from lrtdense.samplers import rademacher, standard_normal
 from lrtdense.datasets import load_digits_split
 from lrtdense.training import fit
 
@@ -110,18 +115,19 @@ def sample_estimator_noise(estimator, network, rng, batch, input_dim):
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
     noise, n_in = {}, input_dim
+    dtype = network.dtype
     for name, layer in zip(network.names, network.layers):
         shape = (n_in, layer.units)
         if estimator == "lrt":
-            nz = {"kernel": rng.standard_normal((batch, layer.units))}
+            nz = {"kernel": standard_normal(rng, (batch, layer.units), dtype)}
         elif estimator == "separate":
-            nz = {"kernel": rng.standard_normal((batch,) + shape)}
+            nz = {"kernel": standard_normal(rng, (batch,) + shape, dtype)}
         elif estimator == "single":
-            nz = {"kernel": rng.standard_normal(shape)}
+            nz = {"kernel": standard_normal(rng, shape, dtype)}
         elif estimator == "flipout":
-            nz = {"kernel": rng.standard_normal(shape),
-                  "sign_input": 2.0 * rng.integers(0, 2, (batch, n_in)) - 1,
-                  "sign_output": 2.0 * rng.integers(0, 2, (batch, layer.units)) - 1}
+            nz = {"kernel": standard_normal(rng, shape, dtype),
+                  "sign_input": rademacher(rng, (batch, n_in), dtype),
+                  "sign_output": rademacher(rng, (batch, layer.units), dtype)}
         else:
             nz = {}
         noise[name] = nz
@@ -129,31 +135,27 @@ def sample_estimator_noise(estimator, network, rng, batch, input_dim):
     return noise
 
 
-def _preactivation(estimator, p, h, nz):
-    theta = p["kernel_theta"]
-    log_alpha = np.minimum(p["kernel_log_alpha"], 0.0)     # as DenseVariationalDropout caps it
-    mean = contract(h, theta)
+def _preactivation(estimator, layer, p, h, nz):
+    theta, scale = layer.weight_moments(p)
     if estimator == "lrt":
-        # Operation for operation DenseVariationalDropout's forward (the test compares bits).
-        out = mean + nz["kernel"] * sqrt0(contract(h * h, np.exp(log_alpha) * (theta * theta)))
+        out = kernels.lrt(h, theta, scale, nz["kernel"])
     elif estimator == "separate":
-        out = mean + np.einsum("bi,bio->bo", h, (np.exp(0.5 * log_alpha) * theta) * nz["kernel"])
+        out = kernels.per_example(h, theta, scale, nz["kernel"])
     elif estimator == "single":
-        out = contract(h, theta * (1.0 + np.exp(0.5 * log_alpha) * nz["kernel"]))
+        out = kernels.reparameterization(h, theta, scale, nz["kernel"])
     elif estimator == "flipout":
-        delta = np.exp(0.5 * log_alpha) * theta * nz["kernel"]
-        out = mean + contract(h * nz["sign_input"], delta) * nz["sign_output"]
+        out = kernels.flipout(h, theta, scale, nz["kernel"], nz["sign_input"], nz["sign_output"])
     else:
-        out = mean
-    return out + p["bias"] if "bias" in p else out
+        out = kernels.dense(h, theta)
+    return kernels.add_bias(out, p["bias"]) if "bias" in p else out
 
 
 def estimator_logits(estimator, network, net_params, x, noise):
     """The network's outputs (batch, 10) under ``estimator`` with explicit ``noise``."""
     h = x
     for name, layer in zip(network.names, network.layers):
-        h = _activations.get(layer.activation)(_preactivation(estimator, net_params[name], h,
-                                                              noise[name]))
+        h = _activations.get(layer.activation)(_preactivation(estimator, layer, net_params[name],
+                                                              h, noise[name]))
     return h
 
 

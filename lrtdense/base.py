@@ -1,0 +1,370 @@
+"""The contract every lrtdense layer follows, and the machinery that implements it once.
+
+* A layer is a frozen dataclass of settings (units, activation, priors, dtype, ...): its config,
+  repr, equality and hash follow from the declaration. It never holds parameters.
+* ``init(rng, input_dim) -> params``: a flat dict of named arrays (``weight_names()`` order, the
+  order they are drawn in).
+* ``forward(params, x, rng=None, *, noise=None, mode="sample", workspace=None)
+  -> (outputs, kl)``: x of shape (..., in), rank >= 2; outputs (..., units); kl the scalar sum of
+  ``divergences(params)``. ``mode="sample"`` draws the noise from ``rng`` (a
+  ``numpy.random.Generator``) with ``sample_noise``, or takes it from ``noise``; the other modes
+  (``MODES``: "mean" for every layer) draw nothing. ``forward(params, x, rng=g)`` equals
+  ``forward(params, x, noise=layer.sample_noise(g, x.shape))`` bit for bit.
+* ``sample_noise(rng, input_shape)``: every random array of one forward call, drawn in the order
+  of ``noise_shapes(input_shape)``: standard normals in the layer's dtype by
+  ``lrtdense.samplers.standard_normal``, signs (``noise_kinds`` "sign") by ``rademacher``.
+* ``workspace``: an optional ``lrtdense.workspace.Workspace`` for the arrays of the call (the
+  training step's); results are then views of its buffers, the same bits as without it.
+
+A subclass declares its settings as dataclass fields, checks them in ``_validate``, and defines
+``weight_names``, ``param_shapes``, ``initializers``, ``noise_shapes`` and ``_forward`` (the
+computation proper, on checked inputs) and ``_divergences``.
+"""
+import dataclasses
+import math
+
+import numpy as np
+from autograd.tracer import getval
+
+from lrtdense import activations
+from lrtdense.samplers import rademacher, standard_normal
+
+__all__ = ["Layer", "check_rng", "dtype_name", "positive_int", "DTYPES"]
+
+DTYPES = {"float32": np.float32, "float64": np.float64}
+MAX_UNITS = 2 ** 31 - 1
+
+
+def dtype_name(dtype):
+    """'float32' or 'float64' for a dtype-like; None means the default, 'float32'.
+
+    Raises:
+      ValueError: any other dtype.
+    """
+    if dtype is None:
+        return "float32"
+    try:
+        name = np.dtype(dtype).name
+    except TypeError:
+        name = None
+    if name not in DTYPES:
+        raise ValueError(f"dtype must be 'float32' or 'float64' (or None for float32), got "
+                         f"{dtype!r}")
+    return name
+
+
+def positive_int(value, what, maximum=MAX_UNITS):
+    """``value`` as an int in [1, maximum]; a ValueError naming ``what`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or \
+            not 1 <= value <= maximum:
+        raise ValueError(f"{what} must be an integer >= 1 (and <= {maximum}), got {value!r}")
+    return int(value)
+
+
+def check_rng(rng):
+    """Raises TypeError unless ``rng`` is a ``numpy.random.Generator``."""
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator (e.g. numpy.random.default_rng(0)), "
+                        f"got {type(rng).__name__}")
+
+
+class Layer:
+    """The shared machinery of every layer; see the module docstring for the contract."""
+
+    MODES = ("sample", "mean")
+
+    # ----------------------------------------------------------------------------- settings
+    def __post_init__(self):
+        object.__setattr__(self, "units", positive_int(self.units, "units"))
+        object.__setattr__(self, "activation", activations.canonical(self.activation))
+        object.__setattr__(self, "dtype", dtype_name(self.dtype))
+        self._validate()
+
+    def _validate(self):
+        """Checks and normalises the subclass's own settings (frozen: use object.__setattr__)."""
+
+    def _set(self, name, value):
+        object.__setattr__(self, name, value)
+
+    def get_config(self):
+        """Plain JSON-serializable settings; ``type(self).from_config(cfg)`` rebuilds the layer.
+
+        Raises:
+          ValueError: the activation is a custom callable (configs never hold code).
+        """
+        config = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.name == "activation":
+                value = activations.config_name(value)
+            elif hasattr(value, "to_config"):
+                value = value.to_config()
+            config[field.name] = value
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        """Rebuilds a layer from ``get_config()``'s dict.
+
+        Raises:
+          TypeError / ValueError: not a dict, unknown keys, or bad settings.
+        """
+        if not isinstance(config, dict):
+            raise TypeError(f"config must be a dict, got {type(config).__name__}")
+        names = [f.name for f in dataclasses.fields(cls)]
+        extra = sorted(set(config) - set(names), key=str)
+        if extra:
+            raise ValueError(f"unexpected keys {extra} in a {cls.__name__} config; expected a "
+                             f"subset of {names}")
+        if "units" not in config:
+            raise ValueError(f"a {cls.__name__} config needs 'units'")
+        return cls(**config)
+
+    # --------------------------------------------------------------------------- parameters
+    def weight_names(self):
+        """Param names, in the order ``init`` draws them."""
+        raise NotImplementedError
+
+    def param_shapes(self, input_dim):
+        """dict name -> shape for an input of last dimension ``input_dim``."""
+        raise NotImplementedError
+
+    def _weight_settings(self):
+        """The settings that decide ``weight_names``, as text for error messages."""
+        return ""
+
+    def initializers(self):
+        """dict name -> initializer ``(rng, shape, dtype) -> array``, in ``weight_names()`` order."""
+        raise NotImplementedError
+
+    def count_params(self, input_dim):
+        """Total number of scalars in the params for an input of last dimension ``input_dim``."""
+        return sum(math.prod(s) for s in self.param_shapes(input_dim).values())
+
+    def compute_output_shape(self, input_shape):
+        """(..., in) -> (..., units). Raises ValueError if rank < 2 or the last dim is None."""
+        input_shape = tuple(input_shape)
+        if len(input_shape) < 2:
+            raise ValueError(f"expected an input shape of rank >= 2 (batch, ..., in), got "
+                             f"{input_shape}")
+        if input_shape[-1] is None:
+            raise ValueError(f"the last dimension of the input shape must be defined, got "
+                             f"{input_shape}")
+        return input_shape[:-1] + (self.units,)
+
+    def init(self, rng, input_dim):
+        """Draws fresh params from ``rng`` in ``weight_names()`` order.
+
+        Args:
+          rng: numpy.random.Generator.
+          input_dim: size of the input's last axis.
+        Returns:
+          dict name -> array of the layer's dtype.
+        """
+        check_rng(rng)
+        input_dim = positive_int(input_dim, "input_dim")
+        dtype = DTYPES[self.dtype]
+        inits = self.initializers()
+        return {name: np.asarray(inits[name](rng, shape, dtype), dtype=dtype)
+                for name, shape in self.param_shapes(input_dim).items()}
+
+    def get_weights(self, params):
+        """The params as a list in ``weight_names()`` order (TFP's ``layer.weights`` order)."""
+        self.check_params(params)
+        return [params[name] for name in self.weight_names()]
+
+    def set_weights(self, weights):
+        """Builds params from a list in ``weight_names()`` order (e.g. TFP's get_weights()).
+
+        Floating arrays are cast to the layer's dtype, as Keras does.
+        Raises:
+          ValueError: wrong number of arrays or inconsistent shapes.
+        """
+        names = self.weight_names()
+        if not isinstance(weights, (list, tuple)) or len(weights) != len(names):
+            got = len(weights) if isinstance(weights, (list, tuple)) else type(weights).__name__
+            raise ValueError(f"expected a list of {len(names)} arrays {names}, got {got}")
+        arrays = [np.asarray(w) for w in weights]
+        for name, a in zip(names, arrays):
+            if a.dtype.kind != "f":
+                raise TypeError(f"{name} must be a floating array, got dtype {a.dtype}")
+        params = {n: np.ascontiguousarray(a, dtype=self.dtype) for n, a in zip(names, arrays)}
+        self.check_params(params)
+        return params
+
+    def check_params(self, params, input_dim=None):
+        """Raises a clear error unless ``params`` has exactly this layer's keys, shapes and dtype.
+
+        Returns the input dimension the params imply.
+        """
+        if not isinstance(getval(params), dict):
+            raise TypeError(f"params must be a dict of arrays, got {type(params).__name__}")
+        names = self.weight_names()
+        missing = [n for n in names if n not in params]
+        extra = sorted(set(params) - set(names), key=str)
+        if missing or extra:
+            raise ValueError(f"params do not match {type(self).__name__}("
+                             f"{self._weight_settings()}): missing {missing}, unexpected "
+                             f"{extra}; expected exactly {names}")
+        kernel = names[0]
+        kernel_shape = tuple(getattr(params[kernel], "shape", ()))
+        if len(kernel_shape) != 2 or kernel_shape[1] != self.units:
+            raise ValueError(f"expected {kernel}.shape == (in, {self.units}), got {kernel_shape}")
+        if input_dim is not None and kernel_shape[0] != input_dim:
+            raise ValueError(f"expected x.shape[-1] == {kernel_shape[0]} to match "
+                             f"{kernel}.shape[0], got {input_dim}")
+        for name, shape in self.param_shapes(kernel_shape[0]).items():
+            value = params[name]
+            got_shape = tuple(getattr(value, "shape", ()))
+            if got_shape != shape:
+                raise ValueError(f"expected {name}.shape == {shape}, got {got_shape}")
+            dtype = getattr(value, "dtype", None)
+            if dtype != self.dtype:
+                raise TypeError(f"expected {name}.dtype == {self.dtype} (the layer's dtype), got "
+                                f"{dtype}")
+        return kernel_shape[0]
+
+    # -------------------------------------------------------------------------------- noise
+    def noise_shapes(self, input_shape):
+        """dict key -> shape of every random array ``forward`` uses, in draw order."""
+        raise NotImplementedError
+
+    def noise_kinds(self):
+        """dict key -> "sign" for the noise arrays of +-1 signs (the others are normals)."""
+        return {}
+
+    def sample_noise(self, rng, input_shape, normal=None, workspace=None):
+        """Draws every random array of one ``forward`` call, in ``noise_shapes`` order.
+
+        Args:
+          rng: numpy.random.Generator.
+          input_shape: shape of x, (..., in).
+          normal: ``(rng, shape, dtype) -> array`` for the normal noise; default
+            ``standard_normal`` (what ``forward(..., rng=...)`` uses).
+          workspace: optional Workspace to draw into (the same draws).
+        Returns:
+          dict key -> array of the layer's dtype.
+        """
+        check_rng(rng)
+        dtype = DTYPES[self.dtype]
+        kinds = self.noise_kinds()
+        noise = {}
+        for key, shape in self.noise_shapes(tuple(input_shape)).items():
+            if kinds.get(key) == "sign":
+                out = None if workspace is None else workspace.empty(shape, dtype)
+                noise[key] = rademacher(rng, shape, dtype, out=out)
+            elif normal is not None:
+                noise[key] = normal(rng, shape, dtype)
+            elif workspace is None:
+                noise[key] = standard_normal(rng, shape, dtype)
+            else:
+                out = workspace.empty(shape, dtype)
+                work = workspace.empty(((out.size + 1) // 2,), dtype) if dtype == np.float32 else None
+                noise[key] = standard_normal(rng, shape, dtype, out=out, work=work)
+        return noise
+
+    def check_noise(self, noise, input_shape):
+        """Validates a noise dict against ``noise_shapes(input_shape)`` and casts it to the dtype."""
+        if not isinstance(noise, dict):
+            raise TypeError(f"noise must be a dict of arrays, got {type(noise).__name__}")
+        shapes = self.noise_shapes(tuple(input_shape))
+        missing = [k for k in shapes if k not in noise]
+        extra = sorted(set(noise) - set(shapes), key=str)
+        if missing or extra:
+            raise ValueError(f"noise keys do not match {type(self).__name__}: missing {missing}, "
+                             f"unexpected {extra}; expected exactly {list(shapes)}")
+        kinds = self.noise_kinds()
+        out = {}
+        for key, shape in shapes.items():
+            value = np.asarray(noise[key])
+            if value.shape != shape:
+                raise ValueError(f"expected noise[{key!r}].shape == {shape} for an input of shape "
+                                 f"{tuple(input_shape)}, got {value.shape}")
+            if value.dtype.kind not in "fi":
+                raise TypeError(f"noise[{key!r}] must be real numbers, got dtype {value.dtype}")
+            value = value.astype(self.dtype, copy=False)
+            if kinds.get(key) == "sign" and not np.all(np.abs(value) == 1):
+                raise ValueError(f"noise[{key!r}] must hold only +1 and -1")
+            out[key] = value
+        return out
+
+    # ------------------------------------------------------------------------------ compute
+    def check_input(self, x):
+        """x as an array of the layer's dtype, rank >= 2. Raises TypeError / ValueError."""
+        raw = getval(x)
+        if not hasattr(raw, "dtype"):
+            raw = x = np.asarray(x)
+        if raw.dtype.kind != "f":
+            raise TypeError(f"x must be an array of real floating numbers (it is cast to the "
+                            f"layer's {self.dtype}), got dtype {raw.dtype}")
+        if raw.ndim < 2:
+            raise ValueError(f"expected x of rank >= 2 with shape (batch, ..., in), got shape "
+                             f"{raw.shape}; reshape a single example to (1, in)")
+        if raw.dtype != self.dtype:
+            x = x.astype(self.dtype)
+        return x
+
+    def forward(self, params, x, rng=None, *, noise=None, mode="sample", workspace=None):
+        """Stochastic (``mode="sample"``) or deterministic forward pass.
+
+        Args:
+          params: dict of arrays (see ``init``).
+          x: float array (..., in), rank >= 2; cast to the layer's dtype if floating.
+          rng: numpy.random.Generator for the noise (sample mode, unless ``noise`` is given).
+          noise: dict of explicit noise arrays (see ``noise_shapes``); makes forward deterministic.
+          mode: one of ``MODES``; rng and noise are ignored outside "sample".
+          workspace: optional Workspace for the arrays of the call.
+        Returns:
+          (outputs of shape (..., units), kl scalar), both of the layer's dtype.
+        Raises:
+          ValueError / TypeError naming the offending argument.
+
+        NaN or inf in x or params propagate to the outputs (they are not checked here);
+        ``lrtdense.training.fit`` refuses a non-finite loss.
+        """
+        x = self.check_input(x)
+        self.check_params(params, x.shape[-1])
+        noise = self._resolve_noise(x, rng, noise, mode, workspace)
+        outputs, kl = self._forward(params, x, noise, mode, workspace)
+        return activations.get(self.activation)(outputs, workspace=workspace), kl
+
+    def _forward(self, params, x, noise, mode, workspace):
+        """(pre-activations, kl) on checked inputs."""
+        raise NotImplementedError
+
+    def divergences(self, params):
+        """dict term -> scalar divergence of the posterior from the prior (TFP's ``losses``)."""
+        self.check_params(params)
+        return self._divergences(params, None)
+
+    def _divergences(self, params, workspace):
+        raise NotImplementedError
+
+    def kl(self, params):
+        """The sum of ``divergences`` (0 of the layer's dtype when there is none)."""
+        return sum_terms(self.divergences(params), self.dtype)
+
+    def _resolve_noise(self, x, rng, noise, mode, workspace):
+        """The noise dict of one forward call: checked ``noise``, or drawn from ``rng`` (sample
+        mode); None in the other modes. Raises ValueError for an unknown mode or a missing or
+        doubled source of randomness."""
+        if mode not in self.MODES:
+            raise ValueError(f"mode must be one of {self.MODES}, got {mode!r}")
+        if mode != "sample":
+            return None
+        if noise is not None:
+            if rng is not None:
+                raise ValueError("pass either rng or noise to forward, not both")
+            return self.check_noise(noise, x.shape)
+        if rng is None:
+            raise ValueError("mode='sample' needs rng=numpy.random.Generator(...) or an "
+                             "explicit noise dict; use mode='mean' for the posterior mean")
+        return self.sample_noise(rng, x.shape, workspace=workspace)
+
+
+def sum_terms(terms, dtype):
+    """The sum of a dict of scalars, starting from a 0 of ``dtype``."""
+    total = np.zeros((), dtype=dtype)
+    for value in terms.values():
+        total = total + value
+    return total
