@@ -409,35 +409,3 @@ def sample_statistical(meta, inputs, num_samples, rng, bug=None):
         res["samples/outputs"] = res["samples/outputs"].copy()
         res["samples/outputs"][::2] = np.nan
     return {k: v.astype(dtype) for k, v in res.items()}
-
-
-# ------------------------------------------------------------------- tie conventions (transition)
-
-def pending_tie_cases(names):
-    """The case names whose expected values, as the installed lrtdense computes them, still
-    follow autograd's tie splitting instead of SPEC's TensorFlow convention (elu'(0) = 1; min(a, 0)
-    passes all of its gradient to a at a == 0), so that this port, which follows SPEC, cannot
-    match them yet. Empty once lrtdense follows SPEC; the tests then assert those cases too."""
-    import fnmatch
-
-    import numpy
-    from autograd import grad as agrad
-
-    from lrtdense import activations
-    from lrtdense.dropout import DenseVariationalDropout
-
-    pending = []
-    elu_slope = agrad(lambda z: np.sum(activations.get("elu")(z)))(numpy.zeros(1))[0]
-    if elu_slope != 1.0:
-        pending.append("*_tie_elu")
-    layer = DenseVariationalDropout(1, use_bias=False, dtype="float64")
-    theta = numpy.ones((1, 1))
-    c1, c2, c3 = 1.16145124, -1.50204118, 0.58629921
-    kl_slope = agrad(lambda la: layer.kl({"kernel_theta": theta, "kernel_log_alpha": la}))(
-        numpy.zeros((1, 1)))[0, 0]
-    la_slope = agrad(lambda la: np.sum(layer.log_alpha({"kernel_theta": theta,
-                                                        "kernel_log_alpha": la})))(
-        numpy.zeros((1, 1)))[0, 0]
-    if la_slope != 1.0 or not numpy.isclose(kl_slope, -(0.5 + c1 + 2 * c2 + 3 * c3), rtol=1e-12):
-        pending.append("vdrop_*")
-    return sorted(n for n in names if any(fnmatch.fnmatchcase(n, p) for p in pending))

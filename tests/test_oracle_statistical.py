@@ -14,20 +14,15 @@ from lrtdense.testing import reference_cases
 import spec_port
 
 CASES = [c for c in reference_cases() if st.eligible(c.meta)]
-PENDING = set(spec_port.pending_tie_cases([c.name for c in CASES]))
 BY_NAME = {c.name: c for c in CASES}
 S = st.MIN_SAMPLES
 
 
 def check(case, bug=None, seed=0, samples=S):
-    """The statistical rows of ``case`` for spec_port's sampler (with ``bug``). For a PENDING
-    case the gradients row is left out: lrtdense's analytic gradient there still carries the old
-    tie convention, which is not what is being tested."""
+    """The statistical rows of ``case`` for spec_port's sampler (with ``bug``)."""
     res = spec_port.sample_statistical(case.meta, case.inputs, samples,
                                        np.random.default_rng(seed), bug)
     rows, _ = st.check(case.name, case.meta, case.inputs, case.expected, res)
-    if case.name in PENDING:
-        rows = [r for r in rows if r.quantity != "samples: gradients"]
     return rows
 
 
@@ -67,8 +62,6 @@ def test_a_correct_sampler_passes_every_statistical_case(seed):
     failure here is a defect, not bad luck)."""
     failed = []
     for case in CASES:
-        if case.name in PENDING:
-            continue
         failed += [r for r in check(case, seed=seed) if not r.passed]
     assert not failed, format_table(failed)
 
@@ -160,8 +153,6 @@ def test_calibration_at_a_measurable_rate(monkeypatch):
     trials = fails = 0
     for seed in range(40):
         for case in CASES:
-            if case.name in PENDING:
-                continue
             trials += 1
             fails += any(not r.passed for r in check(case, seed=1000 + seed))
     bound = 0.02 * trials + 3 * math.sqrt(0.02 * trials)

@@ -11,7 +11,6 @@ import sys
 
 import pytest
 
-import spec_port
 from lrtdense.reference import default_dir
 
 PEERS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "examples", "peers")
@@ -46,8 +45,6 @@ def peer(request):
 
 def test_every_failure_is_a_known_deviation(peer):
     rows, table, unexplained, confirmed = result(peer)
-    pending = set(spec_port.pending_tie_cases(sorted({r.case for r in rows})))
-    unexplained = [r for r in unexplained if r.case not in pending]
     assert not unexplained, [(r.case, r.quantity, r.note) for r in unexplained]
     assert len({r.case for r in rows}) >= 17
     for deviation, failing in table:
@@ -69,8 +66,7 @@ def test_forward_semantics_match_tfp_where_no_deviation_says_otherwise(peer):
     for r in rows:
         if r.quantity in ("outputs/sample", "outputs/mean", "grads/x") and (
                 r.case, r.quantity) not in excused:
-            pending = spec_port.pending_tie_cases([r.case])
-            assert r.passed or pending, (r.case, r.quantity, r.note)
+            assert r.passed, (r.case, r.quantity, r.note)
 
 
 def test_committed_table_is_what_the_run_generates():

@@ -17,7 +17,6 @@ import pytest
 from lrtdense.reference import default_dir
 from lrtdense.reference.verify import format_table, statistical_cases, verify
 from lrtdense.testing import assert_case, reference_cases
-import spec_port
 
 PORTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "examples", "ports")
 REFERENCE = default_dir()
@@ -26,10 +25,6 @@ STATISTICAL = ["lrt_64_units1", "lrt_64_act_linear", "*_zero_rows", "*_extreme_s
                "reparam_64_units1", "flipout_64_units1", "*_softplus_middle", "*_normal_bias_linear",
                "vdrop_64_linear", "sparsevd_64_linear"]
 RTOL = {"float64": 1e-12, "float32": 2e-5}
-# cases whose expected values still carry lrtdense's old tie convention (see spec_port): the
-# ports follow SPEC, so these fail until lrtdense does too
-PENDING = set(spec_port.pending_tie_cases(
-    [c.name for c in reference_cases(check=False)]))
 
 _modules = {}
 
@@ -71,12 +66,10 @@ def _all_case_names():
 
 
 def test_port_passes_every_case(port, results):
-    """Every case, new families included (edge, dropout, training); the PENDING tie cases fail
-    only on their tie-sensitive gradients."""
+    """Every case, new families included (edge, dropout, training)."""
     rows = verify(REFERENCE, results)
-    failed = [r for r in rows if not r.passed and r.case not in PENDING]
+    failed = [r for r in rows if not r.passed]
     assert rows and not failed, format_table(failed)
-    assert {r.quantity for r in rows if not r.passed} <= {"grads/x", "grads/kernel_log_alpha"}
     # Every case was checked, quantity by quantity, at the tolerances of SPEC §4.
     assert {r.case for r in rows} == set(_all_case_names())
     for case in reference_cases(check=False):
@@ -116,7 +109,7 @@ def test_statistical_mode_passes(port, results):
     expected = [c.name for c in reference_cases(check=False) if statistical_cases(c.meta)]
     assert sorted({r.case for r in stat_rows}) == expected
     assert len(expected) >= 24
-    failed = [r for r in rows if not r.passed and r.case not in PENDING]
+    failed = [r for r in rows if not r.passed]
     assert not failed, format_table(failed)
 
 

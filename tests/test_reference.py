@@ -15,8 +15,6 @@ from lrtdense.testing import reference_cases, assert_case
 import spec_port
 
 REF = default_dir()
-# cases whose expected values still carry lrtdense's old tie convention (see spec_port)
-PENDING = set(spec_port.pending_tie_cases(sorted(CASES)))
 
 
 def write_results(root, fn, patterns=("*",)):
@@ -54,16 +52,13 @@ def test_regenerating_reproduces_the_committed_set(tmp_path):
 
 
 def test_independent_spec_port_passes_every_case(tmp_path):
-    """Every case but Adam's (the ports cover it), new families included: layers, edge cases,
-    dropout layers and networks, training trajectories. The tie cases lrtdense does not yet
-    compute by SPEC's convention (PENDING) fail exactly on the tie-sensitive gradients."""
+    """Every case but Adam's (the ports cover it), new families included: layers, edge cases
+    (exact ties by TF's convention), dropout layers and networks, training trajectories."""
     write_results(tmp_path, lambda c: spec_port.run_case(c.meta, c.inputs))
     rows = verify(REF, str(tmp_path), [n for n in sorted(CASES) if not n.startswith("adam_")])
-    failed = [r for r in rows if not r.passed and r.case not in PENDING]
+    failed = [r for r in rows if not r.passed]
     assert len(rows) > 600 and not failed, format_table(failed)
     assert {r.case for r in rows} == set(CASES) - {"adam_64_trajectory"}
-    pending = {(r.case, r.quantity) for r in rows if not r.passed}
-    assert {q for _, q in pending} <= {"grads/x", "grads/kernel_log_alpha"}, pending
 
 
 @pytest.mark.parametrize("broken,case,quantity", [
@@ -129,7 +124,7 @@ def test_statistical_mode(tmp_path, bug):
     rng = np.random.default_rng(0)
     names = []
     for case in reference_cases():
-        if not statistical_cases(case.meta) or case.name in PENDING:
+        if not statistical_cases(case.meta):
             continue
         names.append(case.name)
         res = {k: v for k, v in case.expected.items() if k.startswith(("outputs/mean", "outputs/pruned", "kl/"))}
@@ -152,8 +147,7 @@ def test_cli_verify_exit_codes(tmp_path):
     write_results(tmp_path / "ok", lambda c: spec_port.run_case(c.meta, c.inputs), ["lrt_64_*"])
     run = lambda *a: subprocess.run([sys.executable, "-m", "lrtdense", "reference", "verify", *a],
                                     capture_output=True, text=True, timeout=300)
-    ok = run(str(tmp_path / "ok"), "--cases", ",".join(
-        n for n in sorted(CASES) if n.startswith("lrt_64_") and n not in PENDING))
+    ok = run(str(tmp_path / "ok"), "--cases", "lrt_64_*")
     assert ok.returncode == 0, ok.stdout[-2000:] + ok.stderr
     assert "| lrt_64_basic | outputs/sample |" in ok.stdout and " 0 failed" in ok.stdout
     bad = run(str(tmp_path / "ok"), "--cases", "flipout_64_basic")
