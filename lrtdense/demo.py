@@ -9,12 +9,12 @@ their training standard deviation; predictions are mapped back.
 Prints the held-out RMSE, NLL and 95%-interval coverage on 1000 fresh points from [-4, 4], and
 writes a PNG of the data, the predictive mean and +-2 sigma bands over [-6, 6] (matplotlib).
 """
-import argparse
 import sys
 import time
 
 import numpy as np
 
+from lrtdense.argtypes import check_output_file, integer, number, output_file
 from lrtdense.layers import DenseLocalReparameterization
 from lrtdense.losses import GaussianLikelihood
 from lrtdense.model import Model
@@ -36,7 +36,13 @@ def toy_data(rng, n, noise=3.0, low=-4.0, high=4.0):
 def run(seed=0, epochs=8000, hidden=50, learning_rate=0.003, num_samples=500,
         output="lrtdense_demo.png", noise=3.0, num_train=20, num_test=1000, verbose=True,
         file=None):
-    """Trains and evaluates; returns a dict of metrics and predictions (also used by the tests)."""
+    """Trains and evaluates; returns a dict of metrics and predictions (also used by the tests).
+
+    Raises:
+      ValueError: ``output`` cannot be written (checked before training).
+    """
+    if output:
+        check_output_file(output)
     out = file or sys.stdout
     rng = np.random.default_rng(seed)
     x, y = toy_data(rng, num_train, noise)
@@ -111,18 +117,45 @@ def plot(result, path, file=None):
     return path
 
 
+# Upper ends of the command-line ranges: beyond them a run only exhausts memory (the predictive
+# holds samples x 1000 test points) or time.
+LIMITS = dict(hidden=10000, num_samples=10000)
+PLOT_EXTENSIONS = {".png", ".pdf", ".svg", ".jpg", ".jpeg"}
+
+
 def add_arguments(parser):
-    parser.add_argument("--seed", type=int, default=DEFAULTS["seed"])
-    parser.add_argument("--epochs", type=int, default=DEFAULTS["epochs"])
-    parser.add_argument("--hidden", type=int, default=DEFAULTS["hidden"])
-    parser.add_argument("--learning-rate", type=float, default=DEFAULTS["learning_rate"])
-    parser.add_argument("--samples", type=int, default=DEFAULTS["num_samples"],
-                        help="Monte Carlo samples for the predictive")
-    parser.add_argument("--output", default=DEFAULTS["output"],
-                        help="PNG path ('' for no plot)")
+    """The demo's settings, each checked by its argparse type (see ``lrtdense.argtypes``)."""
+    d = DEFAULTS
+    parser.add_argument("--seed", type=integer(0), default=d["seed"], metavar="N",
+                        help="seed of the data, the initialisation and the noise "
+                             "(default: %(default)s)")
+    parser.add_argument("--epochs", type=integer(1), default=d["epochs"], metavar="N",
+                        help="full-batch Adam steps (default: %(default)s)")
+    parser.add_argument("--hidden", type=integer(1, LIMITS["hidden"]), default=d["hidden"],
+                        metavar="N", help="hidden units (default: %(default)s)")
+    parser.add_argument("--learning-rate", type=number(0, 1), default=d["learning_rate"],
+                        metavar="LR", help="Adam's step size, in (0, 1] (default: %(default)s)")
+    parser.add_argument("--samples", type=integer(1, LIMITS["num_samples"]),
+                        default=d["num_samples"], metavar="S",
+                        help="Monte Carlo samples for the predictive (default: %(default)s)")
+    parser.add_argument("--output", type=output_file(PLOT_EXTENSIONS), default=d["output"],
+                        metavar="FILE", help="the plot, .png, .pdf, .svg or .jpg; '' for none; "
+                                             "its folder must exist (default: %(default)s)")
 
 
 def main(args):
-    run(seed=args.seed, epochs=args.epochs, hidden=args.hidden, learning_rate=args.learning_rate,
-        num_samples=args.samples, output=args.output)
+    """Runs the demo from parsed arguments; returns the exit code (1 if training diverged)."""
+    if args.samples == 1:
+        print("lrtdense demo: warning: --samples 1 makes the epistemic std 0 everywhere (one "
+              "sample has no spread): its band and printed value mean nothing; use 2 or more",
+              file=sys.stderr)
+    try:
+        run(seed=args.seed, epochs=args.epochs, hidden=args.hidden,
+            learning_rate=args.learning_rate, num_samples=args.samples, output=args.output)
+    except FloatingPointError as err:
+        first = (str(err).splitlines() or [type(err).__name__])[0]
+        first = first if len(first) <= 200 else first[:200] + "..."
+        print(f"lrtdense demo: error: training diverged ({first}); try a smaller "
+              f"--learning-rate", file=sys.stderr)
+        return 1
     return 0

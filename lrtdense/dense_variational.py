@@ -103,16 +103,19 @@ class DenseVariational(Layer):
         if not isinstance(getval(params), dict):
             raise TypeError(f"params must be a dict of arrays, got {type(params).__name__}")
         post = params["posterior_constant"] if "posterior_constant" in params else None
-        size = np.shape(post)[0] // 2 if np.ndim(post) == 1 else None
         implied = None
-        if size is not None:
-            implied = (size - (self.units if self.use_bias else 0)) / self.units
-        if input_dim is None and implied is not None and implied == int(implied) and implied >= 1:
-            input_dim = int(implied)
-        if input_dim is None:
+        if np.ndim(post) == 1 and np.shape(post)[0] % 2 == 0:
+            rows = np.shape(post)[0] // 2 - (self.units if self.use_bias else 0)
+            if rows >= self.units and rows % self.units == 0:
+                implied = rows // self.units
+        if implied is None:
             raise ValueError(f"expected posterior_constant of shape (2 n,) with n = in * "
                              f"{self.units}{' + ' + str(self.units) if self.use_bias else ''}, "
                              f"got {np.shape(post)}")
+        if input_dim is not None and input_dim != implied:
+            raise ValueError(f"expected x.shape[-1] == {implied} to match "
+                             f"posterior_constant.shape[0], got {input_dim}")
+        input_dim = implied
         want = self.param_shapes(input_dim)
         names = list(want)
         if set(params) != set(names):

@@ -42,7 +42,6 @@ import math
 
 import numpy as np
 from autograd.extend import defvjp, primitive
-from scipy.special import expit, log_expit
 
 from lrtdense.autodiff import add_into, custom_vjp
 from lrtdense.workspace import empty
@@ -86,36 +85,56 @@ def _softplus_and_sigmoid(u, workspace):
     few ULPs, where log(w) alone loses digits for small e), and e itself where w == 1: NumPy
     vectorizes float32 log but not log1p (0.54 against 1.6 ms for 313,600 elements here). In
     float64 both cost the same and log1p is used. Only if exp overflows (u > 709 in float64,
-    > 88 in float32; NumPy's flag tells, at no extra pass) are the stable forms
-    -log_expit(-u) and expit(u) used. Measured against 80-bit references: <= 2.4 ULPs (float64),
-    <= 4.2 ULPs (float32) for softplus; <= 3 ULPs for the sigmoid."""
+    > 88 in float32; NumPy's flag tells, at no extra pass) is the form with exp(-|u|) used.
+    Measured against 80-bit references: <= 2.4 ULPs (float64), <= 4.2 ULPs (float32) for
+    softplus; <= 3 ULPs for the sigmoid."""
     sp, sig, w = _like(workspace, u), _like(workspace, u), _like(workspace, u)
     try:
-        with np.errstate(over="raise"):
+        with np.errstate(over="raise", under="ignore"):
             np.exp(u, out=sig)                          # e
     except FloatingPointError:
-        np.negative(u, out=sp)
-        log_expit(sp, out=sp)
-        np.negative(sp, out=sp)
-        expit(u, out=sig)
-        return sp, sig
+        return _softplus_and_sigmoid_of_large(u, sp, sig, w, workspace)
     np.add(sig, 1, out=w)
-    if u.dtype != np.float32:
-        np.log1p(sig, out=sp)
-        sig /= w
-        return sp, sig
-    np.log(w, out=sp)
-    t = _like(workspace, u)
+    _log1p_into(sig, w, sp, workspace)
+    sig /= w
+    return sp, sig
+
+
+def _log1p_into(e, w, out, workspace):
+    """out = log1p(e) given w = 1 + e (see ``_softplus_and_sigmoid`` for the float32 form)."""
+    if e.dtype != np.float32:
+        np.log1p(e, out=out)
+        return out
+    np.log(w, out=out)
+    t = _like(workspace, e)
     np.subtract(w, 1, out=t)
     try:    # w - 1 == 0 exactly when e < eps / 2: there log1p(e) = e (the flags tell)
         with np.errstate(divide="raise", invalid="raise"):
-            np.divide(sig, t, out=t)
+            np.divide(e, t, out=t)
     except FloatingPointError:
         tiny = w == 1
         t[tiny] = 1
-        sp[tiny] = sig[tiny]
-    sp *= t
-    sig /= w
+        out[tiny] = e[tiny]
+    out *= t
+    return out
+
+
+def _softplus_and_sigmoid_of_large(u, sp, sig, w, workspace):
+    """The same where exp(u) overflows somewhere: softplus(u) = max(u, 0) + log1p(e) and
+    sigmoid(u) = 1 / (1 + e) (u >= 0) or e / (1 + e) (u < 0), with e = exp(-|u|) <= 1."""
+    e = _like(workspace, u)
+    np.absolute(u, out=e)
+    np.negative(e, out=e)
+    with np.errstate(under="ignore"):
+        np.exp(e, out=e)
+    np.add(e, 1, out=w)
+    _log1p_into(e, w, sp, workspace)
+    t = _like(workspace, u)
+    np.maximum(u, 0, out=t)
+    sp += t
+    np.reciprocal(w, out=sig)
+    negative = u < 0
+    np.multiply(sig, e, out=sig, where=negative)
     return sp, sig
 
 
@@ -123,7 +142,7 @@ def _sigmoid_into(z, out):
     """out = 1 / (1 + exp(-z)), within 3 ULPs; exp(-z) = inf (z < -88 in float32) gives 0.
     (scipy's expit is not vectorized here: 4.3 against 1.7 ns per float32 element.)"""
     np.negative(z, out=out)
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore", under="ignore"):
         np.exp(out, out=out)
     out += 1
     np.reciprocal(out, out=out)
@@ -925,32 +944,34 @@ Args: scale (differentiable), eps (the draw's standard normals). Returns a scala
 
 
 def _scale_mixture_log_prob_fwd(w, pi, sigma1, sigma2, *, needs, workspace=None):
-    # log(pi N(w; 0, s1) + (1 - pi) N(w; 0, s2)) = b + softplus(a - b), with
-    # a = log pi - log s1 - w**2 / (2 s1**2), b = log(1 - pi) - log s2 - w**2 / (2 s2**2):
-    # a stable logsumexp of the two components (TFP's MixtureSameFamily.log_prob)
+    # log(pi N(w; 0, s1) + (1 - pi) N(w; 0, s2)) = a + softplus(b - a), a stable logsumexp of
+    # the components (TFP's MixtureSameFamily.log_prob), with a = log p_wide - log s_wide -
+    # w**2 / (2 s_wide**2) the wider component's and b the narrower's: b - a <= log(p_narrow
+    # s_wide / (p_wide s_narrow)) for every w, so exp(b - a) never overflows
     ws = workspace
     pi, s1, s2 = float(pi), float(sigma1), float(sigma2)
-    c1 = 0.5 / s2 ** 2 - 0.5 / s1 ** 2
-    c0 = math.log(pi) - math.log1p(-pi) + math.log(s2) - math.log(s1)
+    (pw, sw), (pn, sn) = sorted([(pi, s1), (1.0 - pi, s2)], key=lambda c: -c[1])
+    c1 = 0.5 / sw ** 2 - 0.5 / sn ** 2                   # <= 0
+    c0 = math.log(pn) - math.log(pw) + math.log(sw) - math.log(sn)
     flat = w.reshape(-1)
     sq = float(flat @ flat)
     d = _like(ws, w)
     np.multiply(w, w, out=d)
     d *= c1
-    d += c0                                             # a - b
-    sp, sig = _softplus_and_sigmoid(d, ws)              # sigmoid(a - b): the wide component's share
-    lp = (w.size * (math.log1p(-pi) - math.log(s2) - _HALF_LOG_2PI) - 0.5 * sq / s2 ** 2
+    d += c0                                             # b - a
+    sp, sig = _softplus_and_sigmoid(d, ws)              # sigmoid(b - a): the narrow component's share
+    lp = (w.size * (math.log(pw) - math.log(sw) - _HALF_LOG_2PI) - 0.5 * sq / sw ** 2
           + float(np.sum(sp)))
-    return w.dtype.type(lp), (w, sig, s1, s2, ws)
+    return w.dtype.type(lp), (w, sig, sw, sn, ws)
 
 
 def _scale_mixture_log_prob_bwd(res, g, argnums):
-    w, sig, s1, s2, ws = res
+    w, sig, sw, sn, ws = res
     if argnums != (0,):
         raise NotImplementedError("scale_mixture_log_prob: only the gradient w.r.t. w")
-    out = _like(ws, w)                      # -g w (r / s1**2 + (1 - r) / s2**2), r = sig
-    np.multiply(sig, 1.0 / s1 ** 2 - 1.0 / s2 ** 2, out=out)
-    out += 1.0 / s2 ** 2
+    out = _like(ws, w)                      # -g w ((1 - r) / sw**2 + r / sn**2), r = sig
+    np.multiply(sig, 1.0 / sn ** 2 - 1.0 / sw ** 2, out=out)
+    out += 1.0 / sw ** 2
     out *= w
     out *= -float(g)
     return (out,)

@@ -6,10 +6,29 @@ empty unless it learns a noise scale).
 import autograd.numpy as anp
 import numpy as np
 
+from lrtdense import tree
 from lrtdense.losses import check_num_examples, likelihood_from_config, neg_elbo
 from lrtdense.network import Sequential
 
-__all__ = ["Model"]
+__all__ = ["Model", "check_num_samples"]
+
+
+def check_num_samples(num_samples):
+    """``num_samples`` as an int >= 1; a ValueError otherwise."""
+    if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or \
+            num_samples < 1:
+        raise ValueError(f"num_samples must be an integer >= 1, got {num_samples!r}")
+    return int(num_samples)
+
+
+def _sample(noise, s, num_samples):
+    """Draw s of a noise tree whose arrays have a leading axis of num_samples."""
+    def pick(a):
+        if np.shape(a)[:1] != (num_samples,):
+            raise ValueError(f"with num_samples={num_samples} every noise array needs a leading "
+                             f"axis of {num_samples}, got shape {np.shape(a)}")
+        return a[s]
+    return tree.map(pick, noise)
 
 
 class Model:
@@ -80,25 +99,49 @@ class Model:
             check_num_examples(num_examples)
 
     def loss(self, params, x, y, rng=None, *, num_examples, kl_weight=1.0, noise=None,
-             workspace=None):
-        """Minibatch negative ELBO: mean NLL over the examples + kl_weight * KL / num_examples.
+             num_samples=1, workspace=None):
+        """Minibatch negative ELBO: mean NLL over the examples + kl_weight * KL / num_examples,
+        averaged over ``num_samples`` draws of the noise.
 
         Args:
           params: {"network": ..., "likelihood": ...}.
           x: (batch, ..., in); y: targets (see the likelihood).
-          rng / noise: the network's randomness (one of the two).
+          rng / noise: the network's randomness (one of the two); with num_samples S > 1 every
+            noise array has a leading axis of S (``sample_noise(..., num_samples=S)``), and rng
+            draws sample after sample, each as forward(rng=...) does.
           num_examples: N, the size of the training set.
           kl_weight: a number >= 0 (1 for the ELBO).
+          num_samples: S >= 1: the mean NLL and the KL are averaged over S draws (a closed-form
+            KL is the same in each; a Monte Carlo one gets S estimates).
           workspace: optional Workspace.
         Returns:
           (loss, mean NLL, KL), scalars of the model's dtype.
         Raises:
-          TypeError / ValueError: bad targets, num_examples or kl_weight (and the layers' errors).
+          TypeError / ValueError: bad targets, num_examples, kl_weight or num_samples (and the
+            layers' errors).
         """
-        outputs, kl = self.forward(params, x, rng, noise=noise, workspace=workspace)
-        nll = self.likelihood.nll(params["likelihood"], outputs, y, workspace=workspace)
-        nll_mean = anp.mean(nll)
+        num_samples = check_num_samples(num_samples)
+        nll_mean = kl = None
+        for s in range(num_samples):
+            noise_s = noise if noise is None or num_samples == 1 else _sample(noise, s, num_samples)
+            outputs, kl_s = self.forward(params, x, rng, noise=noise_s, workspace=workspace)
+            nll = anp.mean(self.likelihood.nll(params["likelihood"], outputs, y,
+                                               workspace=workspace))
+            nll_mean = nll if nll_mean is None else nll_mean + nll
+            kl = kl_s if kl is None else kl + kl_s
+        if num_samples > 1:
+            nll_mean, kl = nll_mean / num_samples, kl / num_samples
         return neg_elbo(nll_mean, kl, num_examples, kl_weight), nll_mean, kl
+
+    def sample_noise(self, rng, input_shape, num_samples=1, workspace=None):
+        """The network's noise for one loss call: ``num_samples`` draws, each the network's
+        ``sample_noise``, stacked on a leading axis when num_samples > 1."""
+        num_samples = check_num_samples(num_samples)
+        draws = [self.network.sample_noise(rng, input_shape, workspace=workspace)
+                 for _ in range(num_samples)]
+        if num_samples == 1:
+            return draws[0]
+        return tree.map(lambda *leaves: np.stack(leaves), *draws)
 
     def get_config(self):
         """Plain JSON: {"network": ..., "likelihood": ...}."""

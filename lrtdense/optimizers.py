@@ -56,29 +56,56 @@ def adam(step_size=1e-3, b1=0.9, b2=0.999, eps=None, form="kingma"):
     """Adam as an (init, update, get_params) triple.
 
     Args:
-      step_size: learning rate lr: a float > 0, or a schedule ``i -> lr`` called with the number
-        of updates already made (0, 1, 2, ...) that returns a finite lr >= 0 (e.g.
+      step_size: learning rate lr: a finite number > 0, or a schedule ``i -> lr`` called with
+        the number of updates already made (0, 1, 2, ...) that returns a finite lr >= 0 (e.g.
         ``polynomial_decay``).
-      b1, b2: moment decay rates in [0, 1).
-      eps: added to the denominator; defaults 1e-8 (kingma) / 1e-7 (keras).
+      b1, b2: moment decay rates, finite numbers in [0, 1) (not bools).
+      eps: added to the denominator, a finite number > 0; None: 1e-8 (kingma) / 1e-7 (keras).
       form: "kingma" or "keras" (see the module docstring).
+      Numbers may be Python or NumPy scalars; they are used as Python floats.
     Returns:
-      Optimizer(init, update, get_params).
+      Optimizer(init, update, get_params, hyperparams).
     Raises:
-      ValueError: a bad setting; or, from ``update``, a schedule value that is not a finite
-        number >= 0 (the state is then left unchanged).
+      ValueError: a bad setting (the message names it and the range expected); or, from
+        ``update``, a schedule value that is not a finite number >= 0 (the state is then left
+        unchanged).
     """
-    if form not in _DEFAULT_EPS:
+    if not isinstance(form, str) or form not in _DEFAULT_EPS:
         raise ValueError(f"form must be 'kingma' or 'keras', got {form!r}")
-    if not (0 <= b1 < 1 and 0 <= b2 < 1):
-        raise ValueError(f"b1 and b2 must lie in [0, 1), got {b1}, {b2}")
+    for name, b in (("b1", b1), ("b2", b2)):
+        if not (_is_finite_number(b) and 0 <= b < 1):
+            raise ValueError(f"{name} must be a number in [0, 1), got {b!r}")
+        if form == "keras" and not np.float32(b) < 1:     # its bias corrections would be 1 - 1
+            raise ValueError(f"{name}={b!r} rounds to 1 in float32, which the keras form uses; "
+                             f"expected {name} <= {float(np.nextafter(np.float32(1), 0))}")
     if not callable(step_size) and not (_is_finite_number(step_size) and step_size > 0):
         raise ValueError(f"step_size must be a finite number > 0 or a schedule (a function of the "
                          f"update count), got {step_size!r}")
+    if eps is not None and not (_is_finite_number(eps) and eps > 0):
+        raise ValueError(f"eps must be a finite number > 0 (or None for the form's default), "
+                         f"got {eps!r}")
+    # Python floats, so that a NumPy scalar setting cannot change the precision of the update.
+    b1, b2 = float(b1), float(b2)
+    step_size = step_size if callable(step_size) else float(step_size)
     eps = _DEFAULT_EPS[form] if eps is None else float(eps)
 
     def init(params):
-        """Fresh state: step 0, a copy of params, zero moments."""
+        """Fresh state: step 0, a copy of params, zero moments.
+
+        Raises ValueError if eps is 0 or infinite in a parameter's dtype (1e-300 or 1e300 in
+        float32): the update would divide 0 by 0 where the second moment is 0, or never move.
+        """
+        for path, leaf in tree.flatten(params).items():
+            dtype = np.asarray(leaf).dtype
+            if dtype.kind != "f":
+                continue
+            with np.errstate(over="ignore"):
+                rounded = np.array(eps, dtype)
+            if not 0 < rounded < np.inf:
+                info = np.finfo(dtype)
+                raise ValueError(f"eps={eps!r} is {float(rounded)} in {dtype}, the dtype of "
+                                 f"params[{path!r}]; expected eps in "
+                                 f"[{float(info.smallest_subnormal):.3g}, {float(info.max):.3g}]")
         return AdamState(0, tree.map(np.array, params), tree.map(np.zeros_like, params),
                          tree.map(np.zeros_like, params))
 

@@ -51,7 +51,7 @@ def matmul(x, w):
 
 def kl_normal(loc, scale, mp, sp):
     """TFP's _kl_normal_normal per element, summed."""
-    d = np.log(scale) - math.log(sp)
+    d = np.log(scale) - np.log(sp)
     return np.sum(0.5 * ((loc - mp) / sp) ** 2 + 0.5 * np.expm1(2.0 * d) - d)
 
 
@@ -92,30 +92,90 @@ def layer_forward(layer, p, x, noise, mode="sample"):
         if layer.use_bias:
             z = z + p["bias"]
         return ACTIVATIONS[layer.activation](z), kl
+    if name == "DenseVariational":
+        return dense_variational_forward(layer, p, x, noise, mode)
     loc = p["kernel_posterior_loc"]
     scale = posterior_scale(p["kernel_posterior_untransformed_scale"])
+    w_kernel = None
     if mode == "mean":
         z = matmul(x, loc)
     elif name == "DenseLocalReparameterization":
         z = matmul(x, loc) + noise["kernel"] * sqrt0(matmul(x * x, scale * scale))
     elif name == "DenseReparameterization":
-        z = matmul(x, noise["kernel"] * scale + loc)
+        w_kernel = noise["kernel"] * scale + loc
+        z = matmul(x, w_kernel)
     else:
         z = matmul(x, loc) + matmul(x * noise["sign_input"], noise["kernel"] * scale) * noise["sign_output"]
     kl = 0.0
-    if layer.kernel_prior is not None:
-        kl = kl + kl_normal(loc, scale, layer.kernel_prior.loc, layer.kernel_prior.scale)
+    kl = kl + divergence(layer, "kernel", p, loc, scale, noise, w_kernel, mode)
     if layer.bias_posterior is not None:
         b = p["bias_posterior_loc"]
+        b_scale = w_bias = None
         if layer.bias_posterior.is_normal:
             b_scale = posterior_scale(p["bias_posterior_untransformed_scale"])
-            if layer.bias_prior is not None:
-                kl = kl + kl_normal(b, b_scale, layer.bias_prior.loc, layer.bias_prior.scale)
             if mode == "sample":
-                b = noise["bias"] * b_scale + b
-        elif layer.bias_prior is not None:
-            kl = kl + kl_deterministic(b, layer.bias_prior.loc, layer.bias_prior.scale)
-        z = z + b
+                w_bias = noise["bias"] * b_scale + b
+        kl = kl + divergence(layer, "bias", p, b, b_scale, noise, w_bias, mode)
+        z = z + (w_bias if w_bias is not None else b)
+    return ACTIVATIONS[layer.activation](z), kl
+
+
+def prior_log_prob(prior, w, p, name):
+    kind = type(prior).__name__
+    if kind == "NormalPrior":
+        return normal_log_prob(w, prior.loc, prior.scale)
+    if kind == "TrainableNormalPrior":
+        return normal_log_prob(w, p[name + "_prior_loc"],
+                               posterior_scale(p[name + "_prior_untransformed_scale"]))
+    if kind == "ScaleMixturePrior":
+        return scale_mixture_log_prob(w, prior.pi, prior.sigma1, prior.sigma2)
+    if kind == "LaplacePrior":
+        return laplace_log_prob(w, prior.loc, prior.scale)
+    return student_t_log_prob(w, prior.df, prior.loc, prior.scale)
+
+
+def divergence(layer, name, p, loc, scale, noise, forward_sample, mode):
+    """weight * divergence of one term, written out from the layer's settings."""
+    prior = getattr(layer, f"{name}_prior")
+    if prior is None:
+        return 0.0
+    spec = getattr(layer, f"{name}_divergence")
+    if scale is None:
+        value = -prior_log_prob(prior, loc, p, name)
+    elif type(spec).__name__ == "ClosedFormKL":
+        if type(prior).__name__ == "NormalPrior":
+            value = kl_normal(loc, scale, prior.loc, prior.scale)
+        else:
+            value = kl_normal(loc, scale, p[name + "_prior_loc"],
+                              posterior_scale(p[name + "_prior_untransformed_scale"]))
+    else:
+        key = f"{name}_divergence"
+        if mode != "sample":
+            w = loc
+        elif noise is not None and key in noise:
+            w = noise[key] * scale + loc
+        else:
+            w = forward_sample
+        value = normal_log_prob(w, loc, scale) - prior_log_prob(prior, w, p, name)
+    return spec.weight * value
+
+
+def dense_variational_forward(layer, p, x, noise, mode):
+    t = p["posterior_constant"]
+    n = t.shape[0] // 2
+    loc, scale = t[:n], softplus(t[n:] + math.log(math.expm1(1.0))) + 1e-5
+    w = noise["posterior"] * scale + loc if mode == "sample" else loc
+    k = x.shape[-1] * layer.units
+    z = matmul(x, np.reshape(w[:k], (x.shape[-1], layer.units)))
+    if layer.use_bias:
+        z = z + w[k:]
+    prior_loc = p["prior_constant"] if layer.prior == "trainable" else 0.0
+    if layer.kl_use_exact:
+        kl = kl_normal(loc, scale, prior_loc, 1.0)
+    else:
+        kl = normal_log_prob(w, loc, scale) - normal_log_prob(w, prior_loc, 1.0)
+    if layer.kl_weight is not None:
+        kl = float(np.float32(layer.kl_weight)) * kl
     return ACTIVATIONS[layer.activation](z), kl
 
 
@@ -148,3 +208,24 @@ def loss(model, params, x, y, noise, num_examples, kl_weight=1.0):
     outputs, kl = network_forward(model.network, params["network"], x, noise)
     nll = np.mean(per_example_nll(model.likelihood, params["likelihood"], outputs, y))
     return nll + kl_weight * kl / num_examples, nll, kl
+
+
+def normal_log_prob(w, loc, scale):
+    return np.sum(-0.5 * ((w - loc) / scale) ** 2 - np.log(scale) - 0.5 * math.log(2 * math.pi))
+
+
+def scale_mixture_log_prob(w, pi, s1, s2):
+    def pdf(s):
+        return np.exp(-0.5 * (w / s) ** 2) / (s * math.sqrt(2 * math.pi))
+    return np.sum(np.log(pi * pdf(s1) + (1 - pi) * pdf(s2)))
+
+
+def laplace_log_prob(w, loc, scale):
+    return np.sum(-np.abs(w - loc) / scale - math.log(2 * scale))
+
+
+def student_t_log_prob(w, df, loc, scale):
+    from scipy.special import gammaln
+    y = (w - loc) / scale
+    return np.sum(gammaln(0.5 * (df + 1)) - gammaln(0.5 * df) - 0.5 * math.log(df * math.pi)
+                  - math.log(scale) - 0.5 * (df + 1) * np.log(1 + y * y / df))

@@ -73,6 +73,22 @@ def _cases():
         "sparse_log_alpha": (lambda a: K.sparse_log_alpha(a[0], a[1], -8.0, 8.0),
                              lambda a: oracle.clip(a[1] - anp.log(a[0] ** 2 + 1e-8), -8.0, 8.0),
                              lambda r: [w(r), w(r) * 4]),
+        "kl_normal_normal_trainable": (lambda a: K.kl_normal_normal(*a), lambda a: oracle.kl_normal(*a),
+                                       lambda r: [w(r), _positive(r, (4, 3)), w(r), _positive(r, (4, 3))]),
+        "normal_log_prob": (lambda a: K.normal_log_prob(*a), lambda a: oracle.normal_log_prob(*a),
+                            lambda r: [w(r), w(r), _positive(r, (4, 3))]),
+        "normal_log_prob_of_sample": (
+            lambda a: K.normal_log_prob_of_sample(a[0], FIXED_EPS),
+            lambda a: oracle.normal_log_prob(FIXED_LOC + a[0] * FIXED_EPS, FIXED_LOC, a[0]),
+            lambda r: [_positive(r, (4, 3))]),
+        "scale_mixture_log_prob": (lambda a: K.scale_mixture_log_prob(a[0], 0.25, 1.5, 0.1),
+                                   lambda a: oracle.scale_mixture_log_prob(a[0], 0.25, 1.5, 0.1),
+                                   lambda r: [w(r)]),
+        "laplace_log_prob": (lambda a: K.laplace_log_prob(a[0], 0.1, 0.5),
+                             lambda a: oracle.laplace_log_prob(a[0], 0.1, 0.5), lambda r: [w(r)]),
+        "student_t_log_prob": (lambda a: K.student_t_log_prob(a[0], 3.0, 0.1, 0.5),
+                               lambda a: oracle.student_t_log_prob(a[0], 3.0, 0.1, 0.5),
+                               lambda r: [w(r)]),
         "categorical_nll": (lambda a: K.categorical_nll(a[0], np.array([0, 2, 1, 1, 0])),
                             lambda a: oracle.per_example_nll(__import__("lrtdense").CategoricalLikelihood(),
                                                              {}, a[0], np.array([0, 2, 1, 1, 0])),
@@ -83,7 +99,15 @@ def _cases():
     }
 
 
+FIXED_EPS = np.random.default_rng(77).standard_normal((4, 3))
+FIXED_LOC = np.random.default_rng(78).standard_normal((4, 3))
 CASES = _cases()
+EXTRA = {"kl_normal_normal": (0.3, 0.7), "kl_deterministic_normal": (0.5, 1.5),
+         "clip": (-0.5, 0.4), "sparse_log_alpha": (-8.0, 8.0),
+         "normal_log_prob_of_sample": (FIXED_EPS,), "scale_mixture_log_prob": (0.25, 1.5, 0.1),
+         "laplace_log_prob": (0.1, 0.5), "student_t_log_prob": (3.0, 0.1, 0.5),
+         "categorical_nll": (np.array([0, 2, 1, 1, 0]),)}
+KERNEL_OF = {"kl_normal_normal_trainable": "kl_normal_normal"}
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -111,31 +135,23 @@ def test_float32_stays_float32_and_workspace_gives_the_same_bits(name):
     assert np.asarray(out).dtype == np.float32, name
     grads = grad(lambda a: anp.sum(kernel([a] + args[1:]) * 1.5))(args[0])
     assert grads.dtype == np.float32, name
-    ws = Workspace()
-    fn = {n: getattr(K, n, None) for n in CASES}
-    if name in ("categorical_nll", "gaussian_nll", "kl_normal_normal_0"):
+    if name in ("gaussian_nll", "kl_normal_normal_0", "normal_log_prob_of_sample"):
         return
-    with_ws = _call_with_workspace(name, args, ws)
+    kernel = getattr(K, KERNEL_OF.get(name, name))
+    extra = tuple(e.astype(np.float32) if isinstance(e, np.ndarray) and e.dtype.kind == "f" else e
+                  for e in EXTRA.get(name, ()))
+    with_ws = kernel(*args, *extra, workspace=Workspace())
     assert np.array_equal(with_ws, out) and np.asarray(with_ws).dtype == np.float32
-
-
-def _call_with_workspace(name, args, ws):
-    extra = {"kl_normal_normal": (0.3, 0.7), "kl_deterministic_normal": (0.5, 1.5),
-             "clip": (-0.5, 0.4), "sparse_log_alpha": (-8.0, 8.0)}.get(name, ())
-    return getattr(K, name)(*args, *extra, workspace=ws)
 
 
 @pytest.mark.parametrize("name", sorted(set(CASES) - {"kl_normal_normal_0"}))
 def test_a_vjp_returns_the_cotangent_itself_or_fresh_arrays(name):
     """The contract value_and_grad sums in place on: no gradient shares memory with the
     cotangent (unless it is the cotangent), an input, a residual, or another gradient."""
-    kernel = getattr(K, name)
+    kernel = getattr(K, KERNEL_OF.get(name, name))
     _, reference, make = CASES[name]
     args = make(np.random.default_rng(2))
-    extra = {"kl_normal_normal": (0.3, 0.7), "kl_deterministic_normal": (0.5, 1.5),
-             "clip": (-0.5, 0.4), "sparse_log_alpha": (-8.0, 8.0)}.get(name, ())
-    if name == "categorical_nll":
-        args, extra = args, (np.array([0, 2, 1, 1, 0]),)
+    extra = EXTRA.get(name, ()) if name not in KERNEL_OF else ()
     n = len(args)
     ws = Workspace()
     out, res = kernel.fwd(*args, *extra, needs=(True,) * n + (False,) * len(extra), workspace=ws)

@@ -223,13 +223,20 @@ def test_wrong_param_dtype(lrt):
     ({"units": 0}, "units must be an integer >= 1"),
     ({"units": 2.5}, "units must be an integer >= 1"),
     ({"units": 2, "activation": "swish"}, "unknown activation 'swish'"),
-    ({"units": 2, "kernel_prior": "laplace"}, "unknown prior type 'laplace'"),
+    ({"units": 2, "kernel_prior": "cauchy"}, "unknown prior type 'cauchy'"),
+    ({"units": 2, "kernel_prior": "laplace"}, "no closed-form KL .* kernel_divergence='monte_carlo'"),
+    ({"units": 2, "kernel_prior": L.RandomNormal()}, "a prior must be one of"),
+    ({"units": 2, "kernel_divergence": "sampled"}, "unknown divergence type 'sampled'"),
+    ({"units": 2, "dtype": None}, None),
     ({"units": 2, "bias_posterior": "cauchy"}, "unknown posterior type 'cauchy'"),
     ({"units": 2, "dtype": "float16"}, "dtype must be 'float32' or 'float64'"),
     ({"units": 2, "bias_posterior": None, "bias_prior": "normal"}, "no bias"),
     ({"units": 2, "kernel_prior": {"type": "normal", "scale": -1.0}}, "scale must be > 0"),
 ])
 def test_bad_settings(kwargs, match):
+    if match is None:       # dtype None is the documented default, float32
+        assert L.DenseLocalReparameterization(**kwargs).dtype == "float32"
+        return
     with pytest.raises((ValueError, TypeError), match=match):
         L.DenseLocalReparameterization(**kwargs)
 

@@ -18,13 +18,31 @@ from lrtdense.workspace import Workspace
 import oracle
 
 CLASSES = [L.DenseLocalReparameterization, L.DenseReparameterization, L.DenseFlipout,
-           L.DenseVariationalDropout, L.DenseSparseVariationalDropout]
+           L.DenseVariationalDropout, L.DenseSparseVariationalDropout, L.DenseVariational]
 TFP = CLASSES[:3]
+PRIOR_VARIANTS = {  # priors and divergences of the TFP estimators (kernel and a Normal bias)
+    "mixture_mc": dict(kernel_prior=L.ScaleMixturePrior(0.25, 1.5, 0.1), kernel_divergence="monte_carlo",
+                       bias_posterior="normal", bias_prior=L.LaplacePrior(0.1, 0.5),
+                       bias_divergence=L.MonteCarloKL(0.5)),
+    "trainable_kl": dict(kernel_prior=L.TrainableNormalPrior(), bias_posterior="normal",
+                         bias_prior=L.TrainableNormalPrior(), kernel_divergence=L.ClosedFormKL(0.02)),
+    "student_extra": dict(kernel_prior=L.StudentTPrior(3, 0.1, 0.5),
+                          kernel_divergence=L.MonteCarloKL(sample="extra"),
+                          bias_prior=L.ScaleMixturePrior()),
+}
 
 
 def _layers(cls, dtype="float64", variant=0):
     """Three layers of ``cls``; the TFP variants cover the bias and prior settings."""
+    if isinstance(variant, str):
+        return [cls(7, "relu", dtype=dtype, **PRIOR_VARIANTS[variant]), cls(5, "tanh", dtype=dtype),
+                cls(3, dtype=dtype, **PRIOR_VARIANTS[variant])]
     acts = [("relu", "tanh", None), ("elu", "sigmoid", "softplus")][variant % 2]
+    if cls is L.DenseVariational:
+        extra = [{}, {"prior": "fixed", "kl_weight": 0.1}, {"kl_use_exact": True, "use_bias": False},
+                 {"kl_use_exact": True, "prior": "fixed"}][variant]
+        return [cls(7, acts[0], dtype=dtype, **extra), cls(5, acts[1], dtype=dtype),
+                cls(3, acts[2], dtype=dtype, **extra)]
     if cls in TFP:
         extra = [{}, {"bias_posterior": "normal", "bias_prior": L.NormalPrior(0.5, 2.0),
                       "kernel_prior": L.NormalPrior(0.3, 0.7)},
@@ -104,6 +122,16 @@ def test_loss_and_every_gradient_equal_the_oracle(cls, variant):
     params = _spread(model.init(rng, 6), rng)
     x, y = _data(kind, rng, 9)
     _check_against_oracle(model, params, x, y, seed=variant)
+
+
+@pytest.mark.parametrize("cls", TFP)
+@pytest.mark.parametrize("variant", sorted(PRIOR_VARIANTS))
+def test_priors_and_divergences_equal_the_oracle(cls, variant):
+    model = L.Model(L.Sequential(_layers(cls, variant=variant)), _likelihood("categorical"))
+    rng = np.random.default_rng(20)
+    params = _spread(model.init(rng, 6), rng)
+    x, y = _data("categorical", rng, 9)
+    _check_against_oracle(model, params, x, y, seed=5)
 
 
 @pytest.mark.parametrize("cls", CLASSES)
@@ -216,7 +244,7 @@ def test_bad_input_is_refused_alike_for_every_layer_class(name, change, kwargs, 
         with pytest.raises(error, match=match) as info:
             L.fit(model, params, x, y, rng=rng, epochs=1, batch_size=8, verbose=False, **kwargs)
         messages.add(str(info.value).replace("kernel_posterior_loc", "KERNEL")
-                     .replace("kernel_theta", "KERNEL"))
+                     .replace("kernel_theta", "KERNEL").replace("posterior_constant", "KERNEL"))
     assert len(messages) == 1, messages
 
 
@@ -230,3 +258,35 @@ def test_params_of_any_memory_order_train_alike():
     b = L.fit(model, fortran, x, y, rng=np.random.default_rng(1), epochs=2, verbose=False)[0]
     for path, value in tree.flatten(a).items():
         assert np.array_equal(value, tree.flatten(b)[path]), path
+
+
+@pytest.mark.parametrize("cls", [L.DenseLocalReparameterization, L.DenseReparameterization])
+def test_several_samples_average_the_loss_and_its_gradient(cls):
+    """num_samples=S: the loss and every gradient are the mean of S one-sample ones, the noise
+    has a leading axis of S, drawn sample after sample; fit trains with it."""
+    model = L.Model(L.Sequential(_layers(cls, variant="mixture_mc" if cls in TFP else 0)),
+                    L.CategoricalLikelihood())
+    rng = np.random.default_rng(30)
+    params = _spread(model.init(rng, 6), rng)
+    x, y = _data("categorical", rng, 9)
+    noise = model.sample_noise(np.random.default_rng(1), x.shape, num_samples=3)
+    assert all(a.shape[0] == 3 for a in tree.leaves(noise))
+    f = lambda p, nz, s: model.loss(p, x, y, noise=nz, num_examples=40, num_samples=s)[0]
+    singles = [tree.map(lambda a: a[s], noise) for s in range(3)]
+    np.testing.assert_allclose(f(params, noise, 3), np.mean([f(params, n, 1) for n in singles]),
+                               rtol=1e-13)
+    g3 = grad(f)(params, noise, 3)
+    g1 = [grad(f)(params, n, 1) for n in singles]
+    for path, value in tree.flatten(g3).items():
+        mean = np.mean([tree.flatten(g)[path] for g in g1], axis=0)
+        assert _rel(value, mean) <= 1e-13, path
+    # rng draws sample after sample: the same as the stacked noise
+    a = model.loss(params, x, y, np.random.default_rng(1), num_examples=40, num_samples=3)[0]
+    assert a == f(params, noise, 3)
+    with pytest.raises(ValueError, match="leading axis of 3"):
+        f(params, singles[0], 3)
+    with pytest.raises(ValueError, match="num_samples must be an integer >= 1"):
+        L.fit(model, params, x, y, rng=rng, epochs=1, num_samples=0, verbose=False)
+    out, history = L.fit(model, params, x, y, rng=rng, epochs=2, batch_size=4, num_samples=3,
+                         verbose=False)
+    assert np.isfinite(history["loss"]).all()

@@ -168,3 +168,81 @@ def test_schedule_and_decay_bad_input_is_refused_and_state_kept():
                           (dict(step_size=float("nan"), decay_steps=3), "step_size must be a finite number")]:
         with pytest.raises(ValueError, match=match):
             polynomial_decay(**kwargs)
+
+
+# ---- settings validated where adam(...) is called (issue 14) ----------------------------------
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(eps=float("nan")), r"eps must be a finite number > 0 \(or None for the form's default\), got nan"),
+    (dict(eps=-1), "eps must be a finite number > 0 .* got -1"),
+    (dict(eps=0.0), "eps must be a finite number > 0"),
+    (dict(eps=float("inf")), "got inf"),
+    (dict(eps="1e-8"), "got '1e-8'"),
+    (dict(eps=True), "got True"),
+    (dict(b1=1.0), r"b1 must be a number in \[0, 1\), got 1.0"),
+    (dict(b1=-0.1), r"b1 must be a number in \[0, 1\), got -0.1"),
+    (dict(b1=False), r"b1 must be a number in \[0, 1\), got False"),
+    (dict(b1=float("nan")), r"b1 must be a number in \[0, 1\), got nan"),
+    (dict(b1="0.9"), r"b1 must be a number in \[0, 1\), got '0.9'"),
+    (dict(b1=None), "b1 must be a number"),
+    (dict(b2=True), r"b2 must be a number in \[0, 1\), got True"),
+    (dict(b2=1), r"b2 must be a number in \[0, 1\), got 1"),
+    (dict(b2=np.float64(np.inf)), "b2 must be a number"),
+    (dict(b1=0.9999999999999999, form="keras"),
+     r"b1=0.9999999999999999 rounds to 1 in float32, which the keras form uses; expected b1 <= 0.99999994"),
+    (dict(b2=1 - 2 ** -25, form="keras"), "b2=.* rounds to 1 in float32"),
+    (dict(form="Kingma"), "form must be 'kingma' or 'keras', got 'Kingma'"),
+    (dict(form=["kingma"]), r"form must be 'kingma' or 'keras', got \['kingma'\]"),
+    (dict(form=None), "form must be"),
+    (dict(step_size=np.float32("nan")), "step_size must be a finite number > 0 or a schedule"),
+    (dict(step_size=False), "step_size must be a finite number > 0 or a schedule"),
+])
+def test_bad_settings_are_refused_where_adam_is_called(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        adam(**kwargs)
+
+
+def test_the_issue_eps_nan_no_longer_reaches_the_params():
+    """adam(eps=nan) used to be accepted and fit then returned NaN params without an error."""
+    with pytest.raises(ValueError, match="eps"):
+        adam(eps=float("nan"))
+    adam(b1=0.9999999999999999)                               # kingma works in float64
+    adam(b1=float(np.nextafter(np.float32(1), 0)), form="keras")
+    opt = adam(b1=0.0, b2=0.0, eps=np.float32(1e-8))          # the edges of the ranges are fine
+    state = opt.update(opt.init({"w": np.zeros(3)}), {"w": np.zeros(3)})
+    assert np.array_equal(state.params["w"], np.zeros(3))
+    assert opt.hyperparams["eps"] == float(np.float32(1e-8)) and type(opt.hyperparams["eps"]) is float
+
+
+@pytest.mark.parametrize("form", ["kingma", "keras"])
+def test_numpy_scalar_settings_update_exactly_as_python_floats(form):
+    """np.float32(0.9) is used as the Python float 0.9 it equals, so the update runs in the
+    params' precision exactly as with floats (NumPy 2 would keep float32 arithmetic for it)."""
+    rng = np.random.default_rng(3)
+    params = {"w": rng.standard_normal(50), "h": rng.standard_normal(7).astype(np.float32)}
+    values = dict(step_size=np.float32(1e-2), b1=np.float32(0.9), b2=np.float64(0.999),
+                  eps=np.float32(1e-7))
+    a = adam(**values, form=form)
+    b = adam(**{k: float(v) for k, v in values.items()}, form=form)
+    sa, sb = a.init(params), b.init(params)
+    for _ in range(3):
+        g = tree_map(lambda p: rng.standard_normal(p.shape).astype(p.dtype), params)
+        sa, sb = a.update(sa, g), b.update(sb, g)
+    for k in params:
+        assert sa.params[k].dtype == params[k].dtype
+        assert np.array_equal(sa.params[k], sb.params[k]) and np.array_equal(sa.v[k], sb.v[k])
+
+
+def test_eps_that_is_zero_or_infinite_in_the_params_dtype_is_refused_at_init():
+    """Keras form, b1 = b2 = 0, float32: m and v cancel to exactly 0 when a tiny gradient follows
+    a large one, and an eps of 1e-300 is 0 in float32: 0 / 0. Refused when the dtype is known."""
+    opt = adam(1.0, 0.0, 0.0, 1e-300, form="keras")
+    with pytest.raises(ValueError, match=r"eps=1e-300 is 0.0 in float32, the dtype of "
+                                         r"params\['b/c'\]; expected eps in \[1.4e-45, 3.4e\+38\]"):
+        opt.init({"a": np.zeros(2), "b": {"c": np.zeros(2, np.float32)}})
+    with pytest.raises(ValueError, match=r"eps=1e\+300 is inf in float32"):
+        adam(eps=1e300).init({"c": np.zeros(2, np.float32)})
+    state = opt.init({"a": np.zeros(2)})                     # float64 holds 1e-300
+    for g in (400.0, 1e-9):
+        state = opt.update(state, {"a": np.full(2, g)})
+    assert np.all(np.isfinite(state.params["a"]))

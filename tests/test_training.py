@@ -1,6 +1,5 @@
-"""Networks, losses and the ELBO scaling, fit, prediction and metrics, save/load."""
+"""Networks, losses and the ELBO scaling, fit, prediction and metrics (save/load: test_io.py)."""
 import io
-import json
 import os
 
 import numpy as np
@@ -9,7 +8,6 @@ from autograd import grad
 from scipy import stats
 
 import lrtdense as L
-from lrtdense import io as lio
 from lrtdense.losses import (GaussianLikelihood, CategoricalLikelihood, softmax_cross_entropy,
                              gaussian_nll, neg_elbo)
 from lrtdense.model import Model
@@ -256,57 +254,6 @@ def test_classification_prediction_accuracy_and_ece():
     np.testing.assert_allclose(out["probs"].sum(-1), 1.0)
 
 
-def test_save_load_round_trip_and_corruption(tmp_path):
-    rng = np.random.default_rng(9)
-    model = Model(mixed_net("float32"), GaussianLikelihood(0.3, learn_scale=True))
-    params = model.init(rng, 6)
-    path = str(tmp_path / "m")
-    lio.save(path, model, params)
-    model2, params2 = lio.load(path)
-    assert model2.get_config() == model.get_config()
-    flat, flat2 = flatten(params), flatten(params2)
-    assert flat.keys() == flat2.keys() and all(np.array_equal(flat[k], flat2[k]) and
-                                               flat[k].dtype == flat2[k].dtype for k in flat)
-    x = rng.standard_normal((3, 6)).astype(np.float32)
-    assert np.array_equal(model.forward(params, x, mode="mean")[0], model2.forward(params2, x, mode="mean")[0])
-    # Corrupted params file.
-    with open(os.path.join(path, "params.npz"), "wb") as f:
-        f.write(b"not a zip file")
-    with pytest.raises(ValueError, match="params.npz could not be read"):
-        lio.load(path)
-    # A pickled object array is refused, not executed.
-    np.savez(os.path.join(path, "params.npz"), **{"network/layer_0/kernel_posterior_loc": np.array([object()], dtype=object)})
-    with pytest.raises(ValueError, match="could not be read|pickled"):
-        lio.load(path)
-    # Mismatched shapes.
-    bad = dict(flat)
-    bad["network/layer_1/kernel_posterior_loc"] = np.zeros((5, 9), np.float32)
-    np.savez(os.path.join(path, "params.npz"), **bad)
-    with pytest.raises(ValueError, match=r"layer_1/kernel_posterior_loc has shape \(5, 9\)"):
-        lio.load(path)
-    # Corrupted config.
-    with open(os.path.join(path, "config.json"), "w") as f:
-        f.write("{ nope")
-    with pytest.raises(ValueError, match="config.json is not valid JSON"):
-        lio.load(path)
-    with open(os.path.join(path, "config.json"), "w") as f:
-        json.dump({"format": "something-else"}, f)
-    with pytest.raises(ValueError, match="not an lrtdense model config"):
-        lio.load(path)
-
-
-def test_save_load_variational_dropout_model(tmp_path):
-    rng = np.random.default_rng(10)
-    model = Model(Sequential([L.DenseSparseVariationalDropout(4, "relu", dtype="float64"),
-                              L.DenseVariationalDropout(2, dtype="float64")]), CategoricalLikelihood())
-    params = model.init(rng, 3)
-    lio.save(str(tmp_path / "vd"), model, params)
-    model2, params2 = lio.load(str(tmp_path / "vd"))
-    assert model2.get_config() == model.get_config()
-    x = rng.standard_normal((2, 3))
-    assert np.array_equal(model.forward(params, x, mode="mean")[0], model2.forward(params2, x, mode="mean")[0])
-
-
 # ------------------------------------------------------------------- nothing lost, signals
 def _small_problem(seed=6):
     rng = np.random.default_rng(seed)
@@ -395,3 +342,54 @@ def test_ctrl_c_with_the_default_handler_stops_after_the_update():
     replayed = replay_completed_steps(model, params, x, y, (1,), batch_size=10)
     for k, v in replayed["network"]["layer_0"].items():       # the interrupted update completed
         assert np.array_equal(out["network"]["layer_0"][k], v), k
+
+
+def test_a_checkpointed_fit_resumes_bit_for_bit_after_a_crash(tmp_path):
+    """Epochs 1-2 checkpointed, a crash in epoch 3, the same fit call again: it resumes after
+    epoch 2 and ends with the bits of a run never interrupted (params, Adam state, history)."""
+    rng0 = np.random.default_rng(11)
+    x, y = rng0.standard_normal((23, 3)), rng0.integers(0, 2, 23)
+    model = Model(Sequential([L.DenseFlipout(4, "relu", dtype="float64"),
+                              L.DenseLocalReparameterization(2, dtype="float64")]),
+                  CategoricalLikelihood())
+    params = model.init(rng0, 3)
+    kwargs = dict(epochs=4, batch_size=5, optimizer=adam(0.01), verbose=False)
+    reference, ref_hist = fit(model, params, x, y, rng=np.random.default_rng(5), **kwargs)
+    path = str(tmp_path / "ckpt")
+
+    def crash(epoch, p, h):
+        if epoch == 2:
+            raise RuntimeError("power cut")
+
+    with pytest.raises(RuntimeError):
+        fit(model, params, x, y, rng=np.random.default_rng(5), checkpoint=path, callback=crash,
+            **kwargs)
+    rng = np.random.default_rng(999)                 # any generator: its state is restored
+    out, hist = fit(model, model.init(rng, 3), x, y, rng=rng, checkpoint=path, **kwargs)
+    for path_, value in flatten(reference).items():
+        assert np.array_equal(flatten(out)[path_], value), path_
+    for key in ("loss", "nll", "kl", "kl_weight"):
+        assert hist[key] == ref_hist[key], key
+    # the last checkpoint is the finished run; fitting again trains no further epoch
+    again, hist2 = fit(model, params, x, y, rng=np.random.default_rng(5), checkpoint=path, **kwargs)
+    assert hist2["loss"] == ref_hist["loss"]
+    assert all(np.array_equal(v, flatten(reference)[k]) for k, v in flatten(again).items())
+
+
+def test_a_checkpoint_of_another_training_is_refused_and_kept(tmp_path):
+    rng = np.random.default_rng(12)
+    x, y = rng.standard_normal((10, 2)), rng.standard_normal((10, 1))
+    model = Model(L.DenseLocalReparameterization(1, dtype="float64"), GaussianLikelihood())
+    params = model.init(rng, 2)
+    path = str(tmp_path / "ckpt")
+    fit(model, params, x, y, rng=rng, epochs=1, verbose=False, checkpoint=path)
+    before = {f: open(os.path.join(path, f), "rb").read() for f in os.listdir(path)}
+    with pytest.raises(ValueError, match=r"another training \(it differs in \['batch_size', 'x'\]"):
+        fit(model, params, x + 1, y, rng=rng, epochs=2, batch_size=4, verbose=False, checkpoint=path)
+    assert {f: open(os.path.join(path, f), "rb").read() for f in os.listdir(path)} == before
+    from lrtdense.optimizers import Optimizer
+    opt = adam()
+    plain = Optimizer(opt.init, opt.update, opt.get_params)     # no hyperparams: not Adam
+    with pytest.raises(ValueError, match="built-in Adam"):
+        fit(model, params, x, y, rng=rng, epochs=1, verbose=False, optimizer=plain,
+            checkpoint=str(tmp_path / "other"))

@@ -7,6 +7,8 @@
 import argparse
 import sys
 
+from lrtdense.argtypes import integer, output_folder
+
 __all__ = ["add_arguments", "main"]
 
 
@@ -19,10 +21,11 @@ def add_arguments(parser):
         description=_variance_doc(), formatter_class=argparse.RawDescriptionHelpFormatter)
     variance.add_argument("--short", action="store_true",
                           help="a few-second configuration (small network, 100 draws)")
-    variance.add_argument("--out", default="out/variance_study", metavar="DIR",
-                          help="directory for variance_table.md and variance.png "
+    variance.add_argument("--out", type=output_folder, default="out/variance_study", metavar="DIR",
+                          help="folder for variance_table.md and variance.png, created if needed "
                                "(default: %(default)s)")
-    variance.add_argument("--seed", type=int, default=0, help="seed of everything (default 0)")
+    variance.add_argument("--seed", type=integer(0), default=0, metavar="N",
+                          help="seed of everything (default: %(default)s)")
 
 
 def main(args):
@@ -32,7 +35,7 @@ def main(args):
         try:
             variance.run(short=args.short, out=args.out, seed=args.seed)
         except ImportError as err:
-            print(f"lrtdense study variance: {err}", file=sys.stderr)
+            print(f"lrtdense study variance: error: {err}", file=sys.stderr)
             return 2
         return 0
     raise ValueError(f"unknown study {args.study!r}")

@@ -1,0 +1,176 @@
+"""lrtdense.predict's metrics: closed forms and naive oracles, and a clear error for every input
+that used to give a silently wrong number (issue 14)."""
+import numpy as np
+import pytest
+from scipy import special, stats
+
+import lrtdense as L
+from lrtdense import predict as P
+from lrtdense.losses import GaussianLikelihood
+from lrtdense.model import Model
+
+
+def naive_ece(labels, probs, num_bins):
+    """The textbook loop (Guo et al. 2017, eq. 3), bins (b/B, (b+1)/B]."""
+    conf, pred = probs.max(1), probs.argmax(1)
+    total = 0.0
+    for b in range(num_bins):
+        lo, hi = b / num_bins, (b + 1) / num_bins
+        mask = (conf > lo) & (conf <= hi) if b else (conf <= hi)
+        if mask.any():
+            total += mask.sum() / len(labels) * abs((pred[mask] == labels[mask]).mean() - conf[mask].mean())
+    return total
+
+
+def test_the_issue_column_of_labels_is_refused_not_broadcast():
+    """(N, 1) labels against (N,) predictions broadcast to (N, N): 0.375 for a perfect
+    classifier. Refused (with the fix in the message); the flat labels give 1.0."""
+    probs = np.eye(4)[[0, 1, 2, 3, 0, 1, 2, 3]] * 0.7 + 0.075
+    labels = np.array([0, 1, 2, 3, 0, 1, 2, 3])
+    assert float(np.mean(np.argmax(probs, -1) == labels[:, None])) == 0.25   # the old broadcast
+    for metric in (P.accuracy, P.expected_calibration_error):
+        with pytest.raises(ValueError, match=r"labels must have shape \(N,\) = \(8,\) to match "
+                                             r"probs \(8, 4\), got \(8, 1\); pass labels.ravel\(\)"):
+            metric(labels[:, None], probs)
+    assert P.accuracy(labels, probs) == 1.0
+    assert P.expected_calibration_error(labels, probs) == pytest.approx(0.225)
+
+
+def test_accuracy_and_ece_values():
+    probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
+    labels = np.array([0, 1, 1, 0])
+    assert P.accuracy(labels, probs) == 0.75
+    expected = (abs(1 - 0.9) + abs(0 - 0.8) + abs(1 - 0.7) + abs(1 - 0.6)) / 4
+    assert P.expected_calibration_error(labels, probs, num_bins=10) == pytest.approx(expected, abs=1e-15)
+    assert P.expected_calibration_error(labels, probs, num_bins=1) == pytest.approx(abs(0.75 - 0.75))
+    assert P.accuracy(np.array([1], np.uint8), np.array([[0.5, 0.5]])) == 0.0     # tie: lowest index
+    rng = np.random.default_rng(0)
+    for bins in (1, 2, 7, 15, 100):
+        probs = special.softmax(3 * rng.standard_normal((500, 6)), axis=1)
+        labels = rng.integers(0, 6, 500)
+        assert P.expected_calibration_error(labels, probs, num_bins=np.int64(bins)) == \
+            pytest.approx(naive_ece(labels, probs, bins), rel=1e-12, abs=1e-15)
+
+
+def test_the_sum_tolerance():
+    """Float32 softmax over 1000 classes averaged over samples passes; rows off by more than
+    PROB_SUM_TOLERANCE (logits, unnormalised scores) are refused."""
+    rng = np.random.default_rng(1)
+    logits = (5 * rng.standard_normal((20, 50, 1000))).astype(np.float32)
+    probs = special.softmax(logits, axis=-1).mean(0)
+    assert probs.dtype == np.float32 and np.abs(probs.sum(-1) - 1).max() < 1e-5
+    assert 0 <= P.accuracy(rng.integers(0, 1000, 50), probs) <= 1
+    tol = P.PROB_SUM_TOLERANCE
+    assert tol == 1e-3
+    ok = np.array([[0.5, 0.5 + 0.9 * tol]])
+    assert P.accuracy(np.array([1]), ok) == 1.0
+    with pytest.raises(ValueError, match=r"row 1 sums to 1.0011 \(logits or unnormalised scores\?\)"):
+        P.accuracy(np.array([0, 1]), np.array([[0.5, 0.5], [0.5, 0.5011]]))
+    with pytest.raises(ValueError, match="must lie in \\[0, 1\\]"):
+        P.accuracy(np.array([0]), np.array([[2.0, -1.0]]))
+
+
+@pytest.mark.parametrize("labels,probs,error,match", [
+    ([0, 1], [[0.5, 0.5], [np.nan, 0.5]], ValueError, r"probs must be finite; 1 of 4 entries"),
+    ([0, 1], [[0.5, 0.5], [np.inf, 0.5]], ValueError, "probs must be finite"),
+    ([0, 1], [0.5, 0.5], ValueError, r"probs must have shape \(N, k\) with N, k >= 1, got \(2,\)"),
+    ([], np.zeros((0, 3)), ValueError, r"probs must have shape \(N, k\) with N, k >= 1, got \(0, 3\)"),
+    ([0, 1], [[[0.5, 0.5]]], ValueError, r"got \(1, 1, 2\)"),
+    ([0.0, 1.0], [[0.5, 0.5], [0.5, 0.5]], TypeError, "labels must be integer class indices, got dtype float64"),
+    ([True, False], [[0.5, 0.5], [0.5, 0.5]], TypeError, "got dtype bool"),
+    (["a", "b"], [[0.5, 0.5], [0.5, 0.5]], TypeError, "got dtype <U1"),
+    ([0, 2], [[0.5, 0.5], [0.5, 0.5]], ValueError, r"labels must lie in \[0, 2\) for 2 classes, got values in \[0, 2\]"),
+    ([-1, 0], [[0.5, 0.5], [0.5, 0.5]], ValueError, r"labels must lie in \[0, 2\)"),
+    ([0, 1, 1], [[0.5, 0.5], [0.5, 0.5]], ValueError, r"labels must have shape \(N,\) = \(2,\) .* got \(3,\)$"),
+    ([[0, 1]], [[0.5, 0.5], [0.5, 0.5]], ValueError, r"got \(1, 2\); pass labels.ravel\(\)"),
+    ([0, 1], [["a", "b"], ["c", "d"]], TypeError, "probs must be an array of real numbers"),
+    ([0, 1], [[0.5 + 0j, 0.5], [0.5, 0.5]], TypeError, "probs must be an array of real numbers, got dtype complex128"),
+    ([0, 1], [[3.0, -1.0], [0.2, 0.8]], ValueError, r"probs must lie in \[0, 1\]"),
+    ([0, 1], [[1.2, 3.4], [0.1, 0.2]], ValueError, r"probs must lie in \[0, 1\]"),
+    ([0, 1], [[0.2, 0.3], [0.1, 0.2]], ValueError, "row 1 sums to 0.3"),
+])
+def test_bad_classification_inputs(labels, probs, error, match):
+    for metric in (P.accuracy, P.expected_calibration_error):
+        with pytest.raises(error, match=match):
+            metric(np.asarray(labels), np.asarray(probs))
+
+
+@pytest.mark.parametrize("num_bins", [0, -1, 2.5, True, "15", None, np.float64(3)])
+def test_ece_num_bins_must_be_a_positive_integer(num_bins):
+    with pytest.raises(ValueError, match=r"num_bins must be an integer >= 1, got "):
+        P.expected_calibration_error(np.array([0]), np.array([[1.0, 0.0]]), num_bins=num_bins)
+
+
+def test_regression_metrics_values():
+    rng = np.random.default_rng(2)
+    y, mean, std = rng.standard_normal((50, 2)), rng.standard_normal((50, 2)), rng.uniform(0.5, 2, (50, 2))
+    assert P.rmse(y, mean) == pytest.approx(np.sqrt(np.mean((y - mean) ** 2)), rel=1e-15)
+    assert P.gaussian_nll(y, mean, std) == pytest.approx(np.mean(-stats.norm.logpdf(y, mean, std)), rel=1e-14)
+    assert P.gaussian_nll(y, mean, 1.5) == pytest.approx(np.mean(-stats.norm.logpdf(y, mean, 1.5)), rel=1e-14)
+    z = stats.norm.ppf(0.95)
+    assert P.interval_coverage(y, mean, std, 0.9) == np.mean(np.abs(y - mean) <= z * std)
+    # (N,) targets and std against an (N, 1) mean: taken as (N, 1), as the likelihood does.
+    col = mean[:, :1]
+    assert P.rmse(y[:, 0], col) == pytest.approx(np.sqrt(np.mean((y[:, 0] - col[:, 0]) ** 2)))
+    assert P.gaussian_nll(y[:, 0], col, std[:, 0]) == pytest.approx(
+        np.mean(-stats.norm.logpdf(y[:, 0], col[:, 0], std[:, 0])))
+    assert P.interval_coverage(np.zeros(3), np.zeros((3, 1)), np.ones(3), np.float32(0.5)) == 1.0
+    big = rng.standard_normal((20000, 1))
+    assert P.interval_coverage(big, np.zeros_like(big), np.ones_like(big), 0.95) == pytest.approx(0.95, abs=0.006)
+
+
+@pytest.mark.parametrize("call,error,match", [
+    (lambda: P.interval_coverage(np.zeros(3), np.zeros(3), np.array([1.0, np.nan, 1.0])),
+     ValueError, r"std must be finite; 1 of 3 entries are NaN or infinite \(the first at flat index 1: nan\)"),
+    (lambda: P.interval_coverage(np.zeros(3), np.zeros(3), 0.0), ValueError, "std must be > 0; its smallest entry is 0.0"),
+    (lambda: P.gaussian_nll(np.zeros(3), np.zeros(3), -1.0), ValueError, "std must be > 0"),
+    (lambda: P.gaussian_nll(np.zeros(3), np.zeros(3), np.inf), ValueError, "std must be finite"),
+    (lambda: P.gaussian_nll(np.zeros(3), np.zeros(3), np.ones(4)), ValueError,
+     r"std of shape \(4,\) does not match predictions of shape \(3,\)"),
+    (lambda: P.gaussian_nll(np.zeros((3, 2)), np.zeros((3, 2)), np.ones(3)), ValueError,
+     r"std of shape \(3,\) does not match predictions of shape \(3, 2\)"),
+    (lambda: P.rmse(np.zeros(3), np.zeros(4)), ValueError,
+     r"targets of shape \(3,\) do not match predictions of shape \(4,\)"),
+    (lambda: P.rmse(np.zeros((3, 1)), np.zeros(3)), ValueError, r"targets of shape \(3, 1\) do not match"),
+    (lambda: P.rmse(np.zeros(0), np.zeros(0)), ValueError, "expected at least one target"),
+    (lambda: P.rmse(np.zeros((3, 0)), np.zeros((3, 0))), ValueError,
+     r"y must have shape \(N, ...\) with N >= 1, got \(3, 0\)"),
+    (lambda: P.rmse(1.0, 2.0), ValueError, "expected at least one target"),
+    (lambda: P.rmse(np.array([1.0, np.nan]), np.zeros(2)), ValueError, "y must be finite"),
+    (lambda: P.rmse(np.zeros(2), np.array([np.inf, 0])), ValueError, "mean must be finite"),
+    (lambda: P.rmse(np.zeros(2), np.array(["a", "b"])), TypeError, "mean must be an array of real numbers"),
+    (lambda: P.rmse(np.zeros(2), [None, 1.0]), TypeError, "got dtype object"),
+])
+def test_bad_regression_inputs(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+@pytest.mark.parametrize("level", [0, 1, -0.5, 1.5, np.nan, np.inf, True, "0.95", None])
+def test_coverage_level_must_lie_in_the_open_unit_interval(level):
+    with pytest.raises(ValueError, match=r"level must be a number in \(0, 1\), got "):
+        P.interval_coverage(np.zeros(3), np.zeros(3), np.ones(3), level)
+
+
+def test_predict_num_samples_and_shapes():
+    model = Model(L.DenseLocalReparameterization(2, dtype="float64"), GaussianLikelihood(0.5))
+    params = model.init(np.random.default_rng(0), 3)
+    x = np.ones((4, 3))
+    out = P.predict(model, params, x, rng=np.random.default_rng(0), num_samples=np.int64(3))
+    assert out["samples"].shape == (3, 4, 2) and out["mean"].shape == (4, 2)
+    np.testing.assert_allclose(out["std"] ** 2, out["epistemic_std"] ** 2 + 0.25, rtol=1e-14)
+    one = P.predict(model, params, x, rng=np.random.default_rng(0), num_samples=1)
+    assert np.all(one["epistemic_std"] == 0)
+    for bad in (0, -1, 2.0, True, "3", None):
+        with pytest.raises(ValueError, match="num_samples must be an integer >= 1"):
+            P.predict(model, params, x, rng=np.random.default_rng(0), num_samples=bad)
+
+
+def test_every_public_function_documents_args_returns_and_raises():
+    for name in P.__all__:
+        obj = getattr(P, name)
+        if callable(obj):
+            doc = obj.__doc__ or ""
+            assert "Returns" in doc, name
+            if name != "predict_mean":
+                assert "Args:" in doc and "Raises:" in doc, name
