@@ -14,25 +14,14 @@ value, results folder missing, a pattern matching no case, no case eligible for 
 a folder generate will not write into); 3 the reference set is missing, corrupt, tampered with or
 inconsistent (SPEC.md section 6).
 """
-import argparse
 import os
 import sys
 
+from lrtdense.cli import ArgumentParser
 from lrtdense.reference import default_dir, spec_path, store
 from lrtdense.reference.verify import (UsageError, format_table, generate, run, select_cases)
 
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_REFERENCE = 0, 1, 2, 3
-
-
-class _Parser(argparse.ArgumentParser):
-    """A sub-command parser that reports an unknown option with its own usage line (argparse
-    would leave it to the top-level parser, whose usage says nothing about the sub-command)."""
-
-    def parse_known_args(self, args=None, namespace=None):
-        namespace, extras = super().parse_known_args(args, namespace)
-        if extras:
-            self.error(f"unrecognized arguments: {' '.join(extras)}")
-        return namespace, extras
 
 
 def _patterns(values):
@@ -46,8 +35,9 @@ def _patterns(values):
 
 
 def add_arguments(parser):
-    sub = parser.add_subparsers(dest="reference_command", required=True, parser_class=_Parser,
-                                metavar="{verify,list,path,spec,generate}")
+    # lrtdense.cli.ArgumentParser: a bad flag prints the usage of its own sub-command
+    sub = parser.add_subparsers(dest="reference_command", required=True,
+                                parser_class=ArgumentParser)
     v = sub.add_parser("verify", help="verify a port's results against the reference",
                        description="Compare a port's results with the reference set and print "
                                    "one row per case and quantity (SPEC.md section 6).")
