@@ -266,12 +266,29 @@ def test_generate_pin_only_for_the_package_folder(tmp_path):
 
 # ------------------------------------------------------------------------------------------ CLI
 
-def cli(*args, **kwargs):
-    return subprocess.run([sys.executable, "-m", "lrtdense", "reference", *args],
-                          capture_output=True, text=True, timeout=300, **kwargs)
+class Done:
+    def __init__(self, returncode, stdout, stderr):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
 
 
-def test_cli_options_in_any_order_and_exit_codes(good_results, tmp_path):
+@pytest.fixture
+def cli(capsys):
+    """``lrtdense reference ARGS`` in this process (the entry point's main; argparse's exits
+    caught): returncode, stdout, stderr. test_cli_closed_pipe_is_quiet runs a real process."""
+    from lrtdense import cli as entry
+
+    def run(*args):
+        capsys.readouterr()
+        try:
+            code = entry.main(["reference", *args])
+        except SystemExit as stop:
+            code = stop.code
+        out, err = capsys.readouterr()
+        return Done(code, out, err)
+    return run
+
+
+def test_cli_options_in_any_order_and_exit_codes(cli, good_results, tmp_path):
     before = cli("verify", "--cases", "lrt_64_basic", str(good_results))
     after = cli("verify", str(good_results), "--cases", "lrt_64_basic,lrt_64_units1")
     assert before.returncode == 0 and after.returncode == 0, before.stderr + after.stderr
@@ -290,13 +307,13 @@ def test_cli_options_in_any_order_and_exit_codes(good_results, tmp_path):
     assert badref.stderr.count("\n") == 1 and "Traceback" not in badref.stderr
 
 
-def test_cli_bad_flag_prints_the_subcommand_usage(good_results):
+def test_cli_bad_flag_prints_the_subcommand_usage(cli, good_results):
     out = cli("verify", str(good_results), "--bogus")
     assert out.returncode == 2
     assert "usage: lrtdense reference verify" in out.stderr and "--bogus" in out.stderr
 
 
-def test_cli_list_path_spec(tmp_path):
+def test_cli_list_path_spec(cli, tmp_path):
     out = cli("list", "lrt_64_act_*")
     assert out.returncode == 0
     assert [line.split()[0] for line in out.stdout.splitlines()] == [
