@@ -133,7 +133,7 @@ def bug_table(seeds=(5,), escalate=100000):
 def test_bug_table():
     """Every planted bug is caught on at least one case, and on every case where it changes what
     S = 10000 draws can show, with at most 2 (bug, case) exceptions per bug class. Measured
-    (seed 5): see SPEC section 7's table."""
+    (seed 5): SPEC section 7, "Measured"."""
     table = bug_table()
     lines = [f"{bug:24s} caught {len(e['caught']):2d}  missed {len(e['missed']):2d} "
              f"{e['missed']}  invisible at 1e5 draws {len(e['invisible']):2d}"
