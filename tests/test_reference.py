@@ -156,3 +156,21 @@ def test_cli_verify_exit_codes(tmp_path):
     assert missing.returncode == 2 and "does not exist" in missing.stderr
     badref = run(str(tmp_path / "ok"), "--reference", str(tmp_path / "ok"))
     assert badref.returncode == 3 and "manifest.json not found" in badref.stderr
+
+
+@pytest.mark.parametrize("est", ["lrt", "reparam", "flipout"])
+def test_a_softplus_switching_to_u_at_20_fails_the_middle_cases(est):
+    """PyTorch's softplus returns u above 20; TF's runs log1p(exp(u)) up to 34.04. In float64 the
+    difference (1e-10 relative at u = 20.25) fails *_softplus_middle's KL, nothing else needed."""
+    case = reference_cases(f"{est}_64_softplus_middle")[0]
+    u = case.params["kernel_posterior_untransformed_scale"]
+    eps = np.finfo(u.dtype).eps
+    prior = case.model["config"]["kernel_prior"]
+    right = spec_port._kl(case.params["kernel_posterior_loc"], np.logaddexp(0, u) + eps, prior)
+    torchlike = spec_port._kl(case.params["kernel_posterior_loc"],
+                              np.where(u > 20, u, np.log1p(np.exp(np.minimum(u, 20)))) + eps, prior)
+    from lrtdense.reference.report import compare
+    tol = case.tolerances["kl/kernel"]
+    assert compare(case.name, "kl/kernel", np.asarray(right), case.expected["kl/kernel"], tol).passed
+    assert not compare(case.name, "kl/kernel", np.asarray(torchlike), case.expected["kl/kernel"],
+                       tol).passed
