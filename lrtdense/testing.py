@@ -16,13 +16,13 @@ AssertionError whose message reports, per failing quantity, the max abs / rel er
 failing elements and the worst elements with their reference and port values.
 """
 import dataclasses
-import fnmatch
 
 import numpy as np
 
 from lrtdense import tree
 from lrtdense.reference import default_dir, store
-from lrtdense.reference.verify import compare
+from lrtdense.reference.report import compare
+from lrtdense.reference.verify import select_cases
 
 __all__ = ["reference_cases", "assert_case", "ReferenceCase"]
 
@@ -67,13 +67,16 @@ class ReferenceCase:
 
 
 def reference_cases(*patterns, root=None, check=True):
-    """The reference cases (all, or those whose names match any glob in ``patterns``)."""
-    root = root or default_dir()
-    manifest = store.read_manifest(root, check=check)
-    names = sorted(manifest["cases"])
-    if patterns:
-        names = [n for n in names if any(fnmatch.fnmatch(n, p) for p in patterns)]
-    return [ReferenceCase(n, *store.read_case(root, n)) for n in names]
+    """The reference cases (all, or those whose names match any case-sensitive glob in
+    ``patterns``), from the shipped set unless ``root`` names another.
+
+    Raises:
+      lrtdense.reference.store.ReferenceError: the set is missing, corrupt or inconsistent (with
+        ``check``, also a file that fails its sha256).
+      lrtdense.reference.verify.UsageError: a pattern matches no case.
+    """
+    ref = store.open_reference(root or default_dir(), check=check)
+    return [ReferenceCase(n, *store.read_case(ref, n)) for n in select_cases(ref.names, patterns)]
 
 
 def assert_case(case, results, keys=None, max_report=5):

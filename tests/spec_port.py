@@ -1,5 +1,7 @@
 """A second, independent implementation of reference_data/SPEC.md in autograd.numpy (no lrtdense
 layer code), used to test `verify` against a port, including deliberately broken variants."""
+import math
+
 import autograd.numpy as np
 from autograd import grad
 from autograd.extend import primitive, defvjp
@@ -13,9 +15,16 @@ def _sqrt(u):
 
 defvjp(_sqrt, lambda ans, u: lambda g: np.where(ans > 0, g / (2 * np.where(ans > 0, ans, 1)), 0 * g))
 
+# Ties follow TensorFlow (SPEC section 3): relu'(0) = 0, elu'(0) = 1, and min(a, 0) passes the
+# whole gradient to a at a == 0 (tf.minimum); np.where on one side gives exactly these.
 ACT = {"linear": lambda z: z, "relu": lambda z: np.where(z > 0, z, 0 * z), "tanh": np.tanh,
        "sigmoid": expit, "softplus": lambda z: np.logaddexp(0 * z, z),
-       "elu": lambda z: np.where(z > 0, z, np.exp(np.minimum(z, 0)) - 1)}
+       "elu": lambda z: np.where(z > 0, z, np.exp(np.where(z > 0, 0 * z, z)) - 1)}
+
+
+def min0(a):
+    """min(a, 0) with tf.minimum's gradient: all of it to a where a <= 0."""
+    return np.where(a <= 0, a, 0 * a)
 
 
 def _scale(u, broken):
@@ -28,13 +37,45 @@ def _kl(loc, scale, prior):
         return 0.0
     mp, sp = prior["loc"], prior["scale"]
     if scale is None:
-        return np.sum(0.5 * ((loc - mp) / sp) ** 2 + 0.5 * np.log(2 * np.pi) + np.log(sp))
-    d = np.log(scale) - np.log(sp)
+        return np.sum(0.5 * ((loc - mp) / sp) ** 2 + 0.5 * math.log(2 * math.pi) + math.log(sp))
+    d = np.log(scale) - math.log(sp)  # a Python float: float32 stays float32
     return np.sum(0.5 * ((loc - mp) / sp) ** 2 + 0.5 * np.expm1(2 * d) - d)
+
+
+K1, K2, K3 = 0.63576, 1.87320, 1.48695     # Molchanov et al.'s KL approximation
+C1, C2, C3 = 1.16145124, -1.50204118, 0.58629921   # Kingma et al.'s
+
+
+def dropout_layer(spec, p, x, noise, mode):
+    """DenseVariationalDropout / DenseSparseVariationalDropout (SPEC section 3)."""
+    cls, cfg = spec["class_name"], spec["config"]
+    theta = p["kernel_theta"]
+    flat = np.reshape(x, (-1, x.shape[-1]))
+    if cls == "DenseVariationalDropout":
+        la = min0(p["kernel_log_alpha"])
+        var = np.exp(la) * theta * theta
+        a = np.exp(la)
+        kl = np.sum(K1 - (0.5 * la + C1 * a + C2 * a ** 2 + C3 * a ** 3))
+    else:
+        la = np.clip(p["kernel_log_sigma2"] - np.log(theta * theta + 1e-8), -8.0, 8.0)
+        var = np.exp(p["kernel_log_sigma2"])
+        kl = np.sum(K1 - K1 * expit(K2 + K3 * la) + 0.5 * np.log1p(np.exp(-la)))
+    if mode == "pruned":
+        z = np.dot(flat, theta * (la <= cfg["threshold"]))
+    else:
+        z = np.dot(flat, theta)
+    if mode == "sample":
+        z = z + np.reshape(noise["kernel"], z.shape) * _sqrt(np.dot(flat * flat, var))
+    if cfg["use_bias"]:
+        z = z + p["bias"]
+    z = np.reshape(z, x.shape[:-1] + (theta.shape[1],))
+    return ACT[cfg["activation"]](z), {"kernel": kl}
 
 
 def layer(spec, p, x, noise, mode, broken=None):
     cls, cfg = spec["class_name"], spec["config"]
+    if cls in ("DenseVariationalDropout", "DenseSparseVariationalDropout"):
+        return dropout_layer(spec, p, x, noise, mode)
     loc = p["kernel_posterior_loc"]
     scale = _scale(p["kernel_posterior_untransformed_scale"], broken)
     flat = np.reshape(x, (-1, x.shape[-1]))
@@ -69,7 +110,10 @@ def layer(spec, p, x, noise, mode, broken=None):
 
 
 def run_case(meta, inputs, broken=None):
-    """Every expected quantity of a layer or network case."""
+    """Every expected quantity of a layer, edge, dropout, network or training case."""
+    if meta["kind"] == "training":
+        return run_training(meta, inputs)
+
     def tree(prefix):
         out = {}
         for k, v in inputs.items():
@@ -102,6 +146,8 @@ def run_case(meta, inputs, broken=None):
     out, terms = forward(params, inputs["x"], "sample")
     res = {"outputs/sample": out, "outputs/mean": forward(params, inputs["x"], "mean")[0],
            "kl/total": np.asarray(sum(terms.values()), dtype=meta["dtype"])}
+    if all(ls["class_name"] == "DenseSparseVariationalDropout" for ls in layers):
+        res["outputs/pruned"] = forward(params, inputs["x"], "pruned")[0]
     res.update({f"kl/{k}": v for k, v in terms.items()})
     gp = grad(objective)(params, inputs["x"])
     flat = {}
@@ -116,3 +162,250 @@ def run_case(meta, inputs, broken=None):
     res.update(flat)
     res["grads/x"] = grad(objective, 1)(params, inputs["x"])
     return res
+
+
+def run_training(meta, inputs):
+    """A training case (SPEC section 3, "Training cases"): for each step, the minibatch of the
+    given order, loss = mean Gaussian NLL + kl_weight[epoch] * KL / N with the step's noise, its
+    gradient, one Adam update of the given form."""
+    h = meta["hyperparameters"]
+    layers = meta["model"]["network"]["layers"]
+    sigma = meta["model"]["likelihood"]["scale"]
+    n = h["num_examples"]
+
+    def sub(prefix):
+        head = prefix + "/"
+        out = {}
+        for k, v in inputs.items():
+            if k.startswith(head):
+                lname, pname = k[len(head):].split("/")
+                out.setdefault(lname, {})[pname] = v
+        return out
+
+    def loss_terms(p, xb, yb, noise, weight):
+        h_, kl = xb, 0.0
+        for i, ls in enumerate(layers):
+            h_, terms = layer(ls, p[f"layer_{i}"], h_, noise[f"layer_{i}"], "sample")
+            kl = kl + sum(terms.values())
+        z = (yb - h_) / sigma
+        nll = np.mean(np.sum(0.5 * z * z + math.log(sigma) + 0.5 * math.log(2 * math.pi), axis=-1))
+        return nll + weight * kl / n, nll, kl
+
+    params = sub("init")
+    m = {l: {k: 0 * v for k, v in d.items()} for l, d in params.items()}
+    v2 = {l: {k: 0 * v for k, v in d.items()} for l, d in params.items()}
+    lr, b1, b2, eps = h["step_size"], h["b1"], h["b2"], h["eps"]
+    dtype = meta["dtype"]
+    out = {"loss": [], "nll": [], "kl": []}
+    traj = []
+    t = 0
+    for epoch in range(h["epochs"]):
+        order = inputs["order"][epoch]
+        for start in range(0, n, h["batch_size"]):
+            idx = order[start:start + h["batch_size"]]
+            noise = sub(f"noise/step_{t}")
+            weight = h["kl_weights"][epoch]
+            xb, yb = inputs["x"][idx], inputs["y"][idx]
+            loss, nll, kl = loss_terms(params, xb, yb, noise, weight)
+            for key, value in (("loss", loss), ("nll", nll), ("kl", kl)):
+                out[key].append(value)
+            g = grad(lambda p: loss_terms(p, xb, yb, noise, weight)[0])(params)
+            t += 1
+            if h["form"] == "keras":
+                lr32, b1_32, b2_32 = (float(np.float32(c)) for c in (lr, b1, b2))
+                alpha = lr32 * math.sqrt(1 - b2_32 ** t) / (1 - b1_32 ** t)
+            for l in params:
+                for k in params[l]:
+                    gk = g[l][k]
+                    if h["form"] == "kingma":
+                        m[l][k] = m[l][k] + (1 - b1) * (gk - m[l][k])
+                        v2[l][k] = b2 * v2[l][k] + (1 - b2) * gk * gk
+                        params[l][k] = params[l][k] - (lr / (1 - b1 ** t)) * (
+                            m[l][k] / (np.sqrt(v2[l][k]) / math.sqrt(1 - b2 ** t) + eps))
+                    else:
+                        m[l][k] = m[l][k] + (gk - m[l][k]) * (1 - b1)
+                        v2[l][k] = v2[l][k] + (gk * gk - v2[l][k]) * (1 - b2)
+                        params[l][k] = params[l][k] - (m[l][k] * alpha) / (np.sqrt(v2[l][k]) + eps)
+            traj.append({f"params/{l}/{k}": params[l][k] for l in params for k in params[l]})
+    res = {k: np.stack([step[k] for step in traj]) for k in traj[0]}
+    res.update({k: np.asarray(np.stack(v), dtype=dtype) for k, v in out.items()})
+    return res
+
+
+def main(argv=None):
+    """python tests/spec_port.py RESULTS --reference DIR: results of every case but Adam's (how CI
+    checks an installed wheel when torch is absent). Reads the files directly."""
+    import argparse
+    import json
+    import os
+
+    import numpy
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("results")
+    parser.add_argument("--reference", required=True)
+    args = parser.parse_args(argv)
+    os.makedirs(args.results, exist_ok=True)
+    with open(os.path.join(args.reference, "manifest.json")) as f:
+        names = sorted(json.load(f)["cases"])
+    written = 0
+    for name in names:
+        case_dir = os.path.join(args.reference, "cases", name)
+        with open(os.path.join(case_dir, "case.json")) as f:
+            meta = json.load(f)
+        if meta["kind"] == "adam":
+            continue
+        inputs = {k: numpy.load(os.path.join(case_dir, "inputs", *k.split("/")) + ".npy",
+                                allow_pickle=False) for k in meta["inputs"]}
+        res = run_case(meta, inputs)
+        numpy.savez(os.path.join(args.results, name + ".npz"),
+                    **{k: numpy.asarray(v) for k, v in res.items()})
+        written += 1
+    print(f"wrote {written} cases to {args.results}")
+
+
+if __name__ == "__main__":
+    main()
+
+
+# ------------------------------------------------------------------------------ statistical mode
+
+STAT_BUGS = ("no_square", "shared_rows", "batch_weight", "per_example_weight", "uniform_noise",
+             "rademacher_noise", "bias_per_example", "flipout_no_sign_output", "no_alpha_cap",
+             "sparse_alpha_variance", "grad_no_sigmoid", "grad_detached_noise",
+             "grad_x_mean_only", "grad_no_kl", "nan_half", "edward2_sign_output")
+
+
+def sample_statistical(meta, inputs, num_samples, rng, bug=None):
+    """What a port that cannot inject noise writes for a statistical case (SPEC section 7): S
+    sample-mode outputs of the case's linear layer, each from fresh noise, and the per-draw
+    gradients of L_s = sum(g * out_s) + 0.5 * sum(out_s**2) + kl, by autograd over parameters
+    replicated along the draw axis (so the gradient of sum_s L_s w.r.t. copy s is draw s's).
+    ``bug`` plants one of STAT_BUGS."""
+    from autograd.tracer import getval
+
+    cls = meta["model"]["class_name"]
+    cfg = meta["model"]["config"]
+    s = num_samples
+    x0 = inputs["x"]
+    dtype = x0.dtype
+    flat = x0.reshape(-1, x0.shape[-1])
+    n, d = flat.shape
+    params = {k[len("params/"):]: v for k, v in inputs.items() if k.startswith("params/")}
+    units = next(v.shape[1] for k, v in params.items() if k.startswith("kernel"))
+
+    def normal(shape):
+        if bug == "uniform_noise":
+            return rng.uniform(-np.sqrt(3), np.sqrt(3), shape).astype(dtype)
+        if bug == "rademacher_noise":
+            return (2.0 * rng.integers(0, 2, shape) - 1).astype(dtype)
+        return rng.standard_normal(shape).astype(dtype)
+
+    def signs(shape):
+        return (2.0 * rng.integers(0, 2, shape) - 1).astype(dtype)
+
+    lrt_like = cls in ("DenseLocalReparameterization", "DenseVariationalDropout",
+                       "DenseSparseVariationalDropout")
+    if bug == "shared_rows" and lrt_like:
+        eps = np.broadcast_to(normal((s, 1, units)), (s, n, units))
+    else:
+        eps = normal((s, n, units))
+    eps_w = normal((s, d, units)) if not lrt_like or bug == "batch_weight" else None
+    if cls == "DenseReparameterization" and bug == "per_example_weight":
+        eps = normal((s, n, units))
+    s_in = signs((s, n, d))
+    s_out = signs((s, 1, units)) if bug == "shared_rows" else signs((s, n, units))
+    if bug == "edward2_sign_output":  # 2 * U[0, 2) - 1, as Edward2's DenseFlipout draws it
+        s_out = (2 * rng.uniform(0, 2, (s, n, units)) - 1).astype(dtype)
+    eps_b = normal((s, n, units)) if bug == "bias_per_example" else normal((s, 1, units))
+
+    def kernel_variance(p):
+        if cls == "DenseVariationalDropout":
+            la = p["kernel_log_alpha"] if bug == "no_alpha_cap" else min0(p["kernel_log_alpha"])
+            return np.exp(la) * p["kernel_theta"] ** 2
+        if cls == "DenseSparseVariationalDropout":
+            if bug == "sparse_alpha_variance":
+                la = np.clip(p["kernel_log_sigma2"] - np.log(p["kernel_theta"] ** 2 + 1e-8), -8, 8)
+                return np.exp(la) * p["kernel_theta"] ** 2
+            return np.exp(p["kernel_log_sigma2"])
+        scale = _scale(p["kernel_posterior_untransformed_scale"], None)
+        if bug == "grad_no_sigmoid":
+            scale = _scale(getval(p["kernel_posterior_untransformed_scale"]), None) + (
+                p["kernel_posterior_untransformed_scale"]
+                - getval(p["kernel_posterior_untransformed_scale"]))
+        return scale if bug == "no_square" else scale * scale
+
+    def kl(p):
+        total = 0.0
+        if cls == "DenseVariationalDropout":
+            c1, c2, c3 = 1.16145124, -1.50204118, 0.58629921
+            la = min0(p["kernel_log_alpha"])
+            a = np.exp(la)
+            return np.sum(0.63576 - (0.5 * la + c1 * a + c2 * a ** 2 + c3 * a ** 3))
+        if cls == "DenseSparseVariationalDropout":
+            la = np.clip(p["kernel_log_sigma2"] - np.log(p["kernel_theta"] ** 2 + 1e-8), -8, 8)
+            return np.sum(0.63576 - 0.63576 * expit(1.87320 + 1.48695 * la)
+                          + 0.5 * np.log1p(np.exp(-la)))
+        if cfg["kernel_prior"] is not None:
+            total = total + _kl(p["kernel_posterior_loc"],
+                                _scale(p["kernel_posterior_untransformed_scale"], None),
+                                cfg["kernel_prior"])
+        bias = cfg["bias_posterior"]
+        if bias is not None and cfg["bias_prior"] is not None:
+            bscale = (_scale(p["bias_posterior_untransformed_scale"], None)
+                      if bias["type"] == "normal" else None)
+            total = total + _kl(p["bias_posterior_loc"], bscale, cfg["bias_prior"])
+        return total
+
+    def outputs(p, x):
+        """p: params replicated (S, ...); x: (S, n, d). Returns (S, n, units)."""
+        loc = p.get("kernel_posterior_loc", p.get("kernel_theta"))
+        mean = np.einsum("snd,sdu->snu", x, loc)
+        var_w = kernel_variance(p)
+        if lrt_like and bug != "batch_weight":
+            xs = getval(x) if bug == "grad_x_mean_only" else x
+            var = np.einsum("snd,sdu->snu", xs * xs, var_w)
+            std = _sqrt(var)
+            if bug == "grad_detached_noise":
+                std = getval(std)
+            z = mean + eps * std
+        else:
+            dw = eps_w * (getval(np.sqrt(var_w)) if bug == "grad_detached_noise" else np.sqrt(var_w))
+            if cls == "DenseReparameterization" and bug == "per_example_weight":
+                z = mean + eps * _sqrt(np.einsum("snd,sdu->snu", x * x, var_w))
+            elif cls == "DenseFlipout":
+                pert = np.einsum("snd,sdu->snu", x * s_in, dw)
+                z = mean + (pert if bug == "flipout_no_sign_output" else pert * s_out)
+            else:
+                z = mean + np.einsum("snd,sdu->snu", x, dw)
+        if "bias_posterior_loc" in p:
+            b = p["bias_posterior_loc"][:, None, :]
+            if "bias_posterior_untransformed_scale" in p:
+                b = b + eps_b * _scale(p["bias_posterior_untransformed_scale"], None)[:, None, :]
+            z = z + b
+        if "bias" in p:
+            z = z + p["bias"][:, None, :]
+        return z
+
+    g = inputs["g"].reshape(n, units)
+
+    def objective(p, x):
+        out = outputs(p, x)
+        total = np.sum(g * out) + 0.5 * np.sum(out * out)
+        if bug != "grad_no_kl":
+            total = total + kl(p)  # a sum over elements: over the copies, the sum of their KLs
+        return total
+
+    rep = {k: np.broadcast_to(v, (s,) + v.shape).copy() for k, v in params.items()}
+    xr = np.broadcast_to(flat, (s, n, d)).copy()
+    out = outputs(rep, xr)
+    gp = grad(objective)(rep, xr)
+    gx = grad(objective, 1)(rep, xr)
+    res = {"samples/outputs": np.asarray(out).reshape((s,) + x0.shape[:-1] + (units,)),
+           "samples/grads/x": np.asarray(gx).reshape((s,) + x0.shape)}
+    for k, v in gp.items():
+        res[f"samples/grads/{k}"] = np.asarray(v)
+    if bug == "nan_half":
+        res["samples/outputs"] = res["samples/outputs"].copy()
+        res["samples/outputs"][::2] = np.nan
+    return {k: v.astype(dtype) for k, v in res.items()}

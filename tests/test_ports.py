@@ -20,10 +20,11 @@ from lrtdense.testing import assert_case, reference_cases
 
 PORTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "examples", "ports")
 REFERENCE = default_dir()
-# The statistical-mode cases (SPEC "Statistical mode"): LRT, linear activation, no Normal bias.
-STATISTICAL = ["lrt_64_units1", "lrt_64_act_linear", "lrt_*_zero_rows", "lrt_*_extreme_scales"]
+# The statistical-mode cases (SPEC section 7): one layer of any class, linear activation.
+STATISTICAL = ["lrt_64_units1", "lrt_64_act_linear", "*_zero_rows", "*_extreme_scales",
+               "reparam_64_units1", "flipout_64_units1", "*_softplus_middle", "*_normal_bias_linear",
+               "vdrop_64_linear", "sparsevd_64_linear"]
 RTOL = {"float64": 1e-12, "float32": 2e-5}
-STAT_ROW = "samples/outputs (statistical)"
 
 _modules = {}
 
@@ -46,11 +47,22 @@ def port(request):
     return load_port(request.param)
 
 
+# JAX compiles each statistical case's vmap(grad) anew (~1 s a case): the default run samples one
+# case per layer class; the slow run (test_jax_statistical_mode_every_case) all of them
+JAX_STATISTICAL = ["lrt_64_units1", "lrt_32_zero_rows", "reparam_64_normal_bias_linear",
+                   "flipout_64_normal_bias_linear", "vdrop_64_linear", "sparsevd_64_linear"]
+
+
+def statistical_selection(port):
+    return STATISTICAL if port.__name__ == "torch_port" else JAX_STATISTICAL
+
+
 @pytest.fixture(scope="module")
 def results(port, tmp_path_factory):
-    """The port's results for every case, with samples/outputs for the statistical cases."""
+    """The port's results for every case, with samples/* for its statistical selection."""
     out = tmp_path_factory.mktemp(port.__name__)
-    names = port.write_results(str(out), REFERENCE, statistical=True)
+    names = port.write_results(str(out), REFERENCE)
+    port.write_results(str(out), REFERENCE, statistical_selection(port), statistical=True)
     assert names
     return str(out)
 
@@ -65,8 +77,10 @@ def _all_case_names():
 
 
 def test_port_passes_every_case(port, results):
+    """Every case, new families included (edge, dropout, training)."""
     rows = verify(REFERENCE, results)
-    assert rows and all(r.passed for r in rows), format_table([r for r in rows if not r.passed])
+    failed = [r for r in rows if not r.passed]
+    assert rows and not failed, format_table(failed)
     # Every case was checked, quantity by quantity, at the tolerances of SPEC §4.
     assert {r.case for r in rows} == set(_all_case_names())
     for case in reference_cases(check=False):
@@ -101,21 +115,41 @@ def test_no_eps_is_caught(port, tmp_path):
 
 
 def test_statistical_mode_passes(port, results):
-    rows = verify(REFERENCE, results, STATISTICAL, statistical=True)
-    stat_rows = [r for r in rows if r.quantity == STAT_ROW]
-    expected = [c.name for c in reference_cases(check=False) if statistical_cases(c.meta)]
-    assert sorted(r.case for r in stat_rows) == expected
-    assert len(expected) == 6
+    selection = statistical_selection(port)
+    rows = verify(REFERENCE, results, selection, statistical=True)
+    stat_rows = [r for r in rows if r.quantity.startswith("samples: ")]
+    expected = [c.name for c in reference_cases(*selection, check=False)
+                if statistical_cases(c.meta)]
+    assert sorted({r.case for r in stat_rows}) == expected
+    assert len(expected) >= (24 if selection is STATISTICAL else 6)
+    failed = [r for r in rows if not r.passed]
+    assert not failed, format_table(failed)
+
+
+@pytest.mark.slow
+def test_jax_statistical_mode_every_case(tmp_path):
+    port = load_port("jax")
+    port.write_results(str(tmp_path), REFERENCE, STATISTICAL, statistical=True)
+    rows = verify(REFERENCE, str(tmp_path), STATISTICAL, statistical=True)
+    assert len({r.case for r in rows}) >= 24
     assert all(r.passed for r in rows), format_table([r for r in rows if not r.passed])
 
 
 def test_statistical_mode_catches_no_square(port, tmp_path):
-    port.write_results(str(tmp_path), REFERENCE, STATISTICAL, broken="no_square", statistical=True)
-    rows = verify(REFERENCE, str(tmp_path), STATISTICAL, statistical=True)
-    stat_rows = [r for r in rows if r.quantity == STAT_ROW]
-    assert len(stat_rows) == 6
-    assert not any(r.passed for r in stat_rows)
-    assert all("variances outside the chi-square interval" in r.note for r in stat_rows)
+    """(x*x) @ scale for the LocalReparameterization variance: each LRT statistical case fails
+    its variance test; a sparse VD case (another code path) still passes."""
+    cases = ["lrt_*_zero_rows", "lrt_*_extreme_scales", "lrt_64_units1", "lrt_64_act_linear",
+             "lrt_64_softplus_middle", "lrt_64_normal_bias_linear", "sparsevd_64_linear"]
+    if port.__name__ == "jax_port":
+        cases = ["lrt_64_zero_rows", "lrt_32_extreme_scales", "sparsevd_64_linear"]
+    port.write_results(str(tmp_path), REFERENCE, cases, broken="no_square", statistical=True)
+    rows = verify(REFERENCE, str(tmp_path), cases, statistical=True)
+    variance = {r.case: r for r in rows if r.quantity == "samples: variance"}
+    lrt = [n for n in variance if n.startswith("lrt_")]
+    assert len(lrt) == (8 if port.__name__ == "torch_port" else 2)
+    assert not any(variance[n].passed for n in lrt)
+    assert all("outside the chi-square interval" in variance[n].note for n in lrt)
+    assert all(r.passed for r in rows if r.case == "sparsevd_64_linear")
 
 
 def test_cli_writes_verifiable_results(port, tmp_path, capsys):
@@ -126,8 +160,8 @@ def test_cli_writes_verifiable_results(port, tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    "case", reference_cases("*_zero_rows", "*_normal_bias_prior", "mixed_64_network3", "adam_*"),
-    ids=str)
+    "case", reference_cases("*_zero_rows", "*_normal_bias_prior", "mixed_64_network3", "adam_*",
+                            "train_64_kingma", "sparsevd_64_network3", "*_tie_relu"), ids=str)
 def test_run_case_with_assert_case(port, case):
     """The pattern a port's own pytest suite would use (see examples/ports/README.md)."""
     assert_case(case, port.run_case(case.meta, case.inputs))

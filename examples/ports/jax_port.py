@@ -1,7 +1,8 @@
 """A JAX port of TFP's dense variational layers, written from reference_data/SPEC.md alone.
 
-It implements DenseLocalReparameterization, DenseReparameterization and DenseFlipout (and the
-Sequential networks and the two Adam forms of the reference set) as pure functions of the
+It implements DenseLocalReparameterization, DenseReparameterization, DenseFlipout and the two
+variational dropout layers (and the Sequential networks, the training steps and the two Adam forms
+of the reference set) as pure functions of the
 parameters, the input and explicit noise arrays, and computes what the reference set expects:
 the outputs in sample and mean mode, the KL terms, and the gradients of
 L = sum(g * outputs_sample) + kl_total with ``jax.value_and_grad``.
@@ -16,8 +17,9 @@ writes one RESULTS/<case>.npz per case, which ``lrtdense reference verify RESULT
 
 ``--broken`` injects a deliberate bug (no_square: LRT variance (x*x) @ scale instead of
 (x*x) @ scale**2; no_eps: scale = softplus(u) without + eps) to show that verify catches it.
-``--statistical`` also writes ``samples/outputs`` (S draws from ``jax.random``) for the
-LocalReparameterization cases with a linear activation and no Normal bias (SPEC "Statistical mode").
+``--statistical`` also writes ``samples/outputs`` and the per-draw gradients ``samples/grads/*``
+(S draws from ``jax.random``) for every single-layer case with a linear activation (SPEC §7,
+"Statistical mode").
 
 Importing this module turns on ``jax_enable_x64`` (the float64 cases need it; float32 arrays stay
 float32) and, unless XLA_FLAGS already sets it and only if no JAX computation has run yet in the
@@ -33,6 +35,8 @@ import fnmatch
 import json
 import math
 import os
+import shutil
+import subprocess
 import sys
 import zlib
 
@@ -47,8 +51,20 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 
 BROKEN = (None, "no_square", "no_eps")
-DEFAULT_REFERENCE = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                                  os.pardir, os.pardir, "reference_data"))
+
+
+def _default_reference():
+    """The checkout's reference_data/ beside examples/, else the installed set's folder as
+    `lrtdense reference path` prints it (the port itself never imports lrtdense)."""
+    here = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                         os.pardir, os.pardir, "reference_data"))
+    if os.path.isdir(here) or shutil.which("lrtdense") is None:
+        return here
+    done = subprocess.run(["lrtdense", "reference", "path"], capture_output=True, text=True)
+    return done.stdout.strip() or here
+
+
+DEFAULT_REFERENCE = _default_reference()
 DTYPES = {"float32": jnp.float32, "float64": jnp.float64}
 
 
@@ -93,7 +109,8 @@ def activation(name, z):
     if name in (None, "linear"):
         return z
     if name == "relu":
-        return jnp.maximum(z, 0)
+        # where, not maximum: jnp.maximum splits the gradient at a tie (0.5); TF's relu'(0) is 0
+        return jnp.where(z > 0, z, jnp.zeros_like(z))
     if name == "tanh":
         return jnp.tanh(z)
     if name == "sigmoid":
@@ -101,7 +118,8 @@ def activation(name, z):
     if name == "softplus":
         return softplus(z)
     if name == "elu":
-        return jnp.where(z > 0, z, jnp.expm1(jnp.minimum(z, 0)))
+        # the clamp by where (not jnp.minimum, which splits ties) keeps elu'(0) = 1, as TF's
+        return jnp.where(z > 0, z, jnp.expm1(jnp.where(z > 0, jnp.zeros_like(z), z)))
     raise ValueError(f"unknown activation {name!r}")
 
 
@@ -120,8 +138,56 @@ def kl_deterministic(loc, prior):
 
 # ----------------------------------------------------------------------------------- one layer
 
-def layer_forward(class_name, cfg, params, x, noise, sample, broken=None):
-    """One layer's outputs. ``params``/``noise``: dicts of arrays (TFP names / SPEC noise keys)."""
+# Variational dropout (SPEC §3): Kingma et al.'s KL constants and Molchanov et al.'s
+KINGMA_C = (1.16145124, -1.50204118, 0.58629921)
+MOLCHANOV_K = (0.63576, 1.87320, 1.48695)
+DROPOUT = ("DenseVariationalDropout", "DenseSparseVariationalDropout")
+
+
+def min0(a):
+    """min(a, 0) with TensorFlow's tie rule: at a == 0 the whole gradient goes to a."""
+    return jnp.where(a <= 0, a, jnp.zeros_like(a))
+
+
+def log_alpha(class_name, params):
+    theta = params["kernel_theta"]
+    if class_name == "DenseVariationalDropout":
+        return min0(params["kernel_log_alpha"])
+    return jnp.clip(params["kernel_log_sigma2"] - jnp.log(theta * theta + 1e-8), -8.0, 8.0)
+
+
+def dropout_forward(class_name, cfg, params, x, noise, mode):
+    theta = params["kernel_theta"]
+    la = log_alpha(class_name, params)
+    if mode == "pruned":
+        z = jnp.matmul(x, theta * (la <= cfg["threshold"]).astype(theta.dtype))
+    else:
+        z = jnp.matmul(x, theta)
+    if mode == "sample":
+        var = (jnp.exp(la) * theta * theta if class_name == "DenseVariationalDropout"
+               else jnp.exp(params["kernel_log_sigma2"]))
+        z = z + noise["kernel"] * zero_safe_sqrt(jnp.matmul(x * x, var))
+    if cfg["use_bias"]:
+        z = z + params["bias"]
+    return activation(cfg.get("activation"), z)
+
+
+def dropout_kl(class_name, params):
+    la = log_alpha(class_name, params)
+    if class_name == "DenseVariationalDropout":
+        c1, c2, c3 = KINGMA_C
+        a = jnp.exp(la)
+        return jnp.sum(MOLCHANOV_K[0] - (0.5 * la + c1 * a + c2 * a ** 2 + c3 * a ** 3))
+    k1, k2, k3 = MOLCHANOV_K
+    return jnp.sum(k1 - k1 * jax.nn.sigmoid(k2 + k3 * la) + 0.5 * jnp.log1p(jnp.exp(-la)))
+
+
+def layer_forward(class_name, cfg, params, x, noise, mode, broken=None):
+    """One layer's outputs. ``params``/``noise``: dicts of arrays (TFP names / SPEC noise keys);
+    ``mode`` "sample", "mean" or "pruned" (sparse variational dropout only)."""
+    if class_name in DROPOUT:
+        return dropout_forward(class_name, cfg, params, x, noise, mode)
+    sample = mode == "sample"
     loc = params["kernel_posterior_loc"]
     scale = posterior_scale(params["kernel_posterior_untransformed_scale"], broken)
     mean_term = jnp.matmul(x, loc)
@@ -151,8 +217,10 @@ def layer_forward(class_name, cfg, params, x, noise, sample, broken=None):
     return activation(cfg.get("activation"), z)
 
 
-def layer_kl(cfg, params, broken=None):
+def layer_kl(class_name, cfg, params, broken=None):
     """dict "kernel"/"bias" -> KL term, for the terms that exist."""
+    if class_name in DROPOUT:
+        return {"kernel": dropout_kl(class_name, params)}
     terms = {}
     if cfg.get("kernel_prior") is not None:
         scale = posterior_scale(params["kernel_posterior_untransformed_scale"], broken)
@@ -178,26 +246,28 @@ def _sub(flat, prefix):
 def _layers(meta):
     """[(prefix, class_name, config)]: prefix "" for a layer case, "layer_<i>" for a network."""
     model = meta["model"]
-    if meta["kind"] == "layer":
+    if model["class_name"] != "Sequential":
         return [("", model["class_name"], model["config"])]
     return [(f"layer_{i}", layer["class_name"], layer["config"])
             for i, layer in enumerate(model["config"]["layers"])]
 
 
-def _network(meta, params, noise, x, sample, broken):
+def _network(meta, params, noise, x, mode, broken):
+    """Every layer in ``mode``, each on the previous layer's output: in mean mode, the network's
+    mean output is every layer's mean mode on the previous mean output (SPEC §3)."""
     h = x
     for prefix, class_name, cfg in _layers(meta):
         h = layer_forward(class_name, cfg, _sub(params, prefix) if prefix else params, h,
-                          _sub(noise, prefix) if prefix else noise, sample, broken)
+                          _sub(noise, prefix) if prefix else noise, mode, broken)
     return h
 
 
 def _kl_terms(meta, params, broken):
     """dict "kl/<layer_i/>kernel" ... -> KL term."""
     terms = {}
-    for prefix, _, cfg in _layers(meta):
+    for prefix, class_name, cfg in _layers(meta):
         layer_params = _sub(params, prefix) if prefix else params
-        for name, term in layer_kl(cfg, layer_params, broken).items():
+        for name, term in layer_kl(class_name, cfg, layer_params, broken).items():
             terms[f"kl/{prefix + '/' if prefix else ''}{name}"] = term
     return terms
 
@@ -208,7 +278,7 @@ def run_layers(meta, inputs, broken=None):
     arrays = {k: jnp.asarray(np.asarray(v), dtype=dtype) for k, v in inputs.items()}
 
     def loss(params, x, noise, g):
-        outputs = _network(meta, params, noise, x, True, broken)
+        outputs = _network(meta, params, noise, x, "sample", broken)
         kl = _kl_terms(meta, params, broken)
         kl_total = sum(kl.values(), jnp.zeros((), dtype))
         return jnp.sum(g * outputs) + kl_total, (outputs, kl, kl_total)
@@ -222,7 +292,9 @@ def run_layers(meta, inputs, broken=None):
         results.update({f"grads/{name}": value for name, value in grad_params.items()})
         results["grads/x"] = grad_x
         results["outputs/sample"] = outputs
-        results["outputs/mean"] = _network(meta, params, noise, x, False, broken)
+        results["outputs/mean"] = _network(meta, params, noise, x, "mean", broken)
+        if all(c == "DenseSparseVariationalDropout" for _, c, _ in _layers(meta)):
+            results["outputs/pruned"] = _network(meta, params, noise, x, "pruned", broken)
         return results
 
     results = everything(_sub(arrays, "params"), arrays["x"], _sub(arrays, "noise"), arrays["g"])
@@ -278,41 +350,131 @@ def run_adam(meta, inputs):
     return {k: np.asarray(v) for k, v in trajectories(init, grads).items()}
 
 
+def run_training(meta, inputs, broken=None):
+    """A training case (SPEC §3 "Training"): for each step t, the minibatch order[epoch][...] of
+    batch_size examples, loss = mean Gaussian NLL + kl_weight[epoch] * KL / N with the step's
+    noise, its gradient (jax.value_and_grad), one Adam step of the case's form. Returns the params
+    after every step and the loss, NLL and KL of every step (before its update)."""
+    h = meta["hyperparameters"]
+    dtype = DTYPES[meta["dtype"]]
+    net = {"kind": "network", "model": {"class_name": "Sequential",
+                                        "config": meta["model"]["network"]}}
+    sigma = meta["model"]["likelihood"]["scale"]
+    n, bs = h["num_examples"], h["batch_size"]
+    arrays = {k: jnp.asarray(np.asarray(v), dtype=dtype) for k, v in inputs.items()
+              if k != "order"}
+
+    def loss_fn(params, xb, yb, noise, weight):
+        f = _network(net, params, noise, xb, "sample", broken)
+        kl = sum(_kl_terms(net, params, broken).values(), jnp.zeros((), dtype))
+        z = (yb - f) / sigma
+        nll = jnp.mean(jnp.sum(0.5 * z * z + math.log(sigma) + 0.5 * math.log(2 * math.pi), -1))
+        return nll + weight * kl / n, (nll, kl)
+
+    step_grad = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))
+    params = _sub(arrays, "init")
+    m = jax.tree_util.tree_map(jnp.zeros_like, params)
+    v = jax.tree_util.tree_map(jnp.zeros_like, params)
+    lr, b1, b2, eps = h["step_size"], h["b1"], h["b2"], h["eps"]
+    lr32, b1_32, b2_32 = (float(np.float32(c)) for c in (lr, b1, b2))
+    out = {"loss": [], "nll": [], "kl": []}
+    traj = []
+    t = 0
+    for epoch in range(h["epochs"]):
+        order = np.asarray(inputs["order"][epoch])
+        for start in range(0, n, bs):
+            idx = order[start:start + bs]
+            noise = _sub(arrays, f"noise/step_{t}")
+            (loss, (nll, kl)), g = step_grad(params, arrays["x"][idx], arrays["y"][idx], noise,
+                                             h["kl_weights"][epoch])
+            for key, val in (("loss", loss), ("nll", nll), ("kl", kl)):
+                out[key].append(val)
+            t += 1
+            if h["form"] == "kingma":
+                m = {k: m[k] + (1 - b1) * (g[k] - m[k]) for k in params}
+                v = {k: b2 * v[k] + (1 - b2) * (g[k] * g[k]) for k in params}
+                step, bc2 = lr / (1 - b1 ** t), math.sqrt(1 - b2 ** t)
+                params = {k: params[k] - step * (m[k] / (jnp.sqrt(v[k]) / bc2 + eps))
+                          for k in params}
+            else:
+                alpha = lr32 * math.sqrt(1 - b2_32 ** t) / (1 - b1_32 ** t)
+                m = {k: m[k] + (g[k] - m[k]) * (1 - b1) for k in params}
+                v = {k: v[k] + (g[k] * g[k] - v[k]) * (1 - b2) for k in params}
+                params = {k: params[k] - m[k] * alpha / (jnp.sqrt(v[k]) + eps) for k in params}
+            traj.append(params)
+    results = {f"params/{k}": np.stack([np.asarray(p[k]) for p in traj]) for k in params}
+    results.update({k: np.asarray(jnp.stack(val)) for k, val in out.items()})
+    return results
+
+
 def run_case(meta, inputs, broken=None):
     """Every expected quantity of one case: dict key -> ndarray (keys as in SPEC §6)."""
     if broken not in BROKEN:
         raise ValueError(f"broken must be one of {BROKEN}")
     if meta["kind"] == "adam":
         return run_adam(meta, inputs)
+    if meta["kind"] == "training":
+        return run_training(meta, inputs, broken)
     return run_layers(meta, inputs, broken)
 
 
 # ---------------------------------------------------------------------------- statistical mode
 
+STATISTICAL_CLASSES = ("DenseLocalReparameterization", "DenseReparameterization", "DenseFlipout",
+                       "DenseVariationalDropout", "DenseSparseVariationalDropout")
+
+
 def supports_statistical(meta):
-    """SPEC "Statistical mode": LocalReparameterization layer, linear activation, no Normal bias."""
-    if meta["kind"] != "layer" or meta["model"]["class_name"] != "DenseLocalReparameterization":
-        return False
-    cfg = meta["model"]["config"]
-    bias = cfg.get("bias_posterior")
-    return cfg.get("activation") in (None, "linear") and (bias is None or bias["type"] != "normal")
+    """SPEC §7: a single layer of one of the five classes with a linear activation."""
+    model = meta.get("model") or {}
+    return (meta["kind"] in ("layer", "edge", "dropout")
+            and model.get("class_name") in STATISTICAL_CLASSES
+            and model["config"].get("activation") in (None, "linear"))
 
 
-def sample_outputs(meta, inputs, num_samples=10000, seed=0, broken=None):
-    """``num_samples`` sample-mode outputs (S, ..., units), noise from jax.random.PRNGKey(seed)."""
+def sample_statistical(meta, inputs, num_samples=10000, seed=0, broken=None):
+    """SPEC §7: ``num_samples`` independent sample-mode calls with noise from
+    jax.random.PRNGKey(seed), and the per-draw gradients of
+    L_s = sum(g * out_s) + 0.5 * sum(out_s**2) + kl: ``jax.vmap`` of ``jax.grad`` over the draws'
+    noise, the parameters and x held unbatched."""
     dtype = DTYPES[meta["dtype"]]
-    cfg = meta["model"]["config"]
+    class_name, cfg = meta["model"]["class_name"], meta["model"]["config"]
     arrays = {k: jnp.asarray(np.asarray(v), dtype=dtype) for k, v in inputs.items()}
     params = _sub(arrays, "params")
-    x = arrays["x"]
-    scale = posterior_scale(params["kernel_posterior_untransformed_scale"], broken)
-    mean = jnp.matmul(x, params["kernel_posterior_loc"])
-    s = jnp.sqrt(jnp.matmul(x * x, scale if broken == "no_square" else scale * scale))
-    eps = jax.random.normal(jax.random.PRNGKey(seed), (num_samples,) + mean.shape, dtype=dtype)
-    z = eps * s + mean
-    if cfg.get("bias_posterior") is not None:
-        z = z + params["bias_posterior_loc"]
-    return np.asarray(activation(cfg.get("activation"), z))
+    x0 = arrays["x"]
+    flat = x0.reshape(-1, x0.shape[-1])
+    n, d = flat.shape
+    units = arrays["g"].shape[-1]
+    g = arrays["g"].reshape(n, units)
+    s = num_samples
+    keys = jax.random.split(jax.random.PRNGKey(seed), 5)
+    normal = lambda k, *shape: jax.random.normal(k, (s,) + shape, dtype=dtype)
+    sign = lambda k, *shape: jax.random.rademacher(k, (s,) + shape, dtype=dtype)
+    if class_name == "DenseReparameterization":
+        noise = {"kernel": normal(keys[0], d, units)}
+    elif class_name == "DenseFlipout":
+        noise = {"kernel": normal(keys[0], d, units), "sign_input": sign(keys[1], n, d),
+                 "sign_output": sign(keys[2], n, units)}
+    else:
+        noise = {"kernel": normal(keys[0], n, units)}
+    if "bias_posterior_untransformed_scale" in params:
+        noise["bias"] = normal(keys[3], units)
+
+    def objective(p, x, nz):
+        out = layer_forward(class_name, cfg, p, x, nz, "sample", broken)
+        kl = sum(layer_kl(class_name, cfg, p, broken).values(), jnp.zeros((), dtype))
+        return jnp.sum(g * out) + 0.5 * jnp.sum(out * out) + kl, out
+
+    @jax.jit
+    def draws(p, x, nz):
+        grad_fn = jax.grad(objective, argnums=(0, 1), has_aux=True)
+        return jax.vmap(grad_fn, in_axes=(None, None, 0))(p, x, nz)
+
+    (gp, gx), out = draws(params, flat, noise)
+    results = {"samples/outputs": out.reshape((s,) + tuple(x0.shape[:-1]) + (units,)),
+               "samples/grads/x": gx.reshape((s,) + tuple(x0.shape))}
+    results.update({f"samples/grads/{k}": v for k, v in gp.items()})
+    return {k: np.asarray(v) for k, v in results.items()}
 
 
 # ------------------------------------------------------------------------------------------ I/O
@@ -350,8 +512,8 @@ def write_results(outdir, reference=DEFAULT_REFERENCE, patterns=None, broken=Non
         meta, inputs = load_case(reference, name)
         results = run_case(meta, inputs, broken)
         if statistical and supports_statistical(meta):
-            results["samples/outputs"] = sample_outputs(meta, inputs, num_samples,
-                                                        case_seed(seed, name), broken)
+            results.update(sample_statistical(meta, inputs, num_samples, case_seed(seed, name),
+                                              broken))
         np.savez(os.path.join(outdir, name + ".npz"), **results)
     return names
 
@@ -364,7 +526,7 @@ def main(argv=None):
     parser.add_argument("--broken", choices=BROKEN[1:], default=None,
                         help="inject a deliberate bug to see verify catch it")
     parser.add_argument("--statistical", action="store_true",
-                        help="also write samples/outputs for the statistical-mode cases")
+                        help="also write samples/outputs and samples/grads/* (SPEC §7)")
     parser.add_argument("--samples", type=int, default=10000, help="draws per statistical case")
     parser.add_argument("--seed", type=int, default=0, help="jax.random.PRNGKey seed")
     args = parser.parse_args(argv)

@@ -1,7 +1,8 @@
 """A PyTorch port of TFP's dense variational layers, written from reference_data/SPEC.md alone.
 
-It implements DenseLocalReparameterization, DenseReparameterization and DenseFlipout (and the
-Sequential networks and the two Adam forms of the reference set), with every random draw taken
+It implements DenseLocalReparameterization, DenseReparameterization, DenseFlipout and the two
+variational dropout layers (and the Sequential networks, the training steps and the two Adam forms
+of the reference set), with every random draw taken
 as an explicit input, and computes what the reference set expects: the outputs in sample and
 mean mode, the KL terms, and the gradients of L = sum(g * outputs_sample) + kl_total.
 
@@ -15,8 +16,9 @@ writes one RESULTS/<case>.npz per case, which ``lrtdense reference verify RESULT
 
 ``--broken`` injects a deliberate bug (no_square: LRT variance (x*x) @ scale instead of
 (x*x) @ scale**2; no_eps: scale = softplus(u) without + eps) to show that verify catches it.
-``--statistical`` also writes ``samples/outputs`` (S draws from torch's own generator) for the
-LocalReparameterization cases with a linear activation and no Normal bias (SPEC "Statistical mode").
+``--statistical`` also writes ``samples/outputs`` and the per-draw gradients ``samples/grads/*``
+(S draws from torch's own generator) for every single-layer case with a linear activation
+(SPEC §7, "Statistical mode").
 
 From Python: ``run_case(meta, inputs) -> dict`` (``meta`` the parsed case.json, ``inputs`` the
 flat dict key -> array, e.g. a ``lrtdense.testing.ReferenceCase``'s ``meta`` and ``inputs``).
@@ -26,6 +28,8 @@ import fnmatch
 import json
 import math
 import os
+import shutil
+import subprocess
 import sys
 import zlib
 
@@ -33,8 +37,20 @@ import numpy as np
 import torch
 
 BROKEN = (None, "no_square", "no_eps")
-DEFAULT_REFERENCE = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                                  os.pardir, os.pardir, "reference_data"))
+
+
+def _default_reference():
+    """The checkout's reference_data/ beside examples/, else the installed set's folder as
+    `lrtdense reference path` prints it (the port itself never imports lrtdense)."""
+    here = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                         os.pardir, os.pardir, "reference_data"))
+    if os.path.isdir(here) or shutil.which("lrtdense") is None:
+        return here
+    done = subprocess.run(["lrtdense", "reference", "path"], capture_output=True, text=True)
+    return done.stdout.strip() or here
+
+
+DEFAULT_REFERENCE = _default_reference()
 TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
@@ -78,7 +94,8 @@ def activation(name, z):
     if name in (None, "linear"):
         return z
     if name == "relu":
-        return torch.clamp(z, min=0)
+        # where, not clamp: clamp's gradient at z == 0 is 1, TensorFlow's relu'(0) is 0 (SPEC §3)
+        return torch.where(z > 0, z, torch.zeros_like(z))
     if name == "tanh":
         return torch.tanh(z)
     if name == "sigmoid":
@@ -86,6 +103,7 @@ def activation(name, z):
     if name == "softplus":
         return softplus(z)
     if name == "elu":
+        # at z == 0 the gradient flows through expm1, whose slope there is 1 = TF's elu'(0)
         return torch.where(z > 0, z, torch.expm1(torch.clamp(z, max=0)))
     raise ValueError(f"unknown activation {name!r}")
 
@@ -105,8 +123,56 @@ def kl_deterministic(loc, prior):
 
 # ----------------------------------------------------------------------------------- one layer
 
-def layer_forward(class_name, cfg, params, x, noise, sample, broken=None):
-    """One layer's outputs. ``params``/``noise``: dicts of tensors (TFP names / SPEC noise keys)."""
+# Variational dropout (SPEC §3): Kingma et al.'s KL constants and Molchanov et al.'s
+KINGMA_C = (1.16145124, -1.50204118, 0.58629921)
+MOLCHANOV_K = (0.63576, 1.87320, 1.48695)
+DROPOUT = ("DenseVariationalDropout", "DenseSparseVariationalDropout")
+
+
+def min0(a):
+    """min(a, 0) with TensorFlow's tie rule: at a == 0 the whole gradient goes to a."""
+    return torch.where(a <= 0, a, torch.zeros_like(a))
+
+
+def log_alpha(class_name, params):
+    theta = params["kernel_theta"]
+    if class_name == "DenseVariationalDropout":
+        return min0(params["kernel_log_alpha"])
+    return torch.clamp(params["kernel_log_sigma2"] - torch.log(theta * theta + 1e-8), -8.0, 8.0)
+
+
+def dropout_forward(class_name, cfg, params, x, noise, mode):
+    theta = params["kernel_theta"]
+    la = log_alpha(class_name, params)
+    if mode == "pruned":
+        z = torch.matmul(x, theta * (la <= cfg["threshold"]).to(theta.dtype))
+    else:
+        z = torch.matmul(x, theta)
+    if mode == "sample":
+        var = (torch.exp(la) * theta * theta if class_name == "DenseVariationalDropout"
+               else torch.exp(params["kernel_log_sigma2"]))
+        z = z + noise["kernel"] * ZeroSafeSqrt.apply(torch.matmul(x * x, var))
+    if cfg["use_bias"]:
+        z = z + params["bias"]
+    return activation(cfg.get("activation"), z)
+
+
+def dropout_kl(class_name, params):
+    la = log_alpha(class_name, params)
+    if class_name == "DenseVariationalDropout":
+        c1, c2, c3 = KINGMA_C
+        a = torch.exp(la)
+        return torch.sum(MOLCHANOV_K[0] - (0.5 * la + c1 * a + c2 * a ** 2 + c3 * a ** 3))
+    k1, k2, k3 = MOLCHANOV_K
+    return torch.sum(k1 - k1 * torch.sigmoid(k2 + k3 * la) + 0.5 * torch.log1p(torch.exp(-la)))
+
+
+def layer_forward(class_name, cfg, params, x, noise, mode, broken=None):
+    """One layer's outputs. ``params``/``noise``: dicts of tensors (TFP names / SPEC noise keys);
+    ``mode`` "sample", "mean" or "pruned" (sparse variational dropout only)."""
+    if class_name in DROPOUT:
+        return dropout_forward(class_name, cfg, params, x, noise, mode)
+    sample = mode == "sample"
     loc = params["kernel_posterior_loc"]
     scale = posterior_scale(params["kernel_posterior_untransformed_scale"], broken)
     mean_term = torch.matmul(x, loc)
@@ -136,8 +202,10 @@ def layer_forward(class_name, cfg, params, x, noise, sample, broken=None):
     return activation(cfg.get("activation"), z)
 
 
-def layer_kl(cfg, params, broken=None):
+def layer_kl(class_name, cfg, params, broken=None):
     """dict "kernel"/"bias" -> KL term, for the terms that exist."""
+    if class_name in DROPOUT:
+        return {"kernel": dropout_kl(class_name, params)}
     terms = {}
     if cfg.get("kernel_prior") is not None:
         scale = posterior_scale(params["kernel_posterior_untransformed_scale"], broken)
@@ -163,17 +231,19 @@ def _sub(flat, prefix):
 def _layers(meta):
     """[(prefix, class_name, config)]: prefix "" for a layer case, "layer_<i>/" for a network."""
     model = meta["model"]
-    if meta["kind"] == "layer":
+    if model["class_name"] != "Sequential":
         return [("", model["class_name"], model["config"])]
     return [(f"layer_{i}/", layer["class_name"], layer["config"])
             for i, layer in enumerate(model["config"]["layers"])]
 
 
-def _network(meta, params, noise, x, sample, broken):
+def _network(meta, params, noise, x, mode, broken):
+    """Every layer in ``mode``, each on the previous layer's output: in mean mode, the network's
+    mean output is every layer's mean mode on the previous mean output (SPEC §3)."""
     h = x
     for prefix, class_name, cfg in _layers(meta):
         h = layer_forward(class_name, cfg, _sub(params, prefix.rstrip("/")) if prefix else params,
-                          h, _sub(noise, prefix.rstrip("/")) if prefix else noise, sample, broken)
+                          h, _sub(noise, prefix.rstrip("/")) if prefix else noise, mode, broken)
     return h
 
 
@@ -185,15 +255,17 @@ def run_layers(meta, inputs, broken=None):
     noise = _sub(t, "noise")
     x = t["x"].requires_grad_()
 
-    out_sample = _network(meta, params, noise, x, True, broken)
-    with torch.no_grad():
-        out_mean = _network(meta, params, noise, x, False, broken)
-
+    out_sample = _network(meta, params, noise, x, "sample", broken)
     results = {}
+    with torch.no_grad():
+        results["outputs/mean"] = _network(meta, params, noise, x, "mean", broken)
+        if all(c == "DenseSparseVariationalDropout" for _, c, _ in _layers(meta)):
+            results["outputs/pruned"] = _network(meta, params, noise, x, "pruned", broken)
+
     kl_total = torch.zeros((), dtype=dtype)
-    for prefix, _, cfg in _layers(meta):
+    for prefix, class_name, cfg in _layers(meta):
         layer_params = _sub(params, prefix.rstrip("/")) if prefix else params
-        for name, term in layer_kl(cfg, layer_params, broken).items():
+        for name, term in layer_kl(class_name, cfg, layer_params, broken).items():
             results[f"kl/{prefix}{name}"] = term
             kl_total = kl_total + term
     results["kl/total"] = kl_total
@@ -204,7 +276,6 @@ def run_layers(meta, inputs, broken=None):
     for name, grad in zip(names + ["x"], grads):
         results[f"grads/{name}"] = grad
     results["outputs/sample"] = out_sample
-    results["outputs/mean"] = out_mean
     return {k: v.detach().numpy().copy() for k, v in results.items()}
 
 
@@ -252,42 +323,134 @@ def run_adam(meta, inputs):
     return {k: val.numpy().copy() for k, val in results.items()}
 
 
+def run_training(meta, inputs, broken=None):
+    """A training case (SPEC §3 "Training"): for each step t, the minibatch order[epoch][...] of
+    batch_size examples, loss = mean Gaussian NLL + kl_weight[epoch] * KL / N with the step's noise,
+    its gradient, one Adam step (kingma: torch.optim.Adam; keras: by hand). Returns the params
+    after every step and the loss, NLL and KL of every step (before its update)."""
+    h = meta["hyperparameters"]
+    dtype = TORCH_DTYPES[meta["dtype"]]
+    net = {"kind": "network", "model": {"class_name": "Sequential",
+                                        "config": meta["model"]["network"]}}
+    sigma = meta["model"]["likelihood"]["scale"]
+    n, bs = h["num_examples"], h["batch_size"]
+    t_in = {k: torch.tensor(np.asarray(v)) for k, v in inputs.items()}
+    params = {k: v.to(dtype).requires_grad_() for k, v in _sub(t_in, "init").items()}
+    names = sorted(params)
+    lr, b1, b2, eps = h["step_size"], h["b1"], h["b2"], h["eps"]
+    if h["form"] == "kingma":
+        opt = torch.optim.Adam([params[k] for k in names], lr=lr, betas=(b1, b2), eps=eps,
+                               foreach=False)
+    m = {k: torch.zeros_like(params[k]) for k in names}
+    v = {k: torch.zeros_like(params[k]) for k in names}
+    lr32, b1_32, b2_32 = (float(np.float32(c)) for c in (lr, b1, b2))
+    out = {"loss": [], "nll": [], "kl": []}
+    traj = {k: [] for k in names}
+    t = 0
+    for epoch in range(h["epochs"]):
+        order = inputs["order"][epoch]
+        for start in range(0, n, bs):
+            idx = torch.tensor(order[start:start + bs])
+            xb, yb = t_in["x"].to(dtype)[idx], t_in["y"].to(dtype)[idx]
+            noise = {k: val.to(dtype) for k, val in _sub(t_in, f"noise/step_{t}").items()}
+            f = _network(net, params, noise, xb, "sample", broken)
+            kl = torch.zeros((), dtype=dtype)
+            for prefix, class_name, cfg in _layers(net):
+                for term in layer_kl(class_name, cfg, _sub(params, prefix.rstrip("/")),
+                                     broken).values():
+                    kl = kl + term
+            z = (yb - f) / sigma
+            nll = torch.mean(torch.sum(0.5 * z * z + math.log(sigma) + 0.5 * math.log(2 * math.pi),
+                                       dim=-1))
+            loss = nll + h["kl_weights"][epoch] * kl / n
+            for key, val in (("loss", loss), ("nll", nll), ("kl", kl)):
+                out[key].append(val.detach().clone())
+            grads = torch.autograd.grad(loss, [params[k] for k in names])
+            t += 1
+            with torch.no_grad():
+                if h["form"] == "kingma":
+                    for k, g in zip(names, grads):
+                        params[k].grad = g
+                    opt.step()
+                else:
+                    alpha = lr32 * math.sqrt(1 - b2_32 ** t) / (1 - b1_32 ** t)
+                    for k, g in zip(names, grads):
+                        m[k] = m[k] + (g - m[k]) * (1 - b1)
+                        v[k] = v[k] + (g * g - v[k]) * (1 - b2)
+                        params[k].sub_(m[k] * alpha / (torch.sqrt(v[k]) + eps))
+            for k in names:
+                traj[k].append(params[k].detach().clone())
+    results = {f"params/{k}": torch.stack(traj[k]).numpy() for k in names}
+    results.update({k: torch.stack(val).numpy() for k, val in out.items()})
+    return results
+
+
 def run_case(meta, inputs, broken=None):
     """Every expected quantity of one case: dict key -> ndarray (keys as in SPEC §6)."""
     if broken not in BROKEN:
         raise ValueError(f"broken must be one of {BROKEN}")
     if meta["kind"] == "adam":
         return run_adam(meta, inputs)
+    if meta["kind"] == "training":
+        return run_training(meta, inputs, broken)
     return run_layers(meta, inputs, broken)
 
 
 # ---------------------------------------------------------------------------- statistical mode
 
+STATISTICAL_CLASSES = ("DenseLocalReparameterization", "DenseReparameterization", "DenseFlipout",
+                       "DenseVariationalDropout", "DenseSparseVariationalDropout")
+
+
 def supports_statistical(meta):
-    """SPEC "Statistical mode": LocalReparameterization layer, linear activation, no Normal bias."""
-    if meta["kind"] != "layer" or meta["model"]["class_name"] != "DenseLocalReparameterization":
-        return False
-    cfg = meta["model"]["config"]
-    bias = cfg.get("bias_posterior")
-    return cfg.get("activation") in (None, "linear") and (bias is None or bias["type"] != "normal")
+    """SPEC §7: a single layer of one of the five classes with a linear activation."""
+    model = meta.get("model") or {}
+    return (meta["kind"] in ("layer", "edge", "dropout")
+            and model.get("class_name") in STATISTICAL_CLASSES
+            and model["config"].get("activation") in (None, "linear"))
 
 
-def sample_outputs(meta, inputs, num_samples=10000, seed=0, broken=None):
-    """``num_samples`` sample-mode outputs (S, ..., units) with noise from a seeded torch.Generator."""
+def sample_statistical(meta, inputs, num_samples=10000, seed=0, broken=None):
+    """SPEC §7: ``num_samples`` independent sample-mode calls with noise from a seeded
+    torch.Generator, and the per-draw gradients of L_s = sum(g * out_s) + 0.5 * sum(out_s**2)
+    + kl. All draws at once: every parameter (and x) is copied along a leading draw axis, so the
+    gradient of sum_s L_s with respect to copy s is draw s's gradient."""
     dtype = TORCH_DTYPES[meta["dtype"]]
-    cfg = meta["model"]["config"]
+    class_name, cfg = meta["model"]["class_name"], meta["model"]["config"]
     t = {k: torch.tensor(np.asarray(v), dtype=dtype) for k, v in inputs.items()}
     params = _sub(t, "params")
-    x = t["x"]
-    scale = posterior_scale(params["kernel_posterior_untransformed_scale"], broken)
-    mean = torch.matmul(x, params["kernel_posterior_loc"])
-    s = torch.sqrt(torch.matmul(x * x, scale if broken == "no_square" else scale * scale))
+    x0 = t["x"]
+    flat = x0.reshape(-1, x0.shape[-1])
+    n, d = flat.shape
+    units = t["g"].shape[-1]
+    s = num_samples
     gen = torch.Generator().manual_seed(seed)
-    eps = torch.randn((num_samples,) + tuple(mean.shape), generator=gen, dtype=dtype)
-    z = eps * s + mean
-    if cfg.get("bias_posterior") is not None:
-        z = z + params["bias_posterior_loc"]
-    return activation(cfg.get("activation"), z).numpy()
+    normal = lambda *shape: torch.randn(shape, generator=gen, dtype=dtype)
+    sign = lambda *shape: torch.randint(0, 2, shape, generator=gen).to(dtype) * 2 - 1
+    if class_name == "DenseReparameterization":
+        noise = {"kernel": normal(s, d, units)}
+    elif class_name == "DenseFlipout":
+        noise = {"kernel": normal(s, d, units), "sign_input": sign(s, n, d),
+                 "sign_output": sign(s, n, units)}
+    else:
+        noise = {"kernel": normal(s, n, units)}
+    if "bias_posterior_untransformed_scale" in params:
+        noise["bias"] = normal(s, 1, units)  # one draw per call, shared by its batch
+    # copies: kernels (S, in, units); biases (S, 1, units) to broadcast over the batch
+    rep = {k: (v.expand((s,) + v.shape) if v.ndim == 2 else v.expand(s, 1, *v.shape))
+           .clone().requires_grad_() for k, v in params.items()}
+    xs = flat.expand(s, n, d).clone().requires_grad_()
+    out = layer_forward(class_name, cfg, rep, xs, noise, "sample", broken)
+    kl = sum(layer_kl(class_name, cfg, rep, broken).values(), torch.zeros((), dtype=dtype))
+    g = t["g"].reshape(n, units)
+    objective = torch.sum(g * out) + 0.5 * torch.sum(out * out) + kl
+    names = sorted(rep)
+    grads = torch.autograd.grad(objective, [rep[k] for k in names] + [xs])
+    results = {"samples/outputs": out.detach().reshape((s,) + tuple(x0.shape[:-1]) + (units,)),
+               "samples/grads/x": grads[-1].reshape((s,) + tuple(x0.shape))}
+    for k, gk in zip(names, grads[:-1]):
+        results[f"samples/grads/{k}"] = gk.reshape((s,) + tuple(params[k].shape))
+    return {k: val.numpy().copy() for k, val in results.items()}
 
 
 # ------------------------------------------------------------------------------------------ I/O
@@ -325,8 +488,8 @@ def write_results(outdir, reference=DEFAULT_REFERENCE, patterns=None, broken=Non
         meta, inputs = load_case(reference, name)
         results = run_case(meta, inputs, broken)
         if statistical and supports_statistical(meta):
-            results["samples/outputs"] = sample_outputs(meta, inputs, num_samples,
-                                                        case_seed(seed, name), broken)
+            results.update(sample_statistical(meta, inputs, num_samples, case_seed(seed, name),
+                                              broken))
         np.savez(os.path.join(outdir, name + ".npz"), **results)
     return names
 
@@ -339,7 +502,7 @@ def main(argv=None):
     parser.add_argument("--broken", choices=BROKEN[1:], default=None,
                         help="inject a deliberate bug to see verify catch it")
     parser.add_argument("--statistical", action="store_true",
-                        help="also write samples/outputs for the statistical-mode cases")
+                        help="also write samples/outputs and samples/grads/* (SPEC §7)")
     parser.add_argument("--samples", type=int, default=10000, help="draws per statistical case")
     parser.add_argument("--seed", type=int, default=0, help="torch.Generator seed")
     args = parser.parse_args(argv)

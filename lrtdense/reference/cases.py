@@ -9,6 +9,12 @@ Layer and network cases hold: inputs ``x``, ``g`` (cotangent of the sample-mode 
 ``kl/total`` and ``grads/<param>``, ``grads/x`` = gradients of L = sum(g * outputs/sample) + kl/total.
 Adam cases hold: inputs ``init/<p>``, ``grads/<p>`` (T, ...); expected ``<form>/params/<p>``
 (T, ...), the parameters after each step.
+
+Kinds (SPEC.md section 5): ``layer`` and ``network`` (TFP's estimators; recorded against real TFP
+0.25 by tests/test_reference_vs_tfp.py), ``edge`` (one TFP layer at an exact activation tie, in
+softplus's middle branch, or shaped for the statistical mode; same schema as ``layer``, not part
+of that recording), ``dropout`` (the variational dropout layers, single or stacked), ``training``
+(k steps of minibatch training from a given order, noise and KL weights) and ``adam``.
 """
 import dataclasses
 import zlib
@@ -20,6 +26,9 @@ from lrtdense import layers as _layers
 from lrtdense import registry
 from lrtdense import tree
 from lrtdense.distributions import NormalPrior
+from lrtdense.dropout import DenseSparseVariationalDropout, DenseVariationalDropout
+from lrtdense.losses import GaussianLikelihood
+from lrtdense.model import Model
 from lrtdense.network import Sequential
 from lrtdense.optimizers import adam
 
@@ -35,12 +44,14 @@ ESTIMATORS = {"lrt": _layers.DenseLocalReparameterization,
 class Case:
     name: str
     description: str
-    kind: str            # "layer", "network" or "adam"
+    kind: str            # "layer", "network", "edge", "dropout", "training" or "adam"
     dtype: str = "float64"
-    make: object = None  # () -> layer / network (layer and network cases)
+    make: object = None  # () -> layer / network / Model
     input_shape: tuple = (5, 4)
     zero_rows: tuple = ()
     untransformed_scale: tuple = ()  # values cycled into every untransformed scale
+    log_alpha: tuple = ()            # values cycled into kernel_log_alpha (DenseVariationalDropout)
+    training: dict = None            # training cases: form, batch_size, kl_weights, step_size
 
 
 def _layer(est, units=3, activation="relu", dtype="float64", **kwargs):
@@ -104,15 +115,111 @@ def _cases():
                  _layers.DenseReparameterization(3, dtype="float64")]), (7, 6)))
     add(Case("adam_64_trajectory",
              "Adam, both forms, 50 steps from given gradients on w (3, 4) and b (4,)", "adam"))
+    cases.extend(_edge_cases())
+    cases.extend(_dropout_cases())
+    cases.extend(_training_cases())
     return {c.name: c for c in cases}
+
+
+# softplus's middle branch log1p(exp(u)) in float64 runs up to u = 34.04; implementations that
+# switch to u at 20 (PyTorch's threshold) are off by log1p(exp(-u)): 1e-10 relative at u = 20.25,
+# 4e-12 at 23, so the cases stay in (20, 23) plus a few points up to and past the threshold
+SOFTPLUS_MIDDLE = (20.25, 20.5, 21.0, 21.5, 22.0, 22.5, 23.0, 30.0, 33.5, 34.5)
+
+
+def _edge_cases():
+    out = []
+    for est in ESTIMATORS:
+        for act in ("relu", "elu"):
+            # all-zero rows and no bias make the pre-activation exactly 0 whatever the order of
+            # summation: relu'(0) = 0 and elu'(0) = 1 (TensorFlow's ReluGrad and EluGrad)
+            out.append(Case(f"{est}_64_tie_{act}",
+                            f"{est}: {act} at exact ties (rows 0 and 2 of x all zero, no bias: "
+                            f"z == 0 there)", "edge", "float64",
+                            _layer(est, activation=act, bias_posterior=None), (4, 3),
+                            zero_rows=(0, 2)))
+        out.append(Case(f"{est}_64_softplus_middle",
+                        f"{est}: float64 untransformed scales in (20, 34.04), softplus's "
+                        f"log1p(exp(u)) branch where a threshold at 20 differs", "edge", "float64",
+                        _layer(est, activation=None), untransformed_scale=SOFTPLUS_MIDDLE))
+        out.append(Case(f"{est}_64_normal_bias_linear",
+                        f"{est}: linear, Normal bias posterior (one draw shared by the batch) with "
+                        f"prior N(0, 1): the statistical mode's shared-bias covariance",
+                        "edge", "float64",
+                        _layer(est, units=3, activation=None, bias_posterior="normal",
+                               bias_prior=NormalPrior(0.0, 1.0)), (6, 4)))
+    return out
+
+
+# kernel_log_alpha of DenseVariationalDropout: below, at (the tie of min(log_alpha, 0), whose
+# gradient passes in full, as tf.minimum's) and above 0 (clipped: alpha capped at 1)
+VD_LOG_ALPHA = (-3.0, -1.5, -0.5, 0.0, 0.5, 1.5)
+
+
+def _vd(units=3, activation="relu", dtype="float64"):
+    return lambda: DenseVariationalDropout(units, activation, dtype=dtype)
+
+
+def _svd(units=3, activation="relu", dtype="float64"):
+    return lambda: DenseSparseVariationalDropout(units, activation, dtype=dtype)
+
+
+def _dropout_cases():
+    out = []
+    for dtype in ("float64", "float32"):
+        b = dtype[-2:]
+        out.append(Case(f"vdrop_{b}_basic", "DenseVariationalDropout: relu, log alpha "
+                        "-3..1.5 with ties at 0 (min(log_alpha, 0))", "dropout", dtype,
+                        _vd(dtype=dtype), log_alpha=VD_LOG_ALPHA))
+        out.append(Case(f"sparsevd_{b}_basic", "DenseSparseVariationalDropout: relu, log alpha "
+                        "across the clip at +-8 and the pruning threshold 3", "dropout", dtype,
+                        _svd(dtype=dtype)))
+    out.append(Case("vdrop_64_linear", "DenseVariationalDropout: linear (statistical mode), "
+                    "zero row 1", "dropout", "float64", _vd(activation=None),
+                    (6, 4), zero_rows=(1,), log_alpha=VD_LOG_ALPHA))
+    out.append(Case("sparsevd_64_linear", "DenseSparseVariationalDropout: linear (statistical "
+                    "mode), zero row 1", "dropout", "float64", _svd(activation=None), (6, 4),
+                    zero_rows=(1,)))
+    out.append(Case("sparsevd_64_network3", "3 sparse VD layers 6 -> 5 (relu) -> 4 (tanh) -> 3: "
+                    "sample, mean (every layer in mean mode on the previous mean output) and "
+                    "pruned modes", "dropout", "float64",
+                    lambda: Sequential([DenseSparseVariationalDropout(5, "relu", dtype="float64"),
+                                        DenseSparseVariationalDropout(4, "tanh", dtype="float64"),
+                                        DenseSparseVariationalDropout(3, dtype="float64")]),
+                    (7, 6)))
+    return out
+
+
+def _training_model(dtype):
+    return lambda: Model(Sequential([
+        _layers.DenseLocalReparameterization(4, "relu", dtype=dtype),
+        _layers.DenseFlipout(3, "tanh", bias_posterior="normal", bias_prior=NormalPrior(0.0, 1.0),
+                             dtype=dtype),
+        _layers.DenseReparameterization(2, dtype=dtype)]), GaussianLikelihood(0.5))
+
+
+def _training_cases():
+    out = []
+    for name, form, dtype in (("train_64_kingma", "kingma", "float64"),
+                              ("train_64_keras", "keras", "float64"),
+                              ("train_32_kingma", "kingma", "float32")):
+        out.append(Case(name, f"6 Adam ({form}) steps of a 3 -> 4 (LRT relu) -> 3 (Flipout tanh, "
+                        f"Normal bias) -> 2 (Reparameterization) Gaussian regression: N = 10, "
+                        f"batches 4, 4, 2 per epoch, 2 epochs, KL weights 0.25 then 1",
+                        "training", dtype, _training_model(dtype), (10, 3),
+                        training={"form": form, "batch_size": 4, "epochs": 2,
+                                  "kl_weights": [0.25, 1.0], "step_size": 0.05, "b1": 0.9,
+                                  "b2": 0.999}))
+    return out
 
 
 CASES = _cases()
 
 
-def tolerances_for(dtype, expected):
-    """Per-quantity tolerances: |port - ref| <= rtol * |ref| + atol, atol = rtol * max|ref|."""
-    rtol = RTOL[dtype]
+def tolerances_for(meta, expected):
+    """Per-quantity tolerances: |port - ref| <= rtol * |ref| + atol, atol = rtol * max|ref|, with
+    rtol from the case's dtype (SPEC §4). ``meta``: a case.json dict (or a dtype name)."""
+    rtol = RTOL[meta if isinstance(meta, str) else meta["dtype"]]
     return {k: {"rtol": rtol, "atol": rtol * float(np.max(np.abs(v))) if np.size(v) else 0.0}
             for k, v in expected.items()}
 
@@ -129,7 +236,9 @@ def build(case):
     if case.kind == "adam":
         return _build_adam(rng, meta)
     model = case.make()
-    meta["model"] = (registry.serialize(model) if case.kind == "layer"
+    if case.kind == "training":
+        return _build_training(rng, meta, case, model)
+    meta["model"] = (registry.serialize(model) if not isinstance(model, Sequential)
                      else {"class_name": "Sequential", "config": model.get_config()})
     x = rng.standard_normal(case.input_shape).astype(case.dtype)
     for r in case.zero_rows:
@@ -160,34 +269,57 @@ def _spread(params, rng, case):
         if "untransformed_scale" in name:
             new = rng.normal(-1.0, 0.5, value.shape)
             if case.untransformed_scale:
-                pattern = np.resize(np.array(case.untransformed_scale), value.size)
-                new = pattern.reshape(value.shape)
+                new = _cycled(case.untransformed_scale, value.shape)
+        elif name == "kernel_log_alpha":
+            new = _cycled(case.log_alpha, value.shape) if case.log_alpha else rng.uniform(
+                -3.0, 1.0, value.shape)
+        elif name == "kernel_log_sigma2":
+            # log alpha = log sigma2 - log(theta**2 + 1e-8) spread over (-11, 11): across the
+            # clip at +-8 and the pruning threshold 3
+            theta = out["kernel_theta"].astype(np.float64)
+            new = np.log(theta * theta + 1e-8) + rng.uniform(-11.0, 11.0, value.shape)
         else:
             new = rng.normal(0.0, 0.5, value.shape)
         out[name] = new.astype(value.dtype)
     return out
 
 
+def _cycled(values, shape):
+    return np.resize(np.array(values, dtype=np.float64), int(np.prod(shape))).reshape(shape)
+
+
 def model_from_meta(meta):
     spec = meta["model"]
+    if meta["kind"] == "training":
+        return Model.from_config(spec)
     if spec["class_name"] == "Sequential":
         return Sequential.from_config(spec["config"])
     return registry.deserialize(spec)
+
+
+def modes_of(model):
+    """The forward modes of a layer or network beyond "sample": "mean", and "pruned" when every
+    layer has it (DenseSparseVariationalDropout)."""
+    layers = model.layers if isinstance(model, Sequential) else [model]
+    extra = ["pruned"] if all("pruned" in getattr(l, "MODES", ()) for l in layers) else []
+    return ["mean"] + extra
 
 
 def compute(meta, inputs):
     """The expected values of a case from its inputs (the reference implementation)."""
     if meta["kind"] == "adam":
         return _compute_adam(meta, inputs)
+    if meta["kind"] == "training":
+        return _compute_training(meta, inputs)
     model = model_from_meta(meta)
     x, g = inputs["x"], inputs["g"]
     params = tree.unflatten(inputs, "params")
     noise = tree.unflatten(inputs, "noise")
     out_sample, kl = model.forward(params, x, noise=noise)
-    out_mean, _ = model.forward(params, x, mode="mean")
-    expected = {"outputs/sample": out_sample, "outputs/mean": out_mean,
-                "kl/total": np.asarray(kl, dtype=meta["dtype"])}
-    if meta["kind"] == "layer":
+    expected = {"outputs/sample": out_sample, "kl/total": np.asarray(kl, dtype=meta["dtype"])}
+    for mode in modes_of(model):
+        expected[f"outputs/{mode}"] = model.forward(params, x, mode=mode)[0]
+    if not isinstance(model, Sequential):
         for term, value in model.divergences(params).items():
             expected[f"kl/{term}"] = np.asarray(value, dtype=meta["dtype"])
     else:
@@ -234,4 +366,66 @@ def _compute_adam(meta, inputs):
                 traj[k].append(state.params[k])
         for k, v in traj.items():
             expected[f"{form}/params/{k}"] = np.stack(v)
+    return expected
+
+
+def _build_training(rng, meta, case, model):
+    """Inputs of a training case: data, initial params, the minibatch order of every epoch and
+    the noise of every step (drawn as the stored cases draw theirs)."""
+    h = dict(case.training)
+    n, dim = case.input_shape
+    dtype = case.dtype
+    meta["model"] = model.get_config()
+    h["num_examples"] = n
+    h["eps"] = {"kingma": 1e-8, "keras": 1e-7}[h["form"]]
+    meta["hyperparameters"] = h
+    meta["input_shape"] = [n, dim]
+    x = rng.standard_normal((n, dim)).astype(dtype)
+    y = rng.standard_normal((n, model.network.units)).astype(dtype)
+    params = _spread(model.init(rng, dim)["network"], rng, case)
+    inputs = {"x": x, "y": y, **tree.flatten(params, "init/")}
+    inputs["order"] = np.stack([rng.permutation(n) for _ in range(h["epochs"])]).astype(np.int64)
+    for t, (epoch, idx) in enumerate(_minibatches(h, inputs["order"])):
+        noise = model.network.sample_noise(rng, (len(idx), dim), normal=_ziggurat)
+        inputs.update(tree.flatten(noise, f"noise/step_{t}/"))
+    return meta, inputs
+
+
+def _minibatches(h, order):
+    """(epoch, example indices) of every step: each epoch's order cut into batch_size pieces,
+    the last one shorter when batch_size does not divide N."""
+    bs, n = h["batch_size"], order.shape[1]
+    return [(e, order[e, i:i + bs]) for e in range(h["epochs"]) for i in range(0, n, bs)]
+
+
+def _compute_training(meta, inputs):
+    """Each step: loss = mean NLL over the minibatch + kl_weight[epoch] * KL / N (Model.loss), its
+    gradient (autograd), one Adam update; the params after it and the loss, NLL, KL before it."""
+    h = meta["hyperparameters"]
+    model = Model.from_config(meta["model"])
+    opt = adam(h["step_size"], h["b1"], h["b2"], h["eps"], form=h["form"])
+    params = {"network": tree.unflatten(inputs, "init"), "likelihood": {}}
+    state = opt.init(params)
+
+    def loss_fn(p, xb, yb, noise, weight):
+        return model.loss(p, xb, yb, noise=noise, num_examples=h["num_examples"],
+                          kl_weight=weight)[0]
+
+    grad_fn = grad(loss_fn)
+    traj, terms = [], {"loss": [], "nll": [], "kl": []}
+    for t, (epoch, idx) in enumerate(_minibatches(h, inputs["order"])):
+        xb, yb = inputs["x"][idx], inputs["y"][idx]
+        noise = tree.unflatten(inputs, f"noise/step_{t}")
+        weight = h["kl_weights"][epoch]
+        p = opt.get_params(state)
+        loss, nll, kl = model.loss(p, xb, yb, noise=noise, num_examples=h["num_examples"],
+                                   kl_weight=weight)
+        for key, value in (("loss", loss), ("nll", nll), ("kl", kl)):
+            terms[key].append(value)
+        state = opt.update(state, grad_fn(p, xb, yb, noise, weight))
+        traj.append(tree.flatten(opt.get_params(state)["network"]))
+    dtype = meta["dtype"]
+    expected = {f"params/{k}": np.stack([step[k] for step in traj]).astype(dtype)
+                for k in traj[0]}
+    expected.update({k: np.asarray(v, dtype=dtype) for k, v in terms.items()})
     return expected

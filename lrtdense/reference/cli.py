@@ -1,55 +1,141 @@
-"""lrtdense reference: the golden-value oracle for ports (see reference_data/SPEC.md).
+"""lrtdense reference: the golden-value oracle for ports (read SPEC.md: `lrtdense reference spec`).
 
-  lrtdense reference generate [DIR]             regenerate the reference set (default: reference_data/)
-  lrtdense reference verify RESULTS [options]   compare a port's results, print a table, exit 1 on failure
-  lrtdense reference list                       list the cases
+  lrtdense reference verify RESULTS [--cases GLOB] [--statistical] [--markdown FILE]
+                                                check a port's results; print a table
+  lrtdense reference list [GLOB ...]            the cases (dtype, kind, description)
+  lrtdense reference path                       where the shipped reference set is
+  lrtdense reference spec [--show]              where SPEC.md is (or print it)
+  lrtdense reference generate DIR [--cases GLOB] [--pin]
+                                                write the reference set into DIR (new or empty,
+                                                or a set generate wrote: only its files replaced)
+
+Exit codes: 0 every row passed; 1 a quantity failed or is missing; 2 a usage error (bad option or
+value, results folder missing, a pattern matching no case, no case eligible for --statistical,
+a folder generate will not write into); 3 the reference set is missing, corrupt, tampered with or
+inconsistent (SPEC.md section 6).
 """
 import os
 import sys
 
-from lrtdense.reference import default_dir, cases as _cases, store
-from lrtdense.reference.verify import generate, verify, format_table
+from lrtdense.cli import ArgumentParser
+from lrtdense.reference import default_dir, spec_path, store
+from lrtdense.reference.verify import (UsageError, format_table, generate, run, select_cases)
+
+EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_REFERENCE = 0, 1, 2, 3
+
+
+def _patterns(values):
+    """--cases values: each a glob or comma-separated globs."""
+    if not values:
+        return None
+    out = [p.strip() for v in values for p in v.split(",")]
+    if not all(out):
+        raise UsageError(f"empty pattern in --cases {values}")
+    return out
 
 
 def add_arguments(parser):
-    sub = parser.add_subparsers(dest="reference_command", required=True)
-    g = sub.add_parser("generate", help="regenerate the reference set")
-    g.add_argument("dir", nargs="?", default=None, help="output directory (default: reference_data/)")
-    v = sub.add_parser("verify", help="verify a port's results against the reference")
-    v.add_argument("results", help="directory with <case>.npz (or <case>/<key>.npy) per case")
-    v.add_argument("--reference", default=None, help="reference set (default: reference_data/)")
-    v.add_argument("--cases", nargs="*", default=None, metavar="GLOB",
-                   help="only cases matching these patterns, e.g. 'lrt_*'")
+    # lrtdense.cli.ArgumentParser: a bad flag prints the usage of its own sub-command
+    sub = parser.add_subparsers(dest="reference_command", required=True,
+                                parser_class=ArgumentParser)
+    v = sub.add_parser("verify", help="verify a port's results against the reference",
+                       description="Compare a port's results with the reference set and print "
+                                   "one row per case and quantity (SPEC.md section 6).")
+    v.add_argument("results", help="folder with <case>.npz (or <case>/<key>.npy) per case")
+    v.add_argument("--reference", default=None, metavar="DIR",
+                   help="a reference set of your own (default: the shipped set, "
+                        "`lrtdense reference path`)")
+    v.add_argument("--cases", action="append", default=None, metavar="GLOB",
+                   help="only cases matching this case-sensitive glob, e.g. 'lrt_*' (repeat it "
+                        "or separate globs by commas)")
     v.add_argument("--statistical", action="store_true",
-                   help="for ports that cannot inject noise: check samples/outputs against the "
-                        "analytic LRT moments")
-    v.add_argument("--markdown", default=None, help="also write the table to this file")
-    sub.add_parser("list", help="list the reference cases")
+                   help="for ports that cannot inject noise: check samples/* against the analytic "
+                        "moments, joint structure and gradients (SPEC.md section 7)")
+    v.add_argument("--markdown", default=None, metavar="FILE",
+                   help="also write the table to this file")
+    ls = sub.add_parser("list", help="list the reference cases",
+                        description="List the cases of the reference set.")
+    ls.add_argument("patterns", nargs="*", metavar="GLOB", help="only cases matching these globs")
+    ls.add_argument("--reference", default=None, metavar="DIR", help="another reference set")
+    sub.add_parser("path", help="print the folder of the shipped reference set",
+                   description="Print the folder of the shipped reference set.")
+    sp = sub.add_parser("spec", help="print where SPEC.md is (--show: print it)",
+                        description="Print the path of the shipped SPEC.md.")
+    sp.add_argument("--show", action="store_true", help="print SPEC.md itself")
+    g = sub.add_parser("generate", help="write the reference set into a folder",
+                       description="Write every reference case and the manifest into DIR, which "
+                                   "must be new, empty, or a set written by generate.")
+    g.add_argument("dir", help="output folder (required: generate never picks one itself)")
+    g.add_argument("--cases", action="append", default=None, metavar="GLOB",
+                   help="(re)write only the cases of lrtdense.reference.cases matching these "
+                        "globs; the folder's other cases are kept as they are")
+    g.add_argument("--pin", action="store_true",
+                   help="DIR is the package's own reference_data: also rewrite the pinned sha256")
+
+
+def _emit(text):
+    """Prints ``text``; a closed pipe (``| head``) ends the output quietly."""
+    try:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush stays quiet
+        return False
+    return True
+
+
+def _error(message, code):
+    print(f"lrtdense reference: error: {message}", file=sys.stderr)
+    return code
 
 
 def main(args):
-    if args.reference_command == "generate":
-        root = args.dir or default_dir()
-        manifest = generate(root)
-        n_files = sum(len(v) for v in manifest["cases"].values())
-        print(f"wrote {len(manifest['cases'])} cases ({n_files} files) to {root}")
-        return 0
-    if args.reference_command == "list":
-        for name, case in sorted(_cases.CASES.items()):
-            print(f"{name:32s} {case.dtype:8s} {case.description}")
-        return 0
-    reference = args.reference or default_dir()
-    if not os.path.isdir(args.results):
-        print(f"error: results directory {args.results!r} does not exist", file=sys.stderr)
-        return 2
     try:
-        rows = verify(reference, args.results, args.cases, args.statistical)
+        return _main(args)
+    except UsageError as err:
+        return _error(err, EXIT_USAGE)
     except store.ReferenceError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    table = format_table(rows)
-    print(table)
+        return _error(err, EXIT_REFERENCE)
+
+
+def _main(args):
+    command = args.reference_command
+    if command == "path":
+        _emit(default_dir())
+        return EXIT_PASS
+    if command == "spec":
+        if args.show:
+            with open(spec_path()) as f:
+                _emit(f.read().rstrip("\n"))
+        else:
+            _emit(spec_path())
+        return EXIT_PASS
+    if command == "generate":
+        from lrtdense.reference import cases as _cases
+        names = (None if not args.cases
+                 else select_cases(sorted(_cases.CASES), _patterns(args.cases)))
+        manifest = generate(args.dir, names, pin=args.pin)
+        n_files = sum(len(v) for v in manifest["cases"].values())
+        digest = store.sha256(os.path.join(args.dir, "manifest.json"))
+        _emit(f"wrote {len(manifest['cases'])} cases ({n_files} files) to {args.dir}; manifest "
+              f"sha256 {digest}" + (" (pinned)" if args.pin else ""))
+        return EXIT_PASS
+    reference = args.reference or default_dir()
+    if command == "list":
+        ref = store.open_reference(reference, check=False)
+        lines = []
+        for name in select_cases(ref.names, args.patterns):
+            meta, _, _ = store.read_case(ref, name)
+            lines.append(f"{name:34s} {meta['dtype']:8s} {meta['kind']:9s} {meta['description']}")
+        _emit("\n".join(lines))
+        return EXIT_PASS
+    if not os.path.isdir(args.results):
+        raise UsageError(f"results folder {args.results!r} does not exist")
+    report = run(reference, args.results, _patterns(args.cases), args.statistical)
+    table = format_table(report.rows, report.notes)
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write(table + "\n")
-    return 0 if rows and all(r.passed for r in rows) else 1
+    _emit(table)
+    return EXIT_PASS if report.passed else EXIT_FAIL

@@ -2,28 +2,53 @@
 
 Layout of a reference set (see reference_data/SPEC.md)::
 
-    manifest.json                       schema version, case list, sha256 of every file
+    manifest.json                       schema version, every case, the sha256 of every file
     cases/<case>/case.json              metadata (config, dtype, tolerances, array keys)
     cases/<case>/inputs/<key>.npy       x, g, params/..., noise/..., ...
     cases/<case>/expected/<key>.npy     outputs/sample, kl/total, grads/..., ...
 
-Keys use "/" for nesting, which maps to sub-directories. Arrays load with ``allow_pickle=False``.
+Keys use "/" for nesting, which maps to sub-directories. Arrays load with ``allow_pickle=False``;
+loading never executes code.
+
+What ``open_reference`` refuses (each a ``ReferenceError`` naming the file and what was expected),
+so that a reference set cannot be bent without it showing:
+
+* a case name or a file path that is not a plain relative name, or that resolves (through ``..``
+  or a symlink) outside its case's folder;
+* a case folder on disk that the manifest does not list, or a file under ``cases/`` that it does
+  not list (a file without a checksum could hold anything);
+* a listed file that is missing, or (``check=True``) whose sha256 differs from the manifest's.
+
+``read_case`` also refuses a case.json that references a file the manifest does not list, or a
+listed array that case.json does not reference.
 """
+import dataclasses
 import hashlib
 import json
 import os
+import re
 import zipfile
 
 import numpy as np
 
-from lrtdense.reference import SCHEMA_VERSION
+from lrtdense.reference import SCHEMA_VERSION, SHIPPED_MANIFEST_SHA256, default_dir
 
-__all__ = ["write_case", "read_case", "write_manifest", "read_manifest", "load_results",
-           "sha256", "ReferenceError"]
+__all__ = ["write_case", "read_case", "write_manifest", "read_manifest", "open_reference",
+           "load_results", "sha256", "check_case_name", "ReferenceSet", "ReferenceError",
+           "ResultsError", "GENERATOR"]
+
+GENERATOR = "lrtdense reference generate"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
+_DIGEST = re.compile(r"[0-9a-f]{64}\Z")
+_ARRAY_KINDS = "fiu"  # float, signed and unsigned integer arrays; never objects or strings
 
 
 class ReferenceError(ValueError):
-    """A reference set or a results directory is missing, corrupt or inconsistent."""
+    """A reference set is missing, corrupt, tampered with or inconsistent."""
+
+
+class ResultsError(ValueError):
+    """A port's results for one case cannot be read (reported as a failing row, not raised)."""
 
 
 def sha256(path):
@@ -34,15 +59,33 @@ def sha256(path):
     return h.hexdigest()
 
 
+def check_case_name(name):
+    """Raises ReferenceError unless ``name`` is a plain case name (letters, digits, ``_.-``)."""
+    if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
+        raise ReferenceError(f"invalid case name {name!r}: expected letters, digits, '_', '.' "
+                             f"and '-' only (no path separators, no '..')")
+    return name
+
+
 def _key_path(root, key):
-    parts = key.split("/")
-    if any(p in ("", ".", "..") for p in parts):
-        raise ReferenceError(f"invalid array key {key!r}")
+    parts = key.split("/") if isinstance(key, str) else [""]
+    if any(not _NAME.match(p) or ".." in p for p in parts):
+        raise ReferenceError(f"invalid array key {key!r}: expected names of letters, digits, "
+                             f"'_', '.' and '-' separated by '/'")
     return os.path.join(root, *parts) + ".npy"
 
 
+def _inside(path, folder):
+    """True if ``path`` resolves (symlinks followed) to ``folder`` or below it."""
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return path == folder or path.startswith(folder + os.sep)
+
+
+# ------------------------------------------------------------------------------------ writing
+
 def write_case(root, name, meta, inputs, expected):
     """Writes one case under ``root/cases/name``. Returns the list of files (relative to root)."""
+    check_case_name(name)
     case_dir = os.path.join(root, "cases", name)
     files = []
     for group, arrays in (("inputs", inputs), ("expected", expected)):
@@ -63,7 +106,7 @@ def write_case(root, name, meta, inputs, expected):
 
 def write_manifest(root, cases):
     """cases: dict name -> list of files. Writes manifest.json with a sha256 per file."""
-    manifest = {"schema_version": SCHEMA_VERSION, "generator": "lrtdense reference generate",
+    manifest = {"schema_version": SCHEMA_VERSION, "generator": GENERATOR,
                 "cases": {name: {f: sha256(os.path.join(root, f)) for f in files}
                           for name, files in sorted(cases.items())}}
     with open(os.path.join(root, "manifest.json"), "w") as f:
@@ -72,68 +115,231 @@ def write_manifest(root, cases):
     return manifest
 
 
-def read_manifest(root, check=True):
-    """Loads manifest.json; with ``check``, verifies every file's sha256 (ReferenceError if not)."""
+# ------------------------------------------------------------------------------------ reading
+
+@dataclasses.dataclass
+class ReferenceSet:
+    """A validated reference set.
+
+    Attributes:
+      root: its folder.
+      manifest: the parsed manifest.json.
+      manifest_sha256: the sha256 of manifest.json's bytes.
+      shipped: True if that digest is the one pinned in ``lrtdense.reference.pin`` (this is the
+        set shipped with this lrtdense, wherever it lies).
+      installed: True if ``root`` is the package's own folder (``default_dir()``).
+    """
+    root: str
+    manifest: dict
+    manifest_sha256: str
+    shipped: bool
+    installed: bool
+
+    @property
+    def names(self):
+        return sorted(self.manifest["cases"])
+
+    def files(self, name):
+        return self.manifest["cases"][name]
+
+
+def _load_manifest(root):
+    if not os.path.isdir(root):
+        raise ReferenceError(f"reference folder {root!r} does not exist (the shipped set is at "
+                             f"{default_dir()!r}: `lrtdense reference path`)")
     path = os.path.join(root, "manifest.json")
     try:
-        with open(path) as f:
-            manifest = json.load(f)
+        with open(path, "rb") as f:
+            raw = f.read()
     except FileNotFoundError:
         raise ReferenceError(f"{path} not found: is {root!r} a reference set?") from None
-    except json.JSONDecodeError as err:
+    try:
+        manifest = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ReferenceError(f"{path} is not valid JSON: {err}") from None
-    if manifest.get("schema_version") != SCHEMA_VERSION:
-        raise ReferenceError(f"{path}: schema_version {manifest.get('schema_version')!r}, this "
-                             f"lrtdense reads {SCHEMA_VERSION}")
-    if check:
-        for name, files in manifest["cases"].items():
-            for rel, digest in files.items():
-                full = os.path.join(root, *rel.split("/"))
-                if not os.path.isfile(full):
-                    raise ReferenceError(f"case {name}: {rel} is listed in the manifest but missing")
-                if sha256(full) != digest:
-                    raise ReferenceError(f"case {name}: {rel} does not match its sha256 in the "
-                                         f"manifest: the reference file was modified or corrupted")
-    return manifest
+    if not isinstance(manifest, dict) or manifest.get("schema_version") != SCHEMA_VERSION:
+        got = manifest.get("schema_version") if isinstance(manifest, dict) else manifest
+        raise ReferenceError(f"{path}: schema_version {got!r}, this lrtdense reads "
+                             f"{SCHEMA_VERSION}")
+    cases = manifest.get("cases")
+    if not isinstance(cases, dict) or not cases:
+        raise ReferenceError(f"{path}: expected a non-empty \"cases\" object {{name: {{file: "
+                             f"sha256}}}}, got {type(cases).__name__}")
+    return manifest, hashlib.sha256(raw).hexdigest()
+
+
+def _check_entries(root, manifest):
+    """The manifest's names and paths: plain, inside their case folder, case.json listed."""
+    cases_dir = os.path.join(root, "cases")
+    for name, files in manifest["cases"].items():
+        check_case_name(name)
+        if not isinstance(files, dict):
+            raise ReferenceError(f"manifest.json: case {name}: expected {{file: sha256}}, got "
+                                 f"{type(files).__name__}")
+        if not _inside(os.path.join(cases_dir, name), cases_dir):
+            raise ReferenceError(f"case {name}: its folder resolves outside {cases_dir!r}")
+        prefix = f"cases/{name}/"
+        for rel, digest in files.items():
+            if not isinstance(rel, str) or not rel.startswith(prefix):
+                raise ReferenceError(f"case {name}: manifest path {rel!r} is not under {prefix}")
+            parts = rel[len(prefix):].split("/")
+            if any(not _NAME.match(p) or ".." in p for p in parts) or not rel.endswith(
+                    (".npy", ".json")):
+                raise ReferenceError(f"case {name}: manifest path {rel!r} is not a plain "
+                                     f"relative .npy or .json path")
+            if not isinstance(digest, str) or not _DIGEST.match(digest):
+                raise ReferenceError(f"case {name}: {rel}: expected a sha256 of 64 lowercase hex "
+                                     f"digits, got {digest!r}")
+            if not _inside(os.path.join(root, *rel.split("/")), os.path.join(cases_dir, name)):
+                raise ReferenceError(f"case {name}: {rel} resolves outside the case's folder")
+        if prefix + "case.json" not in files:
+            raise ReferenceError(f"case {name}: the manifest does not list {prefix}case.json")
+
+
+def _check_disk(root, manifest):
+    """Every folder and file under cases/ is one the manifest lists."""
+    cases_dir = os.path.join(root, "cases")
+    if not os.path.isdir(cases_dir):
+        raise ReferenceError(f"{cases_dir} not found: is {root!r} a reference set?")
+    listed = manifest["cases"]
+    for entry in sorted(os.listdir(cases_dir)):
+        full = os.path.join(cases_dir, entry)
+        if not os.path.isdir(full):
+            raise ReferenceError(f"cases/{entry} is a file directly under cases/; a reference set "
+                                 f"holds one folder per case")
+        if entry not in listed:
+            raise ReferenceError(f"case folder cases/{entry} is not in manifest.json: the case "
+                                 f"set on disk differs from the manifest's")
+        files = listed[entry]
+        for dirpath, dirnames, filenames in os.walk(full):
+            dirnames.sort()
+            for fname in sorted(filenames):
+                rel = os.path.relpath(os.path.join(dirpath, fname), root).replace(os.sep, "/")
+                if rel not in files:
+                    raise ReferenceError(f"case {entry}: {rel} is not listed in manifest.json "
+                                         f"(every file of a case must carry a checksum)")
+
+
+def open_reference(root, check=True):
+    """Loads and validates a reference set (see the module docstring). Returns a ReferenceSet.
+
+    Args:
+      root: the reference folder.
+      check: also verify every file's sha256 (the structure is always validated).
+    Raises:
+      ReferenceError: naming the first problem found.
+    """
+    manifest, digest = _load_manifest(root)
+    _check_entries(root, manifest)
+    _check_disk(root, manifest)
+    for name, files in sorted(manifest["cases"].items()):
+        for rel, want in sorted(files.items()):
+            full = os.path.join(root, *rel.split("/"))
+            if not os.path.isfile(full):
+                raise ReferenceError(f"case {name}: {rel} is listed in the manifest but missing")
+            if check and sha256(full) != want:
+                raise ReferenceError(f"case {name}: {rel} does not match its sha256 in the "
+                                     f"manifest: the reference file was modified or corrupted")
+    installed = os.path.realpath(root) == os.path.realpath(default_dir())
+    return ReferenceSet(root, manifest, digest, digest == SHIPPED_MANIFEST_SHA256, installed)
+
+
+def read_manifest(root, check=True):
+    """The manifest of a validated reference set (``open_reference(root, check).manifest``)."""
+    return open_reference(root, check).manifest
 
 
 def _load_npy(path):
     try:
-        return np.load(path, allow_pickle=False)
+        array = np.load(path, allow_pickle=False)
     except ValueError as err:
         raise ReferenceError(f"{path}: not a plain numeric .npy ({err})") from None
     except (OSError, EOFError) as err:
         raise ReferenceError(f"{path}: unreadable ({err})") from None
+    if not isinstance(array, np.ndarray) or array.dtype.kind not in _ARRAY_KINDS:
+        raise ReferenceError(f"{path}: dtype {getattr(array, 'dtype', type(array).__name__)} is "
+                             f"not a float or integer type")
+    return array
 
 
 def read_case(root, name):
-    """Returns (meta, inputs, expected) of one case; arrays keyed like "params/kernel_posterior_loc"."""
-    case_dir = os.path.join(root, "cases", name)
+    """Returns (meta, inputs, expected) of one case; arrays keyed like "params/kernel_posterior_loc".
+
+    Args:
+      root: a reference folder or a ``ReferenceSet`` (then its validated manifest is used).
+      name: the case name.
+    Raises:
+      ReferenceError: the case is not in the manifest, its case.json is unreadable, or it
+        references a file the manifest does not list (or the manifest lists an array that
+        case.json does not reference).
+    """
+    if isinstance(root, ReferenceSet):
+        ref = root
+    else:
+        manifest, digest = _load_manifest(root)
+        ref = ReferenceSet(root, manifest, digest, digest == SHIPPED_MANIFEST_SHA256, False)
+    check_case_name(name)
+    if name not in ref.manifest["cases"]:
+        raise ReferenceError(f"case {name} is not in {os.path.join(ref.root, 'manifest.json')}")
+    files = ref.files(name)
+    case_dir = os.path.join(ref.root, "cases", name)
+    if not _inside(case_dir, os.path.join(ref.root, "cases")):
+        raise ReferenceError(f"case {name}: its folder resolves outside the reference set")
     try:
         with open(os.path.join(case_dir, "case.json")) as f:
             meta = json.load(f)
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ReferenceError(f"case {name}: case.json unreadable ({err})") from None
-    inputs = {k: _load_npy(_key_path(os.path.join(case_dir, "inputs"), k)) for k in meta["inputs"]}
-    expected = {k: _load_npy(_key_path(os.path.join(case_dir, "expected"), k))
-                for k in meta["expected"]}
-    return meta, inputs, expected
+    if not isinstance(meta, dict) or meta.get("name") != name:
+        raise ReferenceError(f"case {name}: case.json names the case "
+                             f"{meta.get('name') if isinstance(meta, dict) else meta!r}")
+    referenced = set()
+    arrays = {}
+    for group in ("inputs", "expected"):
+        keys = meta.get(group)
+        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+            raise ReferenceError(f"case {name}: case.json {group!r} must be a list of keys")
+        arrays[group] = {}
+        for key in keys:
+            path = _key_path(os.path.join(case_dir, group), key)
+            rel = f"cases/{name}/{group}/{key}.npy"
+            if rel not in files:
+                raise ReferenceError(f"case {name}: case.json references {rel}, which "
+                                     f"manifest.json does not list (no checksum: refused)")
+            referenced.add(rel)
+            arrays[group][key] = _load_npy(path)
+    unreferenced = sorted(r for r in files if r.endswith(".npy") and r not in referenced)
+    if unreferenced:
+        raise ReferenceError(f"case {name}: manifest.json lists {unreferenced[0]}, which case.json "
+                             f"does not reference ({len(unreferenced)} such files)")
+    return meta, arrays["inputs"], arrays["expected"]
 
 
 def load_results(results_root, name, keys):
     """A port's results for case ``name``: ``RESULTS/name.npz`` (keys like "outputs/sample") or the
-    directory layout ``RESULTS/name/<key>.npy``. Returns dict key -> array for the keys found."""
+    directory layout ``RESULTS/name/<key>.npy``. Returns dict key -> array for the keys found.
+
+    Raises:
+      ResultsError: both layouts exist (one of them is stale), or a file is not a plain
+        numeric .npz / .npy.
+    """
     npz = os.path.join(results_root, name + ".npz")
+    case_dir = os.path.join(results_root, name)
+    if os.path.isfile(npz) and os.path.isdir(case_dir):
+        raise ResultsError(f"both {name}.npz and {name}/ exist in {results_root}: one of them is "
+                           f"stale; remove it")
     if os.path.isfile(npz):
         try:
             with np.load(npz, allow_pickle=False) as data:
                 return {k: data[k] for k in data.files}
         except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
-            raise ReferenceError(f"{npz}: not a plain .npz ({err})") from None
-    case_dir = os.path.join(results_root, name)
+            raise ResultsError(f"{npz}: not a plain .npz ({err})") from None
     out = {}
     for key in keys:
         path = _key_path(case_dir, key)
         if os.path.isfile(path):
-            out[key] = _load_npy(path)
+            try:
+                out[key] = np.load(path, allow_pickle=False)
+            except (ValueError, OSError, EOFError) as err:
+                raise ResultsError(f"{path}: not a plain numeric .npy ({err})") from None
     return out

@@ -1,208 +1,264 @@
 """Generating the reference set and verifying a port's results against it.
 
-``generate(root)`` writes every case of ``lrtdense.reference.cases`` and the manifest.
-``verify(reference_root, results_root)`` compares every expected quantity of every case with the
-port's results using the case's tolerances: a quantity passes when
-|port - ref| <= atol + rtol * |ref| element-wise (NaN only where the reference is NaN). It returns
-rows (case, quantity, max abs error, max rel error, max ULPs, worst index, status).
+``generate(root)`` writes every case of ``lrtdense.reference.cases`` and the manifest into a new or
+empty folder, or over a set it wrote itself (removing only the files that set's manifest lists).
 
-``verify(..., statistical=True)`` is for ports that cannot inject noise: for the
-local-reparameterization cases with a linear activation and no Normal bias, the port provides
-``samples/outputs`` (S, ...) drawn with its own randomness, and each element's sample mean and
-variance are tested against the analytic x @ loc + b and (x**2) @ scale**2 with bounds from the
-number of draws (Bonferroni-corrected over the elements, overall false-alarm rate 1e-6).
-Deterministic quantities (``outputs/mean``, ``kl/*``) are still compared exactly.
+``run(reference_root, results_root)`` validates the reference set (``store.open_reference``),
+then compares every expected quantity of every selected case with the port's results using the
+case's tolerances: a quantity passes when it has the expected shape and dtype and
+|port - ref| <= atol + rtol * |ref| element-wise (NaN only where the reference is NaN). It returns
+a ``Report``: rows (case, quantity, max abs error, max rel error, max ULPs, worst index, status)
+and notes (e.g. that the reference folder is not the shipped set). ``verify`` returns its rows.
+
+``statistical=True`` is for ports that cannot inject noise (``lrtdense.reference.statistical``).
 """
 import dataclasses
+import difflib
 import fnmatch
 import os
-import shutil
 
 import numpy as np
-from scipy import stats
 
-from lrtdense.distributions import posterior_scale
+from lrtdense.reference import SHIPPED_MANIFEST_SHA256, default_dir
 from lrtdense.reference import cases as _cases
+from lrtdense.reference import statistical as _statistical
 from lrtdense.reference import store
+from lrtdense.reference.report import Row, compare, format_table, ulp_distance
 
-__all__ = ["generate", "verify", "Row", "compare", "format_table", "statistical_cases"]
+__all__ = ["generate", "verify", "run", "Report", "Row", "compare", "format_table",
+           "select_cases", "statistical_cases", "UsageError"]
+
+PIN_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pin.py")
 
 
-def generate(root, names=None):
-    """Writes the reference set (all cases, or ``names``) into ``root``. Returns the manifest."""
-    names = sorted(_cases.CASES) if names is None else names
+class UsageError(ValueError):
+    """The request cannot be carried out as asked (exit code 2): a pattern that matches no case,
+    no case eligible for the statistical mode, a folder generate will not write into."""
+
+
+# ---------------------------------------------------------------------------------- generate
+
+def _own_set(root):
+    """The reference set a previous ``generate`` wrote into ``root`` (a ReferenceSet), or None if
+    ``root`` is new or empty. Raises UsageError if ``root`` holds anything else under cases/, or
+    is not empty and holds no set of ours."""
+    if not os.path.exists(root):
+        return None
+    if not os.path.isdir(root):
+        raise UsageError(f"{root!r} is not a folder")
+    if not os.listdir(root):
+        return None
+    try:
+        ref = store.open_reference(root, check=False)
+    except store.ReferenceError as err:
+        raise UsageError(f"refusing to write into {root!r}: it is not empty and is not a complete "
+                         f"reference set written by `{store.GENERATOR}` ({err}); choose a new or "
+                         f"empty folder") from None
+    if ref.manifest.get("generator") != store.GENERATOR:
+        raise UsageError(f"refusing to write into {root!r}: its manifest.json was not written by "
+                         f"`{store.GENERATOR}`; choose a new or empty folder")
+    return ref
+
+
+def _remove(root, files):
+    """Removes exactly ``files`` (relative to root), then the folders under cases/ left empty."""
+    for rel in files:
+        os.remove(os.path.join(root, *rel.split("/")))
     cases_dir = os.path.join(root, "cases")
-    if os.path.isdir(cases_dir):
-        shutil.rmtree(cases_dir)
-    written = {}
-    for name in names:
+    for dirpath, _, _ in sorted(os.walk(cases_dir), key=lambda w: -len(w[0])):
+        if not os.listdir(dirpath):
+            os.rmdir(dirpath)
+
+
+def generate(root, names=None, *, pin=False):
+    """Writes the reference set into ``root``. Returns the manifest.
+
+    ``root`` must be new, empty, or a reference set written by ``generate``. Without ``names``
+    every case is (re)written and the set's old files are removed (only those its manifest lists:
+    a SPEC.md or any other file beside cases/ is kept). With ``names``, only those cases are
+    (re)written and the set's other cases of ``lrtdense.reference.cases`` are kept byte for byte
+    (cases it no longer defines are removed): how new cases join the committed set without
+    rewriting the last bits of the others. With ``pin``, ``root`` must be the package's own folder
+    and ``lrtdense/reference/pin.py`` is rewritten with the new manifest's sha256.
+
+    Raises:
+      UsageError: ``root`` holds files that generate did not write, an unknown case name, or
+        ``pin`` for another folder.
+    """
+    if root is None or root == "":
+        raise UsageError("generate needs an explicit output folder")
+    if pin and os.path.realpath(root) != os.path.realpath(default_dir()):
+        raise UsageError(f"--pin rewrites the pin of the shipped set; it needs the package's own "
+                         f"folder {default_dir()!r}, got {root!r}")
+    chosen = sorted(_cases.CASES) if names is None else sorted(set(names))
+    unknown = [n for n in chosen if n not in _cases.CASES]
+    if unknown:
+        raise UsageError(f"unknown cases {unknown}")
+    old = _own_set(root)
+    kept = {}
+    if old is not None:
+        if names is not None:
+            kept = {n: sorted(old.files(n)) for n in old.names
+                    if n in _cases.CASES and n not in chosen}
+        _remove(root, ["manifest.json"] + [rel for n in old.names if n not in kept
+                                           for rel in old.files(n)])
+    os.makedirs(root, exist_ok=True)
+    written = dict(kept)
+    for name in chosen:
         meta, inputs = _cases.build(_cases.CASES[name])
         expected = _cases.compute(meta, inputs)
-        meta["tolerances"] = _cases.tolerances_for(meta["dtype"], expected)
+        meta["tolerances"] = _cases.tolerances_for(meta, expected)
         written[name] = store.write_case(root, name, meta, inputs, expected)
-    return store.write_manifest(root, written)
+    manifest = store.write_manifest(root, written)
+    if pin:
+        digest = store.sha256(os.path.join(root, "manifest.json"))
+        with open(PIN_FILE) as f:
+            text = f.read()
+        with open(PIN_FILE, "w") as f:
+            f.write(text.replace(SHIPPED_MANIFEST_SHA256, digest))
+    return manifest
+
+
+# ------------------------------------------------------------------------------------- verify
+
+def statistical_cases(meta):
+    """True if a case supports the statistical mode (see ``lrtdense.reference.statistical``)."""
+    return _statistical.eligible(meta)
+
+
+def select_cases(names, patterns):
+    """The names matching any of the case-sensitive glob ``patterns`` (all names if none).
+
+    Raises:
+      UsageError: a pattern matches no case (the message lists the closest names).
+    """
+    if not patterns:
+        return list(names)
+    chosen = []
+    for pattern in patterns:
+        hits = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+        if not hits:
+            close = difflib.get_close_matches(pattern, names, n=5, cutoff=0.4)
+            if not close:
+                stem = pattern.split("*")[0].split("?")[0].lower()
+                close = [n for n in names if n.lower().startswith(stem[:3])][:5] if stem else []
+            raise UsageError(f"no reference case matches {pattern!r} (patterns are case-sensitive "
+                             f"globs such as 'lrt_*' or 'flipout_64_basic'); closest names: "
+                             f"{', '.join(close) if close else 'none'}; "
+                             f"`lrtdense reference list` shows all {len(names)}")
+        chosen.extend(h for h in hits if h not in chosen)
+    return [n for n in names if n in chosen]
 
 
 @dataclasses.dataclass
-class Row:
-    case: str
-    quantity: str
-    max_abs: float = float("nan")
-    max_rel: float = float("nan")
-    ulps: float = float("nan")
-    worst: str = ""
-    status: str = "FAIL"
-    note: str = ""
+class Report:
+    """What ``run`` found: ``rows`` (one per case and quantity) and ``notes`` (lines about the
+    reference set itself, printed above the table)."""
+    rows: list
+    notes: list
 
     @property
     def passed(self):
-        return self.status == "pass"
+        return bool(self.rows) and all(r.passed for r in self.rows)
 
 
-def ulp_distance(a, b):
-    """Max distance in units in the last place between arrays of one float dtype."""
-    a, b = np.asarray(a), np.asarray(b)
-    if a.dtype != b.dtype or a.dtype.kind != "f" or a.size == 0:
-        return float("nan")
-    ints = {4: np.int32, 8: np.int64}[a.dtype.itemsize]
-
-    def ordered(v):
-        i = v.view(ints).astype(np.int64)
-        return np.where(i < 0, np.iinfo(ints).min - i, i)
-
-    finite = np.isfinite(a) & np.isfinite(b)
-    if not finite.any():
-        return float("nan")
-    return float(np.max(np.abs(ordered(a[finite]) - ordered(b[finite]))))
-
-
-def compare(case, quantity, got, ref, tol):
-    """One row: the port's array ``got`` against the reference ``ref`` within ``tol``."""
-    row = Row(case, quantity)
-    got = np.asarray(got)
-    if got.shape != ref.shape:
-        row.note = f"shape {got.shape}, expected {ref.shape}"
-        return row
-    if got.dtype.kind not in "fiu":
-        row.note = f"dtype {got.dtype} is not numeric"
-        return row
-    g64, r64 = got.astype(np.float64), ref.astype(np.float64)
-    nan_mismatch = np.isnan(g64) != np.isnan(r64)
-    err = np.where(np.isnan(r64) & np.isnan(g64), 0.0, np.abs(g64 - r64))
-    err = np.where(nan_mismatch, np.inf, err)
-    rel = err / np.maximum(np.abs(r64), np.finfo(np.float64).tiny)
-    row.max_abs = float(np.max(err)) if err.size else 0.0
-    row.max_rel = float(np.max(rel)) if rel.size else 0.0
-    row.ulps = ulp_distance(got.astype(ref.dtype) if got.dtype.kind == "f" else got, ref)
-    bad = ~(err <= tol["atol"] + tol["rtol"] * np.abs(r64))
-    if err.size:
-        worst = np.unravel_index(int(np.argmax(np.where(bad, err, -1.0) if bad.any() else err)),
-                                 err.shape)
-        row.worst = str(tuple(int(i) for i in worst)) if err.ndim else "()"
-    if bad.any():
-        row.note = (f"{int(bad.sum())} of {bad.size} elements outside atol={tol['atol']:.2g} + "
-                    f"rtol={tol['rtol']:.2g}*|ref|")
-        if nan_mismatch.any():
-            row.note += f"; {int(nan_mismatch.sum())} NaN where the reference has none (or vice versa)"
-    else:
-        row.status = "pass"
-    return row
+def _provenance(ref):
+    """Lines saying whether a reference folder other than the installed one is the shipped set."""
+    if ref.shipped:
+        return [f"reference {ref.root}: a copy of the shipped set (manifest sha256 "
+                f"{ref.manifest_sha256[:16]}...)"]
+    line = (f"reference {ref.root}: NOT the set shipped with this lrtdense (manifest sha256 "
+            f"{ref.manifest_sha256[:16]}..., shipped {SHIPPED_MANIFEST_SHA256[:16]}...); results "
+            f"are checked against it as given")
+    try:
+        shipped = store.open_reference(default_dir(), check=False).manifest["cases"]
+    except store.ReferenceError:
+        return [line]
+    mine = ref.manifest["cases"]
+    missing = sorted(set(shipped) - set(mine))
+    added = sorted(set(mine) - set(shipped))
+    changed = sorted(n for n in set(mine) & set(shipped) if mine[n] != shipped[n])
+    parts = []
+    for what, names in (("missing", missing), ("changed", changed), ("not shipped", added)):
+        if names:
+            shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+            parts.append(f"{len(names)} {what} ({shown})")
+    if parts:
+        line += "; against the shipped set: cases " + "; ".join(parts)
+    return [line]
 
 
-def statistical_cases(meta):
-    """True if a case supports the statistical mode (LRT layer, linear, no Normal bias)."""
-    if meta["kind"] != "layer" or meta["model"]["class_name"] != "DenseLocalReparameterization":
-        return False
-    cfg = meta["model"]["config"]
-    bias = cfg.get("bias_posterior")
-    return cfg.get("activation") in ("linear", None) and (bias is None or bias["type"] == "deterministic")
+def _check_case(meta, expected, name):
+    """The case's own consistency: dtype of the expected arrays, tolerances no looser than SPEC §4."""
+    dtype = meta.get("dtype")
+    if dtype not in ("float32", "float64"):
+        raise store.ReferenceError(f"case {name}: dtype {dtype!r}, expected 'float32' or 'float64'")
+    tolerances = meta.get("tolerances")
+    if not isinstance(tolerances, dict) or sorted(tolerances) != sorted(expected):
+        raise store.ReferenceError(f"case {name}: case.json must give tolerances for exactly the "
+                                   f"expected keys")
+    try:
+        rule = _cases.tolerances_for(meta, expected)
+    except (KeyError, ValueError, TypeError) as err:
+        raise store.ReferenceError(f"case {name}: {err}") from None
+    for key, array in expected.items():
+        if array.dtype != np.dtype(dtype):
+            raise store.ReferenceError(f"case {name}: expected/{key}.npy has dtype {array.dtype}, "
+                                       f"the case's dtype is {dtype}")
+        tol = tolerances[key]
+        ok = isinstance(tol, dict) and all(
+            isinstance(tol.get(k), (int, float)) and 0 <= tol[k] <= rule[key][k] * (1 + 1e-9)
+            for k in ("rtol", "atol"))
+        if not ok:
+            raise store.ReferenceError(f"case {name}: tolerance of {key} is {tol}, looser than "
+                                       f"SPEC §4 allows ({rule[key]})")
 
 
-def _statistical_row(name, meta, inputs, samples, alpha=1e-6):
-    """Sample mean and variance of ``samples`` (S, ...) against the analytic LRT moments."""
-    row = Row(name, "samples/outputs (statistical)")
-    x = inputs["x"].astype(np.float64)
-    loc = inputs["params/kernel_posterior_loc"].astype(np.float64)
-    # the scale in the case's own dtype (its softplus thresholds and eps), then the moments in float64
-    scale = posterior_scale(inputs["params/kernel_posterior_untransformed_scale"]).astype(np.float64)
-    mean = x @ loc + (inputs["params/bias_posterior_loc"] if "params/bias_posterior_loc" in inputs else 0)
-    var = (x ** 2) @ scale ** 2
-    samples = np.asarray(samples, dtype=np.float64)
-    if samples.ndim != mean.ndim + 1 or samples.shape[1:] != mean.shape or samples.shape[0] < 100:
-        row.note = f"expected samples of shape (S >= 100, {mean.shape}), got {samples.shape}"
-        return row
-    s = samples.shape[0]
-    per = alpha / (2 * mean.size)  # Bonferroni over elements and the two tests
-    z = stats.norm.ppf(1 - per / 2)
-    m_hat, v_hat = samples.mean(0), samples.var(0, ddof=1)
-    zero = var == 0
-    mean_err = np.abs(m_hat - mean)
-    mean_bad = np.where(zero, mean_err > 1e-6 * (1 + np.abs(mean)), mean_err > z * np.sqrt(var / s))
-    lo = stats.chi2.ppf(per / 2, s - 1) / (s - 1)
-    hi = stats.chi2.ppf(1 - per / 2, s - 1) / (s - 1)
-    ratio = np.where(zero, 1.0, v_hat / np.where(zero, 1.0, var))
-    var_bad = np.where(zero, v_hat > 1e-12 * (1 + mean ** 2), (ratio < lo) | (ratio > hi))
-    row.max_abs = float(mean_err.max())
-    row.max_rel = float(np.max(np.abs(ratio - 1)))
-    if mean_bad.any() or var_bad.any():
-        row.note = (f"{int(mean_bad.sum())} means outside +-{z:.2f} standard errors, "
-                    f"{int(var_bad.sum())} variances outside the chi-square interval "
-                    f"[{lo:.3f}, {hi:.3f}] x analytic (S={s})")
-    else:
-        row.status = "pass"
-        row.note = f"S={s}, variance ratio bounds [{lo:.3f}, {hi:.3f}]"
-    return row
-
-
-def verify(reference_root, results_root, patterns=None, statistical=False):
-    """Compares a port's results with the reference set. Returns a list of Rows.
+def run(reference_root, results_root, patterns=None, statistical=False):
+    """Validates the reference set and compares a port's results with it. Returns a Report.
 
     Raises:
-      ReferenceError: the reference set is missing, or a file fails its manifest checksum.
+      ReferenceError: the reference set is missing, corrupt or inconsistent, or it is the
+        installed set and its manifest differs from the pinned sha256.
+      UsageError: a pattern matches nothing; no selected case supports the statistical mode.
     """
-    manifest = store.read_manifest(reference_root, check=True)
-    names = sorted(manifest["cases"])
-    if patterns:
-        names = [n for n in names if any(fnmatch.fnmatch(n, p) for p in patterns)]
-        if not names:
-            raise store.ReferenceError(f"no reference case matches {patterns}")
+    ref = store.open_reference(reference_root, check=True)
+    if ref.installed and not ref.shipped:
+        raise store.ReferenceError(
+            f"the installed reference set {ref.root} was modified: its manifest.json has sha256 "
+            f"{ref.manifest_sha256}, lrtdense pins {SHIPPED_MANIFEST_SHA256} (reinstall lrtdense)")
+    notes = [] if ref.installed else _provenance(ref)
+    names = select_cases(ref.names, patterns)
+    loaded = [(name, *store.read_case(ref, name)) for name in names]
+    if statistical:
+        loaded = [c for c in loaded if _statistical.eligible(c[1])]
+        if not loaded:
+            raise UsageError(f"none of the {len(names)} selected cases supports the statistical "
+                             f"mode; eligible: {_statistical.describe_eligible()}")
     rows = []
-    for name in names:
-        meta, inputs, expected = store.read_case(reference_root, name)
-        if statistical and not statistical_cases(meta):
-            continue
+    for name, meta, inputs, expected in loaded:
+        _check_case(meta, expected, name)
+        keys = list(expected)
         try:
-            results = store.load_results(results_root, name, list(expected) + ["samples/outputs"])
-        except store.ReferenceError as err:
+            results = store.load_results(results_root, name,
+                                         keys + _statistical.sample_keys(inputs))
+        except store.ResultsError as err:
             rows.append(Row(name, "*", note=str(err)))
             continue
         if not results:
             rows.append(Row(name, "*", note=f"no results for this case in {results_root}"))
             continue
-        keys = list(expected)
         if statistical:
-            keys = [k for k in keys if k == "outputs/mean" or k.startswith("kl/")]
-            if "samples/outputs" in results:
-                rows.append(_statistical_row(name, meta, inputs, results["samples/outputs"]))
-            else:
-                rows.append(Row(name, "samples/outputs (statistical)", note="missing"))
+            stat_rows, keys = _statistical.check(name, meta, inputs, expected, results)
+            rows.extend(stat_rows)
         for key in keys:
             if key not in results:
                 rows.append(Row(name, key, note="missing from the port's results"))
             else:
                 rows.append(compare(name, key, results[key], expected[key], meta["tolerances"][key]))
-    return rows
+    return Report(rows, notes)
 
 
-def format_table(rows):
-    """A Markdown table of the rows, failures first noted at the end."""
-    head = "| case | quantity | max abs err | max rel err | ULPs | worst index | result |"
-    lines = [head, "|---|---|---:|---:|---:|---|---|"]
-    for r in rows:
-        ulps = "" if np.isnan(r.ulps) else f"{r.ulps:.0f}"
-        lines.append(f"| {r.case} | {r.quantity} | {r.max_abs:.3g} | {r.max_rel:.3g} | {ulps} | "
-                     f"{r.worst} | {'pass' if r.passed else 'FAIL: ' + r.note} |")
-    failed = sum(not r.passed for r in rows)
-    lines.append("")
-    lines.append(f"{len(rows) - failed} passed, {failed} failed")
-    return "\n".join(lines)
+def verify(reference_root, results_root, patterns=None, statistical=False):
+    """``run(...).rows``: the table's rows (see ``run``)."""
+    return run(reference_root, results_root, patterns, statistical).rows

@@ -1,0 +1,191 @@
+"""The statistical mode (lrtdense.reference.statistical, SPEC section 7): its false-alarm budget,
+no false alarm for a correct sampler, and a catch for every planted bug that changes sampling or
+gradients. The sampler is spec_port.sample_statistical (its own draws, autograd per-draw
+gradients, no lrtdense layer code); each bug is one of spec_port.STAT_BUGS."""
+import math
+
+import numpy as np
+import pytest
+
+from lrtdense.reference import default_dir
+from lrtdense.reference import statistical as st
+from lrtdense.reference.verify import verify, format_table
+from lrtdense.testing import reference_cases
+import spec_port
+
+CASES = [c for c in reference_cases() if st.eligible(c.meta)]
+BY_NAME = {c.name: c for c in CASES}
+S = st.MIN_SAMPLES
+
+
+def check(case, bug=None, seed=0, samples=S):
+    """The statistical rows of ``case`` for spec_port's sampler (with ``bug``)."""
+    res = spec_port.sample_statistical(case.meta, case.inputs, samples,
+                                       np.random.default_rng(seed), bug)
+    rows, _ = st.check(case.name, case.meta, case.inputs, case.expected, res)
+    return rows
+
+
+def test_the_budget_adds_up_to_one_in_a_million_per_run():
+    """Per case: the families' shares sum to ALPHA_PER_CASE; per run: at most MAX_CASES
+    statistical cases, so a correct port fails a run with probability <= 1e-6 (union bound)."""
+    shares = sum(st.family_alpha(f) * (st.CLT_MARGIN if f in st.CLT_FAMILIES else 1)
+                 for f in st.FAMILIES)
+    assert math.isclose(shares, st.ALPHA_PER_CASE, rel_tol=1e-12)
+    assert st.ALPHA_PER_CASE * st.MAX_CASES <= st.ALPHA_PER_RUN == 1e-6
+    assert len(CASES) <= st.MAX_CASES
+    classes = {c.meta["model"]["class_name"] for c in CASES}
+    assert classes == set(st.CLASSES)
+
+
+def test_moments_match_a_monte_carlo_of_lrtdense_itself():
+    """The closed-form moments against lrtdense's own sampler (forward with rng), for one case of
+    each class: the formulas in statistical.moments describe what the layers draw."""
+    for name in ("lrt_64_normal_bias_linear", "reparam_64_normal_bias_linear",
+                 "flipout_64_normal_bias_linear", "vdrop_64_linear", "sparsevd_64_linear"):
+        case = BY_NAME[name]
+        from lrtdense.reference.cases import model_from_meta
+        layer = model_from_meta(case.meta)
+        rng = np.random.default_rng(3)
+        draws = np.stack([layer.forward(case.params, case.x, rng)[0] for _ in range(4000)])
+        mean, var, cov = st.moments(case.meta, case.params, case.x)
+        se = np.sqrt(var / len(draws))
+        assert np.all(np.abs(draws.mean(0) - mean) <= 6 * se + 1e-12), name
+        # covariance between rows 0 and 2, unit 0: within 6 standard errors
+        prod = (draws[:, 0, 0] - mean[0, 0]) * (draws[:, 2, 0] - mean[2, 0])
+        assert abs(prod.mean() - cov[0, 2, 0]) <= 6 * prod.std() / math.sqrt(len(draws)), name
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_correct_sampler_passes_every_statistical_case(seed):
+    """No false alarm over all eligible cases (P <= 1e-6 per seed by the budget above, so a
+    failure here is a defect, not bad luck)."""
+    failed = []
+    for case in CASES:
+        failed += [r for r in check(case, seed=seed) if not r.passed]
+    assert not failed, format_table(failed)
+
+
+# (bug, case, the family that must catch it): one case per class the bug applies to
+PLANTED = [
+    ("no_square", "lrt_64_units1", "variance"),
+    ("no_square", "reparam_64_zero_rows", "variance"),
+    ("no_square", "flipout_64_softplus_middle", "variance"),
+    ("shared_rows", "lrt_64_act_linear", "covariance"),
+    ("shared_rows", "sparsevd_64_linear", "covariance"),
+    ("batch_weight", "lrt_64_zero_rows", "covariance"),
+    ("batch_weight", "vdrop_64_linear", "covariance"),
+    ("per_example_weight", "reparam_64_units1", "covariance"),
+    ("uniform_noise", "lrt_64_units1", "kurtosis"),
+    ("uniform_noise", "flipout_64_normal_bias_linear", "kurtosis"),
+    ("uniform_noise", "reparam_64_zero_rows", "normality"),
+    ("rademacher_noise", "sparsevd_64_linear", "normality"),
+    ("bias_per_example", "reparam_64_normal_bias_linear", "covariance"),
+    ("bias_per_example", "flipout_64_normal_bias_linear", "covariance"),
+    ("flipout_no_sign_output", "flipout_64_zero_rows", "quartic"),
+    ("no_alpha_cap", "vdrop_64_linear", "variance"),
+    ("sparse_alpha_variance", "sparsevd_64_linear", "variance"),
+    ("grad_no_sigmoid", "lrt_64_normal_bias_linear", "gradients"),
+    ("grad_no_sigmoid", "reparam_64_units1", "gradients"),
+    ("grad_detached_noise", "flipout_64_units1", "gradients"),
+    ("grad_detached_noise", "sparsevd_64_linear", "gradients"),
+    ("grad_x_mean_only", "lrt_64_act_linear", "gradients"),
+    ("grad_no_kl", "reparam_64_softplus_middle", "gradients"),
+    ("nan_half", "lrt_64_units1", "samples/outputs"),
+    ("edward2_sign_output", "flipout_64_units1", "variance"),
+]
+
+
+def test_every_bug_is_planted_somewhere():
+    assert {b for b, _, _ in PLANTED} == set(spec_port.STAT_BUGS)
+
+
+@pytest.mark.parametrize("bug,name,family", PLANTED)
+def test_planted_bug_is_caught(bug, name, family):
+    rows = check(BY_NAME[name], bug, seed=11)
+    failed = {r.quantity.replace("samples: ", "") for r in rows if not r.passed}
+    assert family in failed, format_table(rows)
+
+
+def bug_table(seeds=(5,), escalate=100000):
+    """For every bug and eligible case: 'caught' if the S = 10000 check fails; else whether the
+    bug changes anything the check could see at ``escalate`` draws ('missed') or not
+    ('invisible': e.g. a missing sigmoid factor where sigmoid(u) = 1 - 2e-9 at u = 20).
+    Returns {bug: {"caught": [...], "missed": [...], "invisible": [...]}}."""
+    table = {}
+    for bug in spec_port.STAT_BUGS:
+        entry = table.setdefault(bug, {"caught": [], "missed": [], "invisible": []})
+        for case in CASES:
+            good = spec_port.sample_statistical(case.meta, case.inputs, 50, np.random.default_rng(1))
+            bad = spec_port.sample_statistical(case.meta, case.inputs, 50, np.random.default_rng(1), bug)
+            if all(np.array_equal(good[k], bad[k], equal_nan=True) for k in good):
+                continue  # the bug does not touch this case's code path
+            if any(not r.passed for s in seeds for r in check(case, bug, seed=s)):
+                entry["caught"].append(case.name)
+            elif any(not r.passed for r in check(case, bug, seed=99, samples=escalate)):
+                entry["missed"].append(case.name)
+            else:
+                entry["invisible"].append(case.name)
+    return table
+
+
+@pytest.mark.slow
+def test_bug_table():
+    """Every planted bug is caught on at least one case, and on every case where it changes what
+    S = 10000 draws can show, with at most 2 (bug, case) exceptions per bug class. Measured
+    (seed 5): SPEC section 7, "Measured"."""
+    table = bug_table()
+    lines = [f"{bug:24s} caught {len(e['caught']):2d}  missed {len(e['missed']):2d} "
+             f"{e['missed']}  invisible at 1e5 draws {len(e['invisible']):2d}"
+             for bug, e in table.items()]
+    print("\n".join(lines))
+    for bug, e in table.items():
+        assert e["caught"], f"{bug} is never caught"
+    assert sum(len(e["missed"]) for e in table.values()) <= 2
+
+
+@pytest.mark.slow
+def test_calibration_at_a_measurable_rate(monkeypatch):
+    """The tests are conservative at a rate one can observe: with ALPHA_PER_CASE raised to 0.02,
+    a correct sampler's failure rate per case over 40 seeds x every case stays below 0.02 (the
+    union bound), so nothing about the approximations makes the budget optimistic there."""
+    monkeypatch.setattr(st, "ALPHA_PER_CASE", 0.02)
+    trials = fails = 0
+    for seed in range(40):
+        for case in CASES:
+            trials += 1
+            fails += any(not r.passed for r in check(case, seed=1000 + seed))
+    bound = 0.02 * trials + 3 * math.sqrt(0.02 * trials)
+    print(f"calibration: {fails} failing cases of {trials} at a per-case budget of 0.02")
+    assert fails <= bound, (fails, trials)
+
+
+def test_verify_statistical_end_to_end(tmp_path):
+    """Through verify's files: one row per family per case, the deterministic quantities (mean
+    and pruned outputs, KL) compared exactly, and a missing gradient reported by name."""
+    names = ["lrt_64_units1", "sparsevd_64_linear"]
+    for name in names:
+        case = BY_NAME[name]
+        res = {k: v for k, v in case.expected.items()
+               if k.startswith(("outputs/mean", "outputs/pruned", "kl/"))}
+        res.update(spec_port.sample_statistical(case.meta, case.inputs, S,
+                                                np.random.default_rng(2)))
+        if name == "lrt_64_units1":
+            del res["samples/grads/x"]
+        np.savez(tmp_path / f"{name}.npz", **res)
+    rows = verify(default_dir(), str(tmp_path), names, statistical=True)
+    by_case = {n: [r for r in rows if r.case == n] for n in names}
+    assert {r.quantity for r in by_case["sparsevd_64_linear"]} == (
+        {f"samples: {f}" for f in st.FAMILIES}
+        | {"outputs/mean", "outputs/pruned", "kl/kernel", "kl/total"})
+    assert all(r.passed for r in by_case["sparsevd_64_linear"])
+    bad = [r for r in by_case["lrt_64_units1"] if not r.passed]
+    assert [(r.quantity, r.note) for r in bad] == [("samples/grads/x",
+                                                     "missing from the port's results")]
+
+
+def test_too_few_draws_is_refused():
+    case = BY_NAME["lrt_64_units1"]
+    res = spec_port.sample_statistical(case.meta, case.inputs, 500, np.random.default_rng(0))
+    rows, _ = st.check(case.name, case.meta, case.inputs, case.expected, res)
+    assert rows[0].quantity == "samples/outputs" and "S >= 10000" in rows[0].note
