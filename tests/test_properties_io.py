@@ -399,7 +399,7 @@ HOSTILE_FOLDERS = {
         lambda f: _write(f, "config.json", json.dumps(_consistent(_config(), 10 ** 9))),
         r"holds \d+ bytes but its config declares"),
     "units 10**400": (lambda f: _write(f, "config.json", json.dumps(_huge_units(_config()))),
-                      "larger than any array"),
+                      "units must be an integer >= 1"),
     "a 2 GB deflated extra member": (
         lambda f: zip_bomb(os.path.join(f, "params.npz"), flat_members(SAVED.params)),
         r"unexpected \['bomb.npy'\]"),
