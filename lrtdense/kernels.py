@@ -212,17 +212,25 @@ defvjp(sqrt0, _sqrt0_vjp)
 
 
 def _normal_sample_fwd(loc, scale, eps, *, needs, workspace=None):
-    w = _like(workspace, loc, np.broadcast_shapes(loc.shape, scale.shape, eps.shape))
+    w = _like(workspace, loc, np.broadcast_shapes(loc.shape, np.shape(scale), eps.shape))
     np.multiply(eps, scale, out=w)
     w += loc
-    return w, (loc, scale, eps)
+    return w, (loc, scale, eps, workspace)
 
 
 def _normal_sample_bwd(res, g, argnums):
-    loc, scale, eps = res
+    loc, scale, eps, ws = res
+
+    def times(a, shape):                    # g * a, summed to the argument's shape
+        if np.shape(g) != tuple(shape):
+            return _unbroadcast(g * a, shape)
+        out = _like(ws, g)
+        np.multiply(g, a, out=out)
+        return out
+
     return _grads(argnums, {0: lambda: _unbroadcast(g, loc.shape),
-                            1: lambda: _unbroadcast(g * eps, np.shape(scale)),
-                            2: lambda: _unbroadcast(g * scale, eps.shape)})
+                            1: lambda: times(eps, np.shape(scale)),
+                            2: lambda: times(scale, eps.shape)})
 
 
 normal_sample = custom_vjp(_normal_sample_fwd, _normal_sample_bwd, "normal_sample")
