@@ -9,8 +9,8 @@ figures are regenerated in docs/ by
 
     python docs/run_markdown.py docs/tutorial.md --cwd docs
 
-``--dump`` writes the namespace's plain values (numbers, strings, booleans, and lists and dicts of
-them) as JSON after the last block, for tests that check the numbers a document quotes. On an
+``--dump`` writes the namespace's plain values (numbers, strings, small NumPy arrays as lists, and
+lists and dicts of them) as JSON after the last block, for tests that check the numbers a document quotes. On an
 error the exit code is 1 and the message names the block and its first line in FILE.
 """
 import argparse
@@ -53,24 +53,31 @@ def python_blocks(text):
 
 
 def plain_values(namespace):
-    """The JSON-able public values of a namespace: numbers, strings, booleans and containers."""
+    """The JSON-able public values of a namespace: numbers, strings, booleans, NumPy scalars and
+    arrays of at most 10000 entries (as lists), and lists, tuples and dicts of those."""
+    skip = object()
+
     def plain(value, depth=0):
-        if isinstance(value, bool) or value is None or isinstance(value, str):
-            return True
-        if isinstance(value, (int, float)):
-            return True
-        if depth < 3 and isinstance(value, (list, tuple)):
-            return all(plain(v, depth + 1) for v in value)
-        if depth < 3 and isinstance(value, dict):
-            return all(isinstance(k, str) and plain(v, depth + 1) for k, v in value.items())
-        return False
+        if value is None or isinstance(value, (bool, int, float, str)):
+            return value
+        if hasattr(value, "dtype") and hasattr(value, "tolist"):
+            size = getattr(value, "size", 1)
+            return value.tolist() if size <= 10000 and value.dtype.kind in "biuf" else skip
+        if depth < 4 and isinstance(value, (list, tuple)):
+            items = [plain(v, depth + 1) for v in value]
+            return skip if any(v is skip for v in items) else items
+        if depth < 4 and isinstance(value, dict):
+            items = {k: plain(v, depth + 1) for k, v in value.items() if isinstance(k, str)}
+            items = {k: v for k, v in items.items() if v is not skip}
+            return items
+        return skip
+
     out = {}
     for name, value in namespace.items():
         if name.startswith("_"):
             continue
-        if hasattr(value, "item") and getattr(value, "shape", None) == ():
-            value = value.item()                     # NumPy scalars
-        if plain(value):
+        value = plain(value)
+        if value is not skip:
             out[name] = value
     return out
 
@@ -101,7 +108,7 @@ def run(path, cwd=None, dump=None, stream=sys.stdout):
           f"{time.perf_counter() - start:.1f}s", file=stream)
     if dump:
         with open(dump, "w") as f:
-            json.dump(plain_values(namespace), f, indent=1, default=float)
+            json.dump(plain_values(namespace), f)
     return namespace
 
 
