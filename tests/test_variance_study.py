@@ -368,7 +368,7 @@ def test_smoke_runs_say_so():
 # ------------------------------------------------------------------ the default run
 @pytest.mark.slow
 def test_default_run_meets_the_bars(tmp_path):
-    """About two minutes on two cores. Measured (seed 0): single/LRT = 9.0x in the top layer after
+    """About two minutes on two idle cores. Measured (seed 0): single/LRT = 8.9x in the top layer after
     10 epochs; every ordering holds; Flipout between LRT and single everywhere."""
     pytest.importorskip("sklearn", reason=NEEDS_SKLEARN)
     result = V.run(out=str(tmp_path), verbose=False)
