@@ -69,16 +69,15 @@ def pdoc_css():
     return "\n".join(parts)
 
 
-def relink(body, pages):
-    """Links to the Markdown pages that are built become links to their HTML."""
+def relink(body, source, pages):
+    """Links from ``source`` to the Markdown files that are built become links to their HTML.
+
+    ``pages``: {absolute path of a Markdown source: its HTML file name}; other links are kept.
+    """
     def fix(match):
-        target = match.group(1)
-        name = os.path.basename(target)
-        stem, ext = os.path.splitext(name)
-        if ext == ".md" and stem in pages:
-            return f'href="{pages[stem]}"'
-        return match.group(0)
-    return re.sub(r'href="([^"#]+\.md)"', fix, body)
+        target = os.path.normpath(os.path.join(os.path.dirname(source), match.group(1)))
+        return f'href="{pages[target]}"' if target in pages else match.group(0)
+    return re.sub(r'href="([^"#:]+\.md)"', fix, body)
 
 
 def render_page(source, title, pages, css):
@@ -86,7 +85,7 @@ def render_page(source, title, pages, css):
     from pdoc.render_helpers import to_html
     with open(source, encoding="utf-8") as f:
         text = f.read()
-    body = relink(to_html(text), pages)
+    body = relink(to_html(text), source, pages)
     nav = "".join(f'<a href="{href}">{html.escape(label)}</a>' for href, label in NAV)
     return PAGE.format(title=html.escape(title), css=css, nav=nav, body=body)
 
@@ -116,8 +115,7 @@ def build(out):
             sources[name[:-3]] = os.path.join(HERE, name)
         elif name.endswith(".png"):
             shutil.copy(os.path.join(HERE, name), os.path.join(out, name))
-    pages = {stem: f"{stem}.html" for stem in sources}
-    pages["README"] = "index.html"
+    pages = {os.path.normpath(path): f"{stem}.html" for stem, path in sources.items()}
     written = []
     for stem, source in sources.items():
         title = "lrtdense" if stem == "index" else f"lrtdense: {stem.replace('_', ' ')}"

@@ -92,7 +92,7 @@ def test_every_extra_is_explained():
     cfg = open(os.path.join(ROOT, "setup.cfg")).read()
     section = cfg.split("[options.extras_require]", 1)[1].split("\n[", 1)[0]
     extras = re.findall(r"^(\w+) =$", section, re.M)
-    assert set(extras) == {"test", "examples", "docs", "ports", "all"}
+    assert {"test", "examples", "docs", "ports", "all"} <= set(extras)
     table = _text().split("## What the extras are for", 1)[1].split("\n## ", 1)[0]
     for extra in extras:
         assert f"| `{extra}` |" in table, extra

@@ -56,7 +56,6 @@ class Row:
 
     @property
     def passed(self):
-        """Whether the row's status is "pass"."""
         return self.status == "pass"
 
 
