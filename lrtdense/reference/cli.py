@@ -12,6 +12,7 @@ from lrtdense.reference.verify import generate, verify, format_table
 
 
 def add_arguments(parser):
+    """Adds the ``reference`` sub-subcommands (generate, list, verify) to ``parser``."""
     sub = parser.add_subparsers(dest="reference_command", required=True)
     g = sub.add_parser("generate", help="regenerate the reference set")
     g.add_argument("dir", nargs="?", default=None, help="output directory (default: reference_data/)")
@@ -28,6 +29,7 @@ def add_arguments(parser):
 
 
 def main(args):
+    """Runs the chosen ``reference`` command; returns the exit code."""
     if args.reference_command == "generate":
         root = args.dir or default_dir()
         manifest = generate(root)

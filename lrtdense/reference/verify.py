@@ -56,6 +56,7 @@ class Row:
 
     @property
     def passed(self):
+        """Whether the row's status is "pass"."""
         return self.status == "pass"
 
 
