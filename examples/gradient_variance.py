@@ -11,7 +11,8 @@ set by minibatch sampling alone). The protocol is in ``lrtdense.studies.variance
 is ``lrtdense study variance`` with its settings spelled out, plus a comparison with the paper:
 each estimator's variance divided by LRT's, here and in the paper (MNIST, their network).
 
-Takes about two minutes on two cores; writes the Markdown table and a PNG to ``out``.
+Takes about two minutes on two cores; writes the Markdown table and a PNG to ``out``
+(out/gradient_variance under the current folder, which git ignores).
 """
 # ---- settings ---------------------------------------------------------------------------
 SETTINGS = dict(
@@ -25,7 +26,7 @@ SETTINGS = dict(
     batch_size=100,         # minibatch of each gradient estimate
     num_draws=1000,         # (minibatch, noise) draws per estimator and checkpoint
     test_fraction=0.25,
-    out="gradient_variance",  # directory for variance_table.md and variance.png ("" for none)
+    out="out/gradient_variance",  # folder for variance_table.md and variance.png ("" for none)
 )
 # -------------------------------------------------------------------------------------------
 

@@ -57,7 +57,7 @@ SETTINGS = dict(
     test_fraction=0.25,
     threshold=3.0,          # prune weights with log alpha > threshold (the paper's 3)
     shifts=0,               # 0, 4 or 8: add each training image's 1-pixel shifts (shift_augment)
-    output="sparse_vd_digits.png",
+    output="out/sparse_vd_digits.png",
     # --cross-validate: choose the tempered KL weight on the training part, then test it
     cv_kl_weights=(1.0, 0.3, 0.1, 0.03),  # candidates, tried in this order
     cv_folds=5,
@@ -67,6 +67,7 @@ SETTINGS = dict(
 # -------------------------------------------------------------------------------------------
 
 import argparse
+import os
 import sys
 import time
 
@@ -326,16 +327,31 @@ def plot_first_layer(trained, path):
     except ImportError:
         print("matplotlib is not installed: no plot written (pip install 'lrtdense[examples]')")
         return
-    fig, axes = plt.subplots(1, len(trained), figsize=(3.2 * len(trained), 3.4), squeeze=False)
-    for ax, (final, (model, params)) in zip(axes[0], trained.items()):
+    if os.path.dirname(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    kept_per_run = {}
+    for final, (model, params) in trained.items():
         layer, p = model.network.layers[0], params["network"]["layer_0"]
-        kept = (np.asarray(layer.log_alpha(p)) <= layer.threshold).sum(1).reshape(8, 8)
-        image = ax.imshow(kept, cmap="viridis")
-        ax.set_title(f"KL weight {final}: {kept.sum()} of {p['kernel_theta'].size} kept", fontsize=9)
-        ax.axis("off")
-        fig.colorbar(image, ax=ax, fraction=0.046)
-    fig.suptitle("sparse VD on digits: surviving first-layer connections per input pixel", fontsize=10)
-    fig.tight_layout()
+        kept_per_run[final] = (np.asarray(layer.log_alpha(p)) <= layer.threshold).sum(1).reshape(8, 8)
+    units = max(model.network.layers[0].units for model, _ in trained.values())
+    top = max(1, max(int(k.max()) for k in kept_per_run.values()))   # one scale for all panels
+    fig, axes = plt.subplots(1, len(trained), figsize=(3.6 * len(trained) + 1.2, 4.2),
+                             squeeze=False)
+    for ax, (final, (model, params)) in zip(axes[0], trained.items()):
+        p = params["network"]["layer_0"]
+        kept = kept_per_run[final]
+        image = ax.imshow(kept, cmap="viridis", vmin=0, vmax=top)
+        ax.set_title(f"final KL weight {final}\n{kept.sum()} of {p['kernel_theta'].size} "
+                     f"connections kept", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    bar = fig.colorbar(image, ax=list(axes[0]), fraction=0.035, pad=0.02)
+    bar.set_label(f"connections kept from the pixel (of {units} hidden units)", fontsize=8)
+    fig.suptitle("Sparse variational dropout on digits: first-layer connections that survive "
+                 "pruning (log α <= 3), per input pixel", fontsize=9.5)
+    fig.text(0.01, 0.01, "How it was made: python examples/sparse_vd_digits.py. Each panel is one "
+                         "training with that final KL weight (1 = the ELBO), same seed;\nall "
+                         "panels share one colour scale.", fontsize=7, va="bottom")
     fig.savefig(path, dpi=110)
     plt.close(fig)
     print(f"wrote {path}")

@@ -1,6 +1,6 @@
 """Bayesian regression on the toy cubic (Hernandez-Lobato & Adams 2015) with an LRT network.
 
-Run: python examples/toy_regression.py      (writes toy_regression.png with matplotlib)
+Run: python examples/toy_regression.py      (writes out/toy_regression.png with matplotlib)
 The same as `lrtdense demo`, with its settings here to play with.
 """
 # ---- settings ---------------------------------------------------------------------------
@@ -10,15 +10,21 @@ SETTINGS = dict(
     hidden=50,            # units of the hidden DenseLocalReparameterization layer
     learning_rate=0.003,
     num_samples=500,      # Monte Carlo samples of the predictive
-    output="toy_regression.png",
+    output="out/toy_regression.png",   # '' for no plot
 )
 # -------------------------------------------------------------------------------------------
+
+import os
 
 from lrtdense import demo
 
 
 def main(**overrides):
-    return demo.run(**{**SETTINGS, **overrides})
+    """Runs the demo with SETTINGS updated by ``overrides``; returns ``demo.run``'s dict."""
+    s = {**SETTINGS, **overrides}
+    if s["output"] and os.path.dirname(s["output"]):
+        os.makedirs(os.path.dirname(s["output"]), exist_ok=True)
+    return demo.run(**s)
 
 
 if __name__ == "__main__":

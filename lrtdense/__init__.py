@@ -5,8 +5,25 @@ Layers (TFP-faithful, pure functions of a flat params dict with TFP's variable n
 dropout: ``DenseVariationalDropout``, ``DenseSparseVariationalDropout``. ``lrtdense.base`` states
 the contract every layer follows; ``lrtdense.kernels`` holds the math, each formula once.
 
-Training: ``Model(Sequential([...]), CategoricalLikelihood())``, ``fit``, ``adam``.
+Training and prediction, all importable from ``lrtdense``::
+
+    import lrtdense as L
+    model = L.Model(L.Sequential([L.DenseLocalReparameterization(50, "relu"),
+                                  L.DenseLocalReparameterization(1)]), L.GaussianLikelihood(0.1))
+    params = model.init(rng, x.shape[1])
+    params, history = L.fit(model, params, x, y, rng=rng, epochs=100, batch_size=32,
+                            optimizer=L.adam(1e-2))
+    out = L.predict(model, params, x_new, rng=rng)        # {"mean", "std", ...}
+
+``lrtdense.predict`` is a module (``predict``, ``predict_mean`` and the metrics ``rmse``,
+``gaussian_nll``, ``interval_coverage``, ``accuracy``, ``expected_calibration_error``) that can
+also be called: ``lrtdense.predict(...)`` is ``lrtdense.predict.predict(...)``. So
+``from lrtdense import predict`` gives a callable that also has the metrics
+(``predict.rmse``), while ``from lrtdense.predict import rmse`` and
+``import lrtdense.predict as P`` work as for any module.
 """
+import types as _types
+
 from lrtdense.layers import (DenseLocalReparameterization, DenseReparameterization, DenseFlipout,
                              forward)
 from lrtdense.dropout import DenseVariationalDropout, DenseSparseVariationalDropout
@@ -21,6 +38,21 @@ from lrtdense.model import Model
 from lrtdense.network import Sequential
 from lrtdense.optimizers import adam, polynomial_decay
 from lrtdense.training import fit
+from lrtdense import predict as _predict_module
+from lrtdense.predict import predict_mean
+from lrtdense import io, studies
+
+
+class _CallableModule(_types.ModuleType):
+    """A module that, called, calls its function of the same name (``lrtdense.predict``)."""
+
+    def __call__(self, *args, **kwargs):
+        """``lrtdense.predict.predict(*args, **kwargs)``: the Monte Carlo predictive."""
+        return self.predict(*args, **kwargs)
+
+
+_predict_module.__class__ = _CallableModule
+predict = _predict_module
 
 __version__ = "0.1.0"
 
@@ -30,4 +62,5 @@ __all__ = ["DenseLocalReparameterization", "DenseReparameterization", "DenseFlip
            "DenseSparseVariationalDropout", "DenseVariational", "TrainableNormalPrior",
            "ScaleMixturePrior", "LaplacePrior", "StudentTPrior", "ClosedFormKL", "MonteCarloKL",
            "CategoricalLikelihood", "GaussianLikelihood",
-           "Model", "Sequential", "adam", "polynomial_decay", "fit", "__version__"]
+           "Model", "Sequential", "adam", "polynomial_decay", "fit", "predict", "predict_mean",
+           "io", "studies", "__version__"]

@@ -31,6 +31,7 @@ class ArgumentParser(argparse.ArgumentParser):
     """
 
     def parse_known_args(self, args=None, namespace=None):
+        """argparse's, except that leftover arguments are an error of this parser (naming it)."""
         namespace, extras = super().parse_known_args(args, namespace)
         if extras:
             self.error(f"unrecognized arguments: {' '.join(extras)}")

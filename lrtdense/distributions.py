@@ -62,6 +62,7 @@ class RandomNormal:
         return rng.standard_normal(shape, dtype=dtype) * self.stddev + self.mean
 
     def to_config(self):
+        """Plain JSON: {"type": "random_normal", "mean", "stddev"}."""
         return {"type": "random_normal", "mean": self.mean, "stddev": self.stddev}
 
 
@@ -77,6 +78,7 @@ class Constant:
         return np.full(shape, self.value, dtype=dtype)
 
     def to_config(self):
+        """Plain JSON: {"type": "constant", "value"}."""
         return {"type": "constant", "value": self.value}
 
 
@@ -112,6 +114,7 @@ class NormalPosterior:
                                                              f"NormalPosterior.{name}"))
 
     def to_config(self):
+        """Plain JSON: {"type": "normal", and the two initializers' configs}."""
         return {"type": "normal", "loc_initializer": self.loc_initializer.to_config(),
                 "untransformed_scale_initializer": self.untransformed_scale_initializer.to_config()}
 
@@ -127,6 +130,7 @@ class DeterministicPosterior:
             self.loc_initializer, "DeterministicPosterior.loc_initializer"))
 
     def to_config(self):
+        """Plain JSON: {"type": "deterministic", "loc_initializer": its config}."""
         return {"type": "deterministic", "loc_initializer": self.loc_initializer.to_config()}
 
 
@@ -158,6 +162,7 @@ class _Prior:
         return {}
 
     def initializers(self, name):
+        """dict param name -> initializer of the prior's own params: {} for a fixed prior."""
         return {}
 
     def log_prob(self, w, params, name, workspace=None):
@@ -165,6 +170,7 @@ class _Prior:
         raise NotImplementedError
 
     def to_config(self):
+        """Plain JSON: {"type": the prior's TYPE, and each setting (initializers as configs)}."""
         return {"type": self.TYPE, **{f.name: getattr(self, f.name).to_config()
                                       if hasattr(getattr(self, f.name), "to_config")
                                       else getattr(self, f.name)
@@ -213,10 +219,12 @@ class TrainableNormalPrior(_Prior):
         return {f"{name}_prior_loc": shape, f"{name}_prior_untransformed_scale": shape}
 
     def initializers(self, name):
+        """{f"{name}_prior_loc", f"{name}_prior_untransformed_scale"} -> their initializers."""
         return {f"{name}_prior_loc": self.loc_initializer,
                 f"{name}_prior_untransformed_scale": self.untransformed_scale_initializer}
 
     def loc_scale(self, params, name, workspace=None):
+        """(loc, scale) of the prior from its params: loc and softplus(untransformed) + eps."""
         return (params[f"{name}_prior_loc"],
                 kernels.posterior_scale(params[f"{name}_prior_untransformed_scale"]))
 
@@ -295,6 +303,7 @@ class ClosedFormKL:
             raise ValueError(f"a divergence weight must be >= 0, got {self.weight}")
 
     def to_config(self):
+        """Plain JSON: {"type": "closed_form", "weight"}."""
         return {"type": self.TYPE, "weight": self.weight}
 
 
@@ -321,6 +330,7 @@ class MonteCarloKL:
                              f"{self.sample!r}")
 
     def to_config(self):
+        """Plain JSON: {"type": "monte_carlo", "weight", "sample"}."""
         return {"type": self.TYPE, "weight": self.weight, "sample": self.sample}
 
 

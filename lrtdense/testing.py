@@ -39,30 +39,37 @@ class ReferenceCase:
 
     @property
     def dtype(self):
+        """The case's dtype, "float32" or "float64"."""
         return self.meta["dtype"]
 
     @property
     def model(self):
+        """The case's model config (a network case), or None for a single layer."""
         return self.meta.get("model")
 
     @property
     def x(self):
+        """The input array (..., in), or None."""
         return self.inputs.get("x")
 
     @property
     def g(self):
+        """The upstream cotangent of the outputs (the g of sum(g * outputs)), or None."""
         return self.inputs.get("g")
 
     @property
     def params(self):
+        """The params, as a (nested) dict of arrays with TFP's names."""
         return tree.unflatten(self.inputs, "params")
 
     @property
     def noise(self):
+        """Every random draw of the case, as a (nested) dict of arrays."""
         return tree.unflatten(self.inputs, "noise")
 
     @property
     def tolerances(self):
+        """The per-quantity tolerances stored beside the case."""
         return self.meta["tolerances"]
 
 

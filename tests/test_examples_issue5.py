@@ -1,4 +1,4 @@
-"""The issue-5 examples (gradient variance, sparse VD on digits) under short configurations, as
+"""The variance and sparsity examples (gradient variance, sparse VD on digits) under short configurations, as
 scripts without their optional dependencies, the sparse VD example's shift augmentation and
 command line, and (slow) the sparse VD example's bar with the defaults and the shifted recipe."""
 import importlib.util
@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from helpers import EXAMPLES, load_example
 
+NEEDS_SKLEARN = "the digits data ship with scikit-learn: pip install 'lrtdense[examples]'"
+
 SHORT_VARIANCE = dict(hidden=(32, 32), early_epochs=2, late_epochs=10, num_draws=100, batch_size=50)
 SHORT_SPARSE = dict(epochs=30, warmup_epochs=10, hidden=64)
 SHORT_SHIFTED = dict(shifts=4, epochs=6, warmup_epochs=2, learning_rate=3e-3, hidden=64, output="")
@@ -17,7 +19,7 @@ RECIPE = ["--shifts", "4", "--epochs", "100", "--warmup-epochs", "25", "--learni
 
 
 def test_gradient_variance_example_short(tmp_path):
-    pytest.importorskip("sklearn")
+    pytest.importorskip("sklearn", reason=NEEDS_SKLEARN)
     result = load_example("gradient_variance").main(verbose=False, out=str(tmp_path), **SHORT_VARIANCE)
     ratios = result["ratios_to_lrt"]
     assert all(ours == 1.0 and paper == 1.0 for ours, paper in ratios["lrt"].values())
@@ -30,7 +32,7 @@ def test_gradient_variance_example_short(tmp_path):
 def test_sparse_vd_example_short(tmp_path):
     """30 epochs of a 64-64-10 network: a few seconds. Measured (seed 0): ELBO 89.5% of the first
     layer pruned at 90.9% accuracy; KL weight 0.1 65.3% at 94.4%; baseline 96.0%."""
-    pytest.importorskip("sklearn")
+    pytest.importorskip("sklearn", reason=NEEDS_SKLEARN)
     png = tmp_path / "sparse.png"
     result = load_example("sparse_vd_digits").main(verbose=False, output=str(png), **SHORT_SPARSE)
     elbo, tempered = result["runs"][1.0], result["runs"][0.1]
@@ -141,7 +143,7 @@ def test_sparse_vd_example_command_line():
 
 
 def test_sparse_vd_example_rejects_bad_shifts_before_training():
-    pytest.importorskip("sklearn")
+    pytest.importorskip("sklearn", reason=NEEDS_SKLEARN)
     with pytest.raises(ValueError, match=r"\[0, 4, 8\]"):
         load_example("sparse_vd_digits").main(verbose=False, output="", shifts=2)
 
@@ -150,7 +152,7 @@ def test_sparse_vd_example_short_with_shifts(monkeypatch):
     """6 epochs of a 64-64-10 network on the 4-shift set (5 x 1348 = 6740 images, the N of
     KL / N, for the baseline too), lr 3e-3: about 4 s. Measured (seed 0): ELBO 56.2% of the first
     layer pruned at 91.8% test accuracy; KL weight 0.1 18.9% at 93.8%; baseline 93.8%."""
-    pytest.importorskip("sklearn")
+    pytest.importorskip("sklearn", reason=NEEDS_SKLEARN)
     module = load_example("sparse_vd_digits")
     seen, fit = [], module.fit
 
@@ -181,7 +183,7 @@ def test_scripts_exit_with_one_line_without_scikit_learn(name):
 
 
 def test_sparse_example_without_matplotlib_says_so(tmp_path, monkeypatch, capsys):
-    pytest.importorskip("sklearn")
+    pytest.importorskip("sklearn", reason=NEEDS_SKLEARN)
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     result = load_example("sparse_vd_digits").main(
         verbose=False, output=str(tmp_path / "x.png"), epochs=2, warmup_epochs=1, hidden=8,
@@ -199,7 +201,7 @@ def test_sparse_vd_example_default_bar():
     98.22% (gap 2.45 points: the bar's accuracy half fails, see docs/variance_study.md); with the
     KL weight tempered to 0.1 (the weight cross-validation chooses), 96.1% pruned at 98.00% (gap
     0.22 points: the bar holds)."""
-    pytest.importorskip("sklearn")
+    pytest.importorskip("sklearn", reason=NEEDS_SKLEARN)
     result = load_example("sparse_vd_digits").main(verbose=False, output="")
     tempered, elbo = result["runs"][0.1], result["runs"][1.0]
     assert tempered["sparsity"]["layer_0"] >= 0.9 and tempered["accuracy_gap"] <= 0.01, result
@@ -215,7 +217,7 @@ def test_sparse_vd_example_shifted_recipe():
     so the bar's accuracy half still fails with the ELBO (seeds 1, 2: 0.45 and 0.89 points; see
     docs/variance_study.md). Asserted: the sparsity half and the measured accuracies, not the
     1-point bar."""
-    pytest.importorskip("sklearn")
+    pytest.importorskip("sklearn", reason=NEEDS_SKLEARN)
     module = load_example("sparse_vd_digits")
     result = module.main(verbose=False, output="", kl_weights=(1.0,), **module.parse_args(RECIPE))
     elbo = result["runs"][1.0]
@@ -259,7 +261,7 @@ def test_cross_validate_short_trains_on_the_other_folds_only(monkeypatch):
     """2 folds, a 64-16-10 network for 4 epochs: about 2 s. Checks the protocol, not accuracy:
     every training sees exactly the training part minus the validation fold (never the test
     set), one baseline and one run per candidate per fold, and the summary is the folds' mean."""
-    pytest.importorskip("sklearn")
+    pytest.importorskip("sklearn", reason=NEEDS_SKLEARN)
     from lrtdense.datasets import load_digits_split
     module = load_example("sparse_vd_digits")
     x_tr, _, _, _ = load_digits_split(0, 0.25)
@@ -323,7 +325,7 @@ def test_cross_validation_chooses_the_tempered_weight():
     baseline + 4 candidates), about 4 minutes). Measured: mean validation gaps 1.0: 4.1 points,
     0.3: 1.11, 0.1: 0.52, 0.03: 0.44, at 99.3 / 98.3 / 96.1 / 90.6 % of the first layer pruned
     (baseline 97.55 %): the rule chooses 0.1, the weight whose test-set run meets the bar."""
-    pytest.importorskip("sklearn")
+    pytest.importorskip("sklearn", reason=NEEDS_SKLEARN)
     result = load_example("sparse_vd_digits").cross_validate(verbose=False)
     rows = result["rows"]
     assert result["chosen"] == 0.1, rows

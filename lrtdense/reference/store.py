@@ -52,6 +52,7 @@ class ResultsError(ValueError):
 
 
 def sha256(path):
+    """The hex sha256 digest of the file at ``path``."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 16), b""):

@@ -9,22 +9,13 @@ how much do its gradients w.r.t. theta vary from one minibatch draw to the next 
 estimator of the noise?
 
 Each layer's weights are w ~ N(theta, scale**2) with scale = sqrt(alpha) |theta|
-(``layer.weight_moments``), and each estimator is one kernel of ``lrtdense.kernels``:
-
-* ``lrt``: local reparameterization (``kernels.lrt``): every pre-activation
-  b = h @ theta + sqrt((h**2) @ scale**2) * eps, eps of shape (batch, units) (exactly
-  ``DenseVariationalDropout``'s forward);
-* ``separate``: a separate weight sample per example (``kernels.per_example``),
-  W_i = theta + scale * eps_i, eps of shape (batch, in, units), materialised;
-* ``single``: one weight sample shared by the minibatch (``kernels.reparameterization``), eps
-  of shape (in, units);
-* ``flipout``: the shared perturbation scale * eps decorrelated by random signs (Wen et al.
-  2018, arXiv 1803.04386; ``kernels.flipout``): h @ theta + ((h * s_in) @ (scale eps)) * s_out;
-* ``none``: no weight noise (h @ theta): the variance from minibatch sampling alone, a lower bound.
-
-All five have the same expectation over the noise; the first four are unbiased estimators of the
-same objective. The KL term of the ELBO depends on alpha only, so it adds nothing to the
-gradient w.r.t. theta and is left out.
+(``layer.weight_moments``). The five estimators (local reparameterization, separate weight
+samples, a single weight sample shared by the minibatch, Flipout, no noise) and the measurement
+are ``lrtdense.studies.gradient_variance`` (``lrtdense.studies.estimators``), which works on any
+network of lrtdense layers; this module is its application to Kingma et al.'s protocol. All five
+have the same expectation over the noise; the first four are unbiased estimators of the same
+objective. The KL term of the ELBO depends on alpha only, so it adds nothing to the gradient
+w.r.t. theta and is left out.
 
 Protocol (``DEFAULTS``; ``SHORT`` for tests): scikit-learn's bundled 8x8 digits (1797 images, no
 download), pixels / 16, a seeded 75/25 train/test split. The MLP 64 -> hidden -> ... -> 10 of
@@ -32,8 +23,8 @@ download), pixels / 16, a seeded 75/25 train/test split. The MLP 64 -> hidden ->
 frozen) is trained once with LRT and Adam on the negative ELBO. At the early and the late
 checkpoint (in epochs), for each estimator, draw ``num_draws`` pairs (minibatch of
 ``batch_size`` examples sampled without replacement from the training set, noise); the minibatches
-are the same for every estimator (common random numbers), the noise is seeded per (checkpoint,
-estimator). The variance of each weight's gradient over the draws (ddof=1) is averaged over the
+are the same for every estimator (common random numbers), drawn with the noise seeds from
+``default_rng([seed, 1, checkpoint index])``. The variance of each weight's gradient over the draws (ddof=1) is averaged over the
 weights of the top layer (hidden -> 10) and of the bottom layer (64 -> hidden).
 
 Run: ``lrtdense study variance [--short] [--out DIR] [--seed N]`` writes ``variance_table.md``
@@ -48,29 +39,19 @@ import sys
 import time
 
 import numpy as onp
-import autograd.numpy as np
-from autograd import grad
 
-from lrtdense import activations as _activations
-from lrtdense import kernels
 from lrtdense.dropout import DenseVariationalDropout
 from lrtdense.distributions import Constant
-from lrtdense.losses import CategoricalLikelihood, softmax_cross_entropy
+from lrtdense.losses import CategoricalLikelihood
 from lrtdense.model import Model
 from lrtdense.network import Sequential
 from lrtdense.optimizers import Optimizer, adam
-from lrtdense.samplers import rademacher, standard_normal
 from lrtdense.datasets import load_digits_split
+from lrtdense.studies.estimators import ESTIMATORS, LABELS, format_value, gradient_variance
 from lrtdense.training import fit
 
-__all__ = ["one_blas_thread", "ESTIMATORS", "LABELS", "DEFAULTS", "SHORT", "PAPER", "run", "load_digits_split",
-           "build_network", "estimator_logits", "sample_estimator_noise", "objective",
-           "gradient_variance", "markdown_table", "plot", "check_bars"]
-
-ESTIMATORS = ("lrt", "separate", "single", "flipout", "none")
-LABELS = {"lrt": "Local reparameterization", "separate": "Separate weight samples",
-          "single": "Single weight sample", "flipout": "Flipout",
-          "none": "No noise (minimal var.)"}
+__all__ = ["one_blas_thread", "ESTIMATORS", "LABELS", "COLUMNS", "DEFAULTS", "SHORT", "PAPER",
+           "run", "build_network", "markdown_table", "plot", "check_bars"]
 COLUMNS = (("top", "early"), ("top", "late"), ("bottom", "early"), ("bottom", "late"))
 
 # Kingma et al. 2015, Table 1 (MNIST, their network; early = 10 epochs, late = 100 epochs).
@@ -101,93 +82,6 @@ def build_network(hidden, alpha, dtype="float64"):
               for h in hidden]
     layers.append(DenseVariationalDropout(10, log_alpha_initializer=log_alpha, dtype=dtype))
     return Sequential(layers)
-
-
-# ------------------------------------------------------------------------------- estimators
-def sample_estimator_noise(estimator, network, rng, batch, input_dim):
-    """Every random array one forward pass of ``estimator`` uses, per layer, drawn from ``rng``.
-
-    Returns {layer name: {key: array}}; keys and shapes per layer (in -> units):
-    lrt {"kernel": (batch, units)}; separate {"kernel": (batch, in, units)}; single
-    {"kernel": (in, units)}; flipout {"kernel": (in, units), "sign_input": (batch, in),
-    "sign_output": (batch, units)}; none {}.
-    """
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
-    noise, n_in = {}, input_dim
-    dtype = network.dtype
-    for name, layer in zip(network.names, network.layers):
-        shape = (n_in, layer.units)
-        if estimator == "lrt":
-            nz = {"kernel": standard_normal(rng, (batch, layer.units), dtype)}
-        elif estimator == "separate":
-            nz = {"kernel": standard_normal(rng, (batch,) + shape, dtype)}
-        elif estimator == "single":
-            nz = {"kernel": standard_normal(rng, shape, dtype)}
-        elif estimator == "flipout":
-            nz = {"kernel": standard_normal(rng, shape, dtype),
-                  "sign_input": rademacher(rng, (batch, n_in), dtype),
-                  "sign_output": rademacher(rng, (batch, layer.units), dtype)}
-        else:
-            nz = {}
-        noise[name] = nz
-        n_in = layer.units
-    return noise
-
-
-def _preactivation(estimator, layer, p, h, nz):
-    theta, scale = layer.weight_moments(p)
-    if estimator == "lrt":
-        out = kernels.lrt(h, theta, scale, nz["kernel"])
-    elif estimator == "separate":
-        out = kernels.per_example(h, theta, scale, nz["kernel"])
-    elif estimator == "single":
-        out = kernels.reparameterization(h, theta, scale, nz["kernel"])
-    elif estimator == "flipout":
-        out = kernels.flipout(h, theta, scale, nz["kernel"], nz["sign_input"], nz["sign_output"])
-    else:
-        out = kernels.dense(h, theta)
-    return kernels.add_bias(out, p["bias"]) if "bias" in p else out
-
-
-def estimator_logits(estimator, network, net_params, x, noise):
-    """The network's outputs (batch, 10) under ``estimator`` with explicit ``noise``."""
-    h = x
-    for name, layer in zip(network.names, network.layers):
-        h = _activations.get(layer.activation)(_preactivation(estimator, layer, net_params[name],
-                                                              h, noise[name]))
-    return h
-
-
-def objective(net_params, x, y, noise, estimator, network, num_examples):
-    """-(N / M) sum_i log p(y_i | x_i, W_i): minus the minibatch estimate of the expected
-    log-likelihood of the N training examples (the data term of the negative ELBO)."""
-    logits = estimator_logits(estimator, network, net_params, x, noise)
-    return num_examples * np.mean(softmax_cross_entropy(logits, y))
-
-
-def gradient_variance(estimator, network, net_params, x, y, batches, rng, layers):
-    """Per-weight variance of the gradient of ``objective`` w.r.t. kernel_theta, over draws.
-
-    Args:
-      batches: list of index arrays (one minibatch per draw).
-      rng: numpy Generator for the noise.
-      layers: dict label -> layer name, e.g. {"top": "layer_2", "bottom": "layer_0"}.
-    Returns:
-      dict label -> mean over the layer's weights of the unbiased variance across draws.
-    """
-    g_fn = grad(objective)
-    count, mean, m2 = 0, {k: 0.0 for k in layers}, {k: 0.0 for k in layers}
-    for idx in batches:
-        noise = sample_estimator_noise(estimator, network, rng, len(idx), x.shape[1])
-        g = g_fn(net_params, x[idx], y[idx], noise, estimator, network, len(x))
-        count += 1
-        for label, name in layers.items():          # Welford: stable for any mean / spread
-            value = g[name]["kernel_theta"]
-            delta = value - mean[label]
-            mean[label] = mean[label] + delta / count
-            m2[label] = m2[label] + delta * (value - mean[label])
-    return {label: float(onp.mean(m2[label] / (count - 1))) for label in layers}
 
 
 # ------------------------------------------------------------------------------------ study
@@ -264,23 +158,22 @@ def _run(short, out, verbose, file, overrides):
         batch_size=s["train_batch_size"], verbose=False, callback=snapshot,
         optimizer=_freeze(adam(s["learning_rate"]), {"kernel_log_alpha"}))
 
-    layers = {"top": network.names[-1], "bottom": network.names[0]}
+    wrt = {"top": (network.names[-1], "kernel_theta"), "bottom": (network.names[0], "kernel_theta")}
     variance = {e: {} for e in ESTIMATORS}
     for c, checkpoint in enumerate(("early", "late")):
-        data_rng = onp.random.default_rng([s["seed"], 1, c])
-        batches = [data_rng.choice(len(x_tr), s["batch_size"], replace=False)
-                   for _ in range(s["num_draws"])]
-        for e, estimator in enumerate(ESTIMATORS):
-            t0 = time.perf_counter()
-            noise_rng = onp.random.default_rng([s["seed"], 2, c, e])
-            v = gradient_variance(estimator, network, checkpoints[checkpoint]["network"], x_tr,
-                                  y_tr, batches, noise_rng, layers)
-            for label, value in v.items():
-                variance[estimator][(label, checkpoint)] = value
+        def progress(estimator, v, seconds):
             say(f"{checkpoint:>5} {estimator:>8}: top {v['top']:.3e}  bottom {v['bottom']:.3e}  "
-                f"({time.perf_counter() - t0:.1f}s)")
+                f"({seconds:.1f}s)")
 
-    result = {"settings": s, "variance": variance,
+        table = gradient_variance(model, checkpoints[checkpoint], x_tr, y_tr, ESTIMATORS,
+                                  rng=onp.random.default_rng([s["seed"], 1, c]),
+                                  batch_size=s["batch_size"], num_draws=s["num_draws"], wrt=wrt,
+                                  progress=progress)
+        for estimator in ESTIMATORS:
+            for label, value in table.variance[estimator].items():
+                variance[estimator][(label, checkpoint)] = value
+
+    result = {"settings": s, "full": is_full_protocol(s), "variance": variance,
               "accuracy": {c: checkpoints[c + "_accuracy"] for c in ("early", "late")},
               "num_train": len(x_tr), "layer_shapes": _layer_shapes(network, x_tr.shape[1]),
               "seconds": time.perf_counter() - start, "files": []}
@@ -304,6 +197,17 @@ def _run(short, out, verbose, file, overrides):
     return result
 
 
+def is_full_protocol(settings):
+    """Whether ``settings`` are ``DEFAULTS`` (any seed): the study proper, not a smoke run."""
+    return {k: v for k, v in settings.items() if k != "seed"} == \
+        {k: v for k, v in DEFAULTS.items() if k != "seed"}
+
+
+SMOKE_NOTE = ("Smoke run (--short or changed settings): a small network, few epochs and draws, "
+              "to check that the code runs; its numbers are not the study's result (run "
+              "`lrtdense study variance` for that).")
+
+
 def _layer_shapes(network, input_dim):
     shapes, n_in = {}, input_dim
     for name, layer in zip(network.names, network.layers):
@@ -313,7 +217,7 @@ def _layer_shapes(network, input_dim):
 
 
 def check_bars(variance):
-    """The issue's bars on the measured variances.
+    """The study's checks on the measured variances (the orderings of Kingma et al.'s Table 1).
 
     Returns a dict: "ordering" {(layer, checkpoint): bool for none < lrt < separate < single},
     "flipout_between" {(layer, checkpoint): bool for lrt < flipout < single},
@@ -328,20 +232,15 @@ def check_bars(variance):
     return out
 
 
-def _fmt(value):
-    mantissa, exponent = f"{value:.1e}".split("e")
-    return f"{mantissa}e{int(exponent)}"
-
-
 def markdown_table(result):
     """The paper's Table 1 layout, then the protocol and the checks, as Markdown."""
     s, v, chk = result["settings"], result["variance"], result["checks"]
     e_ep, l_ep = s["early_epochs"], s["late_epochs"]
     head = (f"| Estimator | Top layer, {e_ep} epochs | Top layer, {l_ep} epochs | "
             f"Bottom layer, {e_ep} epochs | Bottom layer, {l_ep} epochs |")
-    lines = [head, "|---|---:|---:|---:|---:|"]
+    lines = ([] if result.get("full", True) else [SMOKE_NOTE, ""]) + [head, "|---|---:|---:|---:|---:|"]
     for est in ESTIMATORS:
-        lines.append(f"| {LABELS[est]} | " + " | ".join(_fmt(v[est][c]) for c in COLUMNS) + " |")
+        lines.append(f"| {LABELS[est]} | " + " | ".join(format_value(v[est][c]) for c in COLUMNS) + " |")
     shapes = result["layer_shapes"]
     top, bottom = list(shapes.values())[-1], list(shapes.values())[0]
     lines += [
@@ -380,7 +279,7 @@ def plot(result, path):
     except ImportError:
         return None
     s, v = result["settings"], result["variance"]
-    fig, ax = plt.subplots(figsize=(8, 4.2))
+    fig, ax = plt.subplots(figsize=(8.5, 5.2))
     width = 0.8 / len(ESTIMATORS)
     for i, est in enumerate(ESTIMATORS):
         xs = [j + (i - (len(ESTIMATORS) - 1) / 2) * width for j in range(len(COLUMNS))]
@@ -389,11 +288,21 @@ def plot(result, path):
     ax.set_xticks(range(len(COLUMNS)))
     ax.set_xticklabels([f"{layer} layer\n{epochs[c]} epochs" for layer, c in COLUMNS])
     ax.set_yscale("log")
-    ax.set_ylabel("mean gradient variance")
-    ax.set_title(f"Gradient variance on digits (alpha = {s['alpha']}, batch {s['batch_size']}, "
-                 f"{s['num_draws']} draws)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    ax.set_ylabel("variance of the gradient w.r.t. theta\n(mean over the layer's weights)")
+    hidden = "-".join(str(h) for h in s["hidden"])
+    full = result.get("full", is_full_protocol(s))
+    title = ("Minibatch gradient variance of five estimators on digits" if full else
+             "SMOKE RUN (--short): checks the code runs, not the study's result")
+    ax.set_title(title, color="black" if full else "tab:red", fontsize=11)
+    ax.legend(fontsize=8, loc="upper right")
+    fig.text(0.01, 0.01,
+             f"How it was made: lrtdense study variance{'' if full else ' --short'} (seed "
+             f"{s['seed']}). MLP 64-{hidden}-10 of DenseVariationalDropout layers, alpha = "
+             f"{s['alpha']} fixed, trained with LRT; gradient of -(N/M) sum log p(y|x, W) over "
+             f"{s['num_draws']} draws of (minibatch of {s['batch_size']}, noise), the same "
+             f"minibatches for every estimator. Kingma et al. 2015, Table 1.",
+             fontsize=7, wrap=True, va="bottom")
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -1,0 +1,139 @@
+"""Builds lrtdense's documentation, offline: the API reference generated from the docstrings by
+pdoc, and the Markdown pages (README, the tutorial, the studies) rendered beside it.
+
+    python docs/build_docs.py [OUTPUT_DIR]      (default build/docs; `bash .ci/docs` runs this)
+
+Needs ``pip install -e ".[docs]"`` (pdoc). Nothing is fetched: pdoc's pages carry their own CSS
+and search index, the Markdown pages reuse pdoc's CSS, and the figures are copied from docs/.
+Output: index.html (the README), tutorial.html and the other docs/*.md pages, lrtdense.html and
+lrtdense/**.html (the API), the PNGs.
+"""
+import html
+import os
+import pathlib
+import pkgutil
+import re
+import shutil
+import sys
+import warnings
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<style>{css}</style>
+<style>
+main.page {{ max-width: 56rem; margin: 0 auto; padding: 1rem 2rem 4rem; }}
+main.page img {{ max-width: 100%; }}
+main.page pre {{ overflow-x: auto; }}
+nav.top {{ max-width: 56rem; margin: 0 auto; padding: 1rem 2rem 0; font-size: 0.95rem; }}
+nav.top a {{ margin-right: 1.2rem; }}
+</style>
+</head>
+<body>
+<nav class="top">{nav}</nav>
+<main class="page pdoc">
+{body}
+</main>
+</body>
+</html>
+"""
+
+NAV = [("index.html", "README"), ("tutorial.html", "Tutorial"),
+       ("lrtdense.html", "API reference"), ("variance_study.html", "Variance study"),
+       ("tfp_semantics.html", "TFP semantics")]
+
+
+def api_modules():
+    """lrtdense and every submodule (but ``__main__``), named explicitly: the package's
+    ``__all__`` lists only some submodules, and pdoc would document only those."""
+    import lrtdense
+    names = ["lrtdense"] + [m.name for m in pkgutil.walk_packages(lrtdense.__path__, "lrtdense.")
+                            if not m.name.endswith("__main__")]
+    return names
+
+
+def pdoc_css():
+    """pdoc's own theme, content and syntax-highlighting CSS, for the Markdown pages."""
+    import pdoc
+    folder = os.path.join(os.path.dirname(pdoc.__file__), "templates")
+    parts = []
+    for name in ("theme.css", "syntax-highlighting.css", "content.css"):
+        with open(os.path.join(folder, name), encoding="utf-8") as f:
+            parts.append(f.read())
+    return "\n".join(parts)
+
+
+def relink(body, source, pages):
+    """Links from ``source`` to the Markdown files that are built become links to their HTML.
+
+    ``pages``: {absolute path of a Markdown source: its HTML file name}; other links are kept.
+    """
+    def fix(match):
+        target = os.path.normpath(os.path.join(os.path.dirname(source), match.group(1)))
+        return f'href="{pages[target]}"' if target in pages else match.group(0)
+    return re.sub(r'href="([^"#:]+\.md)"', fix, body)
+
+
+def render_page(source, title, pages, css):
+    """One Markdown file as an HTML page with the top navigation."""
+    from pdoc.render_helpers import to_html
+    with open(source, encoding="utf-8") as f:
+        text = f.read()
+    body = relink(to_html(text), source, pages)
+    nav = "".join(f'<a href="{href}">{html.escape(label)}</a>' for href, label in NAV)
+    return PAGE.format(title=html.escape(title), css=css, nav=nav, body=body)
+
+
+def build(out):
+    """Writes the whole site to ``out`` (emptied first). Returns the list of pages written."""
+    try:
+        import pdoc
+        import pdoc.render
+    except ImportError:
+        sys.exit("build_docs: pdoc is not installed: pip install -e '.[docs]'")
+    if os.path.isdir(out):
+        shutil.rmtree(out)
+    os.makedirs(out)
+    sys.path.insert(0, ROOT)
+    pdoc.render.configure(docformat="google", show_source=True, search=True,
+                          template_directory=os.path.join(HERE, "pdoc_templates"),
+                          footer_text="lrtdense: a NumPy + autograd reference for Bayesian dense "
+                                      "layers trained with the local reparameterization trick")
+    with warnings.catch_warnings():        # pdoc also reaches some of them through their package
+        warnings.filterwarnings("ignore", message="The module specification")
+        pdoc.pdoc(*api_modules(), output_directory=pathlib.Path(out))
+    css = pdoc_css()
+    sources = {"index": os.path.join(ROOT, "README.md")}
+    for name in sorted(os.listdir(HERE)):
+        if name.endswith(".md"):
+            sources[name[:-3]] = os.path.join(HERE, name)
+        elif name.endswith(".png"):
+            shutil.copy(os.path.join(HERE, name), os.path.join(out, name))
+    pages = {os.path.normpath(path): f"{stem}.html" for stem, path in sources.items()}
+    written = []
+    for stem, source in sources.items():
+        title = "lrtdense" if stem == "index" else f"lrtdense: {stem.replace('_', ' ')}"
+        path = os.path.join(out, f"{stem}.html")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(render_page(source, title, pages, css))
+        written.append(path)
+    return written
+
+
+def main(argv=None):
+    """The command line: ``build_docs.py [OUTPUT_DIR]``; returns the exit code."""
+    argv = sys.argv[1:] if argv is None else argv
+    out = os.path.abspath(argv[0] if argv else os.path.join(ROOT, "build", "docs"))
+    pages = build(out)
+    print(f"wrote the API reference and {len(pages)} pages to {out} (open {out}/index.html)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

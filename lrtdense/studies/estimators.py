@@ -1,0 +1,407 @@
+"""Five estimators of one network's outputs, and the variance of their minibatch gradients.
+
+For a network of lrtdense layers each layer's kernel posterior is a mean-field Normal,
+w ~ N(loc, scale**2) (``layer.weight_moments``). The same objective can be estimated by
+sampling that noise in five ways, each one kernel of ``lrtdense.kernels`` (h is the layer's
+input (..., in), n = prod(h.shape[:-1]) the number of examples):
+
+==============  ==============================================  ==========================================
+estimator       kernel term of the pre-activations               noise per layer (in -> units)
+==============  ==============================================  ==========================================
+``lrt``         ``kernels.lrt``: m + s * eps, m = h @ loc,       "kernel" (..., units)
+                s = sqrt((h**2) @ scale**2)
+``separate``    ``kernels.per_example``: h_b @ (loc + scale      "kernel" (n, in, units)
+                * eps_b), one weight sample per example
+``single``      ``kernels.reparameterization``: h @ (loc +       "kernel" (in, units)
+                scale * eps), one sample shared by the batch
+``flipout``     ``kernels.flipout``: h @ loc + ((h * s_in) @     "kernel" (in, units), "sign_input" (h's
+                (scale * eps)) * s_out                            shape), "sign_output" (..., units)
+``none``        ``kernels.dense``: h @ loc (no weight noise)     (none)
+==============  ==============================================  ==========================================
+
+A random bias (a Normal bias posterior, or the bias part of ``DenseVariational``'s weights) is
+drawn once per forward pass under every noisy estimator, as TensorFlow Probability's layers do
+(noise key "bias", (units,), drawn after the kernel's); ``none`` uses its mean. So ``lrt`` on
+``DenseLocalReparameterization`` layers is the layers' own forward, ``single`` on
+``DenseReparameterization`` or ``DenseVariational`` theirs, ``flipout`` on ``DenseFlipout``
+theirs, and ``lrt`` on the variational dropout layers theirs.
+
+All five have the same expected outputs, and the first four the same distribution of each
+example's outputs: they differ in how the noise is shared between the examples of a minibatch,
+which is what sets the variance of the minibatch gradient (Kingma, Salimans & Welling 2015,
+arXiv 1506.02557, section 2.2: a noise shared by the batch makes the examples' terms covary, and
+that covariance does not average out with the batch size).
+
+``gradient_variance(model, params, x, y)`` measures it on any model: the variance over draws of
+(minibatch, noise) of the gradient of the data term of the negative ELBO,
+-(N / M) sum_{i in minibatch} log p(y_i | x_i, w), w.r.t. chosen parameters (by default each
+layer's kernel mean). The KL term is left out, as in Kingma et al.'s Table 1: with a closed-form
+KL its gradient is the same for every draw and adds no variance.
+"""
+import dataclasses
+import math
+import time
+
+import autograd.numpy as anp
+import numpy as onp
+from autograd import grad
+
+from lrtdense import activations, kernels
+from lrtdense.base import check_rng, positive_int
+from lrtdense.dense_variational import DenseVariational
+from lrtdense.dropout import DropoutDense
+from lrtdense.layers import MeanFieldDense
+from lrtdense.samplers import rademacher, standard_normal
+
+__all__ = ["ESTIMATORS", "LABELS", "sample_noise", "outputs", "data_term", "default_wrt",
+           "gradient_variance", "GradientVarianceTable"]
+
+ESTIMATORS = ("lrt", "separate", "single", "flipout", "none")
+LABELS = {"lrt": "Local reparameterization", "separate": "Separate weight samples",
+          "single": "Single weight sample", "flipout": "Flipout",
+          "none": "No noise (minimal var.)"}
+
+
+def _check_estimator(estimator):
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
+
+
+def _moments(layer, params, input_dim):
+    """(loc, scale) of the kernel, both (in, units), and (bias loc or None, bias scale or None).
+
+    Raises:
+      TypeError: a layer that is not one of lrtdense's variational layers.
+    """
+    if isinstance(layer, MeanFieldDense):
+        loc, scale = layer.weight_moments(params)
+        bias = bias_scale = None
+        if layer.bias_posterior is not None:
+            bias = params["bias_posterior_loc"]
+            if layer.bias_posterior.is_normal:
+                bias_scale = kernels.posterior_scale(params["bias_posterior_untransformed_scale"])
+        return loc, scale, bias, bias_scale
+    if isinstance(layer, DropoutDense):
+        loc, scale = layer.weight_moments(params)
+        return loc, scale, (params["bias"] if layer.use_bias else None), None
+    if isinstance(layer, DenseVariational):
+        loc, scale = layer.weight_moments(params)
+        k = input_dim * layer.units
+        kernel = (anp.reshape(loc[:k], (input_dim, layer.units)),
+                  anp.reshape(scale[:k], (input_dim, layer.units)))
+        if layer.use_bias:
+            return kernel + (loc[k:], scale[k:])
+        return kernel + (None, None)
+    raise TypeError(f"expected a layer of lrtdense (a MeanFieldDense, DropoutDense or "
+                    f"DenseVariational, with weight_moments), got {type(layer).__name__}")
+
+
+def _random_bias(layer):
+    if isinstance(layer, MeanFieldDense):
+        return layer.bias_posterior is not None and layer.bias_posterior.is_normal
+    return isinstance(layer, DenseVariational) and layer.use_bias
+
+
+def _layers(network):
+    """The network's (name, layer) pairs; a single layer is a network of one "layer_0"."""
+    if hasattr(network, "layers"):
+        return list(zip(network.names, network.layers))
+    return [("layer_0", network)]
+
+
+def sample_noise(estimator, network, rng, input_shape):
+    """Every random array one forward pass of ``estimator`` uses, layer by layer, from ``rng``.
+
+    Args:
+      estimator: one of ``ESTIMATORS``.
+      network: a ``Sequential`` (or a ``Model``'s ``network``) of lrtdense layers.
+      rng: numpy.random.Generator.
+      input_shape: the input's shape (..., in).
+    Returns:
+      {layer name: {key: array}}, keys and shapes as in the module's table (plus "bias"
+      (units,) for a random bias), in the layers' dtype, drawn in that order.
+    Raises:
+      ValueError: an unknown estimator.
+    """
+    _check_estimator(estimator)
+    check_rng(rng)
+    shape = tuple(input_shape)
+    noise = {}
+    for name, layer in _layers(network):
+        n_in, units, dtype = shape[-1], layer.units, layer.dtype
+        out_shape = shape[:-1] + (units,)
+        if estimator == "lrt":
+            nz = {"kernel": standard_normal(rng, out_shape, dtype)}
+        elif estimator == "separate":
+            nz = {"kernel": standard_normal(rng, (math.prod(shape[:-1]), n_in, units), dtype)}
+        elif estimator == "single":
+            nz = {"kernel": standard_normal(rng, (n_in, units), dtype)}
+        elif estimator == "flipout":
+            nz = {"kernel": standard_normal(rng, (n_in, units), dtype),
+                  "sign_input": rademacher(rng, shape, dtype),
+                  "sign_output": rademacher(rng, out_shape, dtype)}
+        else:
+            nz = {}
+        if estimator != "none" and _random_bias(layer):
+            nz["bias"] = standard_normal(rng, (units,), dtype)
+        noise[name] = nz
+        shape = out_shape
+    return noise
+
+
+def _kernel_term(estimator, h, loc, scale, nz):
+    if estimator == "lrt":
+        return kernels.lrt(h, loc, scale, nz["kernel"])
+    if estimator == "separate":
+        return kernels.per_example(h, loc, scale, nz["kernel"])
+    if estimator == "single":
+        return kernels.reparameterization(h, loc, scale, nz["kernel"])
+    if estimator == "flipout":
+        return kernels.flipout(h, loc, scale, nz["kernel"], nz["sign_input"], nz["sign_output"])
+    return kernels.dense(h, loc)
+
+
+def outputs(estimator, network, net_params, x, noise):
+    """The network's outputs (..., units) under ``estimator`` with explicit ``noise``.
+
+    Args:
+      estimator: one of ``ESTIMATORS``.
+      network: a ``Sequential`` of lrtdense layers (or one layer).
+      net_params: the network's params ({layer name: {...}}; for one layer, its flat dict).
+      x: inputs (..., in), in the layers' dtype.
+      noise: ``sample_noise(estimator, network, rng, x.shape)``.
+    Returns:
+      the outputs after the last layer's activation.
+    """
+    _check_estimator(estimator)
+    layers = _layers(network)
+    if not hasattr(network, "layers"):
+        net_params = {"layer_0": net_params}
+    h = x
+    for name, layer in layers:
+        loc, scale, bias, bias_scale = _moments(layer, net_params[name], h.shape[-1])
+        z = _kernel_term(estimator, h, loc, scale, noise[name])
+        if bias is not None:
+            if bias_scale is not None and estimator != "none":
+                bias = kernels.normal_sample(bias, bias_scale, noise[name]["bias"])
+            z = kernels.add_bias(z, bias)
+        h = activations.get(layer.activation)(z)
+    return h
+
+
+def data_term(params, model, x, y, noise, estimator, num_examples):
+    """-(N / M) sum_i log p(y_i | x_i, w): N times the minibatch's mean negative log-likelihood
+    (the data term of ``num_examples`` times the negative ELBO) under ``estimator``.
+
+    Args:
+      params: the model's params {"network": ..., "likelihood": ...}.
+      model: a ``lrtdense.Model``.
+      x: a minibatch (M, ..., in); y: its targets.
+      noise: ``sample_noise(estimator, model.network, rng, x.shape)``.
+      num_examples: N, the size of the training set.
+    Returns:
+      a scalar.
+    """
+    out = outputs(estimator, model.network, params["network"], x, noise)
+    nll = model.likelihood.nll(params["likelihood"], out, y)
+    return num_examples * anp.mean(nll)
+
+
+def default_wrt(network):
+    """{label: (layer name, param name, index)}: each layer's kernel mean, labelled by the layer.
+
+    The param is "kernel_posterior_loc" (TFP's layers), "kernel_theta" (variational dropout) or
+    the first in * units entries of "posterior_constant" (``DenseVariational``: the kernel's
+    means; index is then that slice, otherwise None: the whole array).
+    """
+    wrt, n_in = {}, None
+    for name, layer in _layers(network):
+        if isinstance(layer, MeanFieldDense):
+            wrt[name] = (name, "kernel_posterior_loc", None)
+        elif isinstance(layer, DropoutDense):
+            wrt[name] = (name, "kernel_theta", None)
+        elif isinstance(layer, DenseVariational):
+            wrt[name] = (name, "posterior_constant", "kernel")
+        else:
+            _moments(layer, None, 1)                    # raises the TypeError
+    return wrt
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class GradientVarianceTable:
+    """The result of ``gradient_variance``: one row per estimator, one column per parameter.
+
+    Attributes:
+      variance: {estimator: {column label: the unbiased variance (ddof=1) of each entry's
+        gradient over the draws, averaged over the entries}}.
+      mean: {estimator: {column label: the mean gradient over the draws, an array of the
+        parameter's shape}} (the estimators are unbiased: these agree within their errors).
+      entry_variance: {estimator: {column label: the per-entry variance, an array}}.
+      columns: {label: (layer name, param name, index)}.
+      batch_size, num_draws, num_examples: the protocol.
+      seconds: {estimator: wall time of its draws}.
+    """
+    variance: dict
+    mean: dict
+    entry_variance: dict
+    columns: dict
+    batch_size: int
+    num_draws: int
+    num_examples: int
+    seconds: dict
+
+    @property
+    def estimators(self):
+        """The estimators measured, in the order asked."""
+        return tuple(self.variance)
+
+    def ratio(self, estimator, reference="lrt"):
+        """{column: variance of ``estimator`` / variance of ``reference``}."""
+        return {c: self.variance[estimator][c] / self.variance[reference][c]
+                for c in self.columns}
+
+    def to_markdown(self):
+        """The table as Markdown, two significant digits, then one line on the protocol."""
+        cols = list(self.columns)
+        lines = ["| Estimator | " + " | ".join(str(c) for c in cols) + " |",
+                 "|---|" + "---:|" * len(cols)]
+        for est in self.estimators:
+            lines.append(f"| {LABELS[est]} | "
+                         + " | ".join(format_value(self.variance[est][c]) for c in cols) + " |")
+        lines += ["", f"Mean over each parameter's entries of the variance of the gradient of "
+                      f"-(N/M) sum_i log p(y_i | x_i, w), over {self.num_draws} draws of "
+                      f"(minibatch of M = {self.batch_size} of the N = {self.num_examples} "
+                      f"examples, weight noise); the same minibatches for every estimator."]
+        return "\n".join(lines)
+
+    def __str__(self):
+        return self.to_markdown()
+
+    def __repr__(self):
+        return (f"GradientVarianceTable(estimators={self.estimators}, columns={list(self.columns)}, "
+                f"batch_size={self.batch_size}, num_draws={self.num_draws}, variance="
+                + repr({e: {c: float(f"{v:.3g}") for c, v in d.items()}
+                        for e, d in self.variance.items()}) + ")")
+
+
+def format_value(value):
+    """7.8e3-style: two significant digits and the exponent without padding."""
+    mantissa, exponent = f"{value:.1e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def gradient_variance(model, params, x, y, estimators=ESTIMATORS, *, rng, batch_size=100,
+                      num_draws=100, wrt=None, batches=None, num_examples=None, progress=None):
+    """Variance of the minibatch gradient under each estimator, on any model of lrtdense layers.
+
+    For every draw, a minibatch of ``batch_size`` examples is taken from (x, y) without
+    replacement (the same minibatches for every estimator: common random numbers), the weight
+    noise of each estimator is drawn, and the gradient of ``data_term`` w.r.t. the params is
+    computed by autograd. The variance of each selected entry over the draws (Welford, ddof=1,
+    in float64) is averaged over the entries.
+
+    Args:
+      model: a ``lrtdense.Model`` whose network is made of lrtdense's variational layers.
+      params: its params, ``model.init(...)`` or trained ones (not modified).
+      x: inputs (N, ..., in); y: targets (see the model's likelihood).
+      estimators: a sequence of names from ``ESTIMATORS``.
+      rng: numpy.random.Generator. It draws the minibatches first, then one seed from which
+        every estimator gets its own noise generator (by its position in ``ESTIMATORS``), so an
+        estimator's numbers do not depend on which others are measured.
+      batch_size: M, an integer in [1, N] (ignored when ``batches`` is given).
+      num_draws: an integer >= 2 (ignored when ``batches`` is given).
+      wrt: None (each layer's kernel mean, ``default_wrt``), "all" (every array of every
+        layer), or {label: (layer name, param name)}.
+      batches: optional list of index arrays, one minibatch per draw (at least 2).
+      num_examples: N in the data term; default len(x).
+      progress: optional ``progress(estimator, {label: variance}, seconds)``, called after
+        each estimator.
+    Returns:
+      a ``GradientVarianceTable``.
+    Raises:
+      ValueError / TypeError: an unknown estimator, bad sizes, a wrt entry that names no
+        param, or data that do not fit the model.
+    """
+    check_rng(rng)
+    estimators = tuple(estimators)
+    if not estimators:
+        raise ValueError("estimators must name at least one of " + str(ESTIMATORS))
+    for est in estimators:
+        _check_estimator(est)
+    x = model.network.layers[0].check_input(x)
+    model.check_params(params, x.shape[-1])
+    model.check_data(x, y)
+    n = len(x)
+    num_examples = n if num_examples is None else positive_int(num_examples, "num_examples")
+    if batches is None:
+        batch_size = positive_int(batch_size, "batch_size", n)
+        num_draws = positive_int(num_draws, "num_draws")
+        if num_draws < 2:
+            raise ValueError(f"num_draws must be >= 2 (a variance needs two draws), got {num_draws}")
+        batches = [rng.choice(n, batch_size, replace=False) for _ in range(num_draws)]
+    else:
+        batches = [onp.asarray(b) for b in batches]
+        if len(batches) < 2:
+            raise ValueError(f"batches must hold at least 2 minibatches, got {len(batches)}")
+        batch_size = len(batches[0])
+    columns = _columns(model, params, wrt)
+    seeds = onp.random.SeedSequence(rng.integers(2 ** 63, size=4)).spawn(len(ESTIMATORS))
+    g_fn = grad(data_term)
+    variance, mean, entry_variance, seconds = {}, {}, {}, {}
+    kernel_size, n_in = {}, x.shape[-1]             # in * units: DenseVariational's kernel part
+    for name, layer in _layers(model.network):
+        kernel_size[name] = n_in * layer.units
+        n_in = layer.units
+    for est in estimators:
+        t0 = time.perf_counter()
+        noise_rng = onp.random.default_rng(seeds[ESTIMATORS.index(est)])
+        count = 0
+        mu = {c: 0.0 for c in columns}
+        m2 = {c: 0.0 for c in columns}
+        for idx in batches:
+            xb = x[idx]
+            noise = sample_noise(est, model.network, noise_rng, xb.shape)
+            g = g_fn(params, model, xb, onp.asarray(y)[idx], noise, est, num_examples)
+            count += 1
+            for label, (layer, param, index) in columns.items():
+                value = onp.asarray(g["network"][layer][param], dtype=onp.float64)
+                if index == "kernel":
+                    value = value[:kernel_size[layer]]
+                delta = value - mu[label]
+                mu[label] = mu[label] + delta / count
+                m2[label] = m2[label] + delta * (value - mu[label])
+        entry_variance[est] = {c: m2[c] / (count - 1) for c in columns}
+        variance[est] = {c: float(onp.mean(v)) for c, v in entry_variance[est].items()}
+        mean[est] = mu
+        seconds[est] = time.perf_counter() - t0
+        if progress is not None:
+            progress(est, variance[est], seconds[est])
+    return GradientVarianceTable(variance=variance, mean=mean, entry_variance=entry_variance,
+                                 columns=columns, batch_size=batch_size, num_draws=len(batches),
+                                 num_examples=num_examples, seconds=seconds)
+
+
+def _columns(model, params, wrt):
+    net = params["network"]
+    if wrt is None:
+        return default_wrt(model.network)
+    if isinstance(wrt, str):
+        if wrt != "all":
+            raise ValueError(f"wrt must be None, 'all' or a dict label -> (layer, param), got "
+                             f"{wrt!r}")
+        return {f"{layer}/{param}": (layer, param, None)
+                for layer in model.network.names for param in net[layer]}
+    if not isinstance(wrt, dict):
+        raise TypeError(f"wrt must be None, 'all' or a dict label -> (layer, param), got "
+                        f"{type(wrt).__name__}")
+    columns = {}
+    for label, entry in wrt.items():
+        if not (isinstance(entry, tuple) and len(entry) == 2):
+            raise ValueError(f"wrt[{label!r}] must be a (layer name, param name) pair, got "
+                             f"{entry!r}")
+        layer, param = entry
+        if layer not in net or param not in net[layer]:
+            names = {k: sorted(v) for k, v in net.items()}
+            raise ValueError(f"wrt[{label!r}] = {entry!r} names no param; the params are {names}")
+        columns[label] = (layer, param, None)
+    return columns
