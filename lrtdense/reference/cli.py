@@ -35,6 +35,7 @@ def _patterns(values):
 
 
 def add_arguments(parser):
+    """Adds the ``reference`` sub-commands (generate, verify, list, path, spec) to ``parser``."""
     # lrtdense.cli.ArgumentParser: a bad flag prints the usage of its own sub-command
     sub = parser.add_subparsers(dest="reference_command", required=True,
                                 parser_class=ArgumentParser)
@@ -91,6 +92,7 @@ def _error(message, code):
 
 
 def main(args):
+    """Runs the chosen ``reference`` sub-command; returns the exit code (SPEC.md lists them)."""
     try:
         return _main(args)
     except UsageError as err:

@@ -24,6 +24,7 @@ class Row:
 
     @property
     def passed(self):
+        """True when this row's quantity is within its tolerance."""
         return self.status == "pass"
 
 

@@ -82,6 +82,7 @@ def eligible(meta):
 
 
 def describe_eligible():
+    """A line saying which cases the statistical mode checks (for messages and ``list``)."""
     return ("single-layer cases (any of the five layer classes) with a linear activation; "
             "`lrtdense reference list` shows them with kind layer, edge or dropout")
 

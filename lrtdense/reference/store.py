@@ -138,9 +138,11 @@ class ReferenceSet:
 
     @property
     def names(self):
+        """The case names of the set, sorted."""
         return sorted(self.manifest["cases"])
 
     def files(self, name):
+        """The files of case ``name``, as the manifest lists them."""
         return self.manifest["cases"][name]
 
 

@@ -159,6 +159,7 @@ class Report:
 
     @property
     def passed(self):
+        """True when every row passed."""
         return bool(self.rows) and all(r.passed for r in self.rows)
 
 
