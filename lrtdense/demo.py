@@ -58,8 +58,8 @@ def run(seed=0, epochs=8000, hidden=50, learning_rate=0.003, num_samples=500,
 
     def progress(epoch, p, history):
         if verbose and ((epoch + 1) % every == 0 or epoch + 1 == epochs):
-            print(f"epoch {epoch + 1:>5}/{epochs}  -ELBO/N {history['loss'][-1]:8.4f}  "
-                  f"nll {history['nll'][-1]:7.4f}  kl {history['kl'][-1]:8.1f}  "
+            print(f"epoch {epoch + 1:>5}/{epochs}  loss (-ELBO/N) {history['loss'][-1]:8.4f}  "
+                  f"nll {history['nll'][-1]:7.4f} (standardized y)  kl {history['kl'][-1]:8.1f}  "
                   f"({time.perf_counter() - start:.1f}s)", file=out, flush=True)
 
     params, history = fit(model, params, x / 4, y / y_scale, rng=rng, epochs=epochs,
@@ -79,7 +79,7 @@ def run(seed=0, epochs=8000, hidden=50, learning_rate=0.003, num_samples=500,
               "settings": dict(seed=seed, epochs=epochs, num_samples=num_samples)}
     if verbose:
         print(f"held-out (n={num_test}, x in [-4, 4]): RMSE {metrics['rmse']:.2f}  "
-              f"NLL {metrics['nll']:.3f}  95% coverage {metrics['coverage95']:.3f}", file=out)
+              f"NLL {metrics['nll']:.3f} (in y's units)  95% coverage {metrics['coverage95']:.3f}", file=out)
         inner = result["epistemic_std"][np.abs(result["grid"]) <= 3].mean()
         edge = result["epistemic_std"][np.abs(result["grid"]) >= 6].mean()
         print(f"epistemic std: {inner:.2f} on average over |x| <= 3, {edge:.2f} at |x| = 6",
