@@ -64,6 +64,7 @@ SETTINGS = dict(
     mixture_neg_log_sigma2=(6, 7, 8),
     normal_neg_log_sigma=(0, 1, 2),
     normal_divergence="closed_form",   # or "monte_carlo", the estimator the mixture uses
+    dtype="float32",        # TFP's default; "float64" for the same run in double precision
     prune_fractions=(0.0, 0.5, 0.75, 0.9, 0.95, 0.98),
     timing_rounds=40,       # head-to-head step pairs for the step time ratio (0: skip)
     output="out/prior_comparison_digits.png",   # relative to the repository root; '' for none
@@ -113,9 +114,9 @@ def build_model(prior, s):
     """64 -> hidden... -> 10 of DenseReparameterization with ``prior`` on every kernel; the
     mixture (no closed form) with the Monte Carlo divergence at the forward's own kernel draw."""
     divergence = s["normal_divergence"] if isinstance(prior, L.NormalPrior) else "monte_carlo"
-    layers = [L.DenseReparameterization(h, "relu", kernel_prior=prior, kernel_divergence=divergence)
-              for h in s["hidden"]]
-    layers.append(L.DenseReparameterization(10, kernel_prior=prior, kernel_divergence=divergence))
+    settings = dict(kernel_prior=prior, kernel_divergence=divergence, dtype=s["dtype"])
+    layers = [L.DenseReparameterization(h, "relu", **settings) for h in s["hidden"]]
+    layers.append(L.DenseReparameterization(10, **settings))
     return Model(Sequential(layers), CategoricalLikelihood())
 
 
@@ -225,7 +226,7 @@ def select(s, x_train, y_train, verbose=False):
     """
     fit_idx, val_idx = validation_split(len(y_train), s["validation_fraction"])
     x_fit, y_fit = x_train[fit_idx], y_train[fit_idx]
-    x_val, y_val = x_train[val_idx].astype(np.float32), y_train[val_idx]
+    x_val, y_val = x_train[val_idx].astype(s["dtype"]), y_train[val_idx]
     result = {"num_fit": len(fit_idx), "num_validation": len(val_idx)}
     for kind, priors in candidates(s).items():
         rows = []
@@ -253,7 +254,7 @@ def step_time_ratio(priors, s, x, y, rounds):
         optimizer = adam(s["learning_rate"])
         steps[kind] = make_step(model, optimizer, len(x), s["train_samples"])
         states[kind] = optimizer.init(model.init(np.random.default_rng(0), x.shape[1]))
-    x = x.astype(np.float32)
+    x = x.astype(s["dtype"])
     batches = [rng.permutation(len(x))[:s["batch_size"]] for _ in range(max(rounds, 1))]
     times = {kind: [] for kind in steps}
     for kind in steps:
@@ -305,7 +306,7 @@ def main(verbose=True, **overrides):
     """
     s = _settings(overrides)
     x_tr, y_tr, x_te, y_te = _load(s)
-    x_te = x_te.astype(np.float32)
+    x_te = x_te.astype(s["dtype"])
     say = print if verbose else (lambda *a, **k: None)
     with one_blas_thread():
         say(f"selecting on the training part ({len(y_tr)} digits; seed {s['seeds'][0]}, "
@@ -436,6 +437,7 @@ def parse_args(argv=None):
     parser.add_argument("--hidden", type=int, nargs="+", help="hidden layer sizes (default 100 100)")
     parser.add_argument("--normal-divergence", choices=("closed_form", "monte_carlo"),
                         help="the Normal prior's divergence (default closed_form)")
+    parser.add_argument("--dtype", choices=("float32", "float64"), help="default float32")
     parser.add_argument("--timing-rounds", type=int, help=f"default {SETTINGS['timing_rounds']}")
     parser.add_argument("--output", help=f"figure, '' for none (default {SETTINGS['output']})")
     args = vars(parser.parse_args(argv))
