@@ -1,7 +1,8 @@
 """The scale-mixture prior against the Normal prior on scikit-learn's bundled 8x8 digits.
 
-Run: python examples/prior_comparison_digits.py [--seeds 0 1 2 --epochs 300 ...; see --help]
-     (needs scikit-learn: pip install 'lrtdense[examples]')
+Run: python examples/prior_comparison_digits.py [--seeds 0 1 2 --epochs 600 ...; see --help]
+     (needs scikit-learn: pip install 'lrtdense[examples]'; about 45 minutes on a busy 2-core
+     machine: 33 selection runs and 9 final ones)
 
 Blundell et al. 2015 (arXiv 1505.05424), "Weight Uncertainty in Neural Networks", section 5.1:
 Bayes by Backprop with the scale-mixture prior pi N(0, sigma1**2) + (1 - pi) N(0, sigma2**2)
@@ -10,37 +11,44 @@ signal-to-noise ratio |mu| / sigma of each weight's posterior (their figure 3 an
 weights with the lowest SNR are set to 0 in the mean network, and the test accuracy is read as a
 function of the fraction removed.
 
-The network and the estimator, the same for both priors: 64 -> 100 (relu) -> 100 (relu) -> 10 of
+The network and the estimator, the same for every arm: 64 -> 100 (relu) -> 100 (relu) -> 10 of
 ``DenseReparameterization``. Two hidden layers as in Blundell's MNIST networks, scaled to the 64
 inputs. DenseReparameterization is the estimator of Bayes by Backprop: one kernel sample W per
 minibatch, and the Monte Carlo divergence log q(W) - log p(W) at that same W (Blundell's eq. 2;
 what TFP hands ``kernel_divergence_fn``), so the mixture runs are Blundell's algorithm step for
-step. The Normal prior uses its closed-form KL (TFP's default; ``normal_divergence`` switches it
-to the Monte Carlo estimate). Biases are deterministic (TFP's default), carry no SNR and are never
-pruned. Trained with ``fit`` on the negative ELBO (KL / N, N the training examples), Adam, one
-sample per step.
+step. Three arms (``ARMS``): "normal", the Normal prior with its closed-form KL (TFP's default);
+"normal_mc", the Normal prior with the mixture's Monte Carlo KL, so that mixture against
+normal_mc differs in the prior alone; "mixture". Biases are deterministic (TFP's default), carry
+no SNR and are never pruned. Trained with ``fit`` on the negative ELBO (KL / N, N the training
+examples), Adam 1e-2 for 600 epochs of minibatches of 100, one sample per step.
+
+That recipe was chosen on the validation split below (never the test set) with the grids'
+first points: with Adam 1e-3 the negative ELBO was still falling steeply after 1000 epochs (the
+KL / N term dominates with 1078 examples and 17,400 kernel weights); at 1e-2 the mixture's levels off
+after about 600 epochs (near its floor: a Gaussian posterior pays about -log max(pi, 1 - pi)
+nats per weight against the mixture) while the Normal's creeps on.
 
 Selecting the prior parameters, the rule fixed before any run. The training part of the split is
 cut once into a fit part and a validation part (``validation_fraction``, a permutation seeded by
-``VALIDATION_SEED``); for every point of the grid a network is trained on the fit part with the
-first seed and scored on the validation part; the winner is the point with the highest
+``VALIDATION_SEED``); for every point of an arm's grid a network is trained on the fit part with
+the first seed and scored on the validation part; the winner is the point with the highest
 mean-network validation accuracy, ties broken by the lower mean-network validation negative
 log-likelihood, then by grid order. The mixture's grid is Blundell's: -log sigma1 in {0, 1, 2},
 -log sigma2 in {6, 7, 8}, pi in {1/4, 1/2, 3/4} (27 points); the Normal prior gets the same rule
 over its scale, -log sigma in {0, 1, 2}. ``select`` receives the training part only; the test set
-is loaded beside it and first used after the choice is made. Then each prior, with its chosen
+is loaded beside it and first read after the choice is made. Then each arm, with its chosen
 parameters, is trained on the whole training part once per seed (the seed sets the initial
 params, the minibatch order and the noise; the train/test split is the same for every seed, so
 the spread is that of training, not of the test sample: with 449 test digits, one digit is
 0.22 points).
 
-Reported per prior (mean and sample standard deviation over the seeds): test accuracy of the
-mean network and of the Monte Carlo predictive (``predict_samples`` draws), the expected
-calibration error of both, the test accuracy of the mean network with the lowest-SNR fraction of
-all kernel weights (pooled over the layers) set to 0, and the fit step time. The step time ratio
-mixture / Normal is also measured head to head: both training steps (``make_step``, the step fit
-runs) alternate on the same minibatches in this process, and the ratio of their medians is
-printed (issue 15's bar: <= 1.3).
+Reported per arm (mean and sample standard deviation over the seeds): test accuracy of the mean
+network and of the Monte Carlo predictive (``predict_samples`` draws), the expected calibration
+error of both, the test accuracy of the mean network with the lowest-SNR fraction of all kernel
+weights (pooled over the layers) set to 0, and the fit time per step. The step times are also
+measured head to head: the arms' training steps (``make_step``, the step fit runs) alternate on
+the same minibatches in this process, and the ratio of the medians mixture / normal is printed
+(issue 15's bar: <= 1.3).
 
 What the numbers show is in the README section "Priors compared on digits" and in the printed
 summary; a figure (accuracy against the fraction removed, and the density of log10 SNR) goes to
@@ -63,13 +71,16 @@ SETTINGS = dict(
     mixture_neg_log_sigma1=(0, 1, 2),
     mixture_neg_log_sigma2=(6, 7, 8),
     normal_neg_log_sigma=(0, 1, 2),
-    normal_divergence="closed_form",   # or "monte_carlo", the estimator the mixture uses
+    arms=("normal", "normal_mc", "mixture"),   # the priors compared, as ARMS names them
     dtype="float32",        # TFP's default; "float64" for the same run in double precision
     prune_fractions=(0.0, 0.5, 0.75, 0.9, 0.95, 0.98),
     timing_rounds=40,       # head-to-head step pairs for the step time ratio (0: skip)
     output="out/prior_comparison_digits.png",   # relative to the repository root; '' for none
 )
 VALIDATION_SEED = 20150520  # the fit / validation permutation of the training part
+# arm -> (prior family, kernel divergence); normal_mc: the Normal prior with the mixture's estimator
+ARMS = {"normal": ("normal", "closed_form"), "normal_mc": ("normal", "monte_carlo"),
+        "mixture": ("mixture", "monte_carlo")}
 # -------------------------------------------------------------------------------------------
 
 import argparse
@@ -105,26 +116,27 @@ def mixture_grid(s):
 
 
 def candidates(s):
-    """{"normal": [NormalPrior, ...], "mixture": [ScaleMixturePrior, ...]}: the grids."""
-    return {"normal": [L.NormalPrior(0.0, math.exp(-a)) for a in s["normal_neg_log_sigma"]],
-            "mixture": [L.ScaleMixturePrior(*p) for p in mixture_grid(s)]}
+    """{arm: [its priors, in grid order]} for the arms of ``s["arms"]``."""
+    grids = {"normal": [L.NormalPrior(0.0, math.exp(-a)) for a in s["normal_neg_log_sigma"]],
+             "mixture": [L.ScaleMixturePrior(*p) for p in mixture_grid(s)]}
+    return {arm: grids[ARMS[arm][0]] for arm in s["arms"]}
 
 
-def build_model(prior, s):
-    """64 -> hidden... -> 10 of DenseReparameterization with ``prior`` on every kernel; the
-    mixture (no closed form) with the Monte Carlo divergence at the forward's own kernel draw."""
-    divergence = s["normal_divergence"] if isinstance(prior, L.NormalPrior) else "monte_carlo"
+def build_model(prior, divergence, s):
+    """64 -> hidden... -> 10 of DenseReparameterization with ``prior`` on every kernel and the
+    kernel divergence ``divergence`` ("closed_form" or "monte_carlo": log q(W) - log p(W) at the
+    forward's own kernel draw W)."""
     settings = dict(kernel_prior=prior, kernel_divergence=divergence, dtype=s["dtype"])
     layers = [L.DenseReparameterization(h, "relu", **settings) for h in s["hidden"]]
     layers.append(L.DenseReparameterization(10, **settings))
     return Model(Sequential(layers), CategoricalLikelihood())
 
 
-def train(prior, s, x, y, seed):
-    """One network trained with ``fit`` on the negative ELBO. Returns (model, params, seconds
-    per step)."""
+def train(arm, prior, s, x, y, seed):
+    """One network of ``arm`` with ``prior`` trained with ``fit`` on the negative ELBO.
+    Returns (model, params, seconds per step)."""
     rng = np.random.default_rng(seed)
-    model = build_model(prior, s)
+    model = build_model(prior, ARMS[arm][1], s)
     params = model.init(rng, x.shape[1])
     params, history = fit(model, params, x, y, rng=rng, epochs=s["epochs"],
                           batch_size=s["batch_size"], optimizer=adam(s["learning_rate"]),
@@ -221,36 +233,43 @@ def select(s, x_train, y_train, verbose=False):
       s: the settings.
       x_train (n, 64), y_train (n,): the training part; nothing else is seen.
     Returns:
-      {"normal" / "mixture": {"chosen": the prior, "rows": [{"prior", "val_accuracy",
-      "val_nll"}, ...] in grid order}, "num_fit", "num_validation"}.
+      {arm: {"chosen": the prior, "rows": [{"prior", "val_accuracy", "val_nll"}, ...] in grid
+      order}, "num_fit", "num_validation"}.
     """
     fit_idx, val_idx = validation_split(len(y_train), s["validation_fraction"])
     x_fit, y_fit = x_train[fit_idx], y_train[fit_idx]
     x_val, y_val = x_train[val_idx].astype(s["dtype"]), y_train[val_idx]
     result = {"num_fit": len(fit_idx), "num_validation": len(val_idx)}
-    for kind, priors in candidates(s).items():
+    for arm, priors in candidates(s).items():
         rows = []
         for prior in priors:
-            model, params, _ = train(prior, s, x_fit, y_fit, s["seeds"][0])
+            model, params, _ = train(arm, prior, s, x_fit, y_fit, s["seeds"][0])
             acc, nll = mean_network_scores(model, params, x_val, y_val)
             rows.append({"prior": prior, "val_accuracy": acc, "val_nll": nll})
             if verbose:
-                print(f"  {describe(prior):<34} validation accuracy {acc:.4f}  NLL {nll:.4f}",
-                      flush=True)
+                print(f"  {arm:<9} {describe(prior):<37} validation accuracy {acc:.4f}  "
+                      f"NLL {nll:.4f}", flush=True)
         best = min(range(len(rows)), key=lambda i: selection_key(rows[i], i))
-        result[kind] = {"chosen": rows[best]["prior"], "rows": rows}
+        result[arm] = {"chosen": rows[best]["prior"], "rows": rows}
     return result
 
 
 # ---------------------------------------------------------------------------------- timing
-def step_time_ratio(priors, s, x, y, rounds):
-    """Median seconds of the training step (``make_step``, as fit builds it) of each prior's
-    network, the steps alternating (order flipped every round) on the same minibatches of (x, y)
-    after one untimed step each. Returns {"normal": s, "mixture": s, "ratio": mixture / normal}."""
+def step_times(priors, s, x, y, rounds):
+    """Median seconds of the training step (``make_step``, as fit builds it) of each arm's
+    network from fresh params, the arms' steps alternating (order reversed every other round)
+    on the same minibatches of (x, y), after one untimed step each.
+
+    Args:
+      priors: {arm: prior}.
+    Returns:
+      {arm: median seconds, ..., "ratio": mixture / normal, "ratio_mc": mixture / normal_mc
+      (each when both arms are there)}.
+    """
     rng = np.random.default_rng(12345)
     steps, states = {}, {}
     for kind, prior in priors.items():
-        model = build_model(prior, s)
+        model = build_model(prior, ARMS[kind][1], s)
         optimizer = adam(s["learning_rate"])
         steps[kind] = make_step(model, optimizer, len(x), s["train_samples"])
         states[kind] = optimizer.init(model.init(np.random.default_rng(0), x.shape[1]))
@@ -265,7 +284,10 @@ def step_time_ratio(priors, s, x, y, rounds):
             states[kind] = steps[kind](states[kind], x[batches[r]], y[batches[r]], rng)[0]
             times[kind].append(time.perf_counter() - start)
     med = {kind: float(np.median(t)) for kind, t in times.items()}
-    return {**med, "ratio": med["mixture"] / med["normal"]}
+    for key, base in (("ratio", "normal"), ("ratio_mc", "normal_mc")):
+        if "mixture" in med and base in med:
+            med[key] = med["mixture"] / med[base]
+    return med
 
 
 # ------------------------------------------------------------------------------------ main
@@ -276,6 +298,10 @@ def describe(prior):
     return f"Normal sigma=e^{math.log(prior.scale):.0f}"
 
 
+def label(arm, prior):
+    return describe(prior) + (", MC KL" if ARMS[arm] == ("normal", "monte_carlo") else "")
+
+
 def _settings(overrides):
     s = {**SETTINGS, **overrides}
     unknown = set(s) - set(SETTINGS)
@@ -283,6 +309,8 @@ def _settings(overrides):
         raise ValueError(f"unknown settings {sorted(unknown)}; expected a subset of {sorted(SETTINGS)}")
     if not s["seeds"]:
         raise ValueError("seeds must name at least one seed")
+    if not s["arms"] or not set(s["arms"]) <= set(ARMS):
+        raise ValueError(f"arms must be a non-empty subset of {sorted(ARMS)}, got {s['arms']!r}")
     return s
 
 
@@ -299,10 +327,10 @@ def _stats(values):
 
 
 def main(verbose=True, **overrides):
-    """Selects, trains and evaluates both priors. Returns a dict: "selection" (``select``),
-    "runs" {"normal" / "mixture": [per seed: ``evaluate``'s dict plus "seed",
-    "seconds_per_step"]}, "summary" {kind: {metric: (mean, sd)}, "pruned_accuracy" {fraction:
-    (mean, sd)}}, "timing" (``step_time_ratio``, or None), "num_train", "num_test", "settings".
+    """Selects, trains and evaluates every arm. Returns a dict: "selection" (``select``), "runs"
+    {arm: [per seed: ``evaluate``'s dict plus "seed", "seconds_per_step"]}, "summary" {arm:
+    {metric: (mean, sd)}, "pruned_accuracy" {fraction: (mean, sd)}}, "timing" (``step_times``,
+    or None), "num_train", "num_test", "settings".
     """
     s = _settings(overrides)
     x_tr, y_tr, x_te, y_te = _load(s)
@@ -312,20 +340,20 @@ def main(verbose=True, **overrides):
         say(f"selecting on the training part ({len(y_tr)} digits; seed {s['seeds'][0]}, "
             f"{s['epochs']} epochs per grid point)")
         selection = select(s, x_tr, y_tr, verbose)
-        chosen = {kind: selection[kind]["chosen"] for kind in ("normal", "mixture")}
-        for kind, prior in chosen.items():
-            say(f"chosen for {kind}: {describe(prior)}")
+        chosen = {arm: selection[arm]["chosen"] for arm in s["arms"]}
+        for arm, prior in chosen.items():
+            say(f"chosen for {arm}: {describe(prior)}")
         runs = {kind: [] for kind in chosen}
         for seed in s["seeds"]:
             for kind, prior in chosen.items():
-                model, params, per_step = train(prior, s, x_tr, y_tr, seed)
+                model, params, per_step = train(kind, prior, s, x_tr, y_tr, seed)
                 run = evaluate(model, params, s, x_te, y_te, np.random.default_rng([seed, 1]))
                 runs[kind].append({**run, "seed": seed, "seconds_per_step": per_step})
-                say(f"  seed {seed} {kind:<8} mean-network accuracy {run['mean_accuracy']:.4f}, "
+                say(f"  seed {seed} {kind:<9} mean-network accuracy {run['mean_accuracy']:.4f}, "
                     f"MC {run['mc_accuracy']:.4f}; pruned "
                     + " ".join(f"{f:.0%}:{a:.3f}" for f, a in run["pruned_accuracy"].items()),
                     flush=True)
-        timing = (step_time_ratio(chosen, s, x_tr, y_tr, s["timing_rounds"])
+        timing = (step_times(chosen, s, x_tr, y_tr, s["timing_rounds"])
                   if s["timing_rounds"] else None)
     summary = {}
     for kind, kind_runs in runs.items():
@@ -345,17 +373,16 @@ def main(verbose=True, **overrides):
 
 def print_summary(result, chosen):
     s, summary = result["settings"], result["summary"]
-    n = len(s["seeds"])
     print(f"\n{result['num_train']} training / {result['num_test']} test digits; mean +- sd over "
-          f"{n} seed(s) {tuple(s['seeds'])}; 64-{'-'.join(map(str, s['hidden']))}-10 "
+          f"{len(s['seeds'])} seed(s) {tuple(s['seeds'])}; 64-{'-'.join(map(str, s['hidden']))}-10 "
           f"DenseReparameterization, {s['epochs']} epochs")
-    for kind, prior in chosen.items():
-        print(f"  {kind}: {describe(prior)} (chosen on validation)")
-    print(f"{'':<22}" + "".join(f"{kind:>20}" for kind in chosen))
+    for arm, prior in chosen.items():
+        print(f"  {arm}: {label(arm, prior)} (chosen on validation)")
+    print(f"{'':<22}" + "".join(f"{arm:>20}" for arm in chosen))
     rows = [("mean-network accuracy", "mean_accuracy"), ("MC accuracy", "mc_accuracy"),
             ("mean-network ECE", "mean_ece"), ("MC ECE", "mc_ece")]
-    for label, key in rows:
-        print(f"{label:<22}" + "".join(f"{_pm(summary[k][key]):>20}" for k in chosen))
+    for name, key in rows:
+        print(f"{name:<22}" + "".join(f"{_pm(summary[k][key]):>20}" for k in chosen))
     for f in s["prune_fractions"]:
         print(f"{'pruned ' + format(f, '.0%'):<22}"
               + "".join(f"{_pm(summary[k]['pruned_accuracy'][f]):>20}" for k in chosen))
@@ -363,9 +390,10 @@ def print_summary(result, chosen):
         f"{_pm(tuple(1e3 * v for v in summary[k]['seconds_per_step']), 2):>20}" for k in chosen))
     t = result["timing"]
     if t:
-        print(f"step time, head to head ({s['timing_rounds']} alternating pairs): Normal "
-              f"{1e3 * t['normal']:.2f} ms, mixture {1e3 * t['mixture']:.2f} ms, ratio "
-              f"{t['ratio']:.2f} (bar <= 1.3)")
+        print(f"step time head to head ({s['timing_rounds']} alternating rounds, medians): "
+              + ", ".join(f"{arm} {1e3 * t[arm]:.2f} ms" for arm in chosen)
+              + (f"; mixture / normal {t['ratio']:.2f} (issue 15's bar: <= 1.3)" if "ratio" in t else "")
+              + (f", mixture / normal_mc {t['ratio_mc']:.2f}" if "ratio_mc" in t else ""))
 
 
 def _pm(stat, digits=4):
@@ -391,9 +419,12 @@ def output_path(path):
     return path
 
 
+SNR_FLOOR = -8     # log10 SNR below this is drawn in the first bin of the histogram
+
+
 def plot(result, path):
     """Accuracy against the fraction removed (mean, min-max band over seeds) and the density of
-    log10 SNR (all seeds' kernel weights pooled), both priors."""
+    log10 SNR (all seeds' kernel weights pooled, values below SNR_FLOOR in its bin), per arm."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -402,25 +433,29 @@ def plot(result, path):
         print("matplotlib is not installed: no plot written (pip install 'lrtdense[examples]')")
         return
     s = result["settings"]
-    fractions = np.asarray(s["prune_fractions"])
-    chosen = {kind: result["selection"][kind]["chosen"] for kind in result["runs"]}
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for (kind, runs), color in zip(result["runs"].items(), ("C0", "C3")):
+    positions = np.arange(len(s["prune_fractions"]))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    bins = np.linspace(SNR_FLOOR, 1.5, 96)
+    for (arm, runs), color in zip(result["runs"].items(), ("C0", "C2", "C3")):
+        name = label(arm, result["selection"][arm]["chosen"])
         acc = np.array([[r["pruned_accuracy"][f] for f in s["prune_fractions"]] for r in runs])
-        left.plot(100 * fractions, acc.mean(0), "o-", color=color, label=describe(chosen[kind]))
-        left.fill_between(100 * fractions, acc.min(0), acc.max(0), color=color, alpha=0.2)
+        left.plot(positions, acc.mean(0), "o-", color=color, label=name)
+        left.fill_between(positions, acc.min(0), acc.max(0), color=color, alpha=0.15)
         snr = np.concatenate([r["log10_snr"] for r in runs])
-        right.hist(snr, bins=80, density=True, histtype="step", color=color, lw=1.5,
-                   label=describe(chosen[kind]))
-    left.set_xlabel("kernel weights removed (lowest |mu|/sigma first), %")
+        below = np.mean(snr < SNR_FLOOR)
+        right.hist(np.clip(snr, SNR_FLOOR, None), bins=bins, density=True, histtype="step",
+                   color=color, lw=1.5,
+                   label=name + (f" ({below:.0%} below 1e{SNR_FLOOR})" if below else ""))
+    left.set_xticks(positions, [f"{100 * f:g}" for f in s["prune_fractions"]])
+    left.set_xlabel("kernel weights removed, lowest |mu| / sigma first (%)")
     left.set_ylabel("test accuracy of the mean network")
-    left.set_title(f"pruning by signal-to-noise (band: min-max over {len(s['seeds'])} seeds)",
+    left.set_title(f"pruning by signal-to-noise (mean; band: min-max over {len(s['seeds'])} seeds)",
                    fontsize=9)
     left.legend(fontsize=8)
-    right.set_xlabel("log10 |mu| / sigma")
+    right.set_xlabel(f"log10 |mu| / sigma (values below {SNR_FLOOR} in the first bin)")
     right.set_ylabel("density")
     right.set_title("signal-to-noise of the kernel weights (seeds pooled)", fontsize=9)
-    right.legend(fontsize=8)
+    right.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -435,14 +470,14 @@ def parse_args(argv=None):
     parser.add_argument("--epochs", type=int, help=f"default {SETTINGS['epochs']}")
     parser.add_argument("--learning-rate", type=float, help=f"default {SETTINGS['learning_rate']}")
     parser.add_argument("--hidden", type=int, nargs="+", help="hidden layer sizes (default 100 100)")
-    parser.add_argument("--normal-divergence", choices=("closed_form", "monte_carlo"),
-                        help="the Normal prior's divergence (default closed_form)")
+    parser.add_argument("--arms", nargs="+", choices=sorted(ARMS),
+                        help="the priors compared (default normal normal_mc mixture)")
     parser.add_argument("--dtype", choices=("float32", "float64"), help="default float32")
     parser.add_argument("--timing-rounds", type=int, help=f"default {SETTINGS['timing_rounds']}")
     parser.add_argument("--output", help=f"figure, '' for none (default {SETTINGS['output']})")
     args = vars(parser.parse_args(argv))
     out = {key.replace("-", "_"): value for key, value in args.items() if value is not None}
-    for key in ("seeds", "hidden"):
+    for key in ("seeds", "hidden", "arms"):
         if key in out:
             out[key] = tuple(out[key])
     return out
