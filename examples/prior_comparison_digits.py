@@ -50,8 +50,18 @@ measured head to head: the arms' training steps (``make_step``, the step fit run
 the same minibatches in this process, and the ratio of the medians mixture / normal is printed
 (issue 15's bar: <= 1.3).
 
-What the numbers show is in the README section "Priors compared on digits" and in the printed
-summary; a figure (accuracy against the fraction removed, and the density of log10 SNR) goes to
+What the default run showed (seeds 0-2; mean +- sd; the README section "Priors compared on
+digits" has the table). The rule chose Normal sigma = 1 (closed form), Normal sigma = e^-1 (MC
+KL) and the mixture (1/2, e^-1, e^-6). Unpruned, the three are within their spread: mean-network
+test accuracy 94.95 +- 0.68, 94.80 +- 0.64 and 95.40 +- 0.46 %. The mixture does NOT prune better
+here: all three lose nothing up to 75% removed, but at 95% and 98% removed the mixture is the
+worst (93.3 +- 1.8 and 91.2 +- 2.0 %) and the Normal prior with the same MC KL the best (95.0 +-
+0.7 and 94.4 +- 0.4 %; closed form: 95.2 +- 0.7 and 92.2 +- 0.8 %). The closed-form Normal
+drives the unused weights' means to 0 (43% of them below SNR 1e-8), the MC-trained posteriors
+keep SNR near 0.1-1 (the mixture's log10 SNR peaks near -0.3). The mixture's step was 1.43x the
+closed-form Normal's head to head (1.30x the MC Normal's), above issue 15's bar of 1.3.
+
+A figure (accuracy against the fraction removed, and the density of log10 SNR) goes to
 ``out/`` at the repository's root, which git ignores.
 """
 # ---- settings ---------------------------------------------------------------------------
@@ -419,12 +429,12 @@ def output_path(path):
     return path
 
 
-SNR_FLOOR = -8     # log10 SNR below this is drawn in the first bin of the histogram
+SNR_FLOOR = -8     # log10 SNR below this is left out of the histogram (its share is in the legend)
 
 
 def plot(result, path):
     """Accuracy against the fraction removed (mean, min-max band over seeds) and the density of
-    log10 SNR (all seeds' kernel weights pooled, values below SNR_FLOOR in its bin), per arm."""
+    log10 SNR (all seeds' kernel weights pooled; those below SNR_FLOOR counted, not drawn)."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -442,17 +452,19 @@ def plot(result, path):
         left.plot(positions, acc.mean(0), "o-", color=color, label=name)
         left.fill_between(positions, acc.min(0), acc.max(0), color=color, alpha=0.15)
         snr = np.concatenate([r["log10_snr"] for r in runs])
-        below = np.mean(snr < SNR_FLOOR)
-        right.hist(np.clip(snr, SNR_FLOOR, None), bins=bins, density=True, histtype="step",
-                   color=color, lw=1.5,
-                   label=name + (f" ({below:.0%} below 1e{SNR_FLOOR})" if below else ""))
+        drawn = snr[snr >= SNR_FLOOR]
+        below = 1 - drawn.size / snr.size
+        # a density of all the weights: the area drawn is the fraction at or above the floor
+        right.hist(drawn, bins=bins, weights=np.full(drawn.size, 1 / (snr.size * (bins[1] - bins[0]))),
+                   histtype="step", color=color, lw=1.5,
+                   label=name + (f" ({below:.0%} below 1e{SNR_FLOOR}, not drawn)" if below else ""))
     left.set_xticks(positions, [f"{100 * f:g}" for f in s["prune_fractions"]])
     left.set_xlabel("kernel weights removed, lowest |mu| / sigma first (%)")
     left.set_ylabel("test accuracy of the mean network")
     left.set_title(f"pruning by signal-to-noise (mean; band: min-max over {len(s['seeds'])} seeds)",
                    fontsize=9)
     left.legend(fontsize=8)
-    right.set_xlabel(f"log10 |mu| / sigma (values below {SNR_FLOOR} in the first bin)")
+    right.set_xlabel("log10 |mu| / sigma")
     right.set_ylabel("density")
     right.set_title("signal-to-noise of the kernel weights (seeds pooled)", fontsize=9)
     right.legend(fontsize=8, loc="upper left")
