@@ -287,13 +287,26 @@ def run_training(meta, inputs):
                 out.setdefault(lname, {})[pname] = v
         return out
 
-    def loss_terms(p, xb, yb, noise, weight):
+    samples = h.get("num_samples", 1)
+
+    def one_draw(p, xb, yb, noise):
         h_, kl = xb, 0.0
         for i, ls in enumerate(layers):
             h_, terms = layer(ls, p[f"layer_{i}"], h_, noise[f"layer_{i}"], "sample")
             kl = kl + sum(terms.values())
         z = (yb - h_) / sigma
         nll = np.mean(np.sum(0.5 * z * z + math.log(sigma) + 0.5 * math.log(2 * math.pi), axis=-1))
+        return nll, kl
+
+    def loss_terms(p, xb, yb, noise, weight):
+        """num_samples > 1: the NLL and KL averaged over the draws (noise arrays (S, ...))."""
+        if samples == 1:
+            nll, kl = one_draw(p, xb, yb, noise)
+        else:
+            draws = [one_draw(p, xb, yb, {l: {k: v[s] for k, v in d.items()}
+                                          for l, d in noise.items()}) for s in range(samples)]
+            nll = sum(d[0] for d in draws) / samples
+            kl = sum(d[1] for d in draws) / samples
         return nll + weight * kl / n, nll, kl
 
     params = sub("init")

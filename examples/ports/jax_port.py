@@ -483,11 +483,23 @@ def run_training(meta, inputs, broken=None):
     arrays = {k: jnp.asarray(np.asarray(v), dtype=dtype) for k, v in inputs.items()
               if k != "order"}
 
-    def loss_fn(params, xb, yb, noise, weight):
+    samples = h.get("num_samples", 1)
+
+    def one_draw(params, xb, yb, noise):
         f = _network(net, params, noise, xb, "sample", broken)
         kl = sum(_kl_terms(net, params, broken, noise).values(), jnp.zeros((), dtype))
         z = (yb - f) / sigma
         nll = jnp.mean(jnp.sum(0.5 * z * z + math.log(sigma) + 0.5 * math.log(2 * math.pi), -1))
+        return nll, kl
+
+    def loss_fn(params, xb, yb, noise, weight):
+        if samples == 1:
+            nll, kl = one_draw(params, xb, yb, noise)
+        else:   # several samples: noise (S, ...), the NLL and KL averaged over the draws
+            draws = [one_draw(params, xb, yb, {k: v[s] for k, v in noise.items()})
+                     for s in range(samples)]
+            nll = sum(d[0] for d in draws) / samples
+            kl = sum(d[1] for d in draws) / samples
         return nll + weight * kl / n, (nll, kl)
 
     step_grad = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))

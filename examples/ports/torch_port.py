@@ -475,15 +475,21 @@ def run_training(meta, inputs, broken=None):
             idx = torch.tensor(order[start:start + bs])
             xb, yb = t_in["x"].to(dtype)[idx], t_in["y"].to(dtype)[idx]
             noise = {k: val.to(dtype) for k, val in _sub(t_in, f"noise/step_{t}").items()}
-            f = _network(net, params, noise, xb, "sample", broken)
-            kl = torch.zeros((), dtype=dtype)
-            for prefix, class_name, cfg in _layers(net):
-                for term in layer_kl(class_name, cfg, _sub(params, prefix.rstrip("/")), broken,
-                                     _sub(noise, prefix.rstrip("/"))).values():
-                    kl = kl + term
-            z = (yb - f) / sigma
-            nll = torch.mean(torch.sum(0.5 * z * z + math.log(sigma) + 0.5 * math.log(2 * math.pi),
-                                       dim=-1))
+            samples = h.get("num_samples", 1)
+            nll = kl = 0
+            for s in range(samples):   # several samples: noise (S, ...), NLL and KL averaged
+                ns = noise if samples == 1 else {k: val[s] for k, val in noise.items()}
+                f = _network(net, params, ns, xb, "sample", broken)
+                for prefix, class_name, cfg in _layers(net):
+                    for term in layer_kl(class_name, cfg, _sub(params, prefix.rstrip("/")),
+                                         broken, _sub(ns, prefix.rstrip("/"))).values():
+                        kl = kl + term
+                z = (yb - f) / sigma
+                nll = nll + torch.mean(torch.sum(0.5 * z * z + math.log(sigma)
+                                                 + 0.5 * math.log(2 * math.pi), dim=-1))
+            if samples > 1:
+                nll, kl = nll / samples, kl / samples
+            kl = kl + torch.zeros((), dtype=dtype)
             loss = nll + h["kl_weights"][epoch] * kl / n
             for key, val in (("loss", loss), ("nll", nll), ("kl", kl)):
                 out[key].append(val.detach().clone())

@@ -341,7 +341,24 @@ def _training_cases():
                         training={"form": form, "batch_size": 4, "epochs": 2,
                                   "kl_weights": [0.25, 1.0], "step_size": 0.05, "b1": 0.9,
                                   "b2": 0.999}))
+    out.append(Case("train_64_mc_s2", "6 Adam (kingma) steps, 2 samples per step (num_samples "
+                    "2: NLL and KL averaged over 2 noise draws) of a 3 -> 4 (LRT relu, "
+                    "scale-mixture prior, Monte Carlo KL at an extra draw) -> 2 "
+                    "(DenseVariational, trainable prior, Monte Carlo KL, kl_weight 1/50) "
+                    "Gaussian regression: N = 10, batches 4, 4, 2, 2 epochs, KL weights 0.25 "
+                    "then 1", "training", "float64", _training_model_mc("float64"), (10, 3),
+                    training={"form": "kingma", "batch_size": 4, "epochs": 2,
+                              "kl_weights": [0.25, 1.0], "step_size": 0.05, "b1": 0.9,
+                              "b2": 0.999, "num_samples": 2}))
     return out
+
+
+def _training_model_mc(dtype):
+    return lambda: Model(Sequential([
+        _layers.DenseLocalReparameterization(4, "relu", kernel_prior=MIXTURE,
+                                             kernel_divergence=MC, dtype=dtype),
+        DenseVariational(2, prior="trainable", kl_weight=SCALED, dtype=dtype)]),
+        GaussianLikelihood(0.5))
 
 
 CASES = _cases()
@@ -527,8 +544,11 @@ def _build_training(rng, meta, case, model):
     params = _spread(model.init(rng, dim)["network"], rng, case)
     inputs = {"x": x, "y": y, **tree.flatten(params, "init/")}
     inputs["order"] = np.stack([rng.permutation(n) for _ in range(h["epochs"])]).astype(np.int64)
+    samples = h.get("num_samples", 1)
     for t, (epoch, idx) in enumerate(_minibatches(h, inputs["order"])):
-        noise = model.network.sample_noise(rng, (len(idx), dim), normal=_ziggurat)
+        draws = [model.network.sample_noise(rng, (len(idx), dim), normal=_ziggurat)
+                 for _ in range(samples)]
+        noise = draws[0] if samples == 1 else tree.map(lambda *d: np.stack(d), *draws)
         inputs.update(tree.flatten(noise, f"noise/step_{t}/"))
     return meta, inputs
 
@@ -541,9 +561,11 @@ def _minibatches(h, order):
 
 
 def _compute_training(meta, inputs):
-    """Each step: loss = mean NLL over the minibatch + kl_weight[epoch] * KL / N (Model.loss), its
-    gradient (autograd), one Adam update; the params after it and the loss, NLL, KL before it."""
+    """Each step: loss = mean NLL over the minibatch + kl_weight[epoch] * KL / N (Model.loss,
+    both averaged over num_samples draws when the case has several), its gradient (autograd), one
+    Adam update; the params after it and the loss, NLL, KL before it."""
     h = meta["hyperparameters"]
+    samples = h.get("num_samples", 1)
     model = Model.from_config(meta["model"])
     opt = adam(h["step_size"], h["b1"], h["b2"], h["eps"], form=h["form"])
     params = {"network": tree.unflatten(inputs, "init"), "likelihood": {}}
@@ -551,7 +573,7 @@ def _compute_training(meta, inputs):
 
     def loss_fn(p, xb, yb, noise, weight):
         return model.loss(p, xb, yb, noise=noise, num_examples=h["num_examples"],
-                          kl_weight=weight)[0]
+                          kl_weight=weight, num_samples=samples)[0]
 
     grad_fn = grad(loss_fn)
     traj, terms = [], {"loss": [], "nll": [], "kl": []}
@@ -561,7 +583,7 @@ def _compute_training(meta, inputs):
         weight = h["kl_weights"][epoch]
         p = opt.get_params(state)
         loss, nll, kl = model.loss(p, xb, yb, noise=noise, num_examples=h["num_examples"],
-                                   kl_weight=weight)
+                                   kl_weight=weight, num_samples=samples)
         for key, value in (("loss", loss), ("nll", nll), ("kl", kl)):
             terms[key].append(value)
         state = opt.update(state, grad_fn(p, xb, yb, noise, weight))
