@@ -42,7 +42,13 @@ def _prior_loc_scale(prior, p, name):
     return prior["loc"], prior["scale"]
 
 
-def log_prior(w, prior, p, name):
+# Planted bugs in the priors, divergences and DenseVariational (``broken=``), each a plausible
+# misreading of SPEC section 3 that a case must catch (tests/test_oracle_priors.py)
+PRIOR_BUGS = ("naive_mixture", "no_divergence_weight", "extra_as_forward", "flipout_forward_noise",
+              "mean_kl_at_sample", "kl_weight_exact", "dv_column_major")
+
+
+def log_prior(w, prior, p, name, broken=None):
     """sum over elements of log p(w) for every prior type of SPEC section 3."""
     kind = prior["type"]
     if kind in ("normal", "trainable_normal"):
@@ -52,6 +58,8 @@ def log_prior(w, prior, p, name):
         pi, s1, s2 = prior["pi"], prior["sigma1"], prior["sigma2"]
         l1 = math.log(pi) - math.log(s1) - HALF_LOG_2PI - 0.5 * (w / s1) ** 2
         l2 = math.log(1 - pi) - math.log(s2) - HALF_LOG_2PI - 0.5 * (w / s2) ** 2
+        if broken == "naive_mixture":
+            return np.sum(np.log(np.exp(l1) + np.exp(l2)))
         return np.sum(np.logaddexp(l1, l2))
     if kind == "laplace":
         return np.sum(-np.abs(w - prior["loc"]) / prior["scale"]
@@ -65,14 +73,14 @@ def log_prior(w, prior, p, name):
     raise ValueError(f"unknown prior {kind!r}")
 
 
-def divergence(name, cfg, p, loc, scale, eps):
+def divergence(name, cfg, p, loc, scale, eps, broken=None):
     """The weighted divergence of the kernel or bias (SPEC section 3, "Priors and divergences"):
     a point mass -log p(loc); closed form KL; or Monte Carlo log q(w) - log p(w) at
     w = loc + scale * eps (eps all zero in mean mode)."""
     prior = cfg[f"{name}_prior"]
     spec = cfg.get(f"{name}_divergence") or {"type": "closed_form", "weight": 1.0}
     if scale is None:
-        value = -log_prior(loc, prior, p, name)
+        value = -log_prior(loc, prior, p, name, broken)
     elif spec["type"] == "closed_form":
         mp, sp = _prior_loc_scale(prior, p, name)
         d = np.log(scale) - np.log(sp + 0 * scale)
@@ -80,7 +88,9 @@ def divergence(name, cfg, p, loc, scale, eps):
     else:
         w = loc + scale * eps
         log_q = np.sum(-0.5 * eps * eps - np.log(scale) - HALF_LOG_2PI)
-        value = log_q - log_prior(w, prior, p, name)
+        value = log_q - log_prior(w, prior, p, name, broken)
+    if broken == "no_divergence_weight":
+        return value
     return value if spec["weight"] == 1 else spec["weight"] * value
 
 
@@ -89,14 +99,16 @@ def _mc(cfg, name):
     return cfg[f"{name}_prior"] is not None and spec.get("type") == "monte_carlo"
 
 
-def _mc_eps(cls, cfg, name, noise, shape, dtype):
+def _mc_eps(cls, cfg, name, noise, shape, dtype, broken=None):
     """The standard normals of a Monte Carlo term: the forward's own draw where the estimator has
     one and sample is "forward", else the extra draw <name>_divergence; zeros in mean mode."""
     if noise is None:
         return np.zeros(shape, dtype)
-    forward = cfg[f"{name}_divergence"]["sample"] == "forward"
+    forward = cfg[f"{name}_divergence"]["sample"] == "forward" or broken == "extra_as_forward"
     if forward and (name == "bias" or cls == "DenseReparameterization"):
         return noise[name]
+    if broken == "flipout_forward_noise" and cls == "DenseFlipout" and name == "kernel":
+        return noise["kernel"]
     return noise[f"{name}_divergence"]
 
 
@@ -140,7 +152,7 @@ def dropout_layer(spec, p, x, noise, mode):
     return ACT[cfg["activation"]](z), {"kernel": kl}
 
 
-def dense_variational(spec, p, x, noise, mode):
+def dense_variational(spec, p, x, noise, mode, broken=None):
     """TFP's DenseVariational with the tutorial's posterior_mean_field (SPEC section 3)."""
     cfg = spec["config"]
     units = cfg["units"]
@@ -151,7 +163,8 @@ def dense_variational(spec, p, x, noise, mode):
     eps = noise["posterior"] if mode == "sample" else np.zeros(n, t.dtype)
     w = loc + scale * eps
     d = x.shape[-1]
-    kernel = np.reshape(w[:d * units], (d, units))
+    kernel = (np.reshape(w[:d * units], (units, d)).T if broken == "dv_column_major"
+              else np.reshape(w[:d * units], (d, units)))
     z = np.reshape(np.dot(np.reshape(x, (-1, d)), kernel), x.shape[:-1] + (units,))
     if cfg["use_bias"]:
         z = z + w[d * units:]
@@ -163,7 +176,8 @@ def dense_variational(spec, p, x, noise, mode):
         kl = (np.sum(-0.5 * eps * eps - np.log(scale) - HALF_LOG_2PI)
               - np.sum(-0.5 * (w - mp) ** 2 - HALF_LOG_2PI))
     if cfg["kl_weight"] is not None:
-        kl = float(np.float32(cfg["kl_weight"])) * kl
+        kl = (cfg["kl_weight"] if broken == "kl_weight_exact"
+              else float(np.float32(cfg["kl_weight"]))) * kl
     return ACT[cfg["activation"]](z), {"kernel": kl}
 
 
@@ -172,7 +186,7 @@ def layer(spec, p, x, noise, mode, broken=None):
     if cls in ("DenseVariationalDropout", "DenseSparseVariationalDropout"):
         return dropout_layer(spec, p, x, noise, mode)
     if cls == "DenseVariational":
-        return dense_variational(spec, p, x, noise, mode)
+        return dense_variational(spec, p, x, noise if mode == "sample" else None, mode, broken)
     loc = p["kernel_posterior_loc"]
     scale = _scale(p["kernel_posterior_untransformed_scale"], broken)
     flat = np.reshape(x, (-1, x.shape[-1]))
@@ -191,10 +205,12 @@ def layer(spec, p, x, noise, mode, broken=None):
     z = np.reshape(z, out_shape)
     kl = {}
     dtype = loc.dtype
+    # the mean mode's Monte Carlo terms at eps = 0 (noise None); the planted bug uses the sample's
+    mc_noise = noise if mode == "sample" or broken == "mean_kl_at_sample" else None
     if cfg["kernel_prior"] is not None:
-        eps = (_mc_eps(cls, cfg, "kernel", noise if mode == "sample" else None, loc.shape, dtype)
+        eps = (_mc_eps(cls, cfg, "kernel", mc_noise, loc.shape, dtype, broken)
                if _mc(cfg, "kernel") else None)
-        kl["kernel"] = divergence("kernel", cfg, p, loc, scale, eps)
+        kl["kernel"] = divergence("kernel", cfg, p, loc, scale, eps, broken)
     bias = cfg["bias_posterior"]
     if bias is not None:
         b = p["bias_posterior_loc"]
@@ -205,9 +221,9 @@ def layer(spec, p, x, noise, mode, broken=None):
                 b = b + bscale * noise["bias"]
         z = z + b
         if cfg["bias_prior"] is not None:
-            eps = (_mc_eps(cls, cfg, "bias", noise if mode == "sample" else None, b.shape, dtype)
+            eps = (_mc_eps(cls, cfg, "bias", mc_noise, b.shape, dtype, broken)
                    if bscale is not None and _mc(cfg, "bias") else None)
-            kl["bias"] = divergence("bias", cfg, p, p["bias_posterior_loc"], bscale, eps)
+            kl["bias"] = divergence("bias", cfg, p, p["bias_posterior_loc"], bscale, eps, broken)
     return ACT[cfg["activation"]](z), kl
 
 
@@ -237,7 +253,7 @@ def run_case(meta, inputs, broken=None):
         for i, ls in enumerate(layers):
             name = f"layer_{i}"
             x, kl = layer(ls, p[name] if network else p, x,
-                          (noise[name] if network else noise) if mode == "sample" else None, mode, broken)
+                          noise[name] if network else noise, mode, broken)
             terms.update({(f"{name}/{k}" if network else k): v for k, v in kl.items()})
         return x, terms
 

@@ -204,10 +204,11 @@ def _dropout_cases():
 
 
 # The priors of the ``priors`` cases. The mixture is Blundell et al.'s form with both components
-# in play at the cases' weights (|w| ~ 0.1 to 1.5); NARROW_MIXTURE puts |w| at 10 to 30 sigma1,
-# where both float32 component densities underflow and only a logsumexp gives a finite log p.
+# in play at the cases' weights (|w| ~ 0.05 to 1); NARROW_MIXTURE puts most |w| beyond 14.6 sigma1
+# (0.29), where both float32 component densities underflow and only a logsumexp gives a finite
+# log p.
 MIXTURE = ScaleMixturePrior(0.25, 1.5, 0.1)
-NARROW_MIXTURE = ScaleMixturePrior(0.75, 0.05, 0.005)
+NARROW_MIXTURE = ScaleMixturePrior(0.75, 0.02, 0.002)
 LAPLACE = LaplacePrior(0.1, 0.5)
 STUDENT_T = StudentTPrior(3.0, -0.2, 0.5)
 NUM_EXAMPLES = 50                           # the N of the weight-1/N idiom
@@ -244,8 +245,8 @@ def _prior_cases():
         add("kl_scaled_normal_bias", "closed-form KL times 1/50 on kernel and Normal bias, "
             "priors N(0, 1), tanh", "lrt", dtype, activation="tanh", **normal_bias,
             bias_prior=NormalPrior(0.0, 1.0), kernel_divergence=KL_N, bias_divergence=KL_N)
-    add("mixture_narrow", "float32 scale mixture 0.75 N(0, 0.05^2) + 0.25 N(0, 0.005^2): at |w| "
-        "> 0.7 both component densities underflow; only logsumexp stays finite", "reparam",
+    add("mixture_narrow", "float32 scale mixture 0.75 N(0, 0.02^2) + 0.25 N(0, 0.002^2): at |w| "
+        "> 0.29 both component densities underflow; only logsumexp stays finite", "reparam",
         "float32", activation=None, kernel_prior=NARROW_MIXTURE, kernel_divergence=MC)
     add("mixture_mc_extra", "MonteCarloKL(sample='extra') on the kernel and a Normal bias, both "
         "under the scale mixture: the noise's kernel_divergence and bias_divergence, not the "
