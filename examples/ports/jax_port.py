@@ -1,8 +1,10 @@
 """A JAX port of TFP's dense variational layers, written from reference_data/SPEC.md alone.
 
-It implements DenseLocalReparameterization, DenseReparameterization, DenseFlipout and the two
-variational dropout layers (and the Sequential networks, the training steps and the two Adam forms
-of the reference set) as pure functions of the
+It implements DenseLocalReparameterization, DenseReparameterization, DenseFlipout (with every
+prior and divergence of SPEC §3: Normal, trainable Normal, scale mixture, Laplace, Student-t;
+closed form or Monte Carlo), DenseVariational and the two variational dropout layers (and the
+Sequential networks, the training steps with one or several samples, and the two Adam forms of the
+reference set) as pure functions of the
 parameters, the input and explicit noise arrays, and computes what the reference set expects:
 the outputs in sample and mean mode, the KL terms, and the gradients of
 L = sum(g * outputs_sample) + kl_total with ``jax.value_and_grad``.
