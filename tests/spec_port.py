@@ -32,6 +32,86 @@ def _scale(u, broken):
     return sp if broken == "no_eps" else sp + np.finfo(u.dtype).eps
 
 
+HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+
+def _prior_loc_scale(prior, p, name):
+    """(loc, scale) of a Normal or trainable Normal prior (SPEC section 3, "Priors")."""
+    if prior["type"] == "trainable_normal":
+        return p[f"{name}_prior_loc"], _scale(p[f"{name}_prior_untransformed_scale"], None)
+    return prior["loc"], prior["scale"]
+
+
+# Planted bugs in the priors, divergences and DenseVariational (``broken=``), each a plausible
+# misreading of SPEC section 3 that a case must catch (tests/test_oracle_priors.py)
+PRIOR_BUGS = ("naive_mixture", "no_divergence_weight", "extra_as_forward", "flipout_forward_noise",
+              "mean_kl_at_sample", "kl_weight_exact", "dv_column_major")
+
+
+def log_prior(w, prior, p, name, broken=None):
+    """sum over elements of log p(w) for every prior type of SPEC section 3."""
+    kind = prior["type"]
+    if kind in ("normal", "trainable_normal"):
+        mp, sp = _prior_loc_scale(prior, p, name)
+        return np.sum(-0.5 * ((w - mp) / sp) ** 2 - np.log(sp + 0 * w) - HALF_LOG_2PI)
+    if kind == "scale_mixture":
+        pi, s1, s2 = prior["pi"], prior["sigma1"], prior["sigma2"]
+        l1 = math.log(pi) - math.log(s1) - HALF_LOG_2PI - 0.5 * (w / s1) ** 2
+        l2 = math.log(1 - pi) - math.log(s2) - HALF_LOG_2PI - 0.5 * (w / s2) ** 2
+        if broken == "naive_mixture":
+            return np.sum(np.log(np.exp(l1) + np.exp(l2)))
+        return np.sum(np.logaddexp(l1, l2))
+    if kind == "laplace":
+        return np.sum(-np.abs(w - prior["loc"]) / prior["scale"]
+                      - math.log(2 * prior["scale"]))
+    if kind == "student_t":
+        df, loc, sc = prior["df"], prior["loc"], prior["scale"]
+        y = (w - loc) / sc
+        const = (math.log(sc) + 0.5 * math.log(df) + 0.5 * math.log(math.pi)
+                 + math.lgamma(0.5 * df) - math.lgamma(0.5 * (df + 1)))
+        return np.sum(-0.5 * (df + 1) * np.log1p(y * y / df) - const)
+    raise ValueError(f"unknown prior {kind!r}")
+
+
+def divergence(name, cfg, p, loc, scale, eps, broken=None):
+    """The weighted divergence of the kernel or bias (SPEC section 3, "Priors and divergences"):
+    a point mass -log p(loc); closed form KL; or Monte Carlo log q(w) - log p(w) at
+    w = loc + scale * eps (eps all zero in mean mode)."""
+    prior = cfg[f"{name}_prior"]
+    spec = cfg.get(f"{name}_divergence") or {"type": "closed_form", "weight": 1.0}
+    if scale is None:
+        value = -log_prior(loc, prior, p, name, broken)
+    elif spec["type"] == "closed_form":
+        mp, sp = _prior_loc_scale(prior, p, name)
+        d = np.log(scale) - np.log(sp + 0 * scale)
+        value = np.sum(0.5 * ((loc - mp) / sp) ** 2 + 0.5 * np.expm1(2 * d) - d)
+    else:
+        w = loc + scale * eps
+        log_q = np.sum(-0.5 * eps * eps - np.log(scale) - HALF_LOG_2PI)
+        value = log_q - log_prior(w, prior, p, name, broken)
+    if broken == "no_divergence_weight":
+        return value
+    return value if spec["weight"] == 1 else spec["weight"] * value
+
+
+def _mc(cfg, name):
+    spec = cfg.get(f"{name}_divergence") or {}
+    return cfg[f"{name}_prior"] is not None and spec.get("type") == "monte_carlo"
+
+
+def _mc_eps(cls, cfg, name, noise, shape, dtype, broken=None):
+    """The standard normals of a Monte Carlo term: the forward's own draw where the estimator has
+    one and sample is "forward", else the extra draw <name>_divergence; zeros in mean mode."""
+    if noise is None:
+        return np.zeros(shape, dtype)
+    forward = cfg[f"{name}_divergence"]["sample"] == "forward" or broken == "extra_as_forward"
+    if forward and (name == "bias" or cls == "DenseReparameterization"):
+        return noise[name]
+    if broken == "flipout_forward_noise" and cls == "DenseFlipout" and name == "kernel":
+        return noise["kernel"]
+    return noise[f"{name}_divergence"]
+
+
 def _kl(loc, scale, prior):
     if prior is None:
         return 0.0
@@ -72,10 +152,41 @@ def dropout_layer(spec, p, x, noise, mode):
     return ACT[cfg["activation"]](z), {"kernel": kl}
 
 
+def dense_variational(spec, p, x, noise, mode, broken=None):
+    """TFP's DenseVariational with the tutorial's posterior_mean_field (SPEC section 3)."""
+    cfg = spec["config"]
+    units = cfg["units"]
+    t = p["posterior_constant"]
+    n = t.shape[0] // 2
+    loc = t[:n]
+    scale = 1e-5 + np.logaddexp(0 * t[n:], t[n:] + math.log(math.expm1(1.0)))
+    eps = noise["posterior"] if mode == "sample" else np.zeros(n, t.dtype)
+    w = loc + scale * eps
+    d = x.shape[-1]
+    kernel = (np.reshape(w[:d * units], (units, d)).T if broken == "dv_column_major"
+              else np.reshape(w[:d * units], (d, units)))
+    z = np.reshape(np.dot(np.reshape(x, (-1, d)), kernel), x.shape[:-1] + (units,))
+    if cfg["use_bias"]:
+        z = z + w[d * units:]
+    mp = p["prior_constant"] if cfg["prior"] == "trainable" else 0.0
+    if cfg["kl_use_exact"]:
+        dl = np.log(scale)
+        kl = np.sum(0.5 * (loc - mp) ** 2 + 0.5 * np.expm1(2 * dl) - dl)
+    else:
+        kl = (np.sum(-0.5 * eps * eps - np.log(scale) - HALF_LOG_2PI)
+              - np.sum(-0.5 * (w - mp) ** 2 - HALF_LOG_2PI))
+    if cfg["kl_weight"] is not None:
+        kl = (cfg["kl_weight"] if broken == "kl_weight_exact"
+              else float(np.float32(cfg["kl_weight"]))) * kl
+    return ACT[cfg["activation"]](z), {"kernel": kl}
+
+
 def layer(spec, p, x, noise, mode, broken=None):
     cls, cfg = spec["class_name"], spec["config"]
     if cls in ("DenseVariationalDropout", "DenseSparseVariationalDropout"):
         return dropout_layer(spec, p, x, noise, mode)
+    if cls == "DenseVariational":
+        return dense_variational(spec, p, x, noise if mode == "sample" else None, mode, broken)
     loc = p["kernel_posterior_loc"]
     scale = _scale(p["kernel_posterior_untransformed_scale"], broken)
     flat = np.reshape(x, (-1, x.shape[-1]))
@@ -93,8 +204,13 @@ def layer(spec, p, x, noise, mode, broken=None):
         z = np.dot(flat, loc) + np.dot(flat * s_in, scale * noise["kernel"]) * s_out
     z = np.reshape(z, out_shape)
     kl = {}
+    dtype = loc.dtype
+    # the mean mode's Monte Carlo terms at eps = 0 (noise None); the planted bug uses the sample's
+    mc_noise = noise if mode == "sample" or broken == "mean_kl_at_sample" else None
     if cfg["kernel_prior"] is not None:
-        kl["kernel"] = _kl(loc, scale, cfg["kernel_prior"])
+        eps = (_mc_eps(cls, cfg, "kernel", mc_noise, loc.shape, dtype, broken)
+               if _mc(cfg, "kernel") else None)
+        kl["kernel"] = divergence("kernel", cfg, p, loc, scale, eps, broken)
     bias = cfg["bias_posterior"]
     if bias is not None:
         b = p["bias_posterior_loc"]
@@ -105,7 +221,9 @@ def layer(spec, p, x, noise, mode, broken=None):
                 b = b + bscale * noise["bias"]
         z = z + b
         if cfg["bias_prior"] is not None:
-            kl["bias"] = _kl(p["bias_posterior_loc"], bscale, cfg["bias_prior"])
+            eps = (_mc_eps(cls, cfg, "bias", mc_noise, b.shape, dtype, broken)
+                   if bscale is not None and _mc(cfg, "bias") else None)
+            kl["bias"] = divergence("bias", cfg, p, p["bias_posterior_loc"], bscale, eps, broken)
     return ACT[cfg["activation"]](z), kl
 
 
@@ -135,7 +253,7 @@ def run_case(meta, inputs, broken=None):
         for i, ls in enumerate(layers):
             name = f"layer_{i}"
             x, kl = layer(ls, p[name] if network else p, x,
-                          (noise[name] if network else noise) if mode == "sample" else None, mode, broken)
+                          noise[name] if network else noise, mode, broken)
             terms.update({(f"{name}/{k}" if network else k): v for k, v in kl.items()})
         return x, terms
 
@@ -144,8 +262,11 @@ def run_case(meta, inputs, broken=None):
         return np.sum(inputs["g"] * out) + sum(terms.values())
 
     out, terms = forward(params, inputs["x"], "sample")
-    res = {"outputs/sample": out, "outputs/mean": forward(params, inputs["x"], "mean")[0],
+    mean_out, mean_terms = forward(params, inputs["x"], "mean")
+    res = {"outputs/sample": out, "outputs/mean": mean_out,
            "kl/total": np.asarray(sum(terms.values()), dtype=meta["dtype"])}
+    if meta["kind"] in ("priors", "dense_variational"):
+        res["kl_mean/total"] = np.asarray(sum(mean_terms.values()), dtype=meta["dtype"])
     if all(ls["class_name"] == "DenseSparseVariationalDropout" for ls in layers):
         res["outputs/pruned"] = forward(params, inputs["x"], "pruned")[0]
     res.update({f"kl/{k}": v for k, v in terms.items()})
@@ -182,13 +303,26 @@ def run_training(meta, inputs):
                 out.setdefault(lname, {})[pname] = v
         return out
 
-    def loss_terms(p, xb, yb, noise, weight):
+    samples = h.get("num_samples", 1)
+
+    def one_draw(p, xb, yb, noise):
         h_, kl = xb, 0.0
         for i, ls in enumerate(layers):
             h_, terms = layer(ls, p[f"layer_{i}"], h_, noise[f"layer_{i}"], "sample")
             kl = kl + sum(terms.values())
         z = (yb - h_) / sigma
         nll = np.mean(np.sum(0.5 * z * z + math.log(sigma) + 0.5 * math.log(2 * math.pi), axis=-1))
+        return nll, kl
+
+    def loss_terms(p, xb, yb, noise, weight):
+        """num_samples > 1: the NLL and KL averaged over the draws (noise arrays (S, ...))."""
+        if samples == 1:
+            nll, kl = one_draw(p, xb, yb, noise)
+        else:
+            draws = [one_draw(p, xb, yb, {l: {k: v[s] for k, v in d.items()}
+                                          for l, d in noise.items()}) for s in range(samples)]
+            nll = sum(d[0] for d in draws) / samples
+            kl = sum(d[1] for d in draws) / samples
         return nll + weight * kl / n, nll, kl
 
     params = sub("init")

@@ -4,7 +4,9 @@ Each port is an independent implementation of reference_data/SPEC.md (it does no
 lrtdense). For each framework, skipped when it is not installed: the port's results for every
 case pass ``lrtdense.reference.verify``; the deliberately broken variants fail it, on the
 quantities the bug touches; statistical mode passes for the port and fails for no_square; and the
-port's ``run_case`` passes ``lrtdense.testing.assert_case``.
+port's ``run_case`` passes ``lrtdense.testing.assert_case``. The JAX port's default run holds
+a representative eighth of the priors / DenseVariational cases (``JAX_PRIORS``; all of them in
+the slow ``test_jax_priors_every_case``); torch runs every case.
 """
 import fnmatch
 import importlib.util
@@ -57,11 +59,30 @@ def statistical_selection(port):
     return STATISTICAL if port.__name__ == "torch_port" else JAX_STATISTICAL
 
 
+# JAX compiles every case anew (~1 s each): by default its run holds every older case and one
+# case per feature of the priors / DenseVariational families (the torch port and spec_port run all
+# of them); test_jax_priors_every_case (slow) runs the other 26 too
+JAX_PRIORS = ["priors_reparam_32_mixture_narrow", "priors_lrt_64_laplace_mc_normal_bias",
+              "priors_flipout_64_student_t_mc", "priors_reparam_64_mixture_mc_extra",
+              "priors_lrt_64_trainable_mc", "priors_reparam_32_det_bias_laplace",
+              "dv_64_mc_trainable_klw", "dv_32_exact_fixed_nobias_tanh"]
+PRIORS_FAMILIES = ("priors_*", "dv_*")
+
+
+def selection(port):
+    """The cases a port's default run writes: every case, but for JAX only JAX_PRIORS of the
+    priors / DenseVariational families."""
+    names = _all_case_names()
+    if port.__name__ != "jax_port":
+        return names
+    return [n for n in names if not n.startswith(("priors_", "dv_")) or n in JAX_PRIORS]
+
+
 @pytest.fixture(scope="module")
 def results(port, tmp_path_factory):
-    """The port's results for every case, with samples/* for its statistical selection."""
+    """The port's results for its selection, with samples/* for its statistical selection."""
     out = tmp_path_factory.mktemp(port.__name__)
-    names = port.write_results(str(out), REFERENCE)
+    names = port.write_results(str(out), REFERENCE, selection(port))
     port.write_results(str(out), REFERENCE, statistical_selection(port), statistical=True)
     assert names
     return str(out)
@@ -77,16 +98,36 @@ def _all_case_names():
 
 
 def test_port_passes_every_case(port, results):
-    """Every case, new families included (edge, dropout, training)."""
-    rows = verify(REFERENCE, results)
+    """Every case (JAX: its selection), new families included (edge, dropout, training, priors,
+    dense_variational)."""
+    chosen = selection(port)
+    rows = verify(REFERENCE, results, chosen)
     failed = [r for r in rows if not r.passed]
     assert rows and not failed, format_table(failed)
     # Every case was checked, quantity by quantity, at the tolerances of SPEC §4.
-    assert {r.case for r in rows} == set(_all_case_names())
-    for case in reference_cases(check=False):
+    assert {r.case for r in rows} == set(chosen)
+    for case in reference_cases(*chosen, check=False):
         assert {r.quantity for r in rows if r.case == case.name} == set(case.expected)
         for tol in case.tolerances.values():
             assert tol["rtol"] == RTOL[case.dtype]
+
+
+def test_jax_priors_selection_covers_each_feature():
+    """One JAX case per feature: the narrow mixture's logsumexp, Laplace and Student-t on LRT
+    and Flipout (extra draws) with a weight and a Normal bias, sample="extra", trainable priors
+    with a Monte Carlo KL, a Deterministic bias under Laplace, DenseVariational (MC with
+    kl_weight, exact without bias, both dtypes)."""
+    names = {c.name for c in reference_cases(*PRIORS_FAMILIES, check=False)}
+    assert set(JAX_PRIORS) <= names and len(names) == 34
+
+
+@pytest.mark.slow
+def test_jax_priors_every_case(tmp_path):
+    port = load_port("jax")
+    port.write_results(str(tmp_path), REFERENCE, list(PRIORS_FAMILIES))
+    rows = verify(REFERENCE, str(tmp_path), list(PRIORS_FAMILIES))
+    assert len({r.case for r in rows}) == 34
+    assert all(r.passed for r in rows), format_table([r for r in rows if not r.passed])
 
 
 def test_no_square_is_caught(port, tmp_path):
@@ -161,7 +202,8 @@ def test_cli_writes_verifiable_results(port, tmp_path, capsys):
 
 @pytest.mark.parametrize(
     "case", reference_cases("*_zero_rows", "*_normal_bias_prior", "mixed_64_network3", "adam_*",
-                            "train_64_kingma", "sparsevd_64_network3", "*_tie_relu"), ids=str)
+                            "train_64_kingma", "sparsevd_64_network3", "*_tie_relu",
+                            "train_64_mc_s2"), ids=str)
 def test_run_case_with_assert_case(port, case):
     """The pattern a port's own pytest suite would use (see examples/ports/README.md)."""
     assert_case(case, port.run_case(case.meta, case.inputs))

@@ -122,11 +122,46 @@ gives NaN in ``grads/x`` (those rows) and ``grads/kernel_posterior_untransformed
 They are recorded as NaN; the reference uses the limit instead (SPEC section 3), and the test
 handles that difference explicitly.
 
+The ``priors`` and ``dense_variational`` cases (``--priors``)
+-------------------------------------------------------------
+``--priors`` records the reference's ``priors_*`` and ``dv_*`` cases instead, into
+``tests/fixtures/tfp_reference_priors/`` (same npz layout plus ``kl_mean/total``; replayed by
+``tests/test_reference_priors_vs_tfp.py``). How each setting of ``case.json`` is expressed in
+TFP 0.25, as a user would write it (docs/tfp_semantics.md):
+
+* priors: ``normal`` -> ``default_multivariate_normal_fn`` for N(0, 1) on the kernel, else
+  ``Independent(Normal(fill(shape, loc), scale))``; ``trainable_normal`` ->
+  ``tfp.layers.default_mean_field_normal_fn()`` as the prior fn (its variables
+  ``<name>_prior_loc``, ``<name>_prior_untransformed_scale`` at the prior's place in
+  ``layer.weights``, checked against the case's params); ``scale_mixture`` ->
+  ``Independent(MixtureSameFamily(Categorical(probs=[pi, 1 - pi]), Normal(zeros(shape + [2]),
+  [sigma1, sigma2])))``; ``laplace`` / ``student_t`` -> ``Independent(Laplace | StudentT)``.
+* ``closed_form`` with weight c -> ``lambda q, p, _: kl_divergence(q, p) / N`` when c = 1 / N
+  (TFP's idiom), ``kl_divergence(q, p) * c`` otherwise; for a Deterministic bias this is TFP's
+  registered ``-p.log_prob(q.loc)`` whatever the prior.
+* ``monte_carlo`` -> ``lambda q, p, w: q.log_prob(w) - p.log_prob(w)`` (then / N or * c) with
+  ``w`` the sample TFP passes (DenseReparameterization's kernel, the sampled bias) when
+  ``sample`` is ``"forward"`` and TFP has one; otherwise (LRT/Flipout kernels, ``"extra"``) the
+  fn draws its own ``w = eps * q.distribution.scale + q.distribution.loc`` with
+  ``eps = noise/kernel_divergence`` (``bias_divergence``): what ``q.sample()`` computes
+  (``Normal._sample_n``), injected. ``log q`` is TFP's own ``Normal.log_prob`` of that w, not
+  the oracle's identity.
+* mean mode (``outputs/mean``, ``kl_mean/total``): ``d.mean()`` tensor fns, and the Monte Carlo
+  fns evaluated at eps = 0 (lrtdense's rule; TFP has no mean-mode divergence of its own).
+* ``DenseVariational``: ``tfp.layers.DenseVariational(units, posterior_mean_field,
+  prior_trainable | prior_fixed, kl_weight=<the case's Python float>, kl_use_exact, activation,
+  use_bias, dtype)`` with the tutorial's functions, under ``set_floatx(case dtype)`` (a float64
+  DistributionLambda needs it). The posterior's ``convert_to_tensor_fn`` is the injected
+  ``eps * scale + loc`` with ``eps = noise/posterior`` (``d.mean()`` in mean mode); the prior's
+  is ``d.mean()``, so that the unused prior sample TFP draws on every call draws nothing (its
+  value enters no output and no loss).
+
 How to run
 ----------
 From the repository root, with the TensorFlow virtualenv (not a dependency of lrtdense)::
 
     TF_USE_LEGACY_KERAS=1 /work/venvs/tf/bin/python tools/record_tfp_on_reference.py [OUTDIR]
+    TF_USE_LEGACY_KERAS=1 /work/venvs/tf/bin/python tools/record_tfp_on_reference.py --priors [OUTDIR]
 
 OUTDIR defaults to ``tests/fixtures/tfp_reference``. The reference set is read from
 ``reference_data/`` with plain ``json``/``numpy`` (lrtdense need not be installed in the TF
@@ -392,7 +427,7 @@ def _tree(prefix, arrays):
 
 
 def _layer_specs(meta):
-    if meta["kind"] == "layer":
+    if meta["kind"] in ("layer", "priors", "dense_variational"):
         return [meta["model"]]
     assert meta["model"]["class_name"] == "Sequential"
     return meta["model"]["config"]["layers"]
@@ -621,7 +656,351 @@ def layer_case_names():
     return out
 
 
+# --------------------------------------------------------------------------
+# The priors and dense_variational cases (--priors)
+# --------------------------------------------------------------------------
+
+PRIOR_KINDS = ("priors", "dense_variational")
+DEFAULT_OUT_PRIORS = os.path.join(REPO, "tests", "fixtures", "tfp_reference_priors")
+
+
+def prior_fn(spec, name):
+    """A kernel_prior_fn / bias_prior_fn for one case.json prior (None: no prior)."""
+    if spec is None:
+        return None
+    kind = spec["type"]
+    if kind == "normal":
+        if name == "kernel" and _is_standard_normal(spec):
+            return tfp.layers.default_multivariate_normal_fn
+        return normal_prior_fn(spec["loc"], spec["scale"])
+    if kind == "trainable_normal":
+        return tfp.layers.default_mean_field_normal_fn()
+
+    def fn(dtype, shape, _name, trainable, add_variable_fn):
+        del trainable, add_variable_fn
+        shape = list(shape)
+        c = lambda v: tf.constant(v, dtype=dtype)  # noqa: E731
+        if kind == "scale_mixture":
+            dist = tfd.MixtureSameFamily(
+                mixture_distribution=tfd.Categorical(
+                    probs=tf.constant([spec["pi"], 1.0 - spec["pi"]], dtype=dtype)),
+                components_distribution=tfd.Normal(
+                    loc=tf.zeros(shape + [2], dtype=dtype),
+                    scale=tf.constant([spec["sigma1"], spec["sigma2"]], dtype=dtype)))
+        elif kind == "laplace":
+            dist = tfd.Laplace(loc=tf.fill(shape, c(spec["loc"])), scale=c(spec["scale"]))
+        elif kind == "student_t":
+            dist = tfd.StudentT(df=c(spec["df"]), loc=tf.fill(shape, c(spec["loc"])),
+                                scale=c(spec["scale"]))
+        else:
+            raise ValueError(f"unknown prior type {kind!r}")
+        return tfd.Independent(dist, reinterpreted_batch_ndims=len(shape))
+
+    return fn
+
+
+def _weighted(value, weight):
+    """TFP's idiom: / N for a weight 1 / N (N an integer), else * weight."""
+    if weight == 1:
+        return value
+    n = round(1 / weight)
+    return value / n if abs(1 / n - weight) <= 1e-15 * weight else value * weight
+
+
+def divergence_fn(cfg, name, class_name, noise, mode):
+    """A kernel_divergence_fn / bias_divergence_fn for one term of a case.json config."""
+    spec = cfg.get(f"{name}_divergence") or {"type": "closed_form", "weight": 1.0}
+    weight = spec["weight"]
+    if spec["type"] == "closed_form":
+        return lambda q, p, _: _weighted(tfd.kl_divergence(q, p), weight)
+    own = name == "bias" or class_name == "DenseReparameterization"
+    extra = spec["sample"] == "extra" or not own
+
+    def fn(q, p, w):
+        if extra and mode == "tfp":     # self-check only: TFP's own draw
+            w = q.sample()
+        elif extra:   # the fn's own draw, q.sample() with the case's eps injected
+            normal = q.distribution
+            if mode == "mean":
+                eps = tf.zeros_like(tf.convert_to_tensor(normal.loc))
+            else:
+                eps = tf.constant(noise[f"{name}_divergence"])
+            w = _sample_like_normal(eps, normal)
+        elif mode == "mean" and name == "bias":
+            w = tf.convert_to_tensor(q.distribution.loc)
+        return _weighted(q.log_prob(w) - p.log_prob(w), weight)
+
+    return fn
+
+
+def build_prior_layer(meta, noise, mode):
+    """A tfp.layers estimator for a ``priors`` case (mode "sample" or "mean")."""
+    spec = meta["model"]
+    cfg = spec["config"]
+    cls_name = spec["class_name"]
+    layer_spec = {"class_name": cls_name,
+                  "config": {**cfg, "kernel_prior": None, "bias_prior": None}}
+    base = build_layer(layer_spec, noise, mode)  # posteriors and tensor fns as for the layer cases
+    kwargs = dict(units=cfg["units"], activation=base.activation, dtype=cfg["dtype"],
+                  kernel_posterior_fn=base.kernel_posterior_fn,
+                  kernel_posterior_tensor_fn=base.kernel_posterior_tensor_fn,
+                  bias_posterior_fn=base.bias_posterior_fn,
+                  bias_posterior_tensor_fn=base.bias_posterior_tensor_fn,
+                  kernel_prior_fn=prior_fn(cfg["kernel_prior"], "kernel"),
+                  bias_prior_fn=prior_fn(cfg["bias_prior"], "bias"),
+                  kernel_divergence_fn=divergence_fn(cfg, "kernel", cls_name, noise, mode),
+                  bias_divergence_fn=divergence_fn(cfg, "bias", cls_name, noise, mode))
+    if cfg["activation"] == "linear":
+        kwargs["activation"] = None
+    return TFP_CLASSES[cls_name](**kwargs)
+
+
+TUTORIAL_C = float(np.log(np.expm1(1.0)))
+
+
+def build_dense_variational(meta, noise, mode):
+    """tfp.layers.DenseVariational with the tutorial's posterior_mean_field and prior_trainable
+    (or the fixed N(0, 1) prior), the posterior's sample injected."""
+    cfg = meta["model"]["config"]
+
+    def to_tensor(d):
+        if mode == "tfp":       # self-check only: TFP's own draw
+            return d.sample()
+        if mode == "mean":
+            return d.mean()
+        return _sample_like_normal(tf.constant(noise["posterior"]), d.distribution)
+
+    # the prior's sample, which nothing uses: its mean (no draw), TFP's sample in the self-check
+    prior_tensor = tfd.Distribution.sample if mode == "tfp" else tfd.Distribution.mean
+
+    def posterior_mean_field(kernel_size, bias_size=0, dtype=None):
+        n = kernel_size + bias_size
+        c = np.log(np.expm1(1.))
+        return tf_keras.Sequential([
+            tfp.layers.VariableLayer(2 * n, dtype=dtype),
+            tfp.layers.DistributionLambda(lambda t: tfd.Independent(
+                tfd.Normal(loc=t[..., :n], scale=1e-5 + tf.nn.softplus(c + t[..., n:])),
+                reinterpreted_batch_ndims=1), convert_to_tensor_fn=to_tensor)])
+
+    def prior_trainable(kernel_size, bias_size=0, dtype=None):
+        n = kernel_size + bias_size
+        return tf_keras.Sequential([
+            tfp.layers.VariableLayer(n, dtype=dtype),
+            tfp.layers.DistributionLambda(lambda t: tfd.Independent(
+                tfd.Normal(loc=t, scale=1), reinterpreted_batch_ndims=1),
+                convert_to_tensor_fn=prior_tensor)])
+
+    def prior_fixed(kernel_size, bias_size=0, dtype=None):
+        n = kernel_size + bias_size
+        return tf_keras.Sequential([
+            tfp.layers.DistributionLambda(lambda t: tfd.Independent(
+                tfd.Normal(loc=tf.zeros(n, dtype=dtype), scale=1), reinterpreted_batch_ndims=1),
+                convert_to_tensor_fn=prior_tensor)])
+
+    act = cfg["activation"]
+    return tfp.layers.DenseVariational(
+        cfg["units"], posterior_mean_field,
+        prior_trainable if cfg["prior"] == "trainable" else prior_fixed,
+        kl_weight=cfg["kl_weight"], kl_use_exact=cfg["kl_use_exact"],
+        activation=None if act == "linear" else act, use_bias=cfg["use_bias"],
+        dtype=cfg["dtype"])
+
+
+def _weight_key(name):
+    """A TFP weight name as the reference's param key (DenseVariational's "posterior/constant:0"
+    -> "posterior_constant")."""
+    name = name[:-2] if name.endswith(":0") else name
+    for scope in ("posterior", "prior"):
+        if name.endswith(f"{scope}/constant"):
+            return f"{scope}_constant"
+    return name.split("/")[-1]
+
+
+def _prior_layer_call(meta, inputs, mode):
+    """Builds, sets the weights of and calls the TFP layer of a priors / dense_variational case.
+    Returns (layer, outputs, losses, tape, x)."""
+    params = _tree("params", inputs)
+    noise = _tree("noise", inputs)
+    dtype = tf.as_dtype(meta["dtype"])
+    x = tf.constant(inputs["x"])
+    if meta["kind"] == "dense_variational":
+        layer = build_dense_variational(meta, noise, mode)
+    else:
+        layer = build_prior_layer(meta, noise, mode)
+    _load_signs(meta, inputs)
+    layer(x)   # Keras' implicit build (DenseVariational builds its posterior/prior models here)
+    _load_signs(meta, inputs)
+    order = [_weight_key(w.name) for w in layer.weights]
+    assert sorted(order) == sorted(params), (meta["name"], order, sorted(params))
+    layer.set_weights([params[n] for n in order])
+    for w, n in zip(layer.weights, order):
+        assert w.dtype == dtype and np.array_equal(w.numpy(), params[n]), (meta["name"], n)
+    tape = tf.GradientTape()
+    with tape:
+        tape.watch(x)
+        out = layer(x)
+        losses = list(layer.losses)
+    assert SIGNS.unused() == 0, meta["name"]
+    SIGNS.load([])
+    return layer, out, losses, tape, x, order
+
+
+PRIOR_SELF_CHECK_CASES = ("priors_lrt_64_mixture_mc", "priors_flipout_32_mixture_mc",
+                          "priors_reparam_64_mixture_mc_extra", "dv_64_mc_trainable_klw",
+                          "dv_32_mc_trainable")
+
+
+def self_check_prior_injection(name):
+    """The injected draws of the Monte Carlo divergences and of DenseVariational's posterior ==
+    TFP's own sampling path, bitwise: the case's layer run with TFP's draws (``q.sample()`` in the
+    divergence fn, the tutorial's ``d.sample()``), recorded, then injected as the recordings do;
+    outputs, losses and every gradient must be identical bit for bit."""
+    meta, inputs = read_case(name)
+    params = _tree("params", inputs)
+    x, g = tf.constant(inputs["x"]), tf.constant(inputs["g"])
+    floatx = tf_keras.backend.floatx()
+    if meta["kind"] == "dense_variational":
+        tf_keras.backend.set_floatx(meta["dtype"])
+
+    def run(mode, noise, signs):
+        build = build_dense_variational if meta["kind"] == "dense_variational" else \
+            build_prior_layer
+        layer = build(meta, noise, mode)
+        SIGNS.load(signs)
+        layer(x)
+        order = [_weight_key(w.name) for w in layer.weights]
+        layer.set_weights([params[n] for n in order])
+        normals.draws.clear()
+        signs_rec.draws.clear()
+        SIGNS.load(signs)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            out = layer(x)
+            L = tf.reduce_sum(g * out) + tf.add_n(list(layer.losses))
+        grads = tape.gradient(L, [x] + list(layer.weights))
+        return [out.numpy()] + [v.numpy() for v in layer.losses] + [gr.numpy() for gr in grads]
+
+    normals = _Recorder(_REAL_SAMPLERS, "normal")
+    signs_rec = _Recorder(_REAL_TFP_RANDOM, "rademacher")
+    try:
+        tfp_normal_module.samplers, tfp_dv_module.tfp_random = normals, signs_rec
+        try:
+            tf.random.set_seed(meta["seed"] % (2 ** 31))
+            real = run("tfp", None, [])
+        finally:
+            tfp_normal_module.samplers, tfp_dv_module.tfp_random = _GUARD, SIGNS
+        draws, signs = list(normals.draws), list(signs_rec.draws)
+        noise_keys = [k for k in meta["inputs"] if k.startswith("noise/")]
+        if meta["kind"] == "dense_variational":
+            roles = ["posterior", "prior"]       # the prior's draw is the unused one
+        else:
+            roles = ["kernel"] + (["bias"] if "noise/bias" in noise_keys else [])
+            roles += [k for k in ("kernel_divergence", "bias_divergence")
+                      if f"noise/{k}" in noise_keys]
+        assert len(draws) == len(roles), (name, len(draws), roles)
+        noise = {r: d[0] for r, d in zip(roles, draws)}
+        injected = run("sample", noise, signs)
+        SIGNS.load([])
+    finally:
+        tf_keras.backend.set_floatx(floatx)
+    assert len(real) == len(injected)
+    for a, b in zip(real, injected):
+        assert a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes(), (
+            name, "injected path differs from TFP's sampling path", np.max(np.abs(a - b)))
+    return len(real)
+
+
+def _term_names(meta, layer):
+    if meta["kind"] == "dense_variational":
+        return ["kernel"]
+    return _loss_names(layer)
+
+
+def record_prior_case(name):
+    meta, inputs = read_case(name)
+    assert meta["kind"] in PRIOR_KINDS, name
+    dtype = np.dtype(meta["dtype"])
+    floatx = tf_keras.backend.floatx()
+    if meta["kind"] == "dense_variational":
+        tf_keras.backend.set_floatx(meta["dtype"])   # DistributionLambda follows floatx
+    try:
+        layer, out, losses, tape, x, order = _prior_layer_call(meta, inputs, "sample")
+        g = tf.constant(inputs["g"])
+        with tape:
+            L = tf.reduce_sum(g * out)
+            for loss in losses:
+                L = L + tf.reduce_sum(loss)
+        grads = tape.gradient(L, [x] + list(layer.weights))
+        rec = {"outputs/sample": out.numpy(), "grads/x": grads[0].numpy()}
+        names = _term_names(meta, layer)
+        assert len(names) == len(losses), (name, names, losses)
+        total = tf.constant(0, dtype=meta["dtype"])
+        for n, loss in zip(names, losses):
+            assert loss.shape == (), (name, n, loss.shape)
+            rec[f"kl/{n}"] = loss.numpy()
+            total = total + loss
+        rec["kl/total"] = total.numpy()
+        for n, gr in zip(order, grads[1:]):
+            assert gr is not None, (name, n)
+            rec[f"grads/{n}"] = gr.numpy()
+        layer_m, out_m, losses_m, _, _, _ = _prior_layer_call(meta, inputs, "mean")
+        rec["outputs/mean"] = out_m.numpy()
+        total = tf.constant(0, dtype=meta["dtype"])
+        for loss in losses_m:
+            total = total + loss
+        rec["kl_mean/total"] = total.numpy()
+    finally:
+        tf_keras.backend.set_floatx(floatx)
+    rec = {k: np.asarray(v) for k, v in rec.items()}
+    assert sorted(rec) == sorted(meta["expected"]), (name, sorted(rec), meta["expected"])
+    for k, v in rec.items():
+        assert v.dtype == dtype, (name, k, v.dtype)
+    nan_keys = sorted(k for k, v in rec.items() if np.isnan(v).any())
+    return rec, {**reference_files(name), "nan_keys": nan_keys, "weights": order}
+
+
+def prior_case_names():
+    out = []
+    for n in sorted(os.listdir(os.path.join(REFERENCE, "cases"))):
+        with open(os.path.join(REFERENCE, "cases", n, "case.json")) as f:
+            if json.load(f)["kind"] in PRIOR_KINDS:
+                out.append(n)
+    return out
+
+
+def main_priors(argv):
+    outdir = argv[0] if argv else DEFAULT_OUT_PRIORS
+    os.makedirs(outdir, exist_ok=True)
+    for name in PRIOR_SELF_CHECK_CASES:
+        n = self_check_prior_injection(name)
+        print(f"self-check {name}: injected path == TFP sampling path, bitwise ({n} arrays)")
+    cases = {}
+    for name in prior_case_names():
+        rec, info = record_prior_case(name)
+        save_npz_deterministic(os.path.join(outdir, name + ".npz"), rec)
+        cases[name] = info
+        print(f"{name:44s} {len(rec):2d} keys" + (f"  NaN in {info['nan_keys']}"
+                                                   if info["nan_keys"] else ""))
+    versions = {
+        "versions": VERSIONS,
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "command": "TF_USE_LEGACY_KERAS=1 /work/venvs/tf/bin/python "
+                   "tools/record_tfp_on_reference.py --priors",
+        "env": {"TF_USE_LEGACY_KERAS": os.environ.get("TF_USE_LEGACY_KERAS")},
+        "reference_manifest_sha256": _sha256(os.path.join(REFERENCE, "manifest.json")),
+        "injection_self_check_cases": list(PRIOR_SELF_CHECK_CASES),
+        "cases": cases,
+    }
+    with open(os.path.join(outdir, "versions.json"), "w") as f:
+        json.dump(versions, f, indent=1, sort_keys=True)
+        f.write("\n")
+    print(f"wrote {len(cases)} cases to {outdir}; versions: {VERSIONS}")
+    return 0
+
+
 def main(argv):
+    if argv[:1] == ["--priors"]:
+        return main_priors(argv[1:])
     outdir = argv[0] if argv else DEFAULT_OUT
     os.makedirs(outdir, exist_ok=True)
     for name in SELF_CHECK_CASES:

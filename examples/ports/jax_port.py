@@ -1,8 +1,10 @@
 """A JAX port of TFP's dense variational layers, written from reference_data/SPEC.md alone.
 
-It implements DenseLocalReparameterization, DenseReparameterization, DenseFlipout and the two
-variational dropout layers (and the Sequential networks, the training steps and the two Adam forms
-of the reference set) as pure functions of the
+It implements DenseLocalReparameterization, DenseReparameterization, DenseFlipout (with every
+prior and divergence of SPEC §3: Normal, trainable Normal, scale mixture, Laplace, Student-t;
+closed form or Monte Carlo), DenseVariational and the two variational dropout layers (and the
+Sequential networks, the training steps with one or several samples, and the two Adam forms of the
+reference set) as pure functions of the
 parameters, the input and explicit noise arrays, and computes what the reference set expects:
 the outputs in sample and mean mode, the KL terms, and the gradients of
 L = sum(g * outputs_sample) + kl_total with ``jax.value_and_grad``.
@@ -136,6 +138,112 @@ def kl_deterministic(loc, prior):
     return jnp.sum(0.5 * (loc / sp - mp / sp) ** 2 + 0.5 * math.log(2 * math.pi) + math.log(sp))
 
 
+# ------------------------------------------------------------ priors and divergences (SPEC §3)
+
+HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+
+def prior_loc_scale(prior, params, name):
+    """(loc, scale) of a Normal prior: numbers, or a trainable prior's params (scale = softplus
+    + eps, as the posterior's)."""
+    if prior["type"] == "trainable_normal":
+        return (params[f"{name}_prior_loc"],
+                posterior_scale(params[f"{name}_prior_untransformed_scale"]))
+    return prior["loc"], prior["scale"]
+
+
+def log_prior(w, prior, params, name):
+    """sum over elements of log p(w) (SPEC §3, "Priors")."""
+    kind = prior["type"]
+    if kind in ("normal", "trainable_normal"):
+        mp, sp = prior_loc_scale(prior, params, name)
+        return jnp.sum(-0.5 * ((w - mp) / sp) ** 2 - jnp.log(sp) - HALF_LOG_2PI)
+    if kind == "scale_mixture":
+        parts = [math.log(weight) - math.log(sigma) - HALF_LOG_2PI - 0.5 * (w / sigma) ** 2
+                 for weight, sigma in ((prior["pi"], prior["sigma1"]),
+                                       (1 - prior["pi"], prior["sigma2"]))]
+        return jnp.sum(jnp.logaddexp(*parts))
+    if kind == "laplace":
+        return jnp.sum(-jnp.abs(w - prior["loc"]) / prior["scale"]
+                       - math.log(2 * prior["scale"]))
+    if kind == "student_t":
+        df, sc = prior["df"], prior["scale"]
+        y = (w - prior["loc"]) / sc
+        const = (math.log(sc) + 0.5 * math.log(df) + 0.5 * math.log(math.pi)
+                 + math.lgamma(0.5 * df) - math.lgamma(0.5 * (df + 1)))
+        return jnp.sum(-0.5 * (df + 1) * jnp.log1p(y * y / df) - const)
+    raise ValueError(f"unknown prior {kind!r}")
+
+
+def divergence_spec(cfg, name):
+    """The case's kernel_divergence / bias_divergence; absent (older cases): closed form, 1."""
+    return cfg.get(f"{name}_divergence") or {"type": "closed_form", "weight": 1.0}
+
+
+def mc_eps(class_name, cfg, name, noise):
+    """The standard normals of a Monte Carlo term: the forward's own draw (Reparameterization's
+    kernel, a Normal bias) when sample is "forward", else the extra draw <name>_divergence."""
+    own = name == "bias" or class_name == "DenseReparameterization"
+    if own and divergence_spec(cfg, name)["sample"] == "forward":
+        return noise[name]
+    return noise[f"{name}_divergence"]
+
+
+def divergence(class_name, cfg, params, name, loc, scale, noise):
+    """One weighted divergence term: -log p(loc) for a point mass, the closed-form KL, or
+    log q(w) - log p(w) at w = loc + scale * eps, log q = sum(-eps**2 / 2 - log scale - log(2 pi) / 2)
+    (eps = 0 in mean mode, ``noise`` None)."""
+    prior, spec = cfg[f"{name}_prior"], divergence_spec(cfg, name)
+    if scale is None:
+        value = -log_prior(loc, prior, params, name)
+    elif spec["type"] == "closed_form":
+        mp, sp = prior_loc_scale(prior, params, name)
+        d = jnp.log(scale) - jnp.log(sp)
+        value = jnp.sum(0.5 * ((loc - mp) / sp) ** 2 + 0.5 * jnp.expm1(2 * d) - d)
+    else:
+        eps = jnp.zeros_like(loc) if noise is None else mc_eps(class_name, cfg, name, noise)
+        log_q = jnp.sum(-0.5 * eps * eps - jnp.log(scale) - HALF_LOG_2PI)
+        value = log_q - log_prior(loc + scale * eps, prior, params, name)
+    return value if spec["weight"] == 1 else value * spec["weight"]
+
+
+# ------------------------------------------------------------------ DenseVariational (SPEC §3)
+
+TUTORIAL_C = math.log(math.expm1(1.0))   # softplus^-1(1), posterior_mean_field's c
+
+
+def dv_moments(params):
+    t = params["posterior_constant"]
+    n = t.shape[0] // 2
+    return t[:n], 1e-5 + softplus(t[n:] + TUTORIAL_C)
+
+
+def dv_forward(cfg, params, x, noise, mode):
+    loc, scale = dv_moments(params)
+    w = noise["posterior"] * scale + loc if mode == "sample" else loc
+    units, d = cfg["units"], x.shape[-1]
+    z = jnp.matmul(x, w[:d * units].reshape(d, units))
+    if cfg["use_bias"]:
+        z = z + w[d * units:]
+    return activation(cfg.get("activation"), z)
+
+
+def dv_kl(cfg, params, noise):
+    loc, scale = dv_moments(params)
+    mp = params["prior_constant"] if cfg["prior"] == "trainable" else 0.0
+    if cfg["kl_use_exact"]:
+        d = jnp.log(scale)
+        kl = jnp.sum(0.5 * (loc - mp) ** 2 + 0.5 * jnp.expm1(2 * d) - d)
+    else:
+        eps = jnp.zeros_like(loc) if noise is None else noise["posterior"]
+        w = eps * scale + loc
+        kl = (jnp.sum(-0.5 * eps * eps - jnp.log(scale) - HALF_LOG_2PI)
+              - jnp.sum(-0.5 * (w - mp) ** 2 - HALF_LOG_2PI))
+    if cfg.get("kl_weight") is not None:
+        kl = kl * float(np.float32(cfg["kl_weight"]))   # TFP's tf.cast of a Python float
+    return kl
+
+
 # ----------------------------------------------------------------------------------- one layer
 
 # Variational dropout (SPEC §3): Kingma et al.'s KL constants and Molchanov et al.'s
@@ -187,6 +295,8 @@ def layer_forward(class_name, cfg, params, x, noise, mode, broken=None):
     ``mode`` "sample", "mean" or "pruned" (sparse variational dropout only)."""
     if class_name in DROPOUT:
         return dropout_forward(class_name, cfg, params, x, noise, mode)
+    if class_name == "DenseVariational":
+        return dv_forward(cfg, params, x, noise, mode)
     sample = mode == "sample"
     loc = params["kernel_posterior_loc"]
     scale = posterior_scale(params["kernel_posterior_untransformed_scale"], broken)
@@ -217,21 +327,24 @@ def layer_forward(class_name, cfg, params, x, noise, mode, broken=None):
     return activation(cfg.get("activation"), z)
 
 
-def layer_kl(class_name, cfg, params, broken=None):
-    """dict "kernel"/"bias" -> KL term, for the terms that exist."""
+def layer_kl(class_name, cfg, params, broken=None, noise=None):
+    """dict "kernel"/"bias" -> KL term, for the terms that exist. ``noise``: the sample-mode
+    noise a Monte Carlo term is evaluated at; None for the mean mode (at the posterior mean)."""
     if class_name in DROPOUT:
         return {"kernel": dropout_kl(class_name, params)}
+    if class_name == "DenseVariational":
+        return {"kernel": dv_kl(cfg, params, noise)}
     terms = {}
     if cfg.get("kernel_prior") is not None:
         scale = posterior_scale(params["kernel_posterior_untransformed_scale"], broken)
-        terms["kernel"] = kl_normal(params["kernel_posterior_loc"], scale, cfg["kernel_prior"])
+        terms["kernel"] = divergence(class_name, cfg, params, "kernel",
+                                     params["kernel_posterior_loc"], scale, noise)
     bias, prior = cfg.get("bias_posterior"), cfg.get("bias_prior")
     if bias is not None and prior is not None:
-        if bias["type"] == "normal":
-            scale = posterior_scale(params["bias_posterior_untransformed_scale"], broken)
-            terms["bias"] = kl_normal(params["bias_posterior_loc"], scale, prior)
-        else:
-            terms["bias"] = kl_deterministic(params["bias_posterior_loc"], prior)
+        scale = (posterior_scale(params["bias_posterior_untransformed_scale"], broken)
+                 if bias["type"] == "normal" else None)
+        terms["bias"] = divergence(class_name, cfg, params, "bias", params["bias_posterior_loc"],
+                                   scale, noise)
     return terms
 
 
@@ -262,14 +375,19 @@ def _network(meta, params, noise, x, mode, broken):
     return h
 
 
-def _kl_terms(meta, params, broken):
-    """dict "kl/<layer_i/>kernel" ... -> KL term."""
+def _kl_terms(meta, params, broken, noise=None):
+    """dict "kl/<layer_i/>kernel" ... -> KL term (Monte Carlo terms at ``noise``; None: the
+    mean mode's, at the posterior mean)."""
     terms = {}
     for prefix, class_name, cfg in _layers(meta):
         layer_params = _sub(params, prefix) if prefix else params
-        for name, term in layer_kl(class_name, cfg, layer_params, broken).items():
+        layer_noise = None if noise is None else (_sub(noise, prefix) if prefix else noise)
+        for name, term in layer_kl(class_name, cfg, layer_params, broken, layer_noise).items():
             terms[f"kl/{prefix + '/' if prefix else ''}{name}"] = term
     return terms
+
+
+SAMPLED_DIVERGENCE_KINDS = ("priors", "dense_variational")   # cases with kl_mean/total
 
 
 def run_layers(meta, inputs, broken=None):
@@ -279,7 +397,7 @@ def run_layers(meta, inputs, broken=None):
 
     def loss(params, x, noise, g):
         outputs = _network(meta, params, noise, x, "sample", broken)
-        kl = _kl_terms(meta, params, broken)
+        kl = _kl_terms(meta, params, broken, noise)
         kl_total = sum(kl.values(), jnp.zeros((), dtype))
         return jnp.sum(g * outputs) + kl_total, (outputs, kl, kl_total)
 
@@ -295,6 +413,9 @@ def run_layers(meta, inputs, broken=None):
         results["outputs/mean"] = _network(meta, params, noise, x, "mean", broken)
         if all(c == "DenseSparseVariationalDropout" for _, c, _ in _layers(meta)):
             results["outputs/pruned"] = _network(meta, params, noise, x, "pruned", broken)
+        if meta["kind"] in SAMPLED_DIVERGENCE_KINDS:   # the mean-mode forward's KL (SPEC §3)
+            results["kl_mean/total"] = sum(_kl_terms(meta, params, broken).values(),
+                                           jnp.zeros((), dtype))
         return results
 
     results = everything(_sub(arrays, "params"), arrays["x"], _sub(arrays, "noise"), arrays["g"])
@@ -364,11 +485,23 @@ def run_training(meta, inputs, broken=None):
     arrays = {k: jnp.asarray(np.asarray(v), dtype=dtype) for k, v in inputs.items()
               if k != "order"}
 
-    def loss_fn(params, xb, yb, noise, weight):
+    samples = h.get("num_samples", 1)
+
+    def one_draw(params, xb, yb, noise):
         f = _network(net, params, noise, xb, "sample", broken)
-        kl = sum(_kl_terms(net, params, broken).values(), jnp.zeros((), dtype))
+        kl = sum(_kl_terms(net, params, broken, noise).values(), jnp.zeros((), dtype))
         z = (yb - f) / sigma
         nll = jnp.mean(jnp.sum(0.5 * z * z + math.log(sigma) + 0.5 * math.log(2 * math.pi), -1))
+        return nll, kl
+
+    def loss_fn(params, xb, yb, noise, weight):
+        if samples == 1:
+            nll, kl = one_draw(params, xb, yb, noise)
+        else:   # several samples: noise (S, ...), the NLL and KL averaged over the draws
+            draws = [one_draw(params, xb, yb, {k: v[s] for k, v in noise.items()})
+                     for s in range(samples)]
+            nll = sum(d[0] for d in draws) / samples
+            kl = sum(d[1] for d in draws) / samples
         return nll + weight * kl / n, (nll, kl)
 
     step_grad = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))

@@ -1,8 +1,10 @@
 """A PyTorch port of TFP's dense variational layers, written from reference_data/SPEC.md alone.
 
-It implements DenseLocalReparameterization, DenseReparameterization, DenseFlipout and the two
-variational dropout layers (and the Sequential networks, the training steps and the two Adam forms
-of the reference set), with every random draw taken
+It implements DenseLocalReparameterization, DenseReparameterization, DenseFlipout (with every
+prior and divergence of SPEC §3: Normal, trainable Normal, scale mixture, Laplace, Student-t;
+closed form or Monte Carlo), DenseVariational and the two variational dropout layers (and the
+Sequential networks, the training steps with one or several samples, and the two Adam forms of the
+reference set), with every random draw taken
 as an explicit input, and computes what the reference set expects: the outputs in sample and
 mean mode, the KL terms, and the gradients of L = sum(g * outputs_sample) + kl_total.
 
@@ -121,6 +123,113 @@ def kl_deterministic(loc, prior):
     return torch.sum(0.5 * (loc / sp - mp / sp) ** 2 + 0.5 * math.log(2 * math.pi) + math.log(sp))
 
 
+# ------------------------------------------------------------ priors and divergences (SPEC §3)
+
+HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+
+def prior_loc_scale(prior, params, name):
+    """(loc, scale) of a Normal prior: numbers, or a trainable prior's params (scale = softplus
+    + eps, as the posterior's)."""
+    if prior["type"] == "trainable_normal":
+        return (params[f"{name}_prior_loc"],
+                posterior_scale(params[f"{name}_prior_untransformed_scale"]))
+    return prior["loc"], prior["scale"]
+
+
+def log_prior(w, prior, params, name):
+    """sum over elements of log p(w) (SPEC §3, "Priors")."""
+    kind = prior["type"]
+    if kind in ("normal", "trainable_normal"):
+        mp, sp = prior_loc_scale(prior, params, name)
+        log_sp = torch.log(sp) if torch.is_tensor(sp) else math.log(sp)
+        return torch.sum(-0.5 * ((w - mp) / sp) ** 2 - log_sp - HALF_LOG_2PI)
+    if kind == "scale_mixture":
+        parts = [math.log(weight) - math.log(sigma) - HALF_LOG_2PI - 0.5 * (w / sigma) ** 2
+                 for weight, sigma in ((prior["pi"], prior["sigma1"]),
+                                       (1 - prior["pi"], prior["sigma2"]))]
+        return torch.sum(torch.logsumexp(torch.stack(parts), dim=0))
+    if kind == "laplace":
+        return torch.sum(-torch.abs(w - prior["loc"]) / prior["scale"]
+                         - math.log(2 * prior["scale"]))
+    if kind == "student_t":
+        df, sc = prior["df"], prior["scale"]
+        y = (w - prior["loc"]) / sc
+        const = (math.log(sc) + 0.5 * math.log(df) + 0.5 * math.log(math.pi)
+                 + math.lgamma(0.5 * df) - math.lgamma(0.5 * (df + 1)))
+        return torch.sum(-0.5 * (df + 1) * torch.log1p(y * y / df) - const)
+    raise ValueError(f"unknown prior {kind!r}")
+
+
+def divergence_spec(cfg, name):
+    """The case's kernel_divergence / bias_divergence; absent (older cases): closed form, 1."""
+    return cfg.get(f"{name}_divergence") or {"type": "closed_form", "weight": 1.0}
+
+
+def mc_eps(class_name, cfg, name, noise):
+    """The standard normals of a Monte Carlo term: the forward's own draw (Reparameterization's
+    kernel, a Normal bias) when sample is "forward", else the extra draw <name>_divergence."""
+    own = name == "bias" or class_name == "DenseReparameterization"
+    if own and divergence_spec(cfg, name)["sample"] == "forward":
+        return noise[name]
+    return noise[f"{name}_divergence"]
+
+
+def divergence(class_name, cfg, params, name, loc, scale, noise):
+    """One weighted divergence term: -log p(loc) for a point mass, the closed-form KL, or
+    log q(w) - log p(w) at w = loc + scale * eps, log q = sum(-eps**2 / 2 - log scale - log(2 pi) / 2)
+    (eps = 0 in mean mode, ``noise`` None)."""
+    prior, spec = cfg[f"{name}_prior"], divergence_spec(cfg, name)
+    if scale is None:
+        value = -log_prior(loc, prior, params, name)
+    elif spec["type"] == "closed_form":
+        mp, sp = prior_loc_scale(prior, params, name)
+        d = torch.log(scale) - (torch.log(sp) if torch.is_tensor(sp) else math.log(sp))
+        value = torch.sum(0.5 * ((loc - mp) / sp) ** 2 + 0.5 * torch.expm1(2 * d) - d)
+    else:
+        eps = torch.zeros_like(loc) if noise is None else mc_eps(class_name, cfg, name, noise)
+        log_q = torch.sum(-0.5 * eps * eps - torch.log(scale) - HALF_LOG_2PI)
+        value = log_q - log_prior(loc + scale * eps, prior, params, name)
+    return value if spec["weight"] == 1 else value * spec["weight"]
+
+
+# ------------------------------------------------------------------ DenseVariational (SPEC §3)
+
+TUTORIAL_C = math.log(math.expm1(1.0))   # softplus^-1(1), posterior_mean_field's c
+
+
+def dv_moments(params):
+    t = params["posterior_constant"]
+    n = t.shape[0] // 2
+    return t[:n], 1e-5 + softplus(t[n:] + TUTORIAL_C)
+
+
+def dv_forward(cfg, params, x, noise, mode):
+    loc, scale = dv_moments(params)
+    w = noise["posterior"] * scale + loc if mode == "sample" else loc
+    units, d = cfg["units"], x.shape[-1]
+    z = torch.matmul(x, w[:d * units].reshape(d, units))
+    if cfg["use_bias"]:
+        z = z + w[d * units:]
+    return activation(cfg.get("activation"), z)
+
+
+def dv_kl(cfg, params, noise):
+    loc, scale = dv_moments(params)
+    mp = params["prior_constant"] if cfg["prior"] == "trainable" else 0.0
+    if cfg["kl_use_exact"]:
+        d = torch.log(scale)
+        kl = torch.sum(0.5 * (loc - mp) ** 2 + 0.5 * torch.expm1(2 * d) - d)
+    else:
+        eps = torch.zeros_like(loc) if noise is None else noise["posterior"]
+        w = eps * scale + loc
+        kl = (torch.sum(-0.5 * eps * eps - torch.log(scale) - HALF_LOG_2PI)
+              - torch.sum(-0.5 * (w - mp) ** 2 - HALF_LOG_2PI))
+    if cfg.get("kl_weight") is not None:
+        kl = kl * float(np.float32(cfg["kl_weight"]))   # TFP's tf.cast of a Python float
+    return kl
+
+
 # ----------------------------------------------------------------------------------- one layer
 
 # Variational dropout (SPEC §3): Kingma et al.'s KL constants and Molchanov et al.'s
@@ -172,6 +281,8 @@ def layer_forward(class_name, cfg, params, x, noise, mode, broken=None):
     ``mode`` "sample", "mean" or "pruned" (sparse variational dropout only)."""
     if class_name in DROPOUT:
         return dropout_forward(class_name, cfg, params, x, noise, mode)
+    if class_name == "DenseVariational":
+        return dv_forward(cfg, params, x, noise, mode)
     sample = mode == "sample"
     loc = params["kernel_posterior_loc"]
     scale = posterior_scale(params["kernel_posterior_untransformed_scale"], broken)
@@ -202,21 +313,24 @@ def layer_forward(class_name, cfg, params, x, noise, mode, broken=None):
     return activation(cfg.get("activation"), z)
 
 
-def layer_kl(class_name, cfg, params, broken=None):
-    """dict "kernel"/"bias" -> KL term, for the terms that exist."""
+def layer_kl(class_name, cfg, params, broken=None, noise=None):
+    """dict "kernel"/"bias" -> KL term, for the terms that exist. ``noise``: the sample-mode
+    noise a Monte Carlo term is evaluated at; None for the mean mode (at the posterior mean)."""
     if class_name in DROPOUT:
         return {"kernel": dropout_kl(class_name, params)}
+    if class_name == "DenseVariational":
+        return {"kernel": dv_kl(cfg, params, noise)}
     terms = {}
     if cfg.get("kernel_prior") is not None:
         scale = posterior_scale(params["kernel_posterior_untransformed_scale"], broken)
-        terms["kernel"] = kl_normal(params["kernel_posterior_loc"], scale, cfg["kernel_prior"])
+        terms["kernel"] = divergence(class_name, cfg, params, "kernel",
+                                     params["kernel_posterior_loc"], scale, noise)
     bias, prior = cfg.get("bias_posterior"), cfg.get("bias_prior")
     if bias is not None and prior is not None:
-        if bias["type"] == "normal":
-            scale = posterior_scale(params["bias_posterior_untransformed_scale"], broken)
-            terms["bias"] = kl_normal(params["bias_posterior_loc"], scale, prior)
-        else:
-            terms["bias"] = kl_deterministic(params["bias_posterior_loc"], prior)
+        scale = (posterior_scale(params["bias_posterior_untransformed_scale"], broken)
+                 if bias["type"] == "normal" else None)
+        terms["bias"] = divergence(class_name, cfg, params, "bias", params["bias_posterior_loc"],
+                                   scale, noise)
     return terms
 
 
@@ -247,6 +361,9 @@ def _network(meta, params, noise, x, mode, broken):
     return h
 
 
+SAMPLED_DIVERGENCE_KINDS = ("priors", "dense_variational")   # cases with kl_mean/total
+
+
 def run_layers(meta, inputs, broken=None):
     """Outputs, KL terms and gradients of a layer or network case. Returns dict key -> ndarray."""
     dtype = TORCH_DTYPES[meta["dtype"]]
@@ -263,12 +380,19 @@ def run_layers(meta, inputs, broken=None):
             results["outputs/pruned"] = _network(meta, params, noise, x, "pruned", broken)
 
     kl_total = torch.zeros((), dtype=dtype)
+    kl_mean = torch.zeros((), dtype=dtype)
     for prefix, class_name, cfg in _layers(meta):
         layer_params = _sub(params, prefix.rstrip("/")) if prefix else params
-        for name, term in layer_kl(class_name, cfg, layer_params, broken).items():
+        layer_noise = _sub(noise, prefix.rstrip("/")) if prefix else noise
+        for name, term in layer_kl(class_name, cfg, layer_params, broken, layer_noise).items():
             results[f"kl/{prefix}{name}"] = term
             kl_total = kl_total + term
+        with torch.no_grad():
+            for term in layer_kl(class_name, cfg, layer_params, broken).values():
+                kl_mean = kl_mean + term
     results["kl/total"] = kl_total
+    if meta["kind"] in SAMPLED_DIVERGENCE_KINDS:
+        results["kl_mean/total"] = kl_mean      # the mean-mode forward's KL (SPEC §3)
 
     loss = torch.sum(t["g"] * out_sample) + kl_total
     names = sorted(params)
@@ -353,15 +477,21 @@ def run_training(meta, inputs, broken=None):
             idx = torch.tensor(order[start:start + bs])
             xb, yb = t_in["x"].to(dtype)[idx], t_in["y"].to(dtype)[idx]
             noise = {k: val.to(dtype) for k, val in _sub(t_in, f"noise/step_{t}").items()}
-            f = _network(net, params, noise, xb, "sample", broken)
-            kl = torch.zeros((), dtype=dtype)
-            for prefix, class_name, cfg in _layers(net):
-                for term in layer_kl(class_name, cfg, _sub(params, prefix.rstrip("/")),
-                                     broken).values():
-                    kl = kl + term
-            z = (yb - f) / sigma
-            nll = torch.mean(torch.sum(0.5 * z * z + math.log(sigma) + 0.5 * math.log(2 * math.pi),
-                                       dim=-1))
+            samples = h.get("num_samples", 1)
+            nll = kl = 0
+            for s in range(samples):   # several samples: noise (S, ...), NLL and KL averaged
+                ns = noise if samples == 1 else {k: val[s] for k, val in noise.items()}
+                f = _network(net, params, ns, xb, "sample", broken)
+                for prefix, class_name, cfg in _layers(net):
+                    for term in layer_kl(class_name, cfg, _sub(params, prefix.rstrip("/")),
+                                         broken, _sub(ns, prefix.rstrip("/"))).values():
+                        kl = kl + term
+                z = (yb - f) / sigma
+                nll = nll + torch.mean(torch.sum(0.5 * z * z + math.log(sigma)
+                                                 + 0.5 * math.log(2 * math.pi), dim=-1))
+            if samples > 1:
+                nll, kl = nll / samples, kl / samples
+            kl = kl + torch.zeros((), dtype=dtype)
             loss = nll + h["kl_weights"][epoch] * kl / n
             for key, val in (("loss", loss), ("nll", nll), ("kl", kl)):
                 out[key].append(val.detach().clone())

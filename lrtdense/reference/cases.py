@@ -14,7 +14,14 @@ Kinds (SPEC.md section 5): ``layer`` and ``network`` (TFP's estimators; recorded
 0.25 by tests/test_reference_vs_tfp.py), ``edge`` (one TFP layer at an exact activation tie, in
 softplus's middle branch, or shaped for the statistical mode; same schema as ``layer``, not part
 of that recording), ``dropout`` (the variational dropout layers, single or stacked), ``training``
-(k steps of minibatch training from a given order, noise and KL weights) and ``adam``.
+(k steps of minibatch training from a given order, noise and KL weights) and ``adam``;
+``priors`` (one TFP layer with a prior or divergence beyond the fixed Normal prior's closed-form
+KL: scale-mixture, Laplace and Student-t priors with the Monte Carlo divergence, its extra draw,
+the closed-form KL scaled by a weight, trainable Normal priors, a Deterministic bias under a
+non-Normal prior) and ``dense_variational`` (TFP's DenseVariational); both with the ``layer``
+schema plus ``kl_mean/total``, the KL the mean-mode forward returns (a Monte Carlo term at the
+posterior mean), and with ``kl/<term>`` the sample-mode terms (a Monte Carlo term at the case's
+noise). Recorded against real TFP 0.25 by tests/test_reference_priors_vs_tfp.py.
 """
 import dataclasses
 import zlib
@@ -25,7 +32,9 @@ from autograd import grad
 from lrtdense import layers as _layers
 from lrtdense import registry
 from lrtdense import tree
-from lrtdense.distributions import NormalPrior
+from lrtdense.dense_variational import DenseVariational
+from lrtdense.distributions import (ClosedFormKL, LaplacePrior, MonteCarloKL, NormalPrior,
+                                    ScaleMixturePrior, StudentTPrior, TrainableNormalPrior)
 from lrtdense.dropout import DenseSparseVariationalDropout, DenseVariationalDropout
 from lrtdense.losses import GaussianLikelihood
 from lrtdense.model import Model
@@ -35,6 +44,7 @@ from lrtdense.optimizers import adam
 __all__ = ["CASES", "Case", "compute", "build", "tolerances_for"]
 
 RTOL = {"float64": 1e-12, "float32": 2e-5}
+SAMPLED_DIVERGENCE_KINDS = ("priors", "dense_variational")   # kl/<term> at the noise
 ESTIMATORS = {"lrt": _layers.DenseLocalReparameterization,
               "reparam": _layers.DenseReparameterization,
               "flipout": _layers.DenseFlipout}
@@ -44,7 +54,8 @@ ESTIMATORS = {"lrt": _layers.DenseLocalReparameterization,
 class Case:
     name: str
     description: str
-    kind: str            # "layer", "network", "edge", "dropout", "training" or "adam"
+    kind: str            # "layer", "network", "edge", "dropout", "training", "adam",
+    #                      "priors" or "dense_variational"
     dtype: str = "float64"
     make: object = None  # () -> layer / network / Model
     input_shape: tuple = (5, 4)
@@ -118,6 +129,8 @@ def _cases():
     cases.extend(_edge_cases())
     cases.extend(_dropout_cases())
     cases.extend(_training_cases())
+    cases.extend(_prior_cases())
+    cases.extend(_dense_variational_cases())
     return {c.name: c for c in cases}
 
 
@@ -190,6 +203,125 @@ def _dropout_cases():
     return out
 
 
+# The priors of the ``priors`` cases. The mixture is Blundell et al.'s form with both components
+# in play at the cases' weights (|w| ~ 0.05 to 1); NARROW_MIXTURE puts most |w| beyond 14.6 sigma1
+# (0.29), where both float32 component densities underflow and only a logsumexp gives a finite
+# log p.
+MIXTURE = ScaleMixturePrior(0.25, 1.5, 0.1)
+NARROW_MIXTURE = ScaleMixturePrior(0.75, 0.02, 0.002)
+LAPLACE = LaplacePrior(0.1, 0.5)
+STUDENT_T = StudentTPrior(3.0, -0.2, 0.5)
+NUM_EXAMPLES = 50                           # the N of the weight-1/N idiom
+SCALED = 1.0 / NUM_EXAMPLES
+MC = MonteCarloKL()
+MC_N = MonteCarloKL(SCALED)
+KL_N = ClosedFormKL(SCALED)
+
+
+def _prior_cases():
+    """One TFP layer each: every non-Gaussian prior with the Monte Carlo divergence on the
+    estimators where it means something, the extra draw, the closed-form KL scaled by 1/N, trainable
+    priors (closed form and Monte Carlo, kernel and bias), a Deterministic bias under non-Normal
+    priors."""
+    out = []
+
+    def add(name, description, est, dtype="float64", input_shape=(5, 4), **kwargs):
+        out.append(Case(f"priors_{est}_{dtype[-2:]}_{name}", f"{est}: {description}", "priors",
+                        dtype, _layer(est, dtype=dtype, **kwargs), input_shape))
+
+    normal_bias = {"bias_posterior": "normal"}
+    for dtype in ("float64", "float32"):
+        add("mixture_mc", "scale-mixture prior 0.25 N(0, 1.5^2) + 0.75 N(0, 0.1^2), Monte Carlo "
+            "KL at the forward's own kernel W, relu", "reparam", dtype, activation="relu",
+            kernel_prior=MIXTURE, kernel_divergence=MC)
+        add("mixture_mc", "scale-mixture prior, Monte Carlo KL at an extra draw (noise "
+            "kernel_divergence), relu", "lrt", dtype, activation="relu", kernel_prior=MIXTURE,
+            kernel_divergence=MC)
+        add("mixture_mc", "scale-mixture prior, Monte Carlo KL at an extra draw (noise "
+            "kernel_divergence), linear", "flipout", dtype, activation=None,
+            kernel_prior=MIXTURE, kernel_divergence=MC)
+        add("laplace_mc", "Laplace(0.1, 0.5) prior, Monte Carlo KL at the forward's W, tanh",
+            "reparam", dtype, activation="tanh", kernel_prior=LAPLACE, kernel_divergence=MC)
+        add("kl_scaled_normal_bias", "closed-form KL times 1/50 on kernel and Normal bias, "
+            "priors N(0, 1), tanh", "lrt", dtype, activation="tanh", **normal_bias,
+            bias_prior=NormalPrior(0.0, 1.0), kernel_divergence=KL_N, bias_divergence=KL_N)
+    add("mixture_narrow", "float32 scale mixture 0.75 N(0, 0.02^2) + 0.25 N(0, 0.002^2): at |w| "
+        "> 0.29 both component densities underflow; only logsumexp stays finite", "reparam",
+        "float32", activation=None, kernel_prior=NARROW_MIXTURE, kernel_divergence=MC)
+    add("mixture_mc_extra", "MonteCarloKL(sample='extra') on the kernel and a Normal bias, both "
+        "under the scale mixture: the noise's kernel_divergence and bias_divergence, not the "
+        "forward's draws", "reparam", activation="sigmoid", **normal_bias, kernel_prior=MIXTURE,
+        bias_prior=MIXTURE, kernel_divergence=MonteCarloKL(sample="extra"),
+        bias_divergence=MonteCarloKL(sample="extra"))
+    add("laplace_mc_normal_bias", "Laplace prior on kernel (extra draw) and Normal bias (the "
+        "forward's bias draw), Monte Carlo KL times 1/50, linear", "lrt", activation=None,
+        **normal_bias, kernel_prior=LAPLACE, bias_prior=LAPLACE, kernel_divergence=MC_N,
+        bias_divergence=MC_N)
+    add("student_t_mc", "Student-t(3, -0.2, 0.5) prior, Monte Carlo KL at the forward's W",
+        "reparam", activation=None, kernel_prior=STUDENT_T, kernel_divergence=MC)
+    add("student_t_mc", "Student-t prior, Monte Carlo KL at an extra draw, sigmoid", "flipout",
+        activation="sigmoid", kernel_prior=STUDENT_T, kernel_divergence=MC)
+    for est in ("reparam", "flipout"):
+        add("kl_scaled_normal_bias", "closed-form KL times 1/50 on kernel and Normal bias, priors "
+            "N(0, 1), tanh", est, activation="tanh", **normal_bias,
+            bias_prior=NormalPrior(0.0, 1.0), kernel_divergence=KL_N, bias_divergence=KL_N)
+    trainable = TrainableNormalPrior()
+    add("trainable_kl_scaled", "trainable Normal priors on kernel and Normal bias (params "
+        "*_prior_loc, *_prior_untransformed_scale), closed-form KL times 1/50, relu", "lrt",
+        activation="relu", **normal_bias, kernel_prior=trainable, bias_prior=trainable,
+        kernel_divergence=KL_N, bias_divergence=KL_N)
+    add("trainable_kl", "trainable Normal priors on kernel and Normal bias, closed-form KL",
+        "flipout", "float32", activation=None, **normal_bias, kernel_prior=trainable,
+        bias_prior=trainable)
+    add("trainable_mc", "trainable Normal priors on kernel and Normal bias, Monte Carlo KL at "
+        "the forward's W and bias, times 1/50, tanh", "reparam", activation="tanh", **normal_bias,
+        kernel_prior=trainable, bias_prior=trainable, kernel_divergence=MC_N,
+        bias_divergence=MC_N)
+    for dtype in ("float64", "float32"):
+        add("trainable_mc", "trainable Normal prior, Monte Carlo KL at an extra draw; "
+            "Deterministic bias with a trainable prior (-log p(loc))", "lrt", dtype,
+            activation=None, kernel_prior=trainable, bias_prior=trainable,
+            kernel_divergence=MC)
+    add("det_bias_mixture", "Deterministic bias under the scale mixture: KL = -log p(loc); "
+        "kernel N(0, 1) closed form", "lrt", activation="relu", bias_prior=MIXTURE)
+    add("det_bias_laplace", "Deterministic bias under Laplace(0.1, 0.5), weight 1/50: "
+        "-log p(loc) / 50; kernel Student-t, Monte Carlo at the forward's W", "reparam", "float32",
+        activation="tanh", kernel_prior=STUDENT_T, kernel_divergence=MC,
+        bias_prior=LAPLACE, bias_divergence=KL_N)
+    return out
+
+
+def _dense_variational_cases():
+    """TFP's DenseVariational with the tutorial's posterior_mean_field and prior_trainable (or the
+    fixed N(0, 1) prior): exact and Monte Carlo KL, with and without kl_weight (1/50, applied as
+    its float32 rounding), with and without bias, float64 and float32."""
+    out = []
+
+    def add(dtype, kl, prior, klw=False, name="", activation=None, input_shape=(5, 4), **kwargs):
+        bits = dtype[-2:]
+        tag = f"dv_{bits}_{'exact' if kl else 'mc'}_{prior}{'_klw' if klw else ''}{name}"
+        what = (f"DenseVariational, prior {prior}, {'exact' if kl else 'Monte Carlo'} KL"
+                f"{', kl_weight 1/50' if klw else ''}{', ' + name[1:].replace('_', ' ') if name else ''}")
+        out.append(Case(tag, what, "dense_variational", dtype,
+                        lambda: DenseVariational(3, activation, prior=prior,
+                                                 kl_weight=SCALED if klw else None,
+                                                 kl_use_exact=kl, dtype=dtype, **kwargs),
+                        input_shape))
+
+    add("float64", False, "trainable")
+    add("float32", False, "trainable")
+    add("float64", False, "trainable", klw=True)
+    add("float64", False, "fixed", klw=True)
+    add("float32", False, "fixed", klw=True)
+    add("float64", True, "trainable", klw=True)
+    add("float32", True, "trainable")
+    add("float64", True, "fixed")
+    add("float64", False, "trainable", klw=True, name="_nobias_relu_rank3", activation="relu",
+        input_shape=(2, 3, 4), use_bias=False)
+    add("float32", True, "fixed", name="_nobias_tanh", activation="tanh", use_bias=False)
+    return out
+
+
 def _training_model(dtype):
     return lambda: Model(Sequential([
         _layers.DenseLocalReparameterization(4, "relu", dtype=dtype),
@@ -210,7 +342,24 @@ def _training_cases():
                         training={"form": form, "batch_size": 4, "epochs": 2,
                                   "kl_weights": [0.25, 1.0], "step_size": 0.05, "b1": 0.9,
                                   "b2": 0.999}))
+    out.append(Case("train_64_mc_s2", "6 Adam (kingma) steps, 2 samples per step (num_samples "
+                    "2: NLL and KL averaged over 2 noise draws) of a 3 -> 4 (LRT relu, "
+                    "scale-mixture prior, Monte Carlo KL at an extra draw) -> 2 "
+                    "(DenseVariational, trainable prior, Monte Carlo KL, kl_weight 1/50) "
+                    "Gaussian regression: N = 10, batches 4, 4, 2, 2 epochs, KL weights 0.25 "
+                    "then 1", "training", "float64", _training_model_mc("float64"), (10, 3),
+                    training={"form": "kingma", "batch_size": 4, "epochs": 2,
+                              "kl_weights": [0.25, 1.0], "step_size": 0.05, "b1": 0.9,
+                              "b2": 0.999, "num_samples": 2}))
     return out
+
+
+def _training_model_mc(dtype):
+    return lambda: Model(Sequential([
+        _layers.DenseLocalReparameterization(4, "relu", kernel_prior=MIXTURE,
+                                             kernel_divergence=MC, dtype=dtype),
+        DenseVariational(2, prior="trainable", kl_weight=SCALED, dtype=dtype)]),
+        GaussianLikelihood(0.5))
 
 
 CASES = _cases()
@@ -270,6 +419,11 @@ def _spread(params, rng, case):
             new = rng.normal(-1.0, 0.5, value.shape)
             if case.untransformed_scale:
                 new = _cycled(case.untransformed_scale, value.shape)
+        elif name == "posterior_constant":
+            # DenseVariational's [loc, untransformed scale] halves: scale = 1e-5 +
+            # softplus(log(expm1(1)) + t) around 0.3, as the TFP layers' scales
+            n = value.shape[0] // 2
+            new = np.concatenate([rng.normal(0.0, 0.5, n), rng.normal(-1.5, 0.5, n)])
         elif name == "kernel_log_alpha":
             new = _cycled(case.log_alpha, value.shape) if case.log_alpha else rng.uniform(
                 -3.0, 1.0, value.shape)
@@ -319,7 +473,13 @@ def compute(meta, inputs):
     expected = {"outputs/sample": out_sample, "kl/total": np.asarray(kl, dtype=meta["dtype"])}
     for mode in modes_of(model):
         expected[f"outputs/{mode}"] = model.forward(params, x, mode=mode)[0]
-    if not isinstance(model, Sequential):
+    if meta["kind"] in SAMPLED_DIVERGENCE_KINDS:
+        # a Monte Carlo term is a function of the case's noise; the mean mode's at the mean
+        for term, value in model.divergences(params, noise).items():
+            expected[f"kl/{term}"] = np.asarray(value, dtype=meta["dtype"])
+        expected["kl_mean/total"] = np.asarray(model.forward(params, x, mode="mean")[1],
+                                               dtype=meta["dtype"])
+    elif not isinstance(model, Sequential):
         for term, value in model.divergences(params).items():
             expected[f"kl/{term}"] = np.asarray(value, dtype=meta["dtype"])
     else:
@@ -385,8 +545,11 @@ def _build_training(rng, meta, case, model):
     params = _spread(model.init(rng, dim)["network"], rng, case)
     inputs = {"x": x, "y": y, **tree.flatten(params, "init/")}
     inputs["order"] = np.stack([rng.permutation(n) for _ in range(h["epochs"])]).astype(np.int64)
+    samples = h.get("num_samples", 1)
     for t, (epoch, idx) in enumerate(_minibatches(h, inputs["order"])):
-        noise = model.network.sample_noise(rng, (len(idx), dim), normal=_ziggurat)
+        draws = [model.network.sample_noise(rng, (len(idx), dim), normal=_ziggurat)
+                 for _ in range(samples)]
+        noise = draws[0] if samples == 1 else tree.map(lambda *d: np.stack(d), *draws)
         inputs.update(tree.flatten(noise, f"noise/step_{t}/"))
     return meta, inputs
 
@@ -399,9 +562,11 @@ def _minibatches(h, order):
 
 
 def _compute_training(meta, inputs):
-    """Each step: loss = mean NLL over the minibatch + kl_weight[epoch] * KL / N (Model.loss), its
-    gradient (autograd), one Adam update; the params after it and the loss, NLL, KL before it."""
+    """Each step: loss = mean NLL over the minibatch + kl_weight[epoch] * KL / N (Model.loss,
+    both averaged over num_samples draws when the case has several), its gradient (autograd), one
+    Adam update; the params after it and the loss, NLL, KL before it."""
     h = meta["hyperparameters"]
+    samples = h.get("num_samples", 1)
     model = Model.from_config(meta["model"])
     opt = adam(h["step_size"], h["b1"], h["b2"], h["eps"], form=h["form"])
     params = {"network": tree.unflatten(inputs, "init"), "likelihood": {}}
@@ -409,7 +574,7 @@ def _compute_training(meta, inputs):
 
     def loss_fn(p, xb, yb, noise, weight):
         return model.loss(p, xb, yb, noise=noise, num_examples=h["num_examples"],
-                          kl_weight=weight)[0]
+                          kl_weight=weight, num_samples=samples)[0]
 
     grad_fn = grad(loss_fn)
     traj, terms = [], {"loss": [], "nll": [], "kl": []}
@@ -419,7 +584,7 @@ def _compute_training(meta, inputs):
         weight = h["kl_weights"][epoch]
         p = opt.get_params(state)
         loss, nll, kl = model.loss(p, xb, yb, noise=noise, num_examples=h["num_examples"],
-                                   kl_weight=weight)
+                                   kl_weight=weight, num_samples=samples)
         for key, value in (("loss", loss), ("nll", nll), ("kl", kl)):
             terms[key].append(value)
         state = opt.update(state, grad_fn(p, xb, yb, noise, weight))

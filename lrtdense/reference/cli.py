@@ -129,7 +129,7 @@ def _main(args):
         lines = []
         for name in select_cases(ref.names, args.patterns):
             meta, _, _ = store.read_case(ref, name)
-            lines.append(f"{name:34s} {meta['dtype']:8s} {meta['kind']:9s} {meta['description']}")
+            lines.append(f"{name:40s} {meta['dtype']:8s} {meta['kind']:17s} {meta['description']}")
         _emit("\n".join(lines))
         return EXIT_PASS
     if not os.path.isdir(args.results):
