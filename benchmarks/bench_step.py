@@ -23,8 +23,10 @@ DenseVariationalDropout, DenseSparseVariationalDropout), in float32 and float64,
   buffers allocated per step, page faults per step, the process's peak RSS, and what explicit
   per-example weight sampling would need at the same sizes;
 * a sanity check of each peer (and the oracle): its loss and gradients equal those of lrtdense's
-  step on the same params, minibatch and noise (float32 ~1e-6, float64 ~1e-15 relative). A
-  mismatch is marked in the report and makes the command exit with status 1.
+  step on the same params, minibatch and noise: in the timed dtype, and for float32 also the
+  same contender's math in float64 on the same (cast) values, where rounding cannot hide a
+  difference (float64 ~1e-15 relative). A mismatch is marked in the report and makes the
+  command exit with status 1.
 
 Run (from the repository root; the peers need torch and jax installed, else they are skipped
 with a note):
@@ -153,10 +155,10 @@ def load_peers(names, dtypes, threads=None):
     factories, versions, notes = {}, {}, []
     for name in names:
         try:
-            if name == "jax":
-                jax = ref.setup_jax(enable_x64="float64" in dtypes)
+            if name == "jax":   # x64 for float64 and for the float64 checks of float32
+                jax = ref.setup_jax(enable_x64=True)
                 versions[name] = (f"jax {jax.__version__} ({jax.default_backend()}, "
-                                  f"jax_enable_x64 {'on' if 'float64' in dtypes else 'off'})")
+                                  f"jax_enable_x64 on)")
             else:
                 import torch
                 if threads is not None:
@@ -241,11 +243,13 @@ def build_contenders(problems, factories, args):
                              f"{est}: skipped ({err})")
                 continue
             check = ref.check_peer(lrt, other)
+            if problem.dtype == "float32":     # and the same math in float64: no rounding
+                twin = ref.float64_twin(problem)
+                check["float64"] = ref.check_peer(ref.lrtdense_contender(twin), factory(twin))
             checks[other.name] = check
             if not report.check_ok(check, problem.dtype):
                 print(f"MISMATCH: {other.label} {ref.ESTIMATORS[est][0]} {problem.dtype} "
-                      f"B{problem.batch}: loss rel. err {check['loss_rel']:.1e}, max grad rel. "
-                      f"err {check['grad_rel']:.1e} ({check['worst']})", file=sys.stderr,
+                      f"B{problem.batch}: {report.describe_check(check)}", file=sys.stderr,
                       flush=True)
             contenders.append(other)
     return contenders, checks, notes

@@ -44,6 +44,7 @@ lrtdense's comes from its real step (``make_step``) with an optimizer that recor
 gradients.
 """
 import collections
+import functools
 import importlib
 import math
 import os
@@ -114,6 +115,23 @@ def reference_problem(dtype, batch, sizes=LAYERS, seed=0, estimator="lrt"):
     params = model.init(np.random.default_rng([seed, 1]), sizes[0])
     return Problem(model, params, x, y, tuple(sizes), np.dtype(dtype).name, batch, seed,
                    estimator)
+
+
+def float64_twin(problem):
+    """The same problem in float64: ``problem``'s params and minibatch cast (float32 to float64
+    is exact), for checking float32 contenders' math where rounding cannot hide a difference."""
+    from lrtdense import tree
+
+    model = build_model("float64", problem.sizes, estimator=problem.estimator)
+    return problem._replace(model=model, dtype="float64",
+                            params=tree.map(lambda a: a.astype(np.float64), problem.params),
+                            x=problem.x.astype(np.float64))
+
+
+def lrtdense_noise(problem, noise_seed):
+    """The noise dict lrtdense's step draws from ``default_rng(noise_seed)`` (its draw order:
+    layer by layer, ``sample_noise``), in the problem's dtype."""
+    return problem.model.network.sample_noise(np.random.default_rng(noise_seed), problem.x.shape)
 
 
 def layer_names(problem):
@@ -191,12 +209,6 @@ def lrtdense_contender(problem):
     notes = "make_step(model, adam(1e-3), num_examples=60000), as fit runs it"
     return Contender(contender_name("lrtdense", problem.estimator), "lrtdense", run, notes,
                      loss_and_grads, "lrtdense", problem.estimator)
-
-
-def lrtdense_noise(problem, noise_seed):
-    """The noise dict lrtdense's step draws from ``default_rng(noise_seed)`` (its draw order:
-    layer by layer, ``sample_noise``)."""
-    return problem.model.network.sample_noise(np.random.default_rng(noise_seed), problem.x.shape)
 
 
 # -------------------------------------------------------------------------- autograd oracle
@@ -287,7 +299,7 @@ THETA2_EPS = 1e-8                                     # lrtdense.kernels.THETA2_
 LOG_ALPHA_CLIP = 8.0                                  # lrtdense.dropout.LOG_ALPHA_CLIP
 
 
-def peer_loss(xp, estimator, params, x, y, noise, eps):
+def peer_loss(xp, estimator, params, x, y, noise):
     """The minibatch negative ELBO of the reference network, in a peer's array library.
 
     Args:
@@ -296,11 +308,11 @@ def peer_loss(xp, estimator, params, x, y, noise, eps):
       params: per layer, its arrays in lrtdense's weight_names order.
       x: (batch, in); y: (batch,) integer labels.
       noise: per layer, a dict of lrtdense's noise keys.
-      eps: finfo(dtype).eps (TFP's posterior scale offset).
     Returns:
       mean cross-entropy + KL / NUM_EXAMPLES, a scalar.
     """
     h, kl = x, 0.0
+    eps = xp.eps(x)                                   # TFP's posterior scale offset
     last = len(params) - 1
     for i, (p, n) in enumerate(zip(params, noise)):
         if estimator in TFP_ESTIMATORS:
@@ -347,6 +359,7 @@ class TorchOps:
         self.log1p, self.expm1, self.sum = torch.log1p, torch.expm1, torch.sum
         self.cross_entropy = F.cross_entropy
         self.clip = lambda a, lo, hi: torch.clamp(a, min=lo, max=hi)
+        self.eps = lambda a: torch.finfo(a.dtype).eps
 
 
 class JaxOps:
@@ -359,6 +372,7 @@ class JaxOps:
         self.sqrt, self.exp, self.log = jnp.sqrt, jnp.exp, jnp.log
         self.log1p, self.expm1, self.sum = jnp.log1p, jnp.expm1, jnp.sum
         self.clip = jnp.clip
+        self.eps = lambda a: float(jnp.finfo(a.dtype).eps)
 
         def cross_entropy(logits, y):
             picked = jnp.take_along_axis(logits, y[:, None], axis=1)[:, 0]
@@ -378,7 +392,6 @@ def torch_contender(problem):
     dtype = getattr(torch, problem.dtype)
     x = torch.from_numpy(problem.x)
     y = torch.from_numpy(problem.y.astype(np.int64))
-    eps = float(np.finfo(problem.dtype).eps)
     spec = noise_spec(problem)
     est = problem.estimator
 
@@ -398,7 +411,7 @@ def torch_contender(problem):
     def run():
         optimizer.zero_grad(set_to_none=True)
         noise = [{key: draw(shape, kind) for key, shape, kind in layer} for layer in spec]
-        loss = peer_loss(xp, est, params, x, y, noise, eps)
+        loss = peer_loss(xp, est, params, x, y, noise)
         loss.backward()
         optimizer.step()
 
@@ -406,7 +419,7 @@ def torch_contender(problem):
         p = fresh_params()
         noise = [{k: torch.from_numpy(a) for k, a in n.items()}
                  for n in layer_noise(problem, lrtdense_noise(problem, noise_seed))]
-        loss = peer_loss(xp, est, p, x, y, noise, eps)
+        loss = peer_loss(xp, est, p, x, y, noise)
         loss.backward()
         return loss.item(), as_params_dict(problem, [[a.grad.numpy() for a in t] for t in p])
 
@@ -438,15 +451,11 @@ def jax_contender(problem):
 
     if problem.dtype == "float64" and not jax.config.jax_enable_x64:
         raise RuntimeError("float64 JAX needs jax_enable_x64 (call setup_jax(True) first)")
-    xp = JaxOps()
     dtype = jnp.dtype(problem.dtype)
-    eps = float(np.finfo(problem.dtype).eps)
     x, y = jnp.asarray(problem.x), jnp.asarray(problem.y.astype(np.int32))
     spec = noise_spec(problem)
     est = problem.estimator
-
-    def loss_fn(params, x, y, noise):
-        return peer_loss(xp, est, params, x, y, noise, eps)
+    loss_fn = _jax_loss(est)
 
     def adam_leaf(p, m, v, g, t):
         m = m + (1 - B1) * (g - m)                                  # first moment
@@ -486,7 +495,7 @@ def jax_contender(problem):
         state, key, loss = jit_step(state, x, y, key)
         jax.block_until_ready((state, loss))
 
-    value_and_grad = jax.jit(jax.value_and_grad(loss_fn))
+    value_and_grad = _jax_value_and_grad(est)
 
     def loss_and_grads(noise_seed):
         p = [tuple(jnp.asarray(a) for a in arrays) for arrays in layer_params(problem)]
@@ -500,6 +509,23 @@ def jax_contender(problem):
              f"noise jax.random.normal / rademacher")
     return Contender(contender_name("jax", est), LIBRARIES["jax"], run, notes, loss_and_grads,
                      "jax", est)
+
+
+@functools.lru_cache(maxsize=None)
+def _jax_loss(estimator):
+    xp = JaxOps()
+
+    def loss_fn(params, x, y, noise):
+        return peer_loss(xp, estimator, params, x, y, noise)
+    return loss_fn
+
+
+@functools.lru_cache(maxsize=None)
+def _jax_value_and_grad(estimator):
+    # one jitted function per estimator: JAX compiles it once per dtype and shape, so the float64
+    # checks of the float32 configurations reuse the float64 configurations' compilations
+    import jax
+    return jax.jit(jax.value_and_grad(_jax_loss(estimator)))
 
 
 PEERS = {"torch": torch_contender, "jax": jax_contender}

@@ -16,7 +16,8 @@ Bars (ratios of medians measured in one process, the reference network 784-400-4
 import reference_step as ref
 
 __all__ = ["ESTIMATOR_BARS", "ESTIMATOR_BAR_CONFIGS", "PEER_GOAL", "LRT_BARS", "MEMORY_BAR",
-           "CHECK_TOL", "add_ratios", "lrt_bar_verdict", "check_ok", "failed_checks",
+           "CHECK_TOL", "add_ratios", "lrt_bar_verdict", "check_ok", "describe_check",
+           "failed_checks",
            "format_report", "pct"]
 
 ESTIMATOR_BARS = {"reparameterization": 1.25, "flipout": 1.6, "vd": 1.25, "svd": 1.25}
@@ -28,7 +29,12 @@ LRT_BARS = {("float32", 100): ("jax", 1.0), ("float32", 1000): ("floor", 1.8),
             ("float64", 100): ("floor", 3.0), ("float64", 1000): ("floor", 1.7)}
 LRT_BAR_F32_B100_FLOOR = 2.8   # issue 6's "~2.8x the GEMM floor", used when JAX was not run
 MEMORY_BAR = 1.5
-CHECK_TOL = {"float32": 1e-5, "float64": 1e-10}   # loss; gradients get 100x
+# (loss, gradients) relative tolerances of the sanity check. Float32 gradients get 0.1: at
+# batch 1000 a pre-activation within float32 rounding of 0 takes the other side of a ReLU in
+# one library and not in another, which moved a gradient by 9e-3 of its largest element (every
+# float32 contender, lrtdense's too, differs that much from float64 then); the float64 check of
+# the same math is the strict one.
+CHECK_TOL = {"float32": (1e-5, 0.1), "float64": (1e-10, 1e-8)}
 LIBRARY_ORDER = ("lrtdense", "torch", "jax", "oracle")
 LRT = ref.contender_name("lrtdense", "lrt")
 
@@ -97,9 +103,20 @@ def lrt_bar_verdict(dtype, batch, ratios, reference_sizes):
 
 
 def check_ok(check, dtype):
-    """True when a sanity check's loss and gradients are within ``CHECK_TOL``."""
-    tol = CHECK_TOL[dtype]
-    return check["loss_rel"] <= tol and check["grad_rel"] <= 100 * tol
+    """True when a sanity check's loss and gradients are within ``CHECK_TOL`` (and those of its
+    float64 twin, if it has one, within float64's)."""
+    loss_tol, grad_tol = CHECK_TOL[dtype]
+    ok = check["loss_rel"] <= loss_tol and check["grad_rel"] <= grad_tol
+    return ok and ("float64" not in check or check_ok(check["float64"], "float64"))
+
+
+def describe_check(check):
+    """One line: the errors of a sanity check (and of its float64 twin)."""
+    text = (f"loss rel. err {check['loss_rel']:.1e}, max grad rel. err {check['grad_rel']:.1e} "
+            f"({check['worst']})")
+    if "float64" in check:
+        text += "; in float64: " + describe_check(check["float64"])
+    return text
 
 
 def failed_checks(results):
@@ -342,18 +359,26 @@ def format_report(results):
         rows = []
         for cfg, name, c in checks:
             info = cfg["contenders"][name]
+            twin = c.get("float64")
             rows.append([info["label"], _est_label(info["estimator"]), cfg["dtype"],
                          str(cfg["batch"]), f"{c['loss']:.6g}", f"{c['loss_rel']:.1e}",
                          f"{c['grad_rel']:.1e}", str(c["worst"]),
+                         "-" if twin is None else f"{twin['loss_rel']:.1e}",
+                         "-" if twin is None else f"{twin['grad_rel']:.1e}",
                          "ok" if check_ok(c, cfg["dtype"]) else "**MISMATCH**"])
         lines += _table(["contender", "estimator", "dtype", "batch", "loss", "loss rel. err",
-                         "max grad rel. err", "worst param", "status"],
-                        ["---", "---", "---", "---:", "---:", "---:", "---:", "---", "---"], rows)
+                         "max grad rel. err", "worst param", "float64: loss rel. err",
+                         "float64: max grad rel. err", "status"],
+                        ["---", "---", "---", "---:", "---:", "---:", "---:", "---", "---:",
+                         "---:", "---"], rows)
         lines += ["", "lrtdense's loss and gradients are those of its training step "
-                  "(``make_step`` with an optimizer that records the gradients), its noise drawn "
+                  "(`make_step` with an optimizer that records the gradients), its noise drawn "
                   "from a fixed generator; the others evaluate theirs with that noise. Gradient "
-                  "errors relative to each gradient's largest element. Tolerances: loss 1e-5 "
-                  "(float32) / 1e-10 (float64), gradients 100× that."]
+                  "errors relative to each gradient's largest element. For float32 the same "
+                  "contenders also run in float64 on the same values (the float64 columns). "
+                  "Tolerances (loss, gradients): float64 1e-10, 1e-8; float32 1e-5, 0.1 (a "
+                  "pre-activation within float32 rounding of 0 can take the other side of a "
+                  "ReLU in one library: seen to move a gradient by 9e-3 at batch 1000)."]
 
     lines += ["", "## What each contender runs", ""]
     seen = {}
