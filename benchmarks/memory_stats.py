@@ -1,6 +1,6 @@
 """Memory of one training step: what the math needs, what a step allocates, page faults, RSS.
 
-* ``math_needs``: bytes of the arrays the reference step cannot do without, from the shapes.
+* ``math_needs``: bytes of the arrays a reference step cannot do without, from the shapes.
 * ``traced_training``: tracemalloc (to which NumPy reports every array buffer) from the moment
   the optimizer state and the step are built: the footprint's peak (state, workspaces kept
   between steps, temporaries), what is retained between steps, and the peak of one step's own
@@ -24,24 +24,41 @@ __all__ = ["math_needs", "explicit_sampling_bytes", "traced_training", "count_nu
            "page_faults_per_step", "peak_rss_bytes"]
 
 
-def math_needs(sizes, batch, dtype):
-    """Bytes of the arrays the reference step needs, by component.
+def math_needs(sizes, batch, dtype, estimator="lrt"):
+    """Bytes of the arrays a step of ``estimator`` cannot do without, by component.
 
-    P = sum over layers of (2 in*out + out) scalars: kernel loc and untransformed scale, bias loc.
+    P = sum over layers of (2 in*out + out) scalars (two kernel-shaped params and a bias: the
+    same count for every estimator of ``reference_step.ESTIMATORS``).
 
     Returns:
       dict: params, grads, adam_m, adam_v (P each); activations (every layer's input and the
-      logits, batch * (sizes[0] + ... + sizes[-1])); squares (every layer's input squared,
-      batch * (sizes[0] + ... + sizes[-2])); total (their sum); per_step (grads + activations +
-      squares: the part a step must allocate itself, params and moments persisting).
+      logits, batch * (sizes[0] + ... + sizes[-1])); then what the estimator's gradient needs
+      besides: "lrt", "vd", "svd": squares (every layer's input squared, batch * (sizes[0] +
+      ... + sizes[-2])); "reparameterization": sampled_kernels (one W per layer, sum in*out);
+      "flipout": perturbations (eps * scale per layer, sum in*out) and signed_inputs (x *
+      sign_in, batch * (sizes[0] + ... + sizes[-2])); total (their sum); per_step (grads,
+      activations and the estimator's arrays: the part a step must allocate itself, params and
+      moments persisting).
+    Raises:
+      ValueError: an unknown estimator.
     """
     item = np.dtype(dtype).itemsize
-    n_params = sum(2 * n_in * n_out + n_out for n_in, n_out in zip(sizes[:-1], sizes[1:]))
+    kernels = sum(n_in * n_out for n_in, n_out in zip(sizes[:-1], sizes[1:]))
+    n_params = 2 * kernels + sum(sizes[1:])
+    inputs = batch * sum(sizes[:-1])
     out = {key: n_params * item for key in ("params", "grads", "adam_m", "adam_v")}
     out["activations"] = batch * sum(sizes) * item
-    out["squares"] = batch * sum(sizes[:-1]) * item
+    if estimator in ("lrt", "vd", "svd"):
+        extra = {"squares": inputs * item}
+    elif estimator == "reparameterization":
+        extra = {"sampled_kernels": kernels * item}
+    elif estimator == "flipout":
+        extra = {"perturbations": kernels * item, "signed_inputs": inputs * item}
+    else:
+        raise ValueError(f"unknown estimator {estimator!r}")
+    out.update(extra)
     out["total"] = sum(out.values())
-    out["per_step"] = out["grads"] + out["activations"] + out["squares"]
+    out["per_step"] = out["grads"] + out["activations"] + sum(extra.values())
     return out
 
 
