@@ -711,15 +711,17 @@ Args: loc array; prior_loc, prior_scale numbers (not differentiated). Returns a 
 def _clip_fwd(x, lo, hi, *, needs, workspace=None):
     out = _like(workspace, x)
     np.clip(x, lo, hi, out=out)
-    return out, (x, lo, hi, workspace)
+    return out, (x, out, workspace)
 
 
 def _clip_bwd(res, g, argnums):
-    x, lo, hi, ws = res
+    x, clipped, ws = res
     if argnums != (0,):
         raise NotImplementedError("clip: only the gradient w.r.t. x")
+    inside = _like(ws, x, dtype=bool)
+    np.equal(clipped, x, out=inside)                    # lo <= x <= hi: passes at the bounds, as TF's
     out = _like(ws, x)
-    np.multiply(g, (x >= lo) & (x <= hi), out=out)      # passes at the bounds, as TF's
+    np.multiply(g, inside, out=out)
     return (out,)
 
 
@@ -862,11 +864,10 @@ def _sparse_log_alpha_fwd(theta, log_sigma2, lo, hi, *, needs, workspace=None):
     raw = _like(ws, theta)
     np.log(t2, out=raw)
     np.subtract(log_sigma2, raw, out=raw)               # log sigma2 - log(theta**2 + 1e-8)
-    mask = _like(ws, theta, dtype=bool)
-    np.greater_equal(raw, lo, out=mask)
-    mask &= raw <= hi
     out = _like(ws, theta)
     np.clip(raw, lo, hi, out=out)
+    mask = _like(ws, theta, dtype=bool)
+    np.equal(out, raw, out=mask)                        # lo <= raw <= hi (NaN: False either way)
     return out, (theta, t2, mask, ws)
 
 

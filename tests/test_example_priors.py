@@ -10,7 +10,7 @@ import pytest
 import lrtdense as L
 from helpers import load_example
 
-pytest.importorskip("sklearn")
+pytest.importorskip("sklearn", reason="the digits example needs scikit-learn (the examples extra)")
 example = load_example("prior_comparison_digits")
 
 # a few seconds: two seeds, a two-point grid per prior, a tiny network
@@ -134,7 +134,7 @@ def test_short_run_numbers(short_run):
     t = result["timing"]
     assert t["normal"] > 0 and t["mixture"] > 0 and t["ratio"] == t["mixture"] / t["normal"]
     assert t["ratio_mc"] == t["mixture"] / t["normal_mc"]
-    pytest.importorskip("matplotlib")
+    pytest.importorskip("matplotlib", reason="the figure needs matplotlib (the examples extra)")
     assert out.stat().st_size > 10000
 
 

@@ -83,7 +83,7 @@ def test_committed_table_is_what_the_run_generates():
 
 
 def test_noise_injection_refuses_an_unexpected_draw():
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason="the peer adapters need torch 2.13.0 and the peers extra")
     import numpy as np
     with pytest.raises(RuntimeError, match="expected normal"):
         with pa.injected([("normal", np.zeros((2, 3)))]):

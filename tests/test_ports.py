@@ -33,7 +33,7 @@ _modules = {}
 
 def load_port(framework):
     """examples/ports/<framework>_port.py as a module; skips the test if the framework is missing."""
-    pytest.importorskip(framework)
+    pytest.importorskip(framework, reason=f"the {framework} port needs {framework} (pip install '.[ports]')")
     if framework not in _modules:
         name = f"{framework}_port"
         spec = importlib.util.spec_from_file_location(name, os.path.join(PORTS, name + ".py"))
