@@ -132,10 +132,12 @@ def value_and_grad(fun, params, *args, workspace=None):
             if node in is_root:
                 found[node] = g
                 continue
-            fresh = type(node.vjp) is KernelVJP
-            for parent, ingrad in zip(node.parents, node.vjp(g)):
+            vjp, node.vjp = node.vjp, None     # its residuals are free once it has run
+            fresh = type(vjp) is KernelVJP
+            for parent, ingrad in zip(node.parents, vjp(g)):
                 outgrads[parent] = _accumulate(outgrads.get(parent), ingrad,
                                                fresh and ingrad is not g, workspace)
+            del vjp, g
     else:
         value = objective
     grads = _grads(params, iter(roots), found)

@@ -237,3 +237,35 @@ def test_custom_vjp_passes_needs_and_is_first_order():
     assert f(2.0, 3.0) == 6.0 and seen[-1] == (False, False)
     assert grad(lambda a: f(a, 3.0))(2.0) == 3.0 and seen[-1] == (True, False)
     assert f.__name__ == "mul"
+
+
+def test_value_and_grad_frees_each_kernels_residuals_once_its_vjp_has_run():
+    # The reverse pass keeps a kernel's residuals only until its VJP has run (the step's memory
+    # peak is in the backward pass): when the inner kernel's VJP runs, the outer one's residual
+    # is gone. The gradient is that of the plain expression.
+    import gc
+    import weakref
+    from lrtdense.autodiff import value_and_grad
+    alive = {}
+
+    def outer_fwd(a, *, needs):
+        big = np.full(1000, 2.0)
+        alive["outer"] = weakref.ref(big)
+        return float(np.sum(a * big[: a.size])), (big[: a.size],)
+
+    def outer_bwd(res, g, argnums):
+        return (g * res[0],)
+
+    def inner_fwd(a, *, needs):
+        return a * a, (a,)
+
+    def inner_bwd(res, g, argnums):
+        gc.collect()
+        alive["outer at the inner VJP"] = alive["outer"]() is not None
+        return (2 * res[0] * g,)
+
+    outer, inner = custom_vjp(outer_fwd, outer_bwd, "outer"), custom_vjp(inner_fwd, inner_bwd, "inner")
+    x = np.array([1.0, -3.0])
+    value, _, grads = value_and_grad(lambda p: (outer(inner(p["x"])), None), {"x": x})
+    assert value == 20.0 and np.array_equal(grads["x"], 4 * x)
+    assert alive["outer at the inner VJP"] is False

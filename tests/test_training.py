@@ -334,10 +334,17 @@ def test_ctrl_c_during_an_update_waits_for_it_then_reaches_the_users_handler():
 
 def test_ctrl_c_with_the_default_handler_stops_after_the_update():
     import signal
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    model, params, x, y = _small_problem()
-    out, hist = fit(model, params, x, y, rng=np.random.default_rng(1), epochs=3, batch_size=10,
-                    optimizer=_with_signal_during_update(adam(1e-3)), verbose=False)
+    # Python's own handler, installed here: a test run started in the background by a
+    # non-interactive shell inherits SIGINT ignored instead
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        model, params, x, y = _small_problem()
+        out, hist = fit(model, params, x, y, rng=np.random.default_rng(1), epochs=3,
+                        batch_size=10, optimizer=_with_signal_during_update(adam(1e-3)),
+                        verbose=False)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert hist["interrupted"] and hist["loss"] == []
     replayed = replay_completed_steps(model, params, x, y, (1,), batch_size=10)
     for k, v in replayed["network"]["layer_0"].items():       # the interrupted update completed
