@@ -176,3 +176,21 @@ def test_profile_step_runs():
     assert proc.returncode == 0, proc.stderr
     for text in ("| whole step |", "| flipout ", "## Per kernel", "## cProfile"):
         assert text in proc.stdout, text
+
+
+def test_prior_step_times_both_priors_for_every_estimator():
+    script = os.path.join(ROOT, "benchmarks", "prior_step.py")
+    proc = subprocess.run([sys.executable, script, "--batch", "4", "--rounds", "2",
+                           "--sizes", ",".join(map(str, SIZES))],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ["DenseLocalReparameterization",
+                                                   "DenseReparameterization", "DenseFlipout"]
+    for line in lines:
+        normal, mixture, ratio = map(float, re.findall(r"Normal +([\d.]+) ms +mixture \(MC\) +"
+                                                       r"([\d.]+) ms +ratio ([\d.]+)", line)[0])
+        assert normal > 0 and mixture > 0 and abs(ratio - mixture / normal) < 0.01, line
+    bad = subprocess.run([sys.executable, script, "--sizes", "784"], capture_output=True,
+                         text=True, timeout=60)
+    assert bad.returncode == 2 and "--sizes" in bad.stderr
