@@ -42,6 +42,9 @@ import sys
 import tempfile
 import zipfile
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _outdir  # noqa: E402  (tools/_outdir.py: never record over files unasked)
+
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -205,7 +208,7 @@ def main(argv):
             return 1
         print(f"OK: keras_adam_f64.npz/.json reproduced byte-for-byte in {outdir}")
         return 0
-    write(outdir, arrays, meta)
+    write(_outdir.writable_output(outdir, argv), arrays, meta)
     print(f"wrote {outdir}/keras_adam_f64.npz (T={T}); class {meta['class']}; "
           f"lr variable dtype {meta['learning_rate_variable_dtype']}; "
           f"jit_compile {meta['jit_compile']}")

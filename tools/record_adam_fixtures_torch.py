@@ -88,6 +88,9 @@ import tempfile
 from fractions import Fraction
 from pathlib import Path
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _outdir  # noqa: E402  (tools/_outdir.py: never record over files unasked)
+
 import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -538,6 +541,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("outdir", nargs="?", default=str(DEFAULT_OUTDIR))
     ap.add_argument("--check", action="store_true", help="pure-NumPy replay of an existing fixture")
+    ap.add_argument("--replace", action="store_true", help="record over the files already in OUTDIR")
     ap.add_argument("--mkl-sqrt", action="store_true", help="with --check: use MKL vmdSqrt from libtorch_cpu")
     ap.add_argument("--_capability-child", dest="cap_child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -547,7 +551,7 @@ def main(argv=None):
     outdir = Path(args.outdir)  # a relative OUTDIR is taken relative to the current directory
     if args.check:
         return 0 if check(outdir, mkl_sqrt=args.mkl_sqrt)["summary"]["passed"] else 1
-    record(outdir)
+    record(Path(_outdir.writable_output(str(outdir), ["--replace"] if args.replace else [])))
     return 0
 
 

@@ -83,6 +83,9 @@ import tempfile
 import zipfile
 import zlib
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _outdir  # noqa: E402  (tools/_outdir.py: never record over files unasked)
+
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -528,7 +531,7 @@ def main(argv):
             return 1
         print(f"OK: {len(names)} files reproduced byte-for-byte in {outdir}")
         return 0
-    summary = record_all(outdir)
+    summary = record_all(_outdir.writable_output(outdir, argv))
     for name, finite in summary:
         print(f"{name:40s} grads_finite={finite}")
     print(f"wrote {len(summary)} cases to {outdir}; versions: {VERSIONS}")

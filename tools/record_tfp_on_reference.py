@@ -163,8 +163,9 @@ From the repository root, with the TensorFlow virtualenv (not a dependency of lr
     TF_USE_LEGACY_KERAS=1 /work/venvs/tf/bin/python tools/record_tfp_on_reference.py [OUTDIR]
     TF_USE_LEGACY_KERAS=1 /work/venvs/tf/bin/python tools/record_tfp_on_reference.py --priors [OUTDIR]
 
-OUTDIR defaults to ``tests/fixtures/tfp_reference``. The reference set is read from
-``reference_data/`` with plain ``json``/``numpy`` (lrtdense need not be installed in the TF
+OUTDIR defaults to ``tests/fixtures/tfp_reference`` (``tests/fixtures/tfp_reference_priors`` with
+``--priors``); a folder that already holds files is written only with ``--replace``. The
+reference set is read from ``reference_data/`` with plain ``json``/``numpy`` (lrtdense need not be installed in the TF
 venv). The npz files are written with a fixed zip timestamp and sorted keys, so re-running on
 the same machine reproduces them byte for byte. About 20 s on a 2-core CPU (mostly importing
 TensorFlow).
@@ -177,6 +178,9 @@ import json
 import os
 import sys
 import zipfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _outdir  # noqa: E402  (tools/_outdir.py: never record over files unasked)
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -969,7 +973,8 @@ def prior_case_names():
 
 
 def main_priors(argv):
-    outdir = argv[0] if argv else DEFAULT_OUT_PRIORS
+    args = [a for a in argv if a != "--replace"]
+    outdir = _outdir.writable_output(args[0] if args else DEFAULT_OUT_PRIORS, argv)
     os.makedirs(outdir, exist_ok=True)
     for name in PRIOR_SELF_CHECK_CASES:
         n = self_check_prior_injection(name)
@@ -1001,7 +1006,8 @@ def main_priors(argv):
 def main(argv):
     if argv[:1] == ["--priors"]:
         return main_priors(argv[1:])
-    outdir = argv[0] if argv else DEFAULT_OUT
+    args = [a for a in argv if a != "--replace"]
+    outdir = _outdir.writable_output(args[0] if args else DEFAULT_OUT, argv)
     os.makedirs(outdir, exist_ok=True)
     for name in SELF_CHECK_CASES:
         n = self_check_injection(name)

@@ -86,6 +86,9 @@ import tempfile
 import zipfile
 import zlib
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _outdir  # noqa: E402  (tools/_outdir.py: never record over files unasked)
+
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -914,7 +917,7 @@ def main(argv):
               f"(float64 {CHECK_RTOL['float64']}, float32 {CHECK_RTOL['float32']}); "
               f"{identical} of them byte for byte")
         return 0
-    summary = record_all(outdir)
+    summary = record_all(_outdir.writable_output(outdir, argv))
     for name, finite, losses in summary:
         print(f"{name:48s} grads_finite={finite} losses={losses}")
     print(f"wrote {len(summary)} cases to {outdir}; versions: {VERSIONS}")
