@@ -972,61 +972,32 @@ def prior_case_names():
     return out
 
 
-def main_priors(argv):
-    args = [a for a in argv if a != "--replace"]
-    outdir = _outdir.writable_output(args[0] if args else DEFAULT_OUT_PRIORS, argv)
-    os.makedirs(outdir, exist_ok=True)
-    for name in PRIOR_SELF_CHECK_CASES:
-        n = self_check_prior_injection(name)
-        print(f"self-check {name}: injected path == TFP sampling path, bitwise ({n} arrays)")
-    cases = {}
-    for name in prior_case_names():
-        rec, info = record_prior_case(name)
-        save_npz_deterministic(os.path.join(outdir, name + ".npz"), rec)
-        cases[name] = info
-        print(f"{name:44s} {len(rec):2d} keys" + (f"  NaN in {info['nan_keys']}"
-                                                   if info["nan_keys"] else ""))
-    versions = {
-        "versions": VERSIONS,
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "command": "TF_USE_LEGACY_KERAS=1 /work/venvs/tf/bin/python "
-                   "tools/record_tfp_on_reference.py --priors",
-        "env": {"TF_USE_LEGACY_KERAS": os.environ.get("TF_USE_LEGACY_KERAS")},
-        "reference_manifest_sha256": _sha256(os.path.join(REFERENCE, "manifest.json")),
-        "injection_self_check_cases": list(PRIOR_SELF_CHECK_CASES),
-        "cases": cases,
-    }
-    with open(os.path.join(outdir, "versions.json"), "w") as f:
-        json.dump(versions, f, indent=1, sort_keys=True)
-        f.write("\n")
-    print(f"wrote {len(cases)} cases to {outdir}; versions: {VERSIONS}")
-    return 0
-
-
 def main(argv):
-    if argv[:1] == ["--priors"]:
-        return main_priors(argv[1:])
-    args = [a for a in argv if a != "--replace"]
-    outdir = _outdir.writable_output(args[0] if args else DEFAULT_OUT, argv)
+    priors = argv[:1] == ["--priors"]
+    args = [a for a in argv[1 if priors else 0:] if a != "--replace"]
+    default = DEFAULT_OUT_PRIORS if priors else DEFAULT_OUT
+    outdir = _outdir.writable_output(args[0] if args else default, argv)
     os.makedirs(outdir, exist_ok=True)
-    for name in SELF_CHECK_CASES:
-        n = self_check_injection(name)
+    self_checks = PRIOR_SELF_CHECK_CASES if priors else SELF_CHECK_CASES
+    for name in self_checks:
+        n = (self_check_prior_injection if priors else self_check_injection)(name)
         print(f"self-check {name}: injected path == TFP sampling path, bitwise ({n} arrays)")
+    record, width = (record_prior_case, 44) if priors else (record_case, 32)
     cases = {}
-    for name in layer_case_names():
-        rec, info = record_case(name)
+    for name in (prior_case_names() if priors else layer_case_names()):
+        rec, info = record(name)
         save_npz_deterministic(os.path.join(outdir, name + ".npz"), rec)
         cases[name] = info
-        print(f"{name:32s} {len(rec):2d} keys" + (f"  NaN in {info['nan_keys']}"
-                                                   if info["nan_keys"] else ""))
+        print(f"{name:{width}s} {len(rec):2d} keys" + (f"  NaN in {info['nan_keys']}"
+                                                       if info["nan_keys"] else ""))
     versions = {
         "versions": VERSIONS,
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "command": "TF_USE_LEGACY_KERAS=1 /work/venvs/tf/bin/python "
-                   "tools/record_tfp_on_reference.py",
+                   "tools/record_tfp_on_reference.py" + (" --priors" if priors else ""),
         "env": {"TF_USE_LEGACY_KERAS": os.environ.get("TF_USE_LEGACY_KERAS")},
         "reference_manifest_sha256": _sha256(os.path.join(REFERENCE, "manifest.json")),
-        "injection_self_check_cases": list(SELF_CHECK_CASES),
+        "injection_self_check_cases": list(self_checks),
         "cases": cases,
     }
     with open(os.path.join(outdir, "versions.json"), "w") as f:
