@@ -3,19 +3,33 @@
 A model folder written by ``save(path, model, params, state=..., meta=...)`` holds:
 
 * ``config.json``: ``{"format", "version", "model": model.get_config(), "input_dim",
-  "params": {key: {"shape", "dtype"}}}``, plus ``"state": {"structure", "arrays"}`` when a state
-  was saved and ``"meta"`` (any plain JSON the caller passed, e.g. an optimizer's step count,
-  ``rng.bit_generator.state``, the epoch, the history);
+  "params": {key: {"shape", "dtype"}}, "files": {name: {"size", "sha256"}}}``, plus
+  ``"state": {"structure", "arrays"}`` when a state was saved and ``"meta"`` (any plain JSON the
+  caller passed, e.g. an optimizer's step count, ``rng.bit_generator.state``, the epoch, the
+  history);
 * ``params.npz``: one uncompressed ``.npy`` member per param, keyed by its path in the params
   tree (``network/layer_0/kernel_posterior_loc``), written in C order without pickling;
 * ``state.npz``: the arrays of ``state`` (a nested dict, e.g. Adam's moments), the same way.
 
-Saving is atomic: everything is written into a temporary sibling folder ``.NAME.saving-XXXX``,
-each file and the folder are fsynced, and only then does the folder take the place of ``path``
-(one ``renameat2(RENAME_EXCHANGE)`` on Linux; elsewhere two renames, undone if the second fails).
-Any failure before that point (a full disk, a file-size limit, an exception, Ctrl-C) removes the
-temporary folder and leaves the previous model untouched. ``save`` refuses to replace a folder
-that holds anything but a model's files, so it never deletes a user's other files.
+One save is one unit. ``config.json`` records the size and sha256 of the other files, and ``load``
+checks them: a folder whose files come from two saves (copied in from another run, or read while
+another process replaced the folder) never loads as a model. ``load`` opens the folder once and
+its files relative to it, so a reader racing a writer sees one save or the next, and retries when
+the folder it opened was replaced and removed under it.
+
+Saving is atomic: everything is written into a temporary sibling folder ``.NAME.saving-XXXX``
+(locked while it is written), each file and the folder are fsynced, and only then does the folder
+take the place of ``path`` (one ``renameat2(RENAME_EXCHANGE)`` on Linux; elsewhere two renames,
+the previous folder set aside as ``.NAME.saving-XXXX-previous`` in between, which the next
+``save`` or ``load`` puts back if a crash left no folder at ``path``). Any failure before the
+commit (a full disk, a file-size limit, an exception, Ctrl-C) removes the temporary folder and
+leaves the previous model untouched; the temporary folders of killed saves are removed by the next
+save of the same path once no process holds their lock.
+
+``save`` never deletes what it did not write: it replaces only an empty folder or a folder it can
+prove is an lrtdense model (its ``config.json`` parses as one, every other entry is one of the
+model's regular files, of the size and digest the config records). Anything else is refused with
+a message naming the entry.
 
 Loading is bounded by the files on disk and never executes code (JSON and ``.npy`` headers only,
 no pickle). The expected key, shape and dtype of every param are computed from the config (the
@@ -24,21 +38,24 @@ are read from the config. Before anything is allocated, ``load`` checks that the
 names exactly the expected members, stored uncompressed, whose declared sizes match the expected
 shapes and fit in the file; it then reads each member's ``.npy`` header and refuses a shape,
 dtype or memory order that differs. Peak memory is the size of the arrays, plus a zip directory
-bounded by the number of expected members, one 1 MB buffer and the config (at most
-``MAX_CONFIG_BYTES`` of JSON). Every malformed file is a ``ValueError`` naming the file and what
-is wrong.
+bounded by the number of expected members, one 1 MB buffer and the parsed config (at most
+``MAX_CONFIG_BYTES`` = 4 MB of JSON, which parses to at most ~100 MB of Python objects). Every
+malformed file is a ``ValueError`` naming the file and what is wrong.
 """
 import collections
 import ctypes
 import errno
+import hashlib
 import io
 import json
 import math
 import os
 import secrets
 import shutil
+import stat
 import struct
 import sys
+import time
 import zipfile
 
 import numpy as np
@@ -46,14 +63,22 @@ import numpy as np
 from lrtdense import tree
 from lrtdense.model import Model
 
-__all__ = ["save", "load", "FORMAT", "VERSION", "FILES", "MAX_CONFIG_BYTES", "MAX_JSON_DEPTH"]
+try:
+    import fcntl
+except ImportError:                         # Windows: no advisory locks; stale folders by age
+    fcntl = None
+
+__all__ = ["save", "load", "check_save_target", "FORMAT", "VERSION", "FILES",
+           "MAX_CONFIG_BYTES", "MAX_JSON_DEPTH"]
 
 FORMAT = "lrtdense-model"
-VERSION = 1
+VERSION = 2                     # 2 added "files" (sizes and digests); version 1 still loads
 FILES = ("config.json", "params.npz", "state.npz")
-MAX_CONFIG_BYTES = 16 << 20     # JSON parses to at most ~25x its size in objects: < 0.5 GB
+MAX_CONFIG_BYTES = 4 << 20      # JSON parses to at most ~25x its size in objects: ~100 MB
 MAX_JSON_DEPTH = 64             # a model config nests 6 deep; meta is for small records
 MAX_INT_BITS = 1024             # meta's ints (a PCG64 state is 128-bit)
+STALE_SECONDS = 2.0             # an unlocked temporary folder older than this is a killed save's
+_LOAD_ATTEMPTS = 5              # a load that raced a save starts again this many times at most
 _MAX_NPY_HEADER = 10000         # numpy's own max_header_size (np.save writes 128 bytes)
 _MAX_ENTRY_EXTRA = 1024         # extra field and comment allowed per zip directory entry
 _CHUNK = 1 << 20                # bytes read per call: the only buffer beside the arrays
@@ -61,7 +86,8 @@ _ZIP_FLAGS_OK = 0x08 | 0x800    # data descriptor, UTF-8 names; others mean encr
 _STATE_DTYPES = {name: np.dtype(name) for name in (
     "bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
     "float16", "float32", "float64", "complex64", "complex128")}
-_CONFIG_KEYS = {"format", "version", "model", "input_dim", "params", "state", "meta"}
+_CONFIG_KEYS = {"format", "version", "model", "input_dim", "params", "state", "meta", "files"}
+_SAVING = ".saving-"
 # Errors the zipfile module raises on a corrupted directory or local header.
 _ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError,
                OverflowError, struct.error, NotImplementedError, RuntimeError, UnicodeDecodeError,
@@ -73,8 +99,8 @@ def save(path, model, params, *, state=None, meta=None):
     """Writes the model folder ``path`` atomically (see the module docstring).
 
     Args:
-      path: the folder to write; its parent must exist. An existing model folder there is
-        replaced; any other existing file or folder is refused.
+      path: the folder to write; its parent must exist. An empty folder or a model folder there
+        is replaced; anything else is refused.
       model: a ``Model``.
       params: its params, ``{"network": {...}, "likelihood": {...}}``, of the model's shapes and
         dtype (any memory order; written in C order).
@@ -83,15 +109,14 @@ def save(path, model, params, *, state=None, meta=None):
       meta: optional dict of plain JSON: str keys; values None, bool, int (at most 1024 bits),
         finite float, str, list or dict. Encode NaN or infinities yourself (e.g. as strings).
     Raises:
-      ValueError: params that do not match the model, a bad state or meta, or a ``path`` that
-        is not a model folder.
+      ValueError: params that do not match the model, a bad state or meta, a config larger
+        than ``MAX_CONFIG_BYTES``, or a ``path`` that is not a model folder.
       TypeError: a leaf of params or state that is not a numeric array.
       OSError: from the file system; the previous model at ``path`` is then untouched.
     """
-    flat = _checked_params(model, params)
+    flat, input_dim = _checked_params(model, params)
     config = {"format": FORMAT, "version": VERSION, "model": model.get_config(),
-              "input_dim": _input_dim_of(model, params),
-              "params": {k: _spec_entry(v) for k, v in flat.items()}}
+              "input_dim": input_dim, "params": {k: _spec_entry(v) for k, v in flat.items()}}
     arrays = {"params.npz": flat}
     if state is not None:
         state_flat = _checked_state(state)
@@ -103,19 +128,26 @@ def save(path, model, params, *, state=None, meta=None):
         if not isinstance(meta, dict):
             raise ValueError(f"meta must be a dict, got {type(meta).__name__}")
         config["meta"] = meta
-    text = json.dumps(config, indent=1, allow_nan=False)
+    files_room = 200 * len(arrays)              # what "files" adds to the text below
+    if len(json.dumps(config, indent=1, allow_nan=False)) + files_room > MAX_CONFIG_BYTES:
+        raise ValueError(f"the config (model, listing and meta) would exceed "
+                         f"{MAX_CONFIG_BYTES} bytes of JSON; keep large records out of meta "
+                         f"(arrays belong in the state)")
 
     target = os.path.realpath(path)
     parent, name = os.path.split(target)
     if not name:
         raise ValueError(f"cannot save a model as {path!r}: expected a path naming a folder")
-    _check_replaceable(target, path)
-    tmp = _make_sibling(parent, name)
+    check_save_target(path)
+    _remove_stale(parent, name)
+    tmp, lock = _make_sibling(parent, name)
     old = None
     try:
-        _write_file(os.path.join(tmp, "config.json"), lambda f: f.write(text.encode()))
-        for filename, members in arrays.items():
-            _write_file(os.path.join(tmp, filename), lambda f, m=members: _write_npz(f, m))
+        config["files"] = {filename: _write_file(os.path.join(tmp, filename),
+                                                 lambda f, m=members: _write_npz(f, m))
+                           for filename, members in arrays.items()}
+        text = json.dumps(config, indent=1, allow_nan=False).encode()
+        _write_file(os.path.join(tmp, "config.json"), lambda f: f.write(text))
         _fsync_dir(tmp)
         old = _put_in_place(tmp, target)        # the commit point
         _fsync_dir(parent)
@@ -124,17 +156,86 @@ def save(path, model, params, *, state=None, meta=None):
             shutil.rmtree(tmp, ignore_errors=True)
         raise
     finally:
+        _unlock(lock)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
 
 
+def check_save_target(path):
+    """Raises unless ``save(path, ...)`` may write there: the parent folder exists and is
+    writable, and ``path`` is absent, an empty folder or an lrtdense model folder (see the module
+    docstring). ``fit`` calls it before training, so a bad checkpoint path fails at once.
+
+    Raises:
+      FileNotFoundError: the parent folder does not exist.
+      PermissionError: the parent folder is not writable.
+      ValueError: ``path`` holds something that is not a model (the message names the entry).
+    """
+    target = os.path.realpath(path)
+    parent, name = os.path.split(target)
+    if not os.path.isdir(parent):
+        raise FileNotFoundError(errno.ENOENT, "the folder to save into does not exist", parent)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, "the folder to save into is not writable", parent)
+    _recover(target)
+    if not os.path.lexists(target):
+        return
+    if not os.path.isdir(target):
+        raise ValueError(f"{path} exists and is not a folder; refusing to replace it with a model")
+    entries = sorted(os.listdir(target))
+    others = [e for e in entries if e not in FILES]
+    if others:
+        raise ValueError(f"{path} holds files other than a saved model's ({_short(others[:5])}); "
+                         f"refusing to replace it (save to a new folder instead)")
+    if not entries:
+        return
+    problem = _not_a_model(target, entries)
+    if problem:
+        raise ValueError(f"{path} is not a folder lrtdense saved: {problem}; refusing to replace "
+                         f"it (save to a new folder, or move it away yourself)")
+
+
+def _not_a_model(target, entries):
+    """Why the folder ``target`` (holding only names in FILES) is not provably a saved model,
+    or "" if it is."""
+    for entry in entries:
+        if not stat.S_ISREG(os.lstat(os.path.join(target, entry)).st_mode):
+            return f"{entry} is not a regular file"
+    if "config.json" not in entries:
+        return "it has no config.json"
+    try:
+        with open(os.path.join(target, "config.json"), "rb") as f:
+            config = _read_config(f, os.path.join(target, "config.json"))
+    except ValueError as err:
+        return f"config.json is not an lrtdense model config ({_short(err, 120)})"
+    recorded = config.get("files")
+    if recorded is None:                        # version 1: no digests, the names must fit
+        expected = {"params.npz"} | ({"state.npz"} if "state" in config else set())
+        if not set(entries) - {"config.json"} <= expected:
+            return f"its files {entries} are not those its version-1 config declares"
+        return ""
+    if not isinstance(recorded, dict) or not set(entries) - {"config.json"} <= set(recorded):
+        return f"its files {entries} are not those config.json records ({_short(recorded)})"
+    for entry in set(entries) - {"config.json"}:
+        try:
+            with open(os.path.join(target, entry), "rb") as f:
+                problem = _digest_problem(f, recorded[entry])
+        except (TypeError, KeyError):
+            problem = f"config.json records it as {_short(recorded[entry])}"
+        if problem:
+            return f"{entry} is not the file config.json records ({problem})"
+    return ""
+
+
 def _checked_params(model, params):
-    """params flattened in the model's order, each leaf a C-ordered array; raises if they differ."""
+    """(params flattened in the model's order, each leaf a C-ordered array; the input dimension
+    they imply); raises if they differ from the model's."""
     if not isinstance(model, Model):
         raise TypeError(f"model must be an lrtdense.model.Model, got {type(model).__name__}")
     if not isinstance(params, dict):
         raise TypeError(f"params must be a dict, got {type(params).__name__}")
-    spec = _param_spec(model, _input_dim_of(model, params))
+    input_dim = _input_dim_of(model, params)
+    spec = _param_spec(model, input_dim)
     flat = tree.flatten(params)
     missing, extra = sorted(set(spec) - set(flat)), sorted(set(flat) - set(spec))
     if missing or extra:
@@ -146,7 +247,7 @@ def _checked_params(model, params):
             raise ValueError(f"params[{key!r}] has shape {value.shape} and dtype {value.dtype}; "
                              f"the model expects {shape} {dtype}")
         out[key] = value
-    return out
+    return out, input_dim
 
 
 def _checked_state(state):
@@ -188,35 +289,125 @@ def _spec_entry(array):
     return {"shape": list(array.shape), "dtype": array.dtype.name}
 
 
-def _check_replaceable(target, path):
-    """Refuses to replace anything but a folder holding only a model's files."""
-    if not os.path.lexists(target):
-        return
-    if not os.path.isdir(target):
-        raise ValueError(f"{path} exists and is not a folder; refusing to replace it with a model")
-    others = sorted(set(os.listdir(target)) - set(FILES))
-    if others:
-        raise ValueError(f"{path} holds files other than a saved model's ({others[:5]}); "
-                         f"refusing to replace it (save to a new folder instead)")
-
-
 def _make_sibling(parent, name):
-    if not os.path.isdir(parent):
-        raise FileNotFoundError(errno.ENOENT, "the folder to save into does not exist", parent)
+    """A new temporary folder beside ``name`` and the lock that marks it as being written."""
     while True:
-        tmp = os.path.join(parent, f".{name}.saving-{secrets.token_hex(4)}")
+        tmp = os.path.join(parent, f".{name}{_SAVING}{secrets.token_hex(4)}")
         try:
             os.mkdir(tmp)
-            return tmp
+            break
         except FileExistsError:
             continue
+    try:
+        return tmp, _lock(tmp, blocking=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _lock(folder, blocking):
+    """An exclusive advisory lock on ``folder`` (an open descriptor, or True where the platform
+    has no locks); None if ``blocking`` is False and another process holds it."""
+    if fcntl is None:
+        return True
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _unlock(lock):
+    if lock is not True and lock is not None:
+        os.close(lock)                          # closing the descriptor releases the lock
+
+
+def _temporaries(parent, name):
+    """The temporary folders that saves of ``name`` made in ``parent`` (folders, not links)."""
+    prefix = f".{name}{_SAVING}"
+    try:
+        entries = os.listdir(parent)
+    except OSError:
+        return []
+    return [os.path.join(parent, e) for e in sorted(entries) if e.startswith(prefix)
+            and stat.S_ISDIR(os.lstat(os.path.join(parent, e)).st_mode)]
+
+
+def _remove_stale(parent, name):
+    """Removes what killed saves of ``name`` left: temporary folders that no process holds
+    locked, older than STALE_SECONDS (a live save locks its folder right after making it), and
+    holding only a model's files (never anything else)."""
+    for folder in _temporaries(parent, name):
+        try:
+            age = time.time() - os.lstat(folder).st_mtime
+            if age < STALE_SECONDS or (fcntl is None and age < 3600):
+                continue
+            lock = _lock(folder, blocking=False)
+        except OSError:
+            continue                            # removed meanwhile, or not ours to open
+        if lock is None:
+            continue                            # a save in progress
+        try:
+            entries = os.listdir(folder)
+            if all(e in FILES and stat.S_ISREG(os.lstat(os.path.join(folder, e)).st_mode)
+                   for e in entries):
+                shutil.rmtree(folder, ignore_errors=True)
+        except OSError:
+            pass
+        finally:
+            _unlock(lock)
+
+
+def _recover(target):
+    """Where a crash between the two renames of the non-Linux path left no folder at ``target``,
+    puts the previous model (set aside as ``.NAME.saving-XXXX-previous``) back."""
+    if os.path.lexists(target):
+        return
+    parent, name = os.path.split(target)
+    for folder in reversed(_temporaries(parent, name)):
+        if folder.endswith("-previous") and os.path.isfile(os.path.join(folder, "config.json")):
+            try:
+                os.rename(folder, target)
+            except OSError:
+                continue                        # another process got there first
+            return
 
 
 def _write_file(filename, write):
-    with open(filename, "xb") as f:
+    """Writes and fsyncs a new file; returns its {"size", "sha256"} as read back from disk."""
+    with open(filename, "x+b") as f:
         write(f)
         f.flush()
         os.fsync(f.fileno())
+        f.seek(0)
+        return _digest(f)
+
+
+def _digest(f):
+    h, size = hashlib.sha256(), 0
+    for chunk in iter(lambda: f.read(_CHUNK), b""):
+        h.update(chunk)
+        size += len(chunk)
+    return {"size": size, "sha256": h.hexdigest()}
+
+
+def _digest_problem(f, recorded):
+    """Why the open file ``f`` is not the one ``recorded`` ({"size", "sha256"}) describes ("" if
+    it is); its size is compared before anything is read."""
+    size = os.fstat(f.fileno()).st_size
+    if size != recorded["size"]:
+        return f"{size} bytes, config.json records {recorded['size']}"
+    f.seek(0)
+    digest = _digest(f)["sha256"]
+    f.seek(0)
+    if digest != recorded["sha256"]:
+        return f"sha256 {digest[:16]}..., config.json records {recorded['sha256'][:16]}..."
+    return ""
 
 
 def _write_npz(f, arrays):
@@ -280,41 +471,164 @@ def load(path, *, with_state=False):
       state is the saved nested dict of arrays and meta the saved dict ({} for either when
       none was saved).
     Raises:
-      ValueError: a missing or malformed file (the message names the file and the problem).
+      ValueError: a missing or malformed file, or files of two saves (the message names the
+        file and the problem).
     """
-    config_path = os.path.join(path, "config.json")
-    params_path = os.path.join(path, "params.npz")
-    state_path = os.path.join(path, "state.npz")
-    for p in (config_path, params_path):
-        if not os.path.isfile(p):
-            raise ValueError(f"{p} does not exist or is not a regular file; expected a folder "
-                             f"written by lrtdense.io.save")
-    config = _read_config(config_path)
-    model, input_dim = _model_from_config(config, config_path)
-    spec = _param_spec(model, input_dim, config_path)
-    _check_listing(config["params"], {k: _spec_json(*v) for k, v in spec.items()},
-                   f"{config_path}: the 'params' listed do not match the model's for input_dim "
-                   f"{input_dim}")
-    flat = _read_npz(params_path, spec)
-    params = {"network": {}, "likelihood": {}}
-    params.update(tree.unflatten(flat))
-    if not with_state:
-        return model, params
-    meta = config.get("meta", {})
-    if "state" not in config:
-        if os.path.lexists(state_path):
-            raise ValueError(f"{state_path} exists but {config_path} declares no state")
-        return model, params, {}, meta
-    structure, state_spec = _state_spec(config["state"], config_path)
-    if not os.path.isfile(state_path):
-        raise ValueError(f"{state_path} does not exist; {config_path} declares a state")
-    state_flat = _read_npz(state_path, state_spec)
-    return model, params, _fill(structure, state_flat, ""), meta
+    for _ in range(_LOAD_ATTEMPTS):
+        try:
+            return _load_once(path, with_state)
+        except _Replaced:
+            continue                            # a save replaced the folder while it was read
+    raise ValueError(f"{path} was replaced by other saves {_LOAD_ATTEMPTS} times while it was "
+                     f"being read; try again when the process writing it pauses")
 
 
-def _read_config(config_path):
-    with open(config_path, "rb") as f:
-        data = f.read(MAX_CONFIG_BYTES + 1)
+class _Replaced(Exception):
+    """The folder being read was replaced by a save meanwhile: start again."""
+
+
+class _Folder:
+    """The folder opened once: its files are opened relative to it, so they all come from the
+    folder as it was when it was opened (where the platform supports ``dir_fd``)."""
+
+    def __init__(self, path):
+        self.path = path
+        self.fd = None
+        if os.open in os.supports_dir_fd and os.path.isdir(path):
+            try:
+                self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+            except OSError:
+                self.fd = None
+
+    def open(self, name, required):
+        """The file ``name`` opened for reading, or None if absent and not ``required``."""
+        where = os.path.join(self.path, name)
+        try:
+            if self.fd is None:
+                fd = os.open(where, os.O_RDONLY)
+            else:
+                fd = os.open(name, os.O_RDONLY, dir_fd=self.fd)
+        except (FileNotFoundError, NotADirectoryError):
+            if self.fd is not None and os.fstat(self.fd).st_nlink == 0:
+                raise _Replaced() from None     # the folder was removed after a swap
+            if required:
+                raise ValueError(f"{where} does not exist or is not a regular file; expected a "
+                                 f"folder written by lrtdense.io.save") from None
+            return None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            if not required:
+                raise ValueError(f"{where} is not a regular file")
+            raise ValueError(f"{where} does not exist or is not a regular file; expected a "
+                             f"folder written by lrtdense.io.save")
+        return os.fdopen(fd, "rb")
+
+    def close(self):
+        if self.fd is not None:
+            os.close(self.fd)
+
+
+def _load_once(path, with_state):
+    target = _readable_folder(path)
+    folder = _Folder(target)
+    files = []
+    try:
+        config_path = os.path.join(path, "config.json")
+        params_path = os.path.join(path, "params.npz")
+        state_path = os.path.join(path, "state.npz")
+        config_file = folder.open("config.json", required=True)
+        files.append(config_file)
+        params_file = folder.open("params.npz", required=True)
+        files.append(params_file)
+        state_file = folder.open("state.npz", required=False) if with_state else None
+        if state_file is not None:
+            files.append(state_file)
+        config = _read_config(config_file, config_path)
+        recorded = config.get("files")
+        if recorded is not None:
+            _check_files(recorded, config, config_path)
+            _check_same_save(folder, path, config_file, recorded,
+                             {"params.npz": params_file, "state.npz": state_file})
+        model, input_dim = _model_from_config(config, config_path)
+        spec = _param_spec(model, input_dim, config_path)
+        _check_listing(config["params"], {k: _spec_json(*v) for k, v in spec.items()},
+                       f"{config_path}: the 'params' listed do not match the model's for "
+                       f"input_dim {input_dim}")
+        flat = _read_npz(params_file, params_path, spec)
+        params = {"network": {}, "likelihood": {}}
+        params.update(tree.unflatten(flat))
+        if not with_state:
+            return model, params
+        meta = config.get("meta", {})
+        if "state" not in config:
+            if state_file is not None:
+                raise ValueError(f"{state_path} exists but {config_path} declares no state")
+            return model, params, {}, meta
+        structure, state_spec = _state_spec(config["state"], config_path)
+        if state_file is None:
+            raise ValueError(f"{state_path} does not exist; {config_path} declares a state")
+        state_flat = _read_npz(state_file, state_path, state_spec)
+        return model, params, _fill(structure, state_flat, ""), meta
+    finally:
+        for f in files:
+            f.close()
+        folder.close()
+
+
+def _readable_folder(path):
+    """``path``, or the previous model a crash between two renames left set aside."""
+    target = os.path.realpath(path)
+    if os.path.lexists(target):
+        return path
+    parent, name = os.path.split(target)
+    for folder in reversed(_temporaries(parent, name)):
+        if folder.endswith("-previous") and os.path.isfile(os.path.join(folder, "config.json")):
+            return folder
+    return path
+
+
+def _check_files(recorded, config, config_path):
+    expected = {"params.npz"} | ({"state.npz"} if "state" in config else set())
+    ok = isinstance(recorded, dict) and set(recorded) == expected and all(
+        isinstance(v, dict) and set(v) == {"size", "sha256"} and type(v["size"]) is int
+        and v["size"] >= 0 and isinstance(v["sha256"], str) and len(v["sha256"]) == 64
+        for v in recorded.values())
+    if not ok:
+        raise ValueError(f"{config_path}: 'files' must map {sorted(expected)} to "
+                         f"{{'size': bytes, 'sha256': 64 hex digits}}, got {_short(recorded)}")
+
+
+def _check_same_save(folder, path, config_file, recorded, opened):
+    """Raises unless every file matches the size and digest config.json records: _Replaced if
+    config.json changed meanwhile (a save raced this load), a ValueError otherwise."""
+    for name, f in opened.items():
+        if f is None or name not in recorded:
+            continue
+        problem = _digest_problem(f, recorded[name])
+        if not problem:
+            continue
+        if _changed(folder, path, config_file):
+            raise _Replaced()
+        raise ValueError(f"{os.path.join(path, name)} is not the file {path}/config.json "
+                         f"records ({problem}): the folder mixes the files of two saves (copied "
+                         f"in from another run or epoch?); restore the matching file or save "
+                         f"again")
+
+
+def _changed(folder, path, config_file):
+    """True if the config.json now at ``path`` is not the one that was read."""
+    try:
+        with open(os.path.join(path, "config.json"), "rb") as f:
+            now = os.fstat(f.fileno())
+    except OSError:
+        return True
+    then = os.fstat(config_file.fileno())
+    return (now.st_ino, now.st_dev) != (then.st_ino, then.st_dev)
+
+
+def _read_config(f, config_path):
+    """The parsed config.json from the open file ``f``, bounded in size and depth."""
+    data = f.read(MAX_CONFIG_BYTES + 1)
     if len(data) > MAX_CONFIG_BYTES:
         raise ValueError(f"{config_path} is larger than {MAX_CONFIG_BYTES} bytes; a model "
                          f"config is a few KB (put large arrays in the state)")
@@ -326,9 +640,13 @@ def _read_config(config_path):
                          f"{str(err)[:200]}); the file is corrupted") from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise ValueError(f"{config_path} is not an lrtdense model config (format != {FORMAT!r})")
-    if config.get("version") != VERSION:
-        raise ValueError(f"{config_path} has format version {_short(config.get('version'))}; this "
-                         f"lrtdense reads version {VERSION}")
+    version = config.get("version")
+    if type(version) is not int or version not in (1, VERSION):
+        raise ValueError(f"{config_path} has format version {_short(version)}; this "
+                         f"lrtdense reads versions 1 and {VERSION}")
+    if ("files" in config) != (version >= 2):
+        raise ValueError(f"{config_path}: format version {version} "
+                         f"{'requires' if version >= 2 else 'has no'} 'files' (sizes and digests)")
     try:
         _check_depth(config, "the config")
         if "meta" in config:
@@ -399,16 +717,18 @@ def _param_spec(model, input_dim, where="the model"):
 
 
 def _input_dim_of(model, params):
-    """The input size implied by the first layer's kernel (its first weight, shape (in, units))."""
-    first = model.network.layers[0].weight_names()[0]
+    """The input size the first layer's params imply (its own ``check_params`` decides: a
+    kernel's first dimension, or DenseVariational's flat posterior size)."""
+    first = model.network.names[0]
     try:
-        shape = np.shape(params["network"]["layer_0"][first])
+        layer_params = params["network"][first]
     except (KeyError, TypeError) as err:
-        raise ValueError(f"params have no network/layer_0/{first} ({_short(err)})") from None
-    if len(shape) != 2 or shape[0] < 1:
-        raise ValueError(f"params['network']['layer_0'][{first!r}] has shape {shape}; "
-                         f"expected (input_dim, units)")
-    return int(shape[0])
+        raise ValueError(f"params have no network/{first} ({_short(err)})") from None
+    try:
+        return int(model.network.layers[0].check_params(layer_params))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"params['network'][{first!r}] do not fit the first layer: "
+                         f"{_short(err, 400)}") from None
 
 
 def _check_listing(listed, expected, where):
@@ -469,43 +789,44 @@ def _fill(structure, flat, prefix):
             for k, v in structure.items()}
 
 
-def _read_npz(path, spec):
-    """The arrays of ``spec`` ({key: (shape, dtype)}) from the .npz at ``path``, each checked
-    against the zip directory and its .npy header before it is allocated."""
-    with open(path, "rb") as f:
-        if f.read(6) == b"\x93NUMPY":
-            raise ValueError(f"{path} is a plain .npy file; expected an .npz archive written by "
-                             f"lrtdense.io.save")
-        f.seek(0)
-        size = os.fstat(f.fileno()).st_size
-        need = sum(math.prod(shape) * dtype.itemsize for shape, dtype in spec.values())
-        if need > size:
-            raise ValueError(f"{path} holds {size} bytes but its config declares "
-                             f"{_short(need)} bytes of arrays; the file is truncated or the "
-                             f"config's sizes are wrong")
-        directory = _directory_size(f, size)
-        allowed = sum(46 + len(key.encode()) + 4 + _MAX_ENTRY_EXTRA for key in spec)
-        if directory is not None and directory > allowed:
-            raise ValueError(f"{path} declares a zip directory of {directory} bytes; "
-                             f"{len(spec)} members need at most {allowed}")
-        f.seek(0)
-        try:
-            zf = zipfile.ZipFile(f)
-        except _ZIP_ERRORS as err:
-            raise ValueError(f"{path} could not be read as a plain .npz ({type(err).__name__}: "
-                             f"{_short(err)}); the file is corrupted or is not an .npz") from None
-        with zf:
-            infos = _checked_directory(zf, spec, size, path)
-            out = {}
-            for key, (shape, dtype) in spec.items():
-                try:
-                    with zf.open(infos[key]) as member:
-                        out[key] = _read_member(member, infos[key], shape, dtype)
-                except ValueError as err:
-                    raise ValueError(f"{path}: member {_short(key + '.npy')}: {err}") from None
-                except _ZIP_ERRORS as err:
-                    raise ValueError(f"{path} could not be read: member {_short(key + '.npy')} is "
-                                     f"corrupted ({type(err).__name__}: {_short(err)})") from None
+def _read_npz(f, path, spec):
+    """The arrays of ``spec`` ({key: (shape, dtype)}) from the .npz open as ``f`` (named ``path``
+    in messages), each checked against the zip directory and its .npy header before it is
+    allocated."""
+    f.seek(0)
+    if f.read(6) == b"\x93NUMPY":
+        raise ValueError(f"{path} is a plain .npy file; expected an .npz archive written by "
+                         f"lrtdense.io.save")
+    f.seek(0)
+    size = os.fstat(f.fileno()).st_size
+    need = sum(math.prod(shape) * dtype.itemsize for shape, dtype in spec.values())
+    if need > size:
+        raise ValueError(f"{path} holds {size} bytes but its config declares "
+                         f"{_short(need)} bytes of arrays; the file is truncated or the "
+                         f"config's sizes are wrong")
+    directory = _directory_size(f, size)
+    allowed = sum(46 + len(key.encode()) + 4 + _MAX_ENTRY_EXTRA for key in spec)
+    if directory is not None and directory > allowed:
+        raise ValueError(f"{path} declares a zip directory of {directory} bytes; "
+                         f"{len(spec)} members need at most {allowed}")
+    f.seek(0)
+    try:
+        zf = zipfile.ZipFile(f)
+    except _ZIP_ERRORS as err:
+        raise ValueError(f"{path} could not be read as a plain .npz ({type(err).__name__}: "
+                         f"{_short(err)}); the file is corrupted or is not an .npz") from None
+    with zf:
+        infos = _checked_directory(zf, spec, size, path)
+        out = {}
+        for key, (shape, dtype) in spec.items():
+            try:
+                with zf.open(infos[key]) as member:
+                    out[key] = _read_member(member, infos[key], shape, dtype)
+            except ValueError as err:
+                raise ValueError(f"{path}: member {_short(key + '.npy')}: {err}") from None
+            except _ZIP_ERRORS as err:
+                raise ValueError(f"{path} could not be read: member {_short(key + '.npy')} is "
+                                 f"corrupted ({type(err).__name__}: {_short(err)})") from None
     return out
 
 

@@ -146,7 +146,7 @@ def fit(model, params, x, y, *, rng, epochs, batch_size=32, optimizer=None, num_
     optimizer = optimizer or adam(1e-3)
     out = file or sys.stdout
     step = make_step(model, optimizer, num_examples, num_samples)
-    state = optimizer.init(tree.map(np.ascontiguousarray, params))
+    state = optimizer.init(tree.map(lambda a: np.asarray(a, order="C"), params))
     history = {"loss": [], "nll": [], "kl": [], "kl_weight": [], "time": [], "interrupted": False}
     first = 0
     if checkpoint is not None:

@@ -6,6 +6,7 @@ hostile files byte by byte; test_properties_io.py uses them too.
 """
 import builtins
 import errno
+import hashlib
 import io
 import json
 import os
@@ -129,8 +130,37 @@ def zip_bomb(path, members, size=2 << 30, name="bomb.npy"):
     patch_member(path, name, method=zipfile.ZIP_DEFLATED, crc=crc, size=size)
 
 
-def assert_refused(path, match, filename=None, with_state=False):
-    """load(path) raises a ValueError whose message names the file and matches ``match``."""
+def resign(path):
+    """Records the files now in ``path`` in its config.json's "files" (sizes and sha256), as an
+    attacker who edits a model folder would: the readers behind the digests must hold alone."""
+    config_path = os.path.join(path, "config.json")
+    try:
+        with open(config_path) as f:
+            config = json.load(f)
+    except (OSError, ValueError, RecursionError):
+        return
+    if not isinstance(config, dict) or not isinstance(config.get("files"), dict):
+        return
+    changed = False
+    for name in list(config["files"]):
+        file = os.path.join(path, name)
+        if os.path.isfile(file):
+            with open(file, "rb") as f:
+                data = f.read()
+            entry = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+            changed |= config["files"][name] != entry
+            config["files"][name] = entry
+    if not changed:
+        return                                   # (the config's own text stays as it is)
+    with open(config_path, "w") as f:
+        json.dump(config, f, indent=1)
+
+
+def assert_refused(path, match, filename=None, with_state=False, resigned=True):
+    """load(path) raises a ValueError whose message names the file and matches ``match``; with
+    ``resigned``, after the config records the tampered files' digests (see ``resign``)."""
+    if resigned:
+        resign(path)
     with pytest.raises(ValueError) as info:
         lio.load(path, with_state=with_state)
     message = str(info.value)
@@ -555,7 +585,10 @@ CONFIG_CASES = {
     "not UTF-8": (lambda c: json.dumps(c) + "\udcff", "is not valid JSON"),
     "other format": (lambda c: '{"format": "something-else"}', "not an lrtdense model config"),
     "a list": (lambda c: "[1, 2]", "not an lrtdense model config"),
-    "version 2": (lambda c: c.update(version=2), "has format version 2; this lrtdense reads version 1"),
+    "version 3": (lambda c: c.update(version=3),
+                  "has format version 3; this lrtdense reads versions 1 and 2"),
+    "version 1 with files": (lambda c: c.update(version=1), "format version 1 has no 'files'"),
+    "no files": (lambda c: c.pop("files"), "format version 2 requires 'files'"),
     "NaN": (lambda c: json.dumps(c).replace('"scale": 0.3', '"scale": NaN'),
             "NaN is not a finite number"),
     "1e400": (lambda c: json.dumps(c).replace('"scale": 0.3', '"scale": 1e400'),
@@ -632,7 +665,7 @@ def test_missing_files_and_folders(tmp_path):
     path, model, params = saved_model(tmp_path, "big")
     with open(os.path.join(path, "config.json"), "ab") as f:
         f.write(b" " * lio.MAX_CONFIG_BYTES)
-    assert_refused(path, "is larger than 16777216 bytes", "config.json")
+    assert_refused(path, f"is larger than {lio.MAX_CONFIG_BYTES} bytes", "config.json")
 
 
 def test_malformed_state_is_refused(tmp_path):
@@ -678,6 +711,7 @@ def test_a_huge_zip_directory_is_refused_before_zipfile_parses_it(tmp_path, monk
     write_zip(npz, flat_members(params))
     with open(npz, "rb") as f:
         assert (b"PK\x06\x06" in f.read()) == zip64
+    resign(path)
     assert_same_params(params, lio.load(path)[1])                 # zip64 records are fine
     write_zip(npz, flat_members(params) + [(f"x{i}", b"") for i in range(20000)])
     real_zipfile = zipfile.ZipFile
