@@ -68,7 +68,7 @@ try:
 except ImportError:                         # Windows: no advisory locks; stale folders by age
     fcntl = None
 
-__all__ = ["save", "load", "check_save_target", "FORMAT", "VERSION", "FILES",
+__all__ = ["save", "load", "read_meta", "check_save_target", "FORMAT", "VERSION", "FILES",
            "MAX_CONFIG_BYTES", "MAX_JSON_DEPTH"]
 
 FORMAT = "lrtdense-model"
@@ -178,21 +178,41 @@ def check_save_target(path):
     if not os.access(parent, os.W_OK | os.X_OK):
         raise PermissionError(errno.EACCES, "the folder to save into is not writable", parent)
     _recover(target)
+    for _ in range(_LOAD_ATTEMPTS):
+        before = _identity(target)
+        try:
+            problem = _not_replaceable(target)
+        except FileNotFoundError:
+            problem = "its files vanished while they were read"
+        if not problem or _identity(target) == before:
+            break                               # else a save replaced it meanwhile: again
+    if problem:
+        raise ValueError(f"{path} {problem}; refusing to replace it (save to a new folder, or "
+                         f"move it away yourself)")
+
+
+def _identity(path):
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _not_replaceable(target):
+    """Why ``save`` may not replace ``target``, or "" if it may (absent, empty, or a model)."""
     if not os.path.lexists(target):
-        return
+        return ""
     if not os.path.isdir(target):
-        raise ValueError(f"{path} exists and is not a folder; refusing to replace it with a model")
+        return "exists and is not a folder"
     entries = sorted(os.listdir(target))
     others = [e for e in entries if e not in FILES]
     if others:
-        raise ValueError(f"{path} holds files other than a saved model's ({_short(others[:5])}); "
-                         f"refusing to replace it (save to a new folder instead)")
+        return f"holds files other than a saved model's ({_short(others[:5])})"
     if not entries:
-        return
+        return ""
     problem = _not_a_model(target, entries)
-    if problem:
-        raise ValueError(f"{path} is not a folder lrtdense saved: {problem}; refusing to replace "
-                         f"it (save to a new folder, or move it away yourself)")
+    return f"is not a folder lrtdense saved: {problem}" if problem else ""
 
 
 def _not_a_model(target, entries):
@@ -223,7 +243,8 @@ def _not_a_model(target, entries):
         except (TypeError, KeyError):
             problem = f"config.json records it as {_short(recorded[entry])}"
         if problem:
-            return f"{entry} is not the file config.json records ({problem})"
+            return (f"{entry} is not the file config.json records ({problem}): the folder "
+                    f"mixes the files of two saves")
     return ""
 
 
@@ -509,8 +530,8 @@ class _Folder:
             else:
                 fd = os.open(name, os.O_RDONLY, dir_fd=self.fd)
         except (FileNotFoundError, NotADirectoryError):
-            if self.fd is not None and os.fstat(self.fd).st_nlink == 0:
-                raise _Replaced() from None     # the folder was removed after a swap
+            if self.replaced():
+                raise _Replaced() from None     # the folder is being removed after a swap
             if required:
                 raise ValueError(f"{where} does not exist or is not a regular file; expected a "
                                  f"folder written by lrtdense.io.save") from None
@@ -522,6 +543,17 @@ class _Folder:
             raise ValueError(f"{where} does not exist or is not a regular file; expected a "
                              f"folder written by lrtdense.io.save")
         return os.fdopen(fd, "rb")
+
+    def replaced(self):
+        """True if ``path`` no longer names the folder that was opened."""
+        if self.fd is None:
+            return False
+        then = os.fstat(self.fd)
+        try:
+            now = os.stat(self.path)
+        except OSError:
+            return True
+        return (now.st_dev, now.st_ino) != (then.st_dev, then.st_ino)
 
     def close(self):
         if self.fd is not None:
@@ -573,6 +605,21 @@ def _load_once(path, with_state):
         for f in files:
             f.close()
         folder.close()
+
+
+def read_meta(path):
+    """The meta saved in the model folder ``path`` ({} if none), or None if ``path`` holds no
+    config.json; only the config is read (bounded, as ``load`` reads it).
+
+    Raises:
+      ValueError: a malformed config.json.
+    """
+    config_path = os.path.join(_readable_folder(path), "config.json")
+    try:
+        with open(config_path, "rb") as f:
+            return _read_config(f, config_path).get("meta", {})
+    except (FileNotFoundError, NotADirectoryError):
+        return None
 
 
 def _readable_folder(path):

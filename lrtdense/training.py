@@ -13,15 +13,14 @@ to the next, so that after the first step a step allocates nothing.
 import contextlib
 import dataclasses
 import math
-import os
 import signal
 import sys
 import threading
 import time
-import zlib
 
 import numpy as np
 
+from lrtdense import checkpoint as checkpoint_lib
 from lrtdense import io as lrtdense_io
 from lrtdense import tree
 from lrtdense.autodiff import value_and_grad
@@ -30,7 +29,7 @@ from lrtdense.model import check_num_samples
 from lrtdense.optimizers import adam
 from lrtdense.workspace import Workspace
 
-__all__ = ["fit", "make_step", "FitState"]
+__all__ = ["fit", "make_step", "FitState", "Terminated"]
 
 
 def make_step(model, optimizer, num_examples, num_samples=1):
@@ -87,6 +86,37 @@ class FitState:
     step: int
 
 
+class Terminated(SystemExit):
+    """``fit`` stopped on SIGTERM (what a job scheduler or ``docker stop`` sends), after the step
+    in progress and the final checkpoint. Uncaught, it ends the process with status 143 (128 +
+    SIGTERM), as the signal would have; ``err.fit_state`` holds the work done."""
+
+    def __init__(self, message):
+        super().__init__(128 + signal.SIGTERM)
+        self.message = message
+
+    def __str__(self):
+        return self.message
+
+
+@dataclasses.dataclass
+class _Progress:
+    """A fit's bookkeeping, updated only between steps (so a stop never sees half of it)."""
+    state: object
+    history: dict
+    epoch: int = 0             # epochs completed
+    step: int = 0              # steps done in the epoch in progress (0 between epochs)
+    order_rng: dict = None     # the generator's state before that epoch's shuffle
+    sums: object = None        # running (loss, nll, kl) sums of that epoch
+    rng_state: dict = None     # the generator's state after the last completed step
+    last: tuple = (0, 0)       # 1-based (epoch, step) of the last completed step
+
+    def position(self):
+        if self.step == 0:
+            return None
+        return checkpoint_lib.Position(self.epoch, self.step, self.order_rng, tuple(self.sums))
+
+
 def fit(model, params, x, y, *, rng, epochs, batch_size=32, optimizer=None, num_examples=None,
         kl_weight=1.0, num_samples=1, verbose=True, callback=None, file=None, checkpoint=None,
         checkpoint_every=1):
@@ -94,7 +124,8 @@ def fit(model, params, x, y, *, rng, epochs, batch_size=32, optimizer=None, num_
 
     Args:
       model: a ``lrtdense.model.Model``.
-      params: initial params (not modified; arrays of any memory order).
+      params: initial params (not modified; arrays of any memory order and of the model's
+        shapes, 0-d ones included).
       x: (N, ..., in) real floating inputs; y: (N, ...) targets of the model's likelihood
         (integer labels (N, ...) for a categorical likelihood, real numbers of the outputs'
         shape for a Gaussian one).
@@ -108,140 +139,214 @@ def fit(model, params, x, y, *, rng, epochs, batch_size=32, optimizer=None, num_
       verbose: print one progress line per epoch.
       callback: called as callback(epoch, params, history) after each epoch; return True to stop.
       file: where progress goes (default sys.stdout).
-      checkpoint: a folder (Adam only): every ``checkpoint_every`` epochs and at the end, the
-        model, params, Adam's moments and step, the generator's state and the history are saved
-        there atomically (``lrtdense.io.save``: a failed save leaves the previous one). If the
+      checkpoint: a folder (Adam only; ``lrtdense.checkpoint``): checked before training (its
+        parent must be writable, and it must hold nothing or a model), then written every
+        ``checkpoint_every`` epochs, at the end, and when the training is stopped (Ctrl-C,
+        SIGTERM): the model, params, Adam's moments and step, the generator's state, the
+        history and where in the epoch it stopped, atomically (``lrtdense.io.save``). If the
         folder already holds a checkpoint of this training (the same model, data, batch size,
         num_examples and num_samples), fit resumes from it: ``params`` is then ignored, ``rng``
         set to the saved state, and the run ends with the same bits as one never interrupted.
-        A checkpoint of anything else is refused, not overwritten.
+        A checkpoint of anything else, or one another training wrote meanwhile, is refused,
+        not overwritten.
       checkpoint_every: epochs between checkpoints (an integer >= 1).
     Returns:
       (params, history): history has lists "loss", "nll", "kl", "kl_weight", "time" (seconds,
-      cumulative) per epoch, and "interrupted" (True if stopped by KeyboardInterrupt; the params
-      are then those of the last completed step).
+      cumulative) per epoch, and "interrupted" (True if stopped by Ctrl-C; the params are then
+      those of the last completed step).
     Raises:
       TypeError / ValueError: bad data or settings, before any training (the same checks as the
-        model's loss).
+        model's loss), or a checkpoint folder that cannot be written or holds another training's.
       FloatingPointError: a non-finite loss or gradient, naming the epoch, step and term.
+      Terminated: SIGTERM arrived (a SystemExit with status 143), after the step in progress.
       Any exception of a step or callback propagates with ``err.fit_state``, a ``FitState``
       holding the params, optimizer state and history of the last completed step: no completed
-      work is lost.
-      ValueError: a checkpoint folder that holds another training's checkpoint.
+      work is lost. Ctrl-C and SIGTERM wait for the step in progress to complete.
     """
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
-    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
-        raise ValueError(f"epochs must be an integer >= 0, got {epochs!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    _check_loop_settings(rng, epochs, batch_size, checkpoint_every)
     x, y = np.asarray(x), np.asarray(y)
     if len(x) == 0:
         raise ValueError("x is empty")
-    n = len(x)
-    num_examples = n if num_examples is None else num_examples
+    num_examples = len(x) if num_examples is None else num_examples
     model.check_data(x, y, num_examples)
     model.check_params(params, x.shape[-1])
     x = np.ascontiguousarray(x, dtype=model.dtype)
     optimizer = optimizer or adam(1e-3)
     out = file or sys.stdout
-    step = make_step(model, optimizer, num_examples, num_samples)
-    state = optimizer.init(tree.map(lambda a: np.asarray(a, order="C"), params))
-    history = {"loss": [], "nll": [], "kl": [], "kl_weight": [], "time": [], "interrupted": False}
-    first = 0
+    steps_per_epoch = math.ceil(len(x) / batch_size)
+    progress = _Progress(optimizer.init(tree.map(lambda a: np.asarray(a, order="C"), params)),
+                         {"loss": [], "nll": [], "kl": [], "kl_weight": [], "time": [],
+                          "interrupted": False}, rng_state=rng.bit_generator.state)
+    saver = None
     if checkpoint is not None:
-        if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, (int, np.integer)) \
-                or checkpoint_every < 1:
-            raise ValueError(f"checkpoint_every must be an integer >= 1, got {checkpoint_every!r}")
-        fingerprint = _fingerprint(model, x, y, batch_size, num_examples, num_samples, optimizer)
-        resumed = _resume(checkpoint, model, optimizer, rng, fingerprint)
+        saver = _Saver(checkpoint, model, checkpoint_lib.fingerprint(
+            model, x, y, batch_size, num_examples, num_samples, optimizer))
+        resumed = saver.resume(optimizer, rng, steps_per_epoch)
         if resumed is not None:
-            state, history = resumed
-            first = len(history["loss"])
+            progress = _resumed_progress(resumed, rng, steps_per_epoch)
             if verbose:
-                print(f"resuming from {checkpoint} after {first} epochs", file=out, flush=True)
-    start = time.perf_counter() - (history["time"][-1] if history["time"] else 0.0)
-    steps_per_epoch = math.ceil(n / batch_size)
-    done = (first, 0)
-    try:
-        for epoch in range(first, epochs):
-            weight = kl_weight(epoch) if callable(kl_weight) else kl_weight
-            order = rng.permutation(n)
-            sums = np.zeros(3)
-            for i in range(steps_per_epoch):
-                idx = order[i * batch_size:(i + 1) * batch_size]
-                try:
-                    state, loss, nll, kl = step(state, x[idx], y[idx], rng, weight)
-                except FloatingPointError as err:
-                    raise FloatingPointError(f"at epoch {epoch + 1}, step {i + 1}: {err}") from None
-                done = (epoch + 1, i + 1)
-                sums += (float(loss), float(nll), float(kl))
-            means = sums / steps_per_epoch
-            for key, value in zip(("loss", "nll", "kl"), means):
-                history[key].append(float(value))
-            history["kl_weight"].append(float(weight))
-            history["time"].append(time.perf_counter() - start)
-            if verbose:
-                print(f"epoch {epoch + 1:>4}/{epochs}  loss {means[0]:.4f}  nll {means[1]:.4f}  "
-                      f"kl {means[2]:.1f}  ({history['time'][-1]:.1f}s)", file=out, flush=True)
-            if checkpoint is not None and ((epoch + 1) % checkpoint_every == 0 or epoch + 1 == epochs):
-                _save_checkpoint(checkpoint, model, state, rng, history, fingerprint)
-            if callback is not None and callback(epoch, optimizer.get_params(state), history):
+                where = f" and {progress.step} steps" if progress.step else ""
+                print(f"resuming from {checkpoint} after {progress.epoch} epochs{where}",
+                      file=out, flush=True)
+    loop = _Loop(model, optimizer, make_step(model, optimizer, num_examples, num_samples), x, y,
+                 rng, epochs, batch_size, kl_weight, verbose, callback, out, saver,
+                 checkpoint_every)
+    with _sigterm_flag() as terminated:
+        try:
+            loop.run(progress, terminated)
+        except KeyboardInterrupt:
+            loop.stopped(progress, "interrupted")
+            progress.history["interrupted"] = True
+        except BaseException as err:
+            if isinstance(err, Terminated):
+                loop.stopped(progress, "terminated (SIGTERM)")
+            err.fit_state = FitState(optimizer.get_params(progress.state), progress.state,
+                                     progress.history, *progress.last)
+            if hasattr(err, "add_note"):
+                err.add_note(f"lrtdense.training.fit: the params, optimizer state and history of "
+                             f"the last completed step (epoch {progress.last[0]}, step "
+                             f"{progress.last[1]}) are in err.fit_state")
+            raise
+    return optimizer.get_params(progress.state), progress.history
+
+
+def _check_loop_settings(rng, epochs, batch_size, checkpoint_every):
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    for name, value, low in (("epochs", epochs, 0), ("batch_size", batch_size, 1),
+                             ("checkpoint_every", checkpoint_every, 1)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def _resumed_progress(resumed, rng, steps_per_epoch):
+    progress = _Progress(resumed.state, resumed.history, epoch=len(resumed.history["loss"]),
+                         rng_state=rng.bit_generator.state)
+    position = resumed.position
+    if position is not None:
+        progress.step, progress.order_rng = position.step, position.order_rng
+        progress.sums = np.array(position.sums, dtype=float)
+        progress.last = (position.epoch + 1, position.step)
+    elif progress.epoch:
+        progress.last = (progress.epoch, steps_per_epoch)
+    return progress
+
+
+class _Saver:
+    """The checkpoint folder of one run of ``fit`` (see ``lrtdense.checkpoint``)."""
+
+    def __init__(self, path, model, fingerprint):
+        lrtdense_io.check_save_target(path)
+        self.path, self.model, self.fingerprint = path, model, fingerprint
+        self.run = checkpoint_lib.new_run_id()
+
+    def resume(self, optimizer, rng, steps_per_epoch):
+        resumed = checkpoint_lib.resume(self.path, self.model, optimizer, rng, self.fingerprint,
+                                        steps_per_epoch)
+        if resumed is not None:
+            self.run = resumed.run
+        return resumed
+
+    def save(self, progress):
+        checkpoint_lib.save(self.path, self.model, progress.state, progress.rng_state,
+                            progress.history, self.fingerprint, self.run, progress.position())
+
+
+@dataclasses.dataclass
+class _Loop:
+    """The epochs of one ``fit`` call, its settings fixed."""
+    model: object
+    optimizer: object
+    step: object
+    x: object
+    y: object
+    rng: object
+    epochs: int
+    batch_size: int
+    kl_weight: object
+    verbose: bool
+    callback: object
+    out: object
+    saver: object
+    checkpoint_every: int
+
+    def run(self, progress, terminated):
+        n, start = len(self.x), time.perf_counter() - sum(progress.history["time"][-1:])
+        steps_per_epoch = math.ceil(n / self.batch_size)
+        for epoch in range(progress.epoch, self.epochs):
+            weight = self.kl_weight(epoch) if callable(self.kl_weight) else self.kl_weight
+            with _deferred_interrupt():
+                if progress.step == 0:
+                    progress.order_rng = self.rng.bit_generator.state
+                    progress.sums = np.zeros(3)
+                    order = self.rng.permutation(n)
+                else:                           # resumed in the middle of this epoch
+                    order = checkpoint_lib.order(progress.order_rng, self.rng, n)
+            for i in range(progress.step, steps_per_epoch):
+                idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+                with _deferred_interrupt():
+                    try:
+                        state, *values = self.step(progress.state, self.x[idx], self.y[idx],
+                                                   self.rng, weight)
+                    except FloatingPointError as err:
+                        raise FloatingPointError(f"at epoch {epoch + 1}, step {i + 1}: {err}") \
+                            from None
+                    progress.state, progress.step, progress.last = state, i + 1, (epoch + 1, i + 1)
+                    progress.sums += [float(v) for v in values]
+                    progress.rng_state = self.rng.bit_generator.state
+                _check_terminated(terminated)
+            with _deferred_interrupt():
+                means = progress.sums / steps_per_epoch
+                for key, value in zip(("loss", "nll", "kl"), means):
+                    progress.history[key].append(float(value))
+                progress.history["kl_weight"].append(float(weight))
+                progress.history["time"].append(time.perf_counter() - start)
+                progress.epoch, progress.step = epoch + 1, 0
+            if self.verbose:
+                print(f"epoch {epoch + 1:>4}/{self.epochs}  loss {means[0]:.4f}  nll "
+                      f"{means[1]:.4f}  kl {means[2]:.1f}  ({progress.history['time'][-1]:.1f}s)",
+                      file=self.out, flush=True)
+            if self.saver is not None and ((epoch + 1) % self.checkpoint_every == 0
+                                           or epoch + 1 == self.epochs):
+                self.saver.save(progress)
+            if self.callback is not None and self.callback(
+                    epoch, self.optimizer.get_params(progress.state), progress.history):
                 break
-    except KeyboardInterrupt:
-        history["interrupted"] = True
-        if verbose:
-            print(f"interrupted after {len(history['loss'])} complete epochs of {epochs}: keeping "
-                  f"the params of the last completed step", file=out, flush=True)
-    except BaseException as err:
-        err.fit_state = FitState(optimizer.get_params(state), state, history, *done)
-        if hasattr(err, "add_note"):
-            err.add_note(f"lrtdense.training.fit: the params, optimizer state and history of the "
-                         f"last completed step (epoch {done[0]}, step {done[1]}) are in "
-                         f"err.fit_state")
-        raise
-    return optimizer.get_params(state), history
+            _check_terminated(terminated)
+
+    def stopped(self, progress, how):
+        """After Ctrl-C or SIGTERM: the final checkpoint (when asked for) and a progress line."""
+        saved = ""
+        if self.saver is not None:
+            with _deferred_interrupt():
+                self.saver.save(progress)
+            saved = f"; checkpoint written to {self.saver.path}"
+        if self.verbose:
+            print(f"{how} after {progress.epoch} complete epochs of {self.epochs} and "
+                  f"{progress.step} steps: keeping the params of the last completed step{saved}",
+                  file=self.out, flush=True)
 
 
-def _fingerprint(model, x, y, batch_size, num_examples, num_samples, optimizer):
-    """What a checkpoint must match to be resumed: the model, the data, the loop's settings."""
-    hp = getattr(optimizer, "hyperparams", None) or {}
-    if hp.get("name") != "adam":
-        raise ValueError("checkpoints support the built-in Adam (lrtdense.optimizers.adam) only")
-    return {"model": model.get_config(), "batch_size": int(batch_size),
-            "num_examples": int(num_examples), "num_samples": int(num_samples),
-            "x": [list(x.shape), str(x.dtype), zlib.crc32(np.ascontiguousarray(x).tobytes())],
-            "y": [list(y.shape), str(y.dtype), zlib.crc32(np.ascontiguousarray(y).tobytes())],
-            "adam": {k: hp[k] for k in ("b1", "b2", "eps", "form")}}
+@contextlib.contextmanager
+def _sigterm_flag():
+    """Within the block, SIGTERM appends to the yielded list instead of ending the process
+    (main thread only, and only where SIGTERM has its default action: a handler the user
+    installed is left alone)."""
+    flag = []
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield flag
+        return
+    previous = signal.signal(signal.SIGTERM, lambda *args: flag.append(args))
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
-def _save_checkpoint(path, model, state, rng, history, fingerprint):
-    meta = {"fit": {"fingerprint": fingerprint, "step": int(state.step), "history": history,
-                    "rng": rng.bit_generator.state}}
-    lrtdense_io.save(path, model, state.params, state={"m": state.m, "v": state.v}, meta=meta)
-
-
-def _resume(path, model, optimizer, rng, fingerprint):
-    """(Adam state, history) saved in ``path`` by this training, or None if there is no
-    checkpoint there yet. Raises ValueError for another training's checkpoint."""
-    if not os.path.exists(os.path.join(path, "config.json")):
-        return None
-    _, params, saved, meta = lrtdense_io.load(path, with_state=True)
-    fit_meta = meta.get("fit") if isinstance(meta, dict) else None
-    if not isinstance(fit_meta, dict) or fit_meta.get("fingerprint") != fingerprint:
-        theirs = fit_meta.get("fingerprint", {}) if isinstance(fit_meta, dict) else {}
-        differ = sorted(k for k in fingerprint if theirs.get(k) != fingerprint[k])
-        raise ValueError(f"{path} holds a checkpoint of another training (it differs in "
-                         f"{differ or 'being no fit checkpoint'}); pass another checkpoint folder "
-                         f"(it is not overwritten)")
-    if fit_meta["rng"].get("bit_generator") != type(rng.bit_generator).__name__:
-        raise ValueError(f"{path} was saved with a {fit_meta['rng'].get('bit_generator')} "
-                         f"generator, rng is a {type(rng.bit_generator).__name__}")
-    rng.bit_generator.state = fit_meta["rng"]
-    state = optimizer.init(params)
-    state = state._replace(step=fit_meta["step"], m=saved["m"], v=saved["v"])
-    tree.map(lambda a, b: np.copyto(a, b), state.params, params)
-    return state, fit_meta["history"]
+def _check_terminated(flag):
+    if flag:
+        raise Terminated("fit stopped on SIGTERM after the step in progress completed")
 
 
 @contextlib.contextmanager
