@@ -36,14 +36,17 @@ def toy_data(rng, n, noise=3.0, low=-4.0, high=4.0):
 
 def run(seed=0, epochs=8000, hidden=50, learning_rate=0.003, num_samples=500,
         output="lrtdense_demo.png", noise=3.0, num_train=20, num_test=1000, verbose=True,
-        file=None):
+        file=None, replace=False):
     """Trains and evaluates; returns a dict of metrics and predictions (also used by the tests).
+
+    ``output`` is the plot's path ('' or None: no plot); a file git tracks is written over only
+    with ``replace=True``.
 
     Raises:
       ValueError: ``output`` cannot be written (checked before training).
     """
     if output:
-        check_output_file(output)
+        check_output_file(output, replace=replace)
     out = file or sys.stdout
     rng = np.random.default_rng(seed)
     x, y = toy_data(rng, num_train, noise)
@@ -160,7 +163,8 @@ def add_arguments(parser):
                         help="Monte Carlo samples for the predictive (default: %(default)s)")
     parser.add_argument("--output", type=output_file(PLOT_EXTENSIONS), default=d["output"],
                         metavar="FILE", help="the plot, .png, .pdf, .svg or .jpg; '' for none; "
-                                             "its folder must exist (default: %(default)s)")
+                                             "its folder must exist, and it must not be a file "
+                                             "committed to git (default: %(default)s)")
 
 
 def main(args):

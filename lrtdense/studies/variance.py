@@ -28,8 +28,8 @@ are the same for every estimator (common random numbers), drawn with the noise s
 weights of the top layer (hidden -> 10) and of the bottom layer (64 -> hidden).
 
 Run: ``lrtdense study variance [--short] [--out DIR] [--seed N]`` writes ``variance_table.md``
-and ``variance.png`` to DIR and prints the table. The default run takes about two minutes on
-two CPU cores; ``--short`` a few seconds.
+and ``variance.png`` to DIR (never over files committed to git) and prints the table. The
+default run takes about two minutes on two CPU cores; ``--short`` a few seconds.
 """
 import contextlib
 import copy
@@ -40,6 +40,7 @@ import time
 
 import numpy as onp
 
+from lrtdense.argtypes import check_output_folder
 from lrtdense.dropout import DenseVariationalDropout
 from lrtdense.distributions import Constant
 from lrtdense.losses import CategoricalLikelihood
@@ -51,7 +52,8 @@ from lrtdense.studies.estimators import ESTIMATORS, LABELS, format_value, gradie
 from lrtdense.training import fit
 
 __all__ = ["one_blas_thread", "ESTIMATORS", "LABELS", "COLUMNS", "DEFAULTS", "SHORT", "PAPER",
-           "run", "build_network", "markdown_table", "plot", "check_bars"]
+           "OUTPUT_FILES", "run", "build_network", "markdown_table", "plot", "check_bars"]
+OUTPUT_FILES = ("variance_table.md", "variance.png")      # what ``run`` writes in ``out``
 COLUMNS = (("top", "early"), ("top", "late"), ("bottom", "early"), ("bottom", "late"))
 
 # Kingma et al. 2015, Table 1 (MNIST, their network; early = 10 epochs, late = 100 epochs).
@@ -94,18 +96,25 @@ def _freeze(optimizer, names):
                      optimizer.update(state, zero(grads), inplace=inplace), optimizer.get_params)
 
 
-def run(short=False, out=None, verbose=True, file=None, **overrides):
+def run(short=False, out=None, verbose=True, file=None, replace=False, **overrides):
     """Runs the study. Returns a dict (see the keys below); writes the table and plot to ``out``.
 
     Args:
       short: use ``SHORT`` instead of ``DEFAULTS`` (then ``overrides`` on top).
-      out: directory for ``variance_table.md`` and ``variance.png`` (None: write nothing).
+      out: directory for ``OUTPUT_FILES`` (the table and the plot), created if needed (None:
+        write nothing).
       verbose: print progress and the table to ``file`` (default stdout).
+      replace: write over those files even if git tracks them (refused otherwise).
     Returns:
       {"settings", "variance": {estimator: {(layer, checkpoint): value}}, "accuracy":
       {checkpoint: test accuracy in mean mode}, "checks": check_bars(...), "table": markdown,
       "seconds": wall time, "files": paths written}.
+    Raises:
+      ValueError: unknown or inconsistent settings, or ``out`` cannot take the files (both
+        checked before the study runs).
     """
+    if out:
+        check_output_folder(out, OUTPUT_FILES, replace=replace)
     with one_blas_thread():
         return _run(short, out, verbose, file, overrides)
 
@@ -183,11 +192,12 @@ def _run(short, out, verbose, file, overrides):
     say(result["table"])
     if out:
         os.makedirs(out, exist_ok=True)
-        table_path = os.path.join(out, "variance_table.md")
+        table_name, plot_name = OUTPUT_FILES
+        table_path = os.path.join(out, table_name)
         with open(table_path, "w") as f:
             f.write(result["table"] + "\n")
         result["files"].append(table_path)
-        png = plot(result, os.path.join(out, "variance.png"))
+        png = plot(result, os.path.join(out, plot_name))
         if png:
             result["files"].append(png)
         for path in result["files"]:
