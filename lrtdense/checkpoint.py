@@ -55,6 +55,7 @@ class Resumed:
 
 
 def new_run_id():
+    """A fresh random id (16 hex digits) for a training that starts without a checkpoint."""
     return secrets.token_hex(8)
 
 
