@@ -10,13 +10,15 @@
                                                 or a set generate wrote: only its files replaced)
 
 Exit codes: 0 every row passed; 1 a quantity failed or is missing; 2 a usage error (bad option or
-value, results folder missing, a pattern matching no case, no case eligible for --statistical,
-a folder generate will not write into); 3 the reference set is missing, corrupt, tampered with or
-inconsistent (SPEC.md section 6).
+value, results folder missing, a --markdown file that cannot be written (checked before the
+work), a pattern matching no case, no case eligible for --statistical, a folder generate will not
+write into); 3 the reference set is missing, corrupt, tampered with, inconsistent or larger than
+its bounds (SPEC.md section 6). Every error is one line on stderr, never a traceback.
 """
 import os
 import sys
 
+from lrtdense import argtypes
 from lrtdense.cli import ArgumentParser
 from lrtdense.reference import default_dir, spec_path, store
 from lrtdense.reference.verify import (UsageError, format_table, generate, run, select_cases)
@@ -52,8 +54,9 @@ def add_arguments(parser):
     v.add_argument("--statistical", action="store_true",
                    help="for ports that cannot inject noise: check samples/* against the analytic "
                         "moments, joint structure and gradients (SPEC.md section 7)")
-    v.add_argument("--markdown", default=None, metavar="FILE",
-                   help="also write the table to this file")
+    v.add_argument("--markdown", default=None, metavar="FILE", type=argtypes.output_file(),
+                   help="also write the table to this file (checked before the work: its folder "
+                        "exists and takes files, and it is not a file git tracks)")
     ls = sub.add_parser("list", help="list the reference cases",
                         description="List the cases of the reference set.")
     ls.add_argument("patterns", nargs="*", metavar="GLOB", help="only cases matching these globs")
@@ -87,7 +90,7 @@ def _emit(text):
 
 
 def _error(message, code):
-    print(f"lrtdense reference: error: {message}", file=sys.stderr)
+    print(f"lrtdense reference: error: {' '.join(str(message).split())}", file=sys.stderr)
     return code
 
 
@@ -137,7 +140,11 @@ def _main(args):
     report = run(reference, args.results, _patterns(args.cases), args.statistical)
     table = format_table(report.rows, report.notes)
     if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(table + "\n")
+        try:
+            with open(args.markdown, "w") as f:
+                f.write(table + "\n")
+        except OSError as err:  # checked when parsed; the folder may have changed since
+            raise UsageError(f"--markdown {args.markdown!r} could not be written "
+                             f"({err.strerror or err})") from None
     _emit(table)
     return EXIT_PASS if report.passed else EXIT_FAIL

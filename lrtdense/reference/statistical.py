@@ -57,8 +57,8 @@ from lrtdense.reference.cases import model_from_meta
 from lrtdense.reference.report import Row
 
 __all__ = ["eligible", "describe_eligible", "check", "moments", "expected_objective",
-           "sample_keys", "ALPHA_PER_RUN", "ALPHA_PER_CASE", "MAX_CASES", "MIN_SAMPLES",
-           "FAMILIES"]
+           "sample_keys", "sample_shapes", "ALPHA_PER_RUN", "ALPHA_PER_CASE", "MAX_CASES",
+           "MIN_SAMPLES", "FAMILIES"]
 
 ALPHA_PER_RUN = 1e-6
 MAX_CASES = 100                      # statistical cases one run can hold (the shipped set: fewer)
@@ -76,9 +76,10 @@ def eligible(meta):
     if meta.get("kind") not in ("layer", "edge", "dropout"):
         return False
     model = meta.get("model") or {}
-    if model.get("class_name") not in CLASSES:
+    if not isinstance(model, dict) or model.get("class_name") not in CLASSES:
         return False
-    return model.get("config", {}).get("activation") in ("linear", None)
+    config = model.get("config", {})
+    return isinstance(config, dict) and config.get("activation") in ("linear", None)
 
 
 def describe_eligible():
@@ -91,6 +92,15 @@ def sample_keys(inputs):
     """The keys a port writes for a statistical case with these inputs."""
     params = sorted(k[len("params/"):] for k in inputs if k.startswith("params/"))
     return ["samples/outputs"] + [f"samples/grads/{p}" for p in params] + ["samples/grads/x"]
+
+
+def sample_shapes(inputs, expected):
+    """{key: the shape of one draw} for the keys of ``sample_keys``: a port writes (S, *shape)."""
+    shapes = {"samples/outputs": expected["outputs/sample"].shape}
+    shapes.update({f"samples/grads/{k[len('params/'):]}": v.shape
+                   for k, v in inputs.items() if k.startswith("params/")})
+    shapes["samples/grads/x"] = inputs["x"].shape
+    return shapes
 
 
 def family_alpha(family):

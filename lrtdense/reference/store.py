@@ -21,26 +21,48 @@ so that a reference set cannot be bent without it showing:
 
 ``read_case`` also refuses a case.json that references a file the manifest does not list, or a
 listed array that case.json does not reference.
+
+Every file is read through ``lrtdense.bounded`` (sizes checked before anything is allocated or
+parsed), with these bounds, so that neither a hostile reference set nor hostile results can make
+``verify`` run out of memory or time; a file over its bound is refused like a malformed one:
+
+* ``manifest.json`` at most ``MAX_MANIFEST_BYTES``, a ``case.json`` at most
+  ``MAX_CASE_JSON_BYTES``, both nested at most ``MAX_JSON_DEPTH`` deep;
+* the arrays of one reference case at most ``MAX_CASE_BYTES`` in all (a listed file larger than
+  its bound is refused before its sha256 is computed);
+* a port's result for a quantity at most 8 bytes per expected element plus ``RESULT_SLACK``
+  (a wrong shape within that is still read, and reported by the comparison); a statistical
+  sample array at most ``MAX_DRAWS`` draws of 8 bytes per element;
+* an ``.npz`` of results: only the members verify needs are read, from a zip directory of at
+  most ``lrtdense.bounded.MAX_NPZ_DIRECTORY`` bytes.
 """
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import re
-import zipfile
 
 import numpy as np
 
+from lrtdense import bounded
 from lrtdense.reference import SCHEMA_VERSION, SHIPPED_MANIFEST_SHA256, default_dir
 
 __all__ = ["write_case", "read_case", "write_manifest", "read_manifest", "open_reference",
-           "load_results", "sha256", "check_case_name", "ReferenceSet", "ReferenceError",
-           "ResultsError", "GENERATOR"]
+           "load_results", "result_bounds", "sha256", "check_case_name", "ReferenceSet",
+           "ReferenceError", "ResultsError", "GENERATOR", "MAX_MANIFEST_BYTES",
+           "MAX_CASE_JSON_BYTES", "MAX_JSON_DEPTH", "MAX_CASE_BYTES", "RESULT_SLACK", "MAX_DRAWS"]
 
 GENERATOR = "lrtdense reference generate"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 _DIGEST = re.compile(r"[0-9a-f]{64}\Z")
 _ARRAY_KINDS = "fiu"  # float, signed and unsigned integer arrays; never objects or strings
+MAX_MANIFEST_BYTES = 4 << 20      # the shipped manifest: 0.3 MB for 109 cases
+MAX_CASE_JSON_BYTES = 1 << 20     # the shipped case.json files: at most 8 KB
+MAX_JSON_DEPTH = 32               # the shipped files nest at most 8 deep
+MAX_CASE_BYTES = 16 << 20         # the arrays of one case; the shipped cases: at most 20 KB
+RESULT_SLACK = 64 << 10           # beyond 8 bytes per expected element, for a wrong shape
+MAX_DRAWS = 10 ** 6               # statistical samples (the mode needs 10000)
 
 
 class ReferenceError(ValueError):
@@ -84,21 +106,53 @@ def _inside(path, folder):
 
 # ------------------------------------------------------------------------------------ writing
 
+def _real_folder(root, folder):
+    """Creates ``folder`` (below ``root``) one level at a time, refusing a symlink or a file on the
+    way, so that nothing is written outside ``root`` through a link."""
+    rel = os.path.relpath(folder, root)
+    path = root
+    for part in [] if rel == os.curdir else rel.split(os.sep):
+        path = os.path.join(path, part)
+        if part in (os.curdir, os.pardir) or os.path.islink(path):
+            raise ReferenceError(f"{path} is a symbolic link or leaves {root!r}; generate writes "
+                                 f"only into real folders inside its target")
+        try:
+            os.mkdir(path)
+        except FileExistsError:
+            if not os.path.isdir(path) or os.path.islink(path):
+                raise ReferenceError(f"{path} exists and is not a folder") from None
+
+
+def _new_file(root, path, mode):
+    """``open(path, mode + "x")`` after ``_real_folder``: the file must not exist (a symlink
+    included), so an existing file is never written through."""
+    _real_folder(root, os.path.dirname(path))
+    try:
+        return open(path, mode + "x")
+    except FileExistsError:
+        raise ReferenceError(f"{path} already exists; generate writes only new files") from None
+
+
 def write_case(root, name, meta, inputs, expected):
-    """Writes one case under ``root/cases/name``. Returns the list of files (relative to root)."""
+    """Writes one case under ``root/cases/name``, into new files in real folders (never through a
+    symlink). Returns the list of files (relative to root).
+
+    Raises:
+      ReferenceError: a folder on the way is a symlink, or a file already exists.
+    """
     check_case_name(name)
     case_dir = os.path.join(root, "cases", name)
     files = []
     for group, arrays in (("inputs", inputs), ("expected", expected)):
         for key, value in arrays.items():
             path = _key_path(os.path.join(case_dir, group), key)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            np.save(path, np.ascontiguousarray(value) if np.ndim(value) else np.asarray(value),
-                    allow_pickle=False)
+            with _new_file(root, path, "b") as f:
+                np.save(f, np.ascontiguousarray(value) if np.ndim(value) else np.asarray(value),
+                        allow_pickle=False)
             files.append(os.path.relpath(path, root))
     meta = {**meta, "inputs": sorted(inputs), "expected": sorted(expected)}
     path = os.path.join(case_dir, "case.json")
-    with open(path, "w") as f:
+    with _new_file(root, path, "") as f:
         json.dump(meta, f, indent=1, sort_keys=True)
         f.write("\n")
     files.append(os.path.relpath(path, root))
@@ -106,11 +160,11 @@ def write_case(root, name, meta, inputs, expected):
 
 
 def write_manifest(root, cases):
-    """cases: dict name -> list of files. Writes manifest.json with a sha256 per file."""
+    """cases: dict name -> list of files. Writes manifest.json (a new file), a sha256 per file."""
     manifest = {"schema_version": SCHEMA_VERSION, "generator": GENERATOR,
                 "cases": {name: {f: sha256(os.path.join(root, f)) for f in files}
                           for name, files in sorted(cases.items())}}
-    with open(os.path.join(root, "manifest.json"), "w") as f:
+    with _new_file(root, os.path.join(root, "manifest.json"), "") as f:
         json.dump(manifest, f, indent=1, sort_keys=True)
         f.write("\n")
     return manifest
@@ -152,18 +206,18 @@ def _load_manifest(root):
                              f"{default_dir()!r}: `lrtdense reference path`)")
     path = os.path.join(root, "manifest.json")
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
+        raw = bounded.read_bytes(path, MAX_MANIFEST_BYTES, "a reference manifest")
+        manifest = bounded.parse_json(raw, MAX_JSON_DEPTH, path)
     except FileNotFoundError:
         raise ReferenceError(f"{path} not found: is {root!r} a reference set?") from None
-    try:
-        manifest = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ReferenceError(f"{path} is not valid JSON: {err}") from None
+    except OSError as err:
+        raise ReferenceError(f"{path} unreadable ({err.strerror or err})") from None
+    except bounded.FileRefused as err:
+        raise ReferenceError(str(err)) from None
     if not isinstance(manifest, dict) or manifest.get("schema_version") != SCHEMA_VERSION:
         got = manifest.get("schema_version") if isinstance(manifest, dict) else manifest
-        raise ReferenceError(f"{path}: schema_version {got!r}, this lrtdense reads "
-                             f"{SCHEMA_VERSION}")
+        raise ReferenceError(f"{path}: schema_version {bounded.short(got)}, this lrtdense "
+                             f"reads {SCHEMA_VERSION}")
     cases = manifest.get("cases")
     if not isinstance(cases, dict) or not cases:
         raise ReferenceError(f"{path}: expected a non-empty \"cases\" object {{name: {{file: "
@@ -240,6 +294,11 @@ def open_reference(root, check=True):
             full = os.path.join(root, *rel.split("/"))
             if not os.path.isfile(full):
                 raise ReferenceError(f"case {name}: {rel} is listed in the manifest but missing")
+            limit = (MAX_CASE_JSON_BYTES if rel.endswith(".json")
+                     else MAX_CASE_BYTES + bounded.MAX_NPY_HEADER)
+            if os.path.getsize(full) > limit:
+                raise ReferenceError(f"case {name}: {rel} is {os.path.getsize(full)} bytes; a "
+                                     f"reference file holds at most {limit}")
             if check and sha256(full) != want:
                 raise ReferenceError(f"case {name}: {rel} does not match its sha256 in the "
                                      f"manifest: the reference file was modified or corrupted")
@@ -252,16 +311,18 @@ def read_manifest(root, check=True):
     return open_reference(root, check).manifest
 
 
-def _load_npy(path):
+def _load_npy(path, max_bytes):
     try:
-        array = np.load(path, allow_pickle=False)
-    except ValueError as err:
-        raise ReferenceError(f"{path}: not a plain numeric .npy ({err})") from None
-    except (OSError, EOFError) as err:
-        raise ReferenceError(f"{path}: unreadable ({err})") from None
-    if not isinstance(array, np.ndarray) or array.dtype.kind not in _ARRAY_KINDS:
-        raise ReferenceError(f"{path}: dtype {getattr(array, 'dtype', type(array).__name__)} is "
-                             f"not a float or integer type")
+        array = bounded.read_npy(path, None, max_bytes)
+    except bounded.TooLarge as err:
+        raise ReferenceError(f"{err} (the arrays of one reference case hold at most "
+                             f"{MAX_CASE_BYTES} bytes in all)") from None
+    except bounded.FileRefused as err:
+        raise ReferenceError(str(err)) from None
+    except OSError as err:
+        raise ReferenceError(f"{path}: unreadable ({err.strerror or err})") from None
+    if array.dtype.kind not in _ARRAY_KINDS:
+        raise ReferenceError(f"{path}: dtype {array.dtype} is not a float or integer type")
     return array
 
 
@@ -289,15 +350,23 @@ def read_case(root, name):
     if not _inside(case_dir, os.path.join(ref.root, "cases")):
         raise ReferenceError(f"case {name}: its folder resolves outside the reference set")
     try:
-        with open(os.path.join(case_dir, "case.json")) as f:
-            meta = json.load(f)
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        meta = bounded.read_json(os.path.join(case_dir, "case.json"), MAX_CASE_JSON_BYTES,
+                                 MAX_JSON_DEPTH, "a case.json")
+    except (OSError, bounded.FileRefused) as err:
         raise ReferenceError(f"case {name}: case.json unreadable ({err})") from None
     if not isinstance(meta, dict) or meta.get("name") != name:
-        raise ReferenceError(f"case {name}: case.json names the case "
-                             f"{meta.get('name') if isinstance(meta, dict) else meta!r}")
+        named = meta.get("name") if isinstance(meta, dict) else meta
+        raise ReferenceError(f"case {name}: case.json names the case {bounded.short(named)}")
+    for field in ("description", "kind", "dtype"):
+        if not isinstance(meta.get(field), str):
+            raise ReferenceError(f"case {name}: case.json {field!r} must be a string, got "
+                                 f"{bounded.short(meta.get(field))}")
+    if not isinstance(meta.get("model", {}), dict):
+        raise ReferenceError(f"case {name}: case.json 'model' must be an object, got "
+                             f"{type(meta['model']).__name__}")
     referenced = set()
     arrays = {}
+    budget = MAX_CASE_BYTES
     for group in ("inputs", "expected"):
         keys = meta.get(group)
         if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
@@ -310,7 +379,8 @@ def read_case(root, name):
                 raise ReferenceError(f"case {name}: case.json references {rel}, which "
                                      f"manifest.json does not list (no checksum: refused)")
             referenced.add(rel)
-            arrays[group][key] = _load_npy(path)
+            arrays[group][key] = _load_npy(path, budget)
+            budget -= arrays[group][key].nbytes
     unreferenced = sorted(r for r in files if r.endswith(".npy") and r not in referenced)
     if unreferenced:
         raise ReferenceError(f"case {name}: manifest.json lists {unreferenced[0]}, which case.json "
@@ -318,31 +388,47 @@ def read_case(root, name):
     return meta, arrays["inputs"], arrays["expected"]
 
 
-def load_results(results_root, name, keys):
+def result_bounds(expected, sample_shapes=None):
+    """{key: the most bytes of the port's array read}: 8 bytes per expected element plus
+    ``RESULT_SLACK`` (float64 and int64 are the widest dtypes compared), and for the statistical
+    samples (``sample_shapes``: {key: shape of one draw}) ``MAX_DRAWS`` such draws."""
+    bounds = {key: 8 * array.size + RESULT_SLACK for key, array in expected.items()}
+    for key, shape in (sample_shapes or {}).items():
+        bounds[key] = 8 * MAX_DRAWS * math.prod(shape) + RESULT_SLACK
+    return bounds
+
+
+def load_results(results_root, name, bounds):
     """A port's results for case ``name``: ``RESULTS/name.npz`` (keys like "outputs/sample") or the
     directory layout ``RESULTS/name/<key>.npy``. Returns dict key -> array for the keys found.
 
+    Args:
+      results_root: the results folder.
+      name: the case.
+      bounds: {key: most bytes read} (``result_bounds``); only these keys are read.
     Raises:
       ResultsError: both layouts exist (one of them is stale), or a file is not a plain
-        numeric .npz / .npy.
+        numeric .npz / .npy, or an array is larger than its bound (one line naming the file).
     """
     npz = os.path.join(results_root, name + ".npz")
     case_dir = os.path.join(results_root, name)
     if os.path.isfile(npz) and os.path.isdir(case_dir):
         raise ResultsError(f"both {name}.npz and {name}/ exist in {results_root}: one of them is "
                            f"stale; remove it")
-    if os.path.isfile(npz):
-        try:
-            with np.load(npz, allow_pickle=False) as data:
-                return {k: data[k] for k in data.files}
-        except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
-            raise ResultsError(f"{npz}: not a plain .npz ({err})") from None
     out = {}
-    for key in keys:
-        path = _key_path(case_dir, key)
-        if os.path.isfile(path):
-            try:
-                out[key] = np.load(path, allow_pickle=False)
-            except (ValueError, OSError, EOFError) as err:
-                raise ResultsError(f"{path}: not a plain numeric .npy ({err})") from None
+    try:
+        if os.path.isfile(npz):
+            largest = max(bounds.values(), default=0)
+            with bounded.open_npz_members(npz, list(bounds), largest) as members:
+                for key in members.names:
+                    out[key] = members.read(key, bounds[key])
+            return out
+        for key, limit in bounds.items():
+            path = _key_path(case_dir, key)
+            if os.path.isfile(path):
+                out[key] = bounded.read_npy(path, None, limit)
+    except bounded.FileRefused as err:
+        raise ResultsError(str(err)) from None
+    except OSError as err:
+        raise ResultsError(f"{err.filename or npz}: unreadable ({err.strerror or err})") from None
     return out

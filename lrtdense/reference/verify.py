@@ -2,6 +2,8 @@
 
 ``generate(root)`` writes every case of ``lrtdense.reference.cases`` and the manifest into a new or
 empty folder, or over a set it wrote itself (removing only the files that set's manifest lists).
+It never writes into the installed set (``default_dir()``) but with ``pin``, and never through a
+symlink below ``root``.
 
 ``run(reference_root, results_root)`` validates the reference set (``store.open_reference``),
 then compares every expected quantity of every selected case with the port's results using the
@@ -11,6 +13,8 @@ a ``Report``: rows (case, quantity, max abs error, max rel error, max ULPs, wors
 and notes (e.g. that the reference folder is not the shipped set). ``verify`` returns its rows.
 
 ``statistical=True`` is for ports that cannot inject noise (``lrtdense.reference.statistical``).
+
+One case is in memory at a time, and every file is read within the bounds ``store`` states.
 """
 import dataclasses
 import difflib
@@ -37,6 +41,31 @@ class UsageError(ValueError):
 
 
 # ---------------------------------------------------------------------------------- generate
+
+def _check_target(root, pin):
+    """Refuses the installed reference set (but with ``pin``), a folder inside it, and a target
+    holding a symlink where generate would write (manifest.json, cases/ and everything below)."""
+    real, installed = os.path.realpath(root), os.path.realpath(default_dir())
+    if (real == installed and not pin) or real.startswith(installed + os.sep):
+        raise UsageError(f"refusing to write into {root!r}: it is (inside) the reference set "
+                         f"installed with lrtdense ({default_dir()}), which verify checks against "
+                         f"its pinned sha256; generate into a new folder (a maintainer changing "
+                         f"the shipped set passes --pin)")
+    if not os.path.isdir(root):
+        return
+    links = [os.path.join(root, n) for n in ("manifest.json", "cases")
+             if os.path.islink(os.path.join(root, n))]
+    cases_dir = os.path.join(root, "cases")
+    if not links and os.path.isdir(cases_dir):
+        for dirpath, dirnames, filenames in os.walk(cases_dir):
+            links += [os.path.join(dirpath, n) for n in sorted(dirnames + filenames)
+                      if os.path.islink(os.path.join(dirpath, n))]
+            if links:
+                break
+    if links:
+        raise UsageError(f"refusing to write into {root!r}: {links[0]} is a symbolic link; "
+                         f"generate writes only into real folders inside its target")
+
 
 def _own_set(root):
     """The reference set a previous ``generate`` wrote into ``root`` (a ReferenceSet), or None if
@@ -82,8 +111,8 @@ def generate(root, names=None, *, pin=False):
     and ``lrtdense/reference/pin.py`` is rewritten with the new manifest's sha256.
 
     Raises:
-      UsageError: ``root`` holds files that generate did not write, an unknown case name, or
-        ``pin`` for another folder.
+      UsageError: ``root`` holds files that generate did not write, or a symlink below it, or is
+        the installed set without ``pin``; an unknown case name; ``pin`` for another folder.
     """
     if root is None or root == "":
         raise UsageError("generate needs an explicit output folder")
@@ -94,6 +123,7 @@ def generate(root, names=None, *, pin=False):
     unknown = [n for n in chosen if n not in _cases.CASES]
     if unknown:
         raise UsageError(f"unknown cases {unknown}")
+    _check_target(root, pin)
     old = _own_set(root)
     kept = {}
     if old is not None:
@@ -108,8 +138,14 @@ def generate(root, names=None, *, pin=False):
         meta, inputs = _cases.build(_cases.CASES[name])
         expected = _cases.compute(meta, inputs)
         meta["tolerances"] = _cases.tolerances_for(meta, expected)
-        written[name] = store.write_case(root, name, meta, inputs, expected)
-    manifest = store.write_manifest(root, written)
+        try:
+            written[name] = store.write_case(root, name, meta, inputs, expected)
+        except store.ReferenceError as err:
+            raise UsageError(f"stopped writing into {root!r}: {err}") from None
+    try:
+        manifest = store.write_manifest(root, written)
+    except store.ReferenceError as err:
+        raise UsageError(f"stopped writing into {root!r}: {err}") from None
     if pin:
         digest = store.sha256(os.path.join(root, "manifest.json"))
         with open(PIN_FILE) as f:
@@ -230,34 +266,41 @@ def run(reference_root, results_root, patterns=None, statistical=False):
             f"{ref.manifest_sha256}, lrtdense pins {SHIPPED_MANIFEST_SHA256} (reinstall lrtdense)")
     notes = [] if ref.installed else _provenance(ref)
     names = select_cases(ref.names, patterns)
-    loaded = [(name, *store.read_case(ref, name)) for name in names]
-    if statistical:
-        loaded = [c for c in loaded if _statistical.eligible(c[1])]
-        if not loaded:
-            raise UsageError(f"none of the {len(names)} selected cases supports the statistical "
-                             f"mode; eligible: {_statistical.describe_eligible()}")
-    rows = []
-    for name, meta, inputs, expected in loaded:
+    rows, eligible = [], 0
+    for name in names:  # one case in memory at a time
+        meta, inputs, expected = store.read_case(ref, name)
+        if statistical and not _statistical.eligible(meta):
+            continue
+        eligible += 1
         _check_case(meta, expected, name)
-        keys = list(expected)
-        try:
-            results = store.load_results(results_root, name,
-                                         keys + _statistical.sample_keys(inputs))
-        except store.ResultsError as err:
-            rows.append(Row(name, "*", note=str(err)))
-            continue
-        if not results:
-            rows.append(Row(name, "*", note=f"no results for this case in {results_root}"))
-            continue
-        if statistical:
-            stat_rows, keys = _statistical.check(name, meta, inputs, expected, results)
-            rows.extend(stat_rows)
-        for key in keys:
-            if key not in results:
-                rows.append(Row(name, key, note="missing from the port's results"))
-            else:
-                rows.append(compare(name, key, results[key], expected[key], meta["tolerances"][key]))
+        if statistical and ("x" not in inputs or "outputs/sample" not in expected):
+            raise store.ReferenceError(f"case {name}: a statistical case needs inputs/x and "
+                                       f"expected/outputs/sample")
+        rows.extend(_case_rows(name, meta, inputs, expected, results_root, statistical))
+    if statistical and not eligible:
+        raise UsageError(f"none of the {len(names)} selected cases supports the statistical "
+                         f"mode; eligible: {_statistical.describe_eligible()}")
     return Report(rows, notes)
+
+
+def _case_rows(name, meta, inputs, expected, results_root, statistical):
+    """The rows of one case: its results read within ``store.result_bounds``, then compared."""
+    samples = _statistical.sample_shapes(inputs, expected) if statistical else None
+    try:
+        results = store.load_results(results_root, name, store.result_bounds(expected, samples))
+    except store.ResultsError as err:
+        return [Row(name, "*", note=str(err))]
+    if not results:
+        return [Row(name, "*", note=f"no results for this case in {results_root}")]
+    rows, keys = [], list(expected)
+    if statistical:
+        rows, keys = _statistical.check(name, meta, inputs, expected, results)
+    for key in keys:
+        if key not in results:
+            rows.append(Row(name, key, note="missing from the port's results"))
+        else:
+            rows.append(compare(name, key, results[key], expected[key], meta["tolerances"][key]))
+    return rows
 
 
 def verify(reference_root, results_root, patterns=None, statistical=False):
