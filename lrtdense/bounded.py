@@ -43,6 +43,7 @@ import zlib
 import numpy as np
 
 __all__ = ["FileRefused", "TooLarge", "short", "read_bytes", "parse_json", "read_json", "read_npy",
+           "directory_size",
            "open_npz_members", "NpzMembers", "MAX_NPY_HEADER", "MAX_NPZ_DIRECTORY", "CHUNK"]
 
 MAX_NPY_HEADER = 10000             # NumPy's own max_header_size (np.save writes 128 bytes)
@@ -281,7 +282,7 @@ def read_npy(source, nbytes_available, max_bytes, expected_shape=None, expected_
 
 # ------------------------------------------------------------------------------------- .npz
 
-def _directory_size(f, size):
+def directory_size(f, size):
     """(bytes, entries) of the central directory as the zip's end record declares them (the larger
     of the classic and the zip64 values), or None without an end record (APPNOTE 4.3.14-4.3.16).
 
@@ -378,7 +379,7 @@ def open_npz_members(path, names, max_bytes, *, max_directory_bytes=MAX_NPZ_DIRE
 def _open_npz(f, size, path, names, max_bytes, max_directory_bytes):
     if f.read(6) == _NPY_MAGIC:
         raise FileRefused(f"{path} is a plain .npy file; expected an .npz (zip) archive")
-    directory = _directory_size(f, size)
+    directory = directory_size(f, size)
     if directory is None:
         raise FileRefused(f"{path} is not a valid .npz: it is not a zip archive (no "
                           f"end-of-central-directory record)")

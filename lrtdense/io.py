@@ -61,6 +61,7 @@ import zipfile
 import numpy as np
 
 from lrtdense import tree
+from lrtdense.bounded import directory_size
 from lrtdense.model import Model
 
 try:
@@ -851,10 +852,10 @@ def _read_npz(f, path, spec):
         raise ValueError(f"{path} holds {size} bytes but its config declares "
                          f"{_short(need)} bytes of arrays; the file is truncated or the "
                          f"config's sizes are wrong")
-    directory = _directory_size(f, size)
+    directory = directory_size(f, size)       # zipfile parses all it declares: bounded first
     allowed = sum(46 + len(key.encode()) + 4 + _MAX_ENTRY_EXTRA for key in spec)
-    if directory is not None and directory > allowed:
-        raise ValueError(f"{path} declares a zip directory of {directory} bytes; "
+    if directory is not None and directory[0] > allowed:
+        raise ValueError(f"{path} declares a zip directory of {directory[0]} bytes; "
                          f"{len(spec)} members need at most {allowed}")
     f.seek(0)
     try:
@@ -875,28 +876,6 @@ def _read_npz(f, path, spec):
                 raise ValueError(f"{path} could not be read: member {_short(key + '.npy')} is "
                                  f"corrupted ({type(err).__name__}: {_short(err)})") from None
     return out
-
-
-def _directory_size(f, size):
-    """The size of the central directory as the zip's end record declares it (the larger of the
-    classic and the zip64 values; None without an end record, which zipfile then reports).
-
-    zipfile parses as many entries as this size holds, each into a ~300-byte object, so it is
-    checked against the expected members first (APPNOTE 4.3.14-4.3.16)."""
-    tail_size = min(size, 22 + 65535)
-    f.seek(size - tail_size)
-    tail = f.read(tail_size)
-    at = len(tail) - 22 if tail[-22:-18] == b"PK\x05\x06" else tail.rfind(b"PK\x05\x06")
-    if at < 0 or len(tail) - at < 22:
-        return None
-    declared = struct.unpack("<I", tail[at + 12:at + 16])[0]
-    end = size - tail_size + at                  # the end record's offset in the file
-    if end >= 76:                                # a zip64 record (56) and its locator (20)
-        f.seek(end - 76)
-        record = f.read(76)
-        if record[:4] == b"PK\x06\x06" and record[56:60] == b"PK\x06\x07":
-            declared = max(declared, struct.unpack("<Q", record[40:48])[0])
-    return declared
 
 
 def _checked_directory(zf, spec, size, path):
