@@ -356,8 +356,16 @@ def _temporaries(parent, name):
         entries = os.listdir(parent)
     except OSError:
         return []
-    return [os.path.join(parent, e) for e in sorted(entries) if e.startswith(prefix)
-            and stat.S_ISDIR(os.lstat(os.path.join(parent, e)).st_mode)]
+    return [os.path.join(parent, e) for e in sorted(entries)
+            if e.startswith(prefix) and _is_folder(os.path.join(parent, e))]
+
+
+def _is_folder(path):
+    """A folder, not a link to one (False for what another save removed meanwhile)."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _remove_stale(parent, name):
