@@ -215,7 +215,7 @@ class MeanFieldDense(Layer):
         else:
             outputs, bias_sample = self._pre_activations(moments, x, self.estimator, noise,
                                                          workspace)
-        samples = {"kernel": (kernel_sample, None if noise is None else noise["kernel"]),
+        samples = {"kernel": (kernel_sample, None if noise is None else noise.get("kernel")),
                    "bias": (bias_sample, None if noise is None else noise.get("bias"))}
         terms = self._divergence_terms(params, scale, moments.bias_scale, noise, samples,
                                        workspace)
@@ -240,7 +240,7 @@ class MeanFieldDense(Layer):
                                                     noise["bias"])
         if noise is not None and self.estimator.draws_kernel and self._monte_carlo("kernel"):
             kernel_sample = kernels.normal_sample(loc, scale, noise["kernel"])
-        samples = {"kernel": (kernel_sample, None if noise is None else noise["kernel"]),
+        samples = {"kernel": (kernel_sample, None if noise is None else noise.get("kernel")),
                    "bias": (bias_sample, None if noise is None else noise.get("bias"))}
         return self._divergence_terms(params, scale, bias_scale, noise, samples, workspace)
 
