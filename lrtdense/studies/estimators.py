@@ -47,7 +47,8 @@ import numpy as onp
 from autograd import grad
 
 from lrtdense import activations, kernels
-from lrtdense.base import check_rng, positive_int
+from lrtdense.base import positive_int
+from lrtdense.checks import check_rng
 from lrtdense.dense_variational import DenseVariational
 from lrtdense.dropout import DropoutDense
 from lrtdense.layers import MeanFieldDense
@@ -214,7 +215,7 @@ def default_wrt(network):
     the first in * units entries of "posterior_constant" (``DenseVariational``: the kernel's
     means; index is then that slice, otherwise None: the whole array).
     """
-    wrt, n_in = {}, None
+    wrt = {}
     for name, layer in _layers(network):
         if isinstance(layer, MeanFieldDense):
             wrt[name] = (name, "kernel_posterior_loc", None)
