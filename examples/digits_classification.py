@@ -31,7 +31,8 @@ import numpy as np
 
 import lrtdense as L
 from lrtdense.datasets import load_digits_split
-from lrtdense.predict import predict, predict_mean, accuracy, expected_calibration_error
+from lrtdense.metrics import accuracy, expected_calibration_error
+from lrtdense.predictive import predict, predict_mean
 
 
 def main(verbose=True, **overrides):

@@ -112,7 +112,8 @@ from lrtdense.losses import CategoricalLikelihood
 from lrtdense.model import Model
 from lrtdense.network import Sequential
 from lrtdense.optimizers import adam
-from lrtdense.predict import predict, predict_mean, accuracy, expected_calibration_error
+from lrtdense.metrics import accuracy, expected_calibration_error
+from lrtdense.predictive import predict, predict_mean
 from lrtdense.studies.variance import one_blas_thread
 from lrtdense.training import fit, make_step
 

@@ -15,14 +15,10 @@ Training and prediction, all importable from ``lrtdense``::
                             optimizer=L.adam(1e-2))
     out = L.predict(model, params, x_new, rng=rng)        # {"mean", "std", ...}
 
-``lrtdense.predict`` is a module (``predict``, ``predict_mean`` and the metrics ``rmse``,
-``gaussian_nll``, ``interval_coverage``, ``accuracy``, ``expected_calibration_error``) that can
-also be called: ``lrtdense.predict(...)`` is ``lrtdense.predict.predict(...)``. So
-``from lrtdense import predict`` gives a callable that also has the metrics
-(``predict.rmse``), while ``from lrtdense.predict import rmse`` and
-``import lrtdense.predict as P`` work as for any module.
+``lrtdense.predict`` and ``predict_mean`` are functions (module ``lrtdense.predictive``); the
+metrics ``rmse``, ``gaussian_nll``, ``interval_coverage``, ``accuracy`` and
+``expected_calibration_error`` are in ``lrtdense.metrics`` (``L.metrics.rmse``).
 """
-import types as _types
 
 from lrtdense.layers import (DenseLocalReparameterization, DenseReparameterization, DenseFlipout,
                              forward)
@@ -38,21 +34,8 @@ from lrtdense.model import Model
 from lrtdense.network import Sequential
 from lrtdense.optimizers import adam, polynomial_decay
 from lrtdense.training import fit
-from lrtdense import predict as _predict_module
-from lrtdense.predict import predict_mean
-from lrtdense import io, studies
-
-
-class _CallableModule(_types.ModuleType):
-    """A module that, called, calls its function of the same name (``lrtdense.predict``)."""
-
-    def __call__(self, *args, **kwargs):
-        """``lrtdense.predict.predict(*args, **kwargs)``: the Monte Carlo predictive."""
-        return self.predict(*args, **kwargs)
-
-
-_predict_module.__class__ = _CallableModule
-predict = _predict_module
+from lrtdense.predictive import predict, predict_mean
+from lrtdense import io, metrics, studies
 
 __version__ = "0.1.0"
 
@@ -63,4 +46,4 @@ __all__ = ["DenseLocalReparameterization", "DenseReparameterization", "DenseFlip
            "ScaleMixturePrior", "LaplacePrior", "StudentTPrior", "ClosedFormKL", "MonteCarloKL",
            "CategoricalLikelihood", "GaussianLikelihood",
            "Model", "Sequential", "adam", "polynomial_decay", "fit", "predict", "predict_mean",
-           "io", "studies", "__version__"]
+           "io", "metrics", "studies", "__version__"]

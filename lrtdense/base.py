@@ -28,9 +28,10 @@ import numpy as np
 from autograd.tracer import getval
 
 from lrtdense import activations, estimators, kernels
+from lrtdense.checks import check_int, check_rng
 from lrtdense.samplers import rademacher, standard_normal
 
-__all__ = ["Layer", "Moments", "check_rng", "dtype_name", "positive_int", "DTYPES"]
+__all__ = ["Layer", "Moments", "dtype_name", "positive_int", "DTYPES"]
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
 MAX_UNITS = 2 ** 31 - 1
@@ -56,17 +57,8 @@ def dtype_name(dtype):
 
 def positive_int(value, what, maximum=MAX_UNITS):
     """``value`` as an int in [1, maximum]; a ValueError naming ``what`` otherwise."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or \
-            not 1 <= value <= maximum:
-        raise ValueError(f"{what} must be an integer >= 1 (and <= {maximum}), got {value!r}")
-    return int(value)
-
-
-def check_rng(rng):
-    """Raises TypeError unless ``rng`` is a ``numpy.random.Generator``."""
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng must be a numpy.random.Generator (e.g. numpy.random.default_rng(0)), "
-                        f"got {type(rng).__name__}")
+    return check_int(value, what, low=1, high=maximum,
+                     expected=f"an integer >= 1 (and <= {maximum})")
 
 
 class Moments(typing.NamedTuple):

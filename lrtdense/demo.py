@@ -21,7 +21,8 @@ from lrtdense.losses import GaussianLikelihood
 from lrtdense.model import Model
 from lrtdense.network import Sequential
 from lrtdense.optimizers import adam
-from lrtdense.predict import predict, rmse, gaussian_nll, interval_coverage
+from lrtdense.metrics import gaussian_nll, interval_coverage, rmse
+from lrtdense.predictive import predict
 from lrtdense.training import fit
 
 DEFAULTS = dict(seed=0, epochs=8000, hidden=50, learning_rate=0.003, num_samples=500,

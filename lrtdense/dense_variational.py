@@ -30,6 +30,7 @@ from autograd.tracer import getval
 
 from lrtdense import estimators, kernels
 from lrtdense.base import Layer, Moments, sum_terms
+from lrtdense.checks import check_bool, check_float
 from lrtdense.distributions import Constant
 
 __all__ = ["DenseVariational", "POSTERIOR_SHIFT", "POSTERIOR_OFFSET"]
@@ -68,14 +69,10 @@ class DenseVariational(Layer):
         if self.prior not in ("trainable", "fixed"):
             raise ValueError(f"prior must be 'trainable' or 'fixed', got {self.prior!r}")
         for name in ("kl_use_exact", "use_bias"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
-        w = self.kl_weight
-        if w is not None:
-            if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) \
-                    or w < 0:
-                raise ValueError(f"kl_weight must be None or a finite number >= 0, got {w!r}")
-            self._set("kl_weight", float(w))
+            self._set(name, check_bool(getattr(self, name), name))
+        if self.kl_weight is not None:
+            self._set("kl_weight", check_float(self.kl_weight, "kl_weight", low=0,
+                                               expected="None or a finite number >= 0"))
 
     def _weight_settings(self):
         return f"prior={self.prior!r}"

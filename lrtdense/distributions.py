@@ -14,8 +14,7 @@ Specifications are small immutable records that serialize to plain JSON (``to_co
 * divergences: ``ClosedFormKL(weight)`` (Normal priors) and ``MonteCarloKL(weight, sample)``.
 
 The posterior scale and the divergences are kernels of ``lrtdense.kernels``
-(``posterior_scale``, ``kl_normal_normal``, ``kl_deterministic_normal``); ``posterior_scale`` is
-re-exported here for the code that reads the settings and the scale together.
+(``posterior_scale``, ``kl_normal_normal``, ``kl_deterministic_normal``).
 """
 import dataclasses
 import math
@@ -23,26 +22,20 @@ import math
 import numpy as np
 
 from lrtdense import kernels
-from lrtdense.kernels import posterior_scale
+from lrtdense.checks import check_float
 
 __all__ = [
     "RandomNormal", "Constant", "NormalPosterior", "DeterministicPosterior", "NormalPrior",
     "TrainableNormalPrior", "ScaleMixturePrior", "LaplacePrior", "StudentTPrior",
     "ClosedFormKL", "MonteCarloKL", "divergence_from_config", "PRIORS", "DIVERGENCES",
-    "posterior_scale", "initializer_from_config", "initializer_field", "posterior_from_config", "prior_from_config",
+    "initializer_from_config", "initializer_field", "posterior_from_config", "prior_from_config",
 ]
-
-
-def _finite_float(value, what):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{what} must be a finite number, got {value!r}")
-    return float(value)
 
 
 def _finite_fields(record):
     """Every field of a frozen record as a finite float (ValueError naming it otherwise)."""
     for field in dataclasses.fields(record):
-        value = _finite_float(getattr(record, field.name), f"{type(record).__name__}.{field.name}")
+        value = check_float(getattr(record, field.name), f"{type(record).__name__}.{field.name}")
         object.__setattr__(record, field.name, value)
 
 
@@ -322,7 +315,7 @@ class MonteCarloKL:
     TYPE = "monte_carlo"
 
     def __post_init__(self):
-        object.__setattr__(self, "weight", _finite_float(self.weight, "MonteCarloKL.weight"))
+        object.__setattr__(self, "weight", check_float(self.weight, "MonteCarloKL.weight"))
         if self.weight < 0:
             raise ValueError(f"a divergence weight must be >= 0, got {self.weight}")
         if self.sample not in ("forward", "extra"):

@@ -52,13 +52,13 @@ quadrature (measured max |error|: 0.0398 for Kingma's on alpha in (0, 1], 0.0094
 Molchanov's on log alpha in [-12, 12]).
 """
 import dataclasses
-import math
 
 import numpy as np
 from autograd.tracer import getval
 
 from lrtdense import estimators, kernels
 from lrtdense.base import Layer, Moments, sum_terms
+from lrtdense.checks import check_bool, check_float
 from lrtdense.distributions import Constant, RandomNormal, initializer_field
 from lrtdense.kernels import KINGMA_C, MOLCHANOV_K, THETA2_EPS, kl_kingma, kl_molchanov
 
@@ -84,8 +84,7 @@ class DropoutDense(Layer):
     _VARIANCE_NAME = None           # the second kernel parameter
 
     def _validate(self):
-        if not isinstance(self.use_bias, bool):
-            raise TypeError(f"use_bias must be True or False, got {self.use_bias!r}")
+        self._set("use_bias", check_bool(self.use_bias, "use_bias"))
         for field in dataclasses.fields(self):
             if field.name.endswith("_initializer"):
                 self._set(field.name, initializer_field(
@@ -218,10 +217,8 @@ class DenseSparseVariationalDropout(DropoutDense):
 
     def _validate(self):
         super()._validate()
-        t = self.threshold
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t):
-            raise ValueError(f"threshold must be a finite number (a log alpha), got {t!r}")
-        self._set("threshold", float(t))
+        self._set("threshold", check_float(self.threshold, "threshold",
+                                           expected="a finite number (a log alpha)"))
 
     def log_alpha(self, params, workspace=None):
         """clip(log sigma2 - log(theta**2 + 1e-8), -8, 8), (in, units)."""

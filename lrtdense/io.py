@@ -609,7 +609,7 @@ def _load_once(path, with_state):
         if state_file is None:
             raise ValueError(f"{state_path} does not exist; {config_path} declares a state")
         state_flat = _read_npz(state_file, state_path, state_spec)
-        return model, params, _fill(structure, state_flat, ""), meta
+        return model, params, tree.map_with_path(lambda path, _: state_flat[path], structure), meta
     finally:
         for f in files:
             f.close()
@@ -840,9 +840,6 @@ def _state_spec(entry, config_path):
     return structure, spec
 
 
-def _fill(structure, flat, prefix):
-    return {k: _fill(v, flat, prefix + k + tree.SEP) if isinstance(v, dict) else flat[prefix + k]
-            for k, v in structure.items()}
 
 
 def _read_npz(f, path, spec):

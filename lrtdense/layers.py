@@ -44,7 +44,7 @@ import numpy as np
 from autograd.tracer import getval
 
 from lrtdense import estimators, kernels
-from lrtdense.base import Layer, Moments, check_rng, sum_terms
+from lrtdense.base import Layer, Moments, sum_terms
 from lrtdense.distributions import (ClosedFormKL, DeterministicPosterior, MonteCarloKL,
                                     NormalPosterior, divergence_from_config,
                                     posterior_from_config, prior_from_config)

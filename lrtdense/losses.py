@@ -22,6 +22,7 @@ import autograd.numpy as anp
 from autograd.tracer import getval
 
 from lrtdense import kernels
+from lrtdense.checks import check_bool, check_float, check_int
 
 __all__ = ["gaussian_nll", "softmax_cross_entropy", "neg_elbo", "check_num_examples",
            "GaussianLikelihood", "CategoricalLikelihood", "likelihood_from_config"]
@@ -49,11 +50,7 @@ def softmax_cross_entropy(logits, labels):
 
 def check_num_examples(num_examples):
     """``num_examples`` as an int >= 1 (the N of KL / N); a ValueError otherwise."""
-    if isinstance(num_examples, bool) or not isinstance(num_examples, (int, np.integer)) or \
-            num_examples < 1:
-        raise ValueError(f"num_examples (the N of KL / N) must be an integer >= 1, got "
-                         f"{num_examples!r}")
-    return int(num_examples)
+    return check_int(num_examples, "num_examples (the N of KL / N)", low=1)
 
 
 def neg_elbo(nll_mean, kl, num_examples, kl_weight=1.0):
@@ -63,10 +60,8 @@ def neg_elbo(nll_mean, kl, num_examples, kl_weight=1.0):
       ValueError: num_examples not an integer >= 1, or kl_weight not a finite number >= 0.
     """
     num_examples = check_num_examples(num_examples)
-    if isinstance(kl_weight, bool) or not isinstance(kl_weight, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(kl_weight) or kl_weight < 0:
-        raise ValueError(f"kl_weight must be a finite number >= 0, got {kl_weight!r}")
-    return nll_mean + (float(kl_weight) / num_examples) * kl
+    kl_weight = check_float(kl_weight, "kl_weight", low=0)
+    return nll_mean + (kl_weight / num_examples) * kl
 
 
 def _per_example(values):
@@ -88,13 +83,8 @@ class GaussianLikelihood:
     learn_scale: bool = False
 
     def __post_init__(self):
-        s = self.scale
-        if isinstance(s, bool) or not isinstance(s, (int, float, np.integer, np.floating)) or \
-                not (math.isfinite(s) and s > 0):
-            raise ValueError(f"scale must be a finite number > 0, got {s!r}")
-        if not isinstance(self.learn_scale, bool):
-            raise TypeError(f"learn_scale must be True or False, got {self.learn_scale!r}")
-        object.__setattr__(self, "scale", float(s))
+        object.__setattr__(self, "scale", check_float(self.scale, "scale", low=0, open_low=True))
+        object.__setattr__(self, "learn_scale", check_bool(self.learn_scale, "learn_scale"))
 
     def init(self, dtype):
         """The likelihood's params: {} or {"untransformed_noise_scale": 0-d array}."""

@@ -7,6 +7,7 @@ import autograd.numpy as anp
 import numpy as np
 
 from lrtdense import tree
+from lrtdense.checks import check_int
 from lrtdense.losses import check_num_examples, likelihood_from_config, neg_elbo
 from lrtdense.network import Sequential
 
@@ -15,10 +16,7 @@ __all__ = ["Model", "check_num_samples"]
 
 def check_num_samples(num_samples):
     """``num_samples`` as an int >= 1; a ValueError otherwise."""
-    if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or \
-            num_samples < 1:
-        raise ValueError(f"num_samples must be an integer >= 1, got {num_samples!r}")
-    return int(num_samples)
+    return check_int(num_samples, "num_samples", low=1)
 
 
 def _sample(noise, s, num_samples):

@@ -40,6 +40,7 @@ import math
 import numpy as np
 
 from lrtdense import tree
+from lrtdense.checks import check_float, check_int, is_finite_number
 
 __all__ = ["adam", "polynomial_decay", "Optimizer", "AdamState"]
 
@@ -73,21 +74,18 @@ def adam(step_size=1e-3, b1=0.9, b2=0.999, eps=None, form="kingma"):
     if not isinstance(form, str) or form not in _DEFAULT_EPS:
         raise ValueError(f"form must be 'kingma' or 'keras', got {form!r}")
     for name, b in (("b1", b1), ("b2", b2)):
-        if not (_is_finite_number(b) and 0 <= b < 1):
-            raise ValueError(f"{name} must be a number in [0, 1), got {b!r}")
+        check_float(b, name, low=0, high=1, open_high=True)
         if form == "keras" and not np.float32(b) < 1:     # its bias corrections would be 1 - 1
             raise ValueError(f"{name}={b!r} rounds to 1 in float32, which the keras form uses; "
                              f"expected {name} <= {float(np.nextafter(np.float32(1), 0))}")
-    if not callable(step_size) and not (_is_finite_number(step_size) and step_size > 0):
-        raise ValueError(f"step_size must be a finite number > 0 or a schedule (a function of the "
-                         f"update count), got {step_size!r}")
-    if eps is not None and not (_is_finite_number(eps) and eps > 0):
-        raise ValueError(f"eps must be a finite number > 0 (or None for the form's default), "
-                         f"got {eps!r}")
     # Python floats, so that a NumPy scalar setting cannot change the precision of the update.
     b1, b2 = float(b1), float(b2)
-    step_size = step_size if callable(step_size) else float(step_size)
-    eps = _DEFAULT_EPS[form] if eps is None else float(eps)
+    if not callable(step_size):
+        step_size = check_float(step_size, "step_size", low=0, open_low=True, expected=(
+            "a finite number > 0 or a schedule (a function of the update count)"))
+    eps = _DEFAULT_EPS[form] if eps is None else check_float(
+        eps, "eps", low=0, open_low=True, expected="a finite number > 0 (or None for the form's "
+                                                   "default)")
 
     def init(params):
         """Fresh state: step 0, a copy of params, zero moments.
@@ -129,7 +127,8 @@ def adam(step_size=1e-3, b1=0.9, b2=0.999, eps=None, form="kingma"):
         if not inplace:
             triples = tree.map(lambda p, m, v, g: leaf(p, m, v, g, None),
                                state.params, state.m, state.v, grads)
-            return AdamState(t, *(_pick(triples, i) for i in range(3)))
+            return AdamState(t, *(tree.map(lambda triple, i=i: triple[i], triples)
+                                  for i in range(3)))
         scratch = {} if state.scratch is None else state.scratch
         tree.map(lambda p, m, v, g: _chunked(leaf, p, m, v, g, scratch),
                  state.params, state.m, state.v, grads)
@@ -161,8 +160,7 @@ def polynomial_decay(step_size, decay_steps, final_step_size=0.0, power=1.0):
     """
     for name, value in (("step_size", step_size), ("final_step_size", final_step_size),
                         ("power", power)):
-        if not _is_finite_number(value):
-            raise ValueError(f"{name} must be a finite number, got {value!r}")
+        check_float(value, name)
     if not step_size > 0:
         raise ValueError(f"step_size must be > 0, got {step_size!r}")
     if not 0 <= final_step_size <= step_size:
@@ -170,8 +168,7 @@ def polynomial_decay(step_size, decay_steps, final_step_size=0.0, power=1.0):
                          f"got {final_step_size!r}")
     if not power > 0:
         raise ValueError(f"power must be > 0, got {power!r}")
-    if isinstance(decay_steps, bool) or not isinstance(decay_steps, (int, np.integer)) or decay_steps < 1:
-        raise ValueError(f"decay_steps must be an int >= 1, got {decay_steps!r}")
+    decay_steps = check_int(decay_steps, "decay_steps", low=1)
     step_size, final_step_size, power = float(step_size), float(final_step_size), float(power)
 
     def schedule(i):
@@ -181,18 +178,12 @@ def polynomial_decay(step_size, decay_steps, final_step_size=0.0, power=1.0):
     return schedule
 
 
-def _is_finite_number(x):
-    """A finite real Python or NumPy scalar (not a bool)."""
-    return (isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
-            and math.isfinite(x))
-
-
 def _learning_rate(step_size, i):
     """The learning rate of update i (0-based): step_size itself, or the schedule's value."""
     if not callable(step_size):
         return step_size
     lr = step_size(i)
-    if not (_is_finite_number(lr) and lr >= 0):
+    if not (is_finite_number(lr) and lr >= 0):
         raise ValueError(f"the step_size schedule returned {lr!r} for update {i}; expected a "
                          f"finite number >= 0")
     return float(lr)
@@ -201,12 +192,6 @@ def _learning_rate(step_size, i):
 def _check_leaf(p, g):
     if np.shape(g) != np.shape(p):
         raise TypeError(f"gradient of shape {np.shape(g)} for a parameter of shape {np.shape(p)}")
-
-
-def _pick(tree, i):
-    if isinstance(tree, dict):
-        return {k: _pick(v, i) for k, v in tree.items()}
-    return tree[i]
 
 
 # In place, each parameter is updated in chunks of this many bytes per array (65536 float32 or

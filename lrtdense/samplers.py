@@ -19,9 +19,9 @@ def standard_normal(rng, shape, dtype, *, out=None, work=None):
 
     * float64: ``rng.standard_normal(shape, dtype=float64)`` (NumPy's ziggurat).
     * float32: the Box-Muller transform of float32 uniforms (Box & Muller 1958), the method of
-      TensorFlow's and PyTorch's CPU samplers; about 3x faster than NumPy's float32 ziggurat on
-      the machine of ``benchmarks/RESULTS.md`` (3.1 against 9.5 ns per draw), which at batch 1000
-      is an eighth of a training step. With n = prod(shape) and h = ceil(n / 2), all in float32:
+      TensorFlow's and PyTorch's CPU samplers, and faster than NumPy's float32 ziggurat
+      (``benchmarks/README.md`` has the measurement). With n = prod(shape) and h = ceil(n / 2),
+      all in float32:
       ``u1 = rng.random(h)``, then ``u2 = rng.random(h)``; ``r = sqrt(-2 log(1 - u1))`` (1 - u1
       lies in [2**-24, 1], so every |draw| <= sqrt(48 log 2) = 5.77: a tail of mass 8e-9 is cut,
       as in TensorFlow's sampler), ``theta = 2 pi u2``; the first h draws (C order) are

@@ -24,6 +24,7 @@ from lrtdense import checkpoint as checkpoint_lib
 from lrtdense import io as lrtdense_io
 from lrtdense import tree
 from lrtdense.autodiff import value_and_grad
+from lrtdense.checks import check_int, check_rng
 from lrtdense.losses import check_num_examples
 from lrtdense.model import check_num_samples
 from lrtdense.optimizers import adam
@@ -211,12 +212,10 @@ def fit(model, params, x, y, *, rng, epochs, batch_size=32, optimizer=None, num_
 
 
 def _check_loop_settings(rng, epochs, batch_size, checkpoint_every):
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
-    for name, value, low in (("epochs", epochs, 0), ("batch_size", batch_size, 1),
-                             ("checkpoint_every", checkpoint_every, 1)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    check_rng(rng)
+    check_int(epochs, "epochs", low=0)
+    check_int(batch_size, "batch_size", low=1)
+    check_int(checkpoint_every, "checkpoint_every", low=1)
 
 
 def _resumed_progress(resumed, rng, steps_per_epoch):

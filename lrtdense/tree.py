@@ -7,13 +7,14 @@ Keys are strings; the order of a dict's keys is the order of its leaves.
 * ``structure(tree)``: the keys, with every leaf replaced by ``"*"`` (comparable, printable);
 * ``leaves(tree)``: the leaves in key order;
 * ``map(fn, tree, *rest)``: ``fn`` applied leaf-wise to trees of one structure;
+* ``map_with_path(fn, tree)``: ``fn(path, leaf)`` at every leaf, path the "a/b/c" of ``flatten``;
 * ``flatten(tree)`` / ``unflatten(flat)``: to and from a flat dict keyed by "a/b/c" paths.
 
 A structure mismatch is a ``TypeError`` that prints both structures (as in
 ``jax.tree_util``), a malformed path a ``ValueError`` naming it.
 """
 
-__all__ = ["structure", "leaves", "map", "flatten", "unflatten", "SEP"]
+__all__ = ["structure", "leaves", "map", "map_with_path", "flatten", "unflatten", "SEP"]
 
 SEP = "/"
 _map = map
@@ -44,6 +45,14 @@ def map(fn, tree, *rest):
         if not _same(tree, other):
             raise TypeError(f"tree structures differ: {structure(tree)} vs {structure(other)}")
     return _apply(fn, tree, rest)
+
+
+def map_with_path(fn, tree, prefix=""):
+    """``fn(path, leaf)`` at every leaf of ``tree``, path as ``flatten`` writes it ("a/b/c",
+    after ``prefix``). Returns a tree of ``tree``'s structure (empty dicts kept)."""
+    if isinstance(tree, dict):
+        return {k: map_with_path(fn, v, f"{prefix}{k}{SEP}") for k, v in tree.items()}
+    return fn(prefix[:-len(SEP)] if prefix else prefix, tree)
 
 
 def _same(a, b):

@@ -230,10 +230,11 @@ def test_the_training_api_is_importable_from_lrtdense():
     import numpy as np
     from lrtdense import (Model, Sequential, fit, adam, predict, predict_mean,
                           DenseLocalReparameterization, GaussianLikelihood)
-    from lrtdense.predict import rmse
-    import lrtdense.predict as P
-    assert P is predict and rmse is P.rmse and predict.rmse is rmse
-    assert predict_mean is P.predict_mean
+    from lrtdense.metrics import rmse
+    import lrtdense.predictive as P
+    import lrtdense.metrics as M
+    assert P.predict is predict and rmse is M.rmse and lrtdense.metrics is M
+    assert predict_mean is P.predict_mean and lrtdense.predict is predict
     rng = np.random.default_rng(0)
     model = Model(Sequential([DenseLocalReparameterization(2, dtype="float64")]),
                   GaussianLikelihood(0.5))

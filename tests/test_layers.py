@@ -45,7 +45,7 @@ def test_scale_is_softplus_plus_eps_and_stable_for_large_arguments():
     sp32 = softplus(u.astype(np.float32))
     assert sp32.dtype == np.float32
     np.testing.assert_allclose(sp32, np.logaddexp(0, u).astype(np.float32), rtol=2e-7)
-    from lrtdense.distributions import posterior_scale
+    from lrtdense.kernels import posterior_scale
     assert posterior_scale(np.array([-800.0]))[0] == np.finfo(np.float64).eps
 
 

@@ -17,7 +17,6 @@ test_reference_hostile.py, the metrics' in test_predict.py and test_properties_m
 import json
 import multiprocessing
 import os
-import resource
 import shutil
 import signal
 import subprocess
@@ -34,7 +33,7 @@ from lrtdense.losses import CategoricalLikelihood, GaussianLikelihood
 from lrtdense.model import Model
 from lrtdense.network import Sequential
 from lrtdense.optimizers import Optimizer, adam
-from lrtdense.predict import predict
+from lrtdense.predictive import predict
 from lrtdense.training import Terminated, fit
 from lrtdense.tree import flatten
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from lrtdense.optimizers import adam
-from lrtdense.tree import map as tree_map
+from lrtdense.tree import flatten, map as tree_map, map_with_path
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "adam")
 
@@ -86,6 +86,15 @@ def test_replays_recorded_trajectory(library, form):
     assert worst <= 1e-12, f"max relative error {worst:.3g} against {library}"
 
 
+def test_map_with_path_sees_flatten_paths_and_keeps_empty_dicts():
+    params = {"network": {"layer_0": {"a": np.zeros(2)}, "layer_1": {}}, "likelihood": {"s": 1.0}}
+    seen = map_with_path(lambda path, leaf: path, params)
+    assert seen == {"network": {"layer_0": {"a": "network/layer_0/a"}, "layer_1": {}},
+                    "likelihood": {"s": "likelihood/s"}}
+    assert list(flatten(seen).values()) == list(flatten(seen))
+    assert map_with_path(lambda path, leaf: path, 7) == ""
+
+
 def test_structure_mismatch_is_a_type_error_printing_both_structures():
     params = {"network": {"layer_0": {"a": np.zeros(2), "b": np.zeros(3)}}, "likelihood": {}}
     nested_missing = {"network": {"layer_0": {"a": np.zeros(2)}}, "likelihood": {}}
@@ -160,8 +169,8 @@ def test_schedule_and_decay_bad_input_is_refused_and_state_kept():
             assert state.step == 0 and np.array_equal(state.params["w"], np.arange(4.0))
             assert not state.m["w"].any() and not state.v["w"].any()
     for kwargs, match in [(dict(step_size=0.0, decay_steps=3), "step_size must be > 0"),
-                          (dict(step_size=1e-3, decay_steps=0), "decay_steps must be an int >= 1"),
-                          (dict(step_size=1e-3, decay_steps=2.5), "decay_steps must be an int >= 1"),
+                          (dict(step_size=1e-3, decay_steps=0), "decay_steps must be an integer >= 1"),
+                          (dict(step_size=1e-3, decay_steps=2.5), "decay_steps must be an integer >= 1"),
                           (dict(step_size=1e-3, decay_steps=3, final_step_size=2e-3),
                            r"final_step_size must lie in \[0, step_size=0.001\]"),
                           (dict(step_size=1e-3, decay_steps=3, power=0), "power must be > 0"),

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from lrtdense.reference import SHIPPED_MANIFEST_SHA256, default_dir, spec_path, store
-from lrtdense.reference import verify as verify_module
 from lrtdense.reference.verify import UsageError, format_table, generate, run, verify
 from lrtdense.testing import reference_cases
 import spec_port

@@ -11,7 +11,6 @@ import sys
 
 import pytest
 
-from lrtdense.reference import default_dir
 
 PEERS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "examples", "peers")
 

@@ -23,7 +23,6 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from lrtdense import io as lio
 from lrtdense.model import Model
-from lrtdense.tree import flatten
 from test_io import (KERNEL0, resign, assert_same_params, flat_members, mixed_model, npy_bytes,
                      patch_member, write_zip, zip_bomb)
 

@@ -1,4 +1,4 @@
-"""Property tests for lrtdense.predict's metrics: any input gives either the value of a naive
+"""Property tests for lrtdense.metrics: any input gives either the value of a naive
 oracle, or a ValueError/TypeError naming the input; an input is accepted exactly when it meets
 the documented contract."""
 
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
-from lrtdense import predict as P
+from lrtdense import metrics as M
 from test_predict import exact_nll, exact_rmse, naive_ece
 
 SETTINGS = settings(max_examples=200, deadline=None, database=None)
@@ -39,9 +39,9 @@ def classification(draw):
 @given(data=classification(), num_bins=st.integers(1, 40))
 def test_valid_classification_inputs_give_the_naive_values(data, num_bins):
     labels, probs = data
-    acc = P.accuracy(labels, probs)
+    acc = M.accuracy(labels, probs)
     assert acc == np.mean(probs.argmax(1) == labels) and 0 <= acc <= 1
-    ece = P.expected_calibration_error(labels, probs, num_bins)
+    ece = M.expected_calibration_error(labels, probs, num_bins)
     assert 0 <= ece <= 1 + 1e-12
     assert ece == pytest.approx(naive_ece(labels, np.asarray(probs, np.float64), num_bins),
                                 rel=1e-9, abs=1e-12)
@@ -55,7 +55,7 @@ def meets_classification_contract(labels, probs):
         return False
     p = probs.astype(float)
     return bool(np.all(np.isfinite(p)) and p.min() >= 0 and p.max() <= 1
-                and np.all(np.abs(p.sum(1) - 1) <= P.PROB_SUM_TOLERANCE)
+                and np.all(np.abs(p.sum(1) - 1) <= M.PROB_SUM_TOLERANCE)
                 and labels.min() >= 0 and labels.max() < probs.shape[1])
 
 
@@ -63,7 +63,7 @@ def meets_classification_contract(labels, probs):
 @given(labels=any_arrays, probs=any_arrays)
 def test_any_classification_input_is_checked_exactly(labels, probs):
     try:
-        acc = P.accuracy(labels, probs)
+        acc = M.accuracy(labels, probs)
     except (ValueError, TypeError) as err:
         assert not meets_classification_contract(labels, probs)
         assert "labels" in str(err) or "probs" in str(err), err
@@ -78,7 +78,7 @@ def test_num_bins_is_an_integer_at_least_one(num_bins):
     labels, probs = np.array([0, 1]), np.array([[0.7, 0.3], [0.2, 0.8]])
     ok = type(num_bins) is int and num_bins >= 1
     try:
-        ece = P.expected_calibration_error(labels, probs, num_bins)
+        ece = M.expected_calibration_error(labels, probs, num_bins)
     except ValueError as err:
         assert not ok and "num_bins" in str(err)
     else:
@@ -112,9 +112,9 @@ def regression_contract(y, mean, std):
 def test_any_regression_input_is_checked_exactly(y, mean, std, level):
     expected = regression_contract(y, mean, std)
     level_ok = type(level) is float and 0 < level < 1
-    for name, metric in (("rmse", lambda: P.rmse(y, mean)),
-                         ("nll", lambda: P.gaussian_nll(y, mean, std)),
-                         ("coverage", lambda: P.interval_coverage(y, mean, std, level))):
+    for name, metric in (("rmse", lambda: M.rmse(y, mean)),
+                         ("nll", lambda: M.gaussian_nll(y, mean, std)),
+                         ("coverage", lambda: M.interval_coverage(y, mean, std, level))):
         try:
             value = metric()
         except (ValueError, TypeError) as err:

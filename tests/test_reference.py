@@ -1,5 +1,4 @@
 """The reference set: reproducible, checksummed, and `verify` catches broken ports."""
-import json
 import os
 import shutil
 import subprocess
@@ -9,7 +8,7 @@ import numpy as np
 import pytest
 
 from lrtdense.reference import default_dir, store
-from lrtdense.reference.cases import CASES, compute, build
+from lrtdense.reference.cases import CASES
 from lrtdense.reference.verify import generate, verify, format_table, statistical_cases
 from lrtdense.testing import reference_cases, assert_case
 import spec_port

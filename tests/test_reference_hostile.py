@@ -3,7 +3,6 @@ then shown handled as documented: a bad result file is a failing row naming it, 
 set is exit 3 with one line on stderr, an unwritable --markdown is exit 2 before any work, and
 `generate` never writes through a symlink nor into the installed set. Memory is checked in a
 child process whose address space is limited to its own baseline plus EXTRA_MB."""
-import contextlib
 import io
 import json
 import os

@@ -4,7 +4,6 @@ import os
 
 import numpy as np
 import pytest
-from autograd import grad
 from scipy import stats
 
 import lrtdense as L
@@ -13,9 +12,9 @@ from lrtdense.losses import (GaussianLikelihood, CategoricalLikelihood, softmax_
 from lrtdense.model import Model
 from lrtdense.network import Sequential
 from lrtdense.optimizers import adam
-from lrtdense.predict import (predict, predict_mean, rmse, accuracy, interval_coverage,
-                              expected_calibration_error)
-from lrtdense.predict import gaussian_nll as predictive_nll
+from lrtdense.metrics import rmse, accuracy, interval_coverage, expected_calibration_error
+from lrtdense.metrics import gaussian_nll as predictive_nll
+from lrtdense.predictive import predict, predict_mean
 from lrtdense.training import fit
 from lrtdense.tree import flatten
 from helpers import directional_fd_check, replay_completed_steps

@@ -2,7 +2,6 @@
 and the layers, ``lrtdense.studies.gradient_variance`` against a naive computation, the study's
 bookkeeping, the ordering of the variances in the short mode, the CLI, and (slow) the default
 run's bars."""
-import os
 import subprocess
 import sys
 

@@ -27,7 +27,7 @@ from lrtdense.reference import SHIPPED_MANIFEST_SHA256, default_dir
 from lrtdense.reference import cases as _cases
 from lrtdense.reference import statistical as _statistical
 from lrtdense.reference import store
-from lrtdense.reference.report import Row, compare, format_table, ulp_distance
+from lrtdense.reference.report import Row, compare, format_table
 
 __all__ = ["generate", "verify", "run", "Report", "Row", "compare", "format_table",
            "select_cases", "statistical_cases", "UsageError"]

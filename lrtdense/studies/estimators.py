@@ -30,7 +30,8 @@ import numpy as onp
 from autograd import grad
 
 from lrtdense import estimators as estimator_records
-from lrtdense.base import check_rng, positive_int
+from lrtdense.base import positive_int
+from lrtdense.checks import check_rng
 
 __all__ = ["ESTIMATORS", "LABELS", "sample_noise", "outputs", "data_term", "default_wrt",
            "gradient_variance", "GradientVarianceTable"]

@@ -40,6 +40,7 @@ import time
 
 import numpy as onp
 
+from lrtdense import tree
 from lrtdense.argtypes import check_output_folder
 from lrtdense.dropout import DenseVariationalDropout
 from lrtdense.distributions import Constant
@@ -89,9 +90,9 @@ def build_network(hidden, alpha, dtype="float64"):
 # ------------------------------------------------------------------------------------ study
 def _freeze(optimizer, names):
     """Wraps an optimizer so that parameters whose key is in ``names`` get zero gradients."""
-    def zero(tree):
-        return {k: zero(v) if isinstance(v, dict) else onp.zeros_like(v) if k in names else v
-                for k, v in tree.items()}
+    def zero(grads):
+        frozen = lambda path: path.rsplit(tree.SEP, 1)[-1] in names      # noqa: E731
+        return tree.map_with_path(lambda path, g: onp.zeros_like(g) if frozen(path) else g, grads)
     return Optimizer(optimizer.init, lambda state, grads, inplace=False:
                      optimizer.update(state, zero(grads), inplace=inplace), optimizer.get_params)
 
@@ -122,7 +123,7 @@ def run(short=False, out=None, verbose=True, file=None, replace=False, **overrid
 def one_blas_thread():
     """One BLAS thread for the duration of the study, when threadpoolctl (a scikit-learn
     dependency) is there: the matrices are small, and on a busy machine a multi-threaded BLAS
-    spends most of its time waiting (measured: 5 to 7x slower gradients at a load of 3 on 2 cores)."""
+    spends most of its time waiting (``benchmarks/README.md`` has the measurement)."""
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:

@@ -1,62 +1,19 @@
-"""Predictive distributions by Monte Carlo over the posterior, and the metrics that judge them.
+"""The metrics that judge a predictive distribution (``lrtdense.predictive``'s output).
 
-Regression (Gaussian likelihood): with S forward samples f_s(x),
-  mean = (1/S) sum_s f_s,  epistemic variance = (1/S) sum_s (f_s - mean)**2,
-  total variance = epistemic + noise_scale**2  (the moment-matched Gaussian of the predictive
-  mixture, which ``gaussian_nll`` and ``interval_coverage`` then use).
-Classification: probabilities averaged over the S samples (the posterior predictive).
+Regression: ``rmse`` of the predictive mean, ``gaussian_nll`` and ``interval_coverage`` of the
+moment-matched Gaussian predictive (mean, std). Classification: ``accuracy`` and
+``expected_calibration_error`` of the averaged class probabilities. Every metric checks its
+inputs (shapes, finiteness, ranges) and says in one line what is wrong.
 """
 import math
 
 import numpy as np
 from scipy import special, stats
 
-from lrtdense.losses import CategoricalLikelihood
+from lrtdense.checks import check_float, check_int
 
-__all__ = ["predict", "predict_mean", "rmse", "gaussian_nll", "accuracy",
-           "expected_calibration_error", "interval_coverage", "PROB_SUM_TOLERANCE", "MAX_BINS"]
-
-
-def predict(model, params, x, *, rng, num_samples=100):
-    """Monte Carlo predictive over ``num_samples`` stochastic forward passes.
-
-    Args:
-      model: a ``Model``; params: its params.
-      x: inputs, (N, ..., in).
-      rng: a ``numpy.random.Generator``; the passes draw from it in turn.
-      num_samples: S, an integer >= 1 (with S == 1 the epistemic std is 0 everywhere).
-    Returns:
-      A dict. Regression: "mean" and "epistemic_std" (N, ..., d), "std" (the total,
-      sqrt(epistemic_std**2 + noise_scale**2)), "noise_scale" (a float), "samples"
-      (S, N, ..., d). Classification: "probs" (N, k), the average of the per-sample softmax
-      probabilities "samples" (S, N, k).
-    Raises:
-      ValueError: a bad num_samples (or, from the model, bad inputs).
-    """
-    if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) \
-            or num_samples < 1:
-        raise ValueError(f"num_samples must be an integer >= 1, got {num_samples!r}")
-    outs = np.stack([model.forward(params, x, rng)[0] for _ in range(int(num_samples))])
-    if isinstance(model.likelihood, CategoricalLikelihood):
-        probs = special.softmax(outs, axis=-1)
-        return {"probs": probs.mean(0), "samples": probs}
-    mean = outs.mean(0)
-    epistemic = outs.var(0)
-    noise = float(np.asarray(model.likelihood.noise_scale(params["likelihood"])))
-    return {"mean": mean, "epistemic_std": np.sqrt(epistemic), "noise_scale": noise,
-            "std": np.sqrt(epistemic + noise ** 2), "samples": outs}
-
-
-def predict_mean(model, params, x):
-    """Deterministic prediction with every layer in mean mode (no sampling).
-
-    Returns:
-      Regression: the outputs (N, ..., d). Classification: softmax probabilities (N, k).
-    """
-    out = model.forward(params, x, mode="mean")[0]
-    if isinstance(model.likelihood, CategoricalLikelihood):
-        return special.softmax(out, axis=-1)
-    return out
+__all__ = ["rmse", "gaussian_nll", "interval_coverage", "accuracy", "expected_calibration_error",
+           "PROB_SUM_TOLERANCE", "MAX_BINS"]
 
 
 def rmse(y, mean):
@@ -136,8 +93,7 @@ def interval_coverage(y, mean, std, level=0.95):
       ValueError: a level outside (0, 1), shapes that do not match, N == 0 or a bad value.
       TypeError: an array that is not real numbers.
     """
-    if not (_is_real_number(level) and 0 < level < 1):
-        raise ValueError(f"level must be a number in (0, 1), got {level!r}")
+    level = check_float(level, "level", low=0, high=1, open_low=True, open_high=True)
     y, mean = _pair(y, mean)
     std = _std(std, mean.shape)
     z = math.sqrt(2) * float(special.erfinv(level))
@@ -189,10 +145,7 @@ def expected_calibration_error(labels, probs, num_bins=15):
       ValueError: a bad num_bins, or inputs as in ``accuracy``.
       TypeError: as in ``accuracy``.
     """
-    if isinstance(num_bins, bool) or not isinstance(num_bins, (int, np.integer)) \
-            or not 1 <= num_bins <= MAX_BINS:
-        raise ValueError(f"num_bins must be an integer in [1, 2**53], got {num_bins!r}")
-    num_bins = int(num_bins)
+    num_bins = check_int(num_bins, "num_bins", low=1, high=MAX_BINS)
     labels, probs = _classification(labels, probs)
     conf = probs.max(-1)
     correct = np.argmax(probs, -1) == labels
@@ -254,11 +207,6 @@ def _split(a):
     t = 134217729.0 * a                 # 2**27 + 1
     hi = t - (t - a)
     return hi, a - hi
-
-
-def _is_real_number(x):
-    return (isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
-            and math.isfinite(x))
 
 
 def _real_array(x, name):
