@@ -22,15 +22,16 @@ computation proper, on checked inputs) and ``_divergences``.
 """
 import dataclasses
 import math
+import typing
 
 import numpy as np
 from autograd.tracer import getval
 
-from lrtdense import activations
+from lrtdense import activations, estimators, kernels
 from lrtdense.checks import check_int, check_rng
 from lrtdense.samplers import rademacher, standard_normal
 
-__all__ = ["Layer", "dtype_name", "positive_int", "DTYPES"]
+__all__ = ["Layer", "Moments", "dtype_name", "positive_int", "DTYPES"]
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
 MAX_UNITS = 2 ** 31 - 1
@@ -60,10 +61,22 @@ def positive_int(value, what, maximum=MAX_UNITS):
                      expected=f"an integer >= 1 (and <= {maximum})")
 
 
+class Moments(typing.NamedTuple):
+    """A layer's posterior as its estimators read it: the kernel's mean and standard deviation,
+    both (in, units), and the bias's ((units,) each; ``bias_scale`` None for a deterministic
+    bias, both None without a bias)."""
+    kernel_loc: object
+    kernel_scale: object
+    bias_loc: object = None
+    bias_scale: object = None
+
+
 class Layer:
     """The shared machinery of every layer; see the module docstring for the contract."""
 
     MODES = ("sample", "mean")
+    estimator: typing.ClassVar = None       # the layer's own (an lrtdense.estimators.Estimator)
+    kernel_mean: typing.ClassVar = None     # (param, index) holding the kernel's posterior mean
 
     # ----------------------------------------------------------------------------- settings
     def __post_init__(self):
@@ -238,10 +251,15 @@ class Layer:
           dict key -> array of the layer's dtype.
         """
         check_rng(rng)
+        return self._draw(rng, self.noise_shapes(tuple(input_shape)), self.noise_kinds(), normal,
+                          workspace)
+
+    def _draw(self, rng, shapes, kinds, normal=None, workspace=None):
+        """The arrays of ``shapes`` drawn in order: signs where ``kinds`` says "sign", else
+        standard normals (by ``normal`` if given)."""
         dtype = DTYPES[self.dtype]
-        kinds = self.noise_kinds()
         noise = {}
-        for key, shape in self.noise_shapes(tuple(input_shape)).items():
+        for key, shape in shapes.items():
             if kinds.get(key) == "sign":
                 out = None if workspace is None else workspace.empty(shape, dtype)
                 noise[key] = rademacher(rng, shape, dtype, out=out)
@@ -255,17 +273,21 @@ class Layer:
                 noise[key] = standard_normal(rng, shape, dtype, out=out, work=work)
         return noise
 
-    def check_noise(self, noise, input_shape):
-        """Validates a noise dict against ``noise_shapes(input_shape)`` and casts it to the dtype."""
+    def check_noise(self, noise, input_shape, estimator=None):
+        """Validates a noise dict against ``noise_shapes(input_shape)`` (or ``estimator``'s
+        layout, ``estimator_noise_shapes``) and casts it to the dtype."""
         if not isinstance(noise, dict):
             raise TypeError(f"noise must be a dict of arrays, got {type(noise).__name__}")
-        shapes = self.noise_shapes(tuple(input_shape))
+        if estimator is None:
+            shapes, kinds = self.noise_shapes(tuple(input_shape)), self.noise_kinds()
+        else:
+            shapes = self.estimator_noise_shapes(estimator, input_shape)
+            kinds = dict.fromkeys(estimators.get(estimator).signs, "sign")
         missing = [k for k in shapes if k not in noise]
         extra = sorted(set(noise) - set(shapes), key=str)
         if missing or extra:
             raise ValueError(f"noise keys do not match {type(self).__name__}: missing {missing}, "
                              f"unexpected {extra}; expected exactly {list(shapes)}")
-        kinds = self.noise_kinds()
         out = {}
         for key, shape in shapes.items():
             value = np.asarray(noise[key])
@@ -279,6 +301,35 @@ class Layer:
                 raise ValueError(f"noise[{key!r}] must hold only +1 and -1")
             out[key] = value
         return out
+
+    def estimator_noise_shapes(self, estimator, input_shape):
+        """{key: shape} of the noise of one call under ``estimator`` (a name or record of
+        ``lrtdense.estimators``): its kernel noise, then "bias" (units,) when the bias is random
+        and the estimator noisy."""
+        estimator = estimators.get(estimator)
+        input_shape = tuple(input_shape)
+        self.compute_output_shape(input_shape)
+        shapes = estimator.noise_shapes(input_shape, self.units)
+        if estimator.noisy and self.random_bias:
+            shapes["bias"] = (self.units,)
+        return shapes
+
+    def sample_estimator_noise(self, estimator, rng, input_shape):
+        """Draws the noise of ``estimator_noise_shapes`` from ``rng``, in that order."""
+        check_rng(rng)
+        estimator = estimators.get(estimator)
+        return self._draw(rng, self.estimator_noise_shapes(estimator, input_shape),
+                          dict.fromkeys(estimator.signs, "sign"))
+
+    @property
+    def random_bias(self):
+        """Whether the layer's bias is random (drawn once per call)."""
+        return False
+
+    def posterior_moments(self, params, input_dim, workspace=None):
+        """The posterior as ``Moments``: the kernel's (loc, scale), both (in, units), and the
+        bias's (every layer family's one hook for its estimators)."""
+        raise NotImplementedError
 
     # ------------------------------------------------------------------------------ compute
     def check_input(self, x):
@@ -296,7 +347,8 @@ class Layer:
             x = x.astype(self.dtype)
         return x
 
-    def forward(self, params, x, rng=None, *, noise=None, mode="sample", workspace=None):
+    def forward(self, params, x, rng=None, *, noise=None, mode="sample", workspace=None,
+                estimator=None):
         """Stochastic (``mode="sample"``) or deterministic forward pass.
 
         Args:
@@ -306,6 +358,10 @@ class Layer:
           noise: dict of explicit noise arrays (see ``noise_shapes``); makes forward deterministic.
           mode: one of ``MODES``; rng and noise are ignored outside "sample".
           workspace: optional Workspace for the arrays of the call.
+          estimator: None (the layer's own) or another estimator of ``lrtdense.estimators``
+            (a name or record) to sample the same posterior with: the noise is then
+            ``estimator_noise_shapes``' layout, and the kl the layer's divergences without
+            noise (a Monte Carlo one at the posterior mean).
         Returns:
           (outputs of shape (..., units), kl scalar), both of the layer's dtype.
         Raises:
@@ -316,9 +372,44 @@ class Layer:
         """
         x = self.check_input(x)
         self.check_params(params, x.shape[-1])
-        noise = self._resolve_noise(x, rng, noise, mode, workspace)
-        outputs, kl = self._forward(params, x, noise, mode, workspace)
+        if estimator is None:
+            noise = self._resolve_noise(x, rng, noise, mode, workspace)
+            outputs, kl = self._forward(params, x, noise, mode, workspace)
+        else:
+            outputs, kl = self._estimate(params, x, rng, noise, estimators.get(estimator),
+                                         workspace)
         return activations.get(self.activation)(outputs, workspace=workspace), kl
+
+    def _estimate(self, params, x, rng, noise, estimator, workspace):
+        """(pre-activations, kl) of the posterior sampled by ``estimator``."""
+        if noise is not None:
+            if rng is not None:
+                raise ValueError("pass either rng or noise to forward, not both")
+            noise = self.check_noise(noise, x.shape, estimator)
+        elif estimator.noisy:
+            if rng is None:
+                raise ValueError(f"estimator {estimator.name!r} needs rng or an explicit noise dict")
+            noise = self.sample_estimator_noise(estimator, rng, x.shape)
+        moments = self.posterior_moments(params, x.shape[-1], workspace)
+        outputs, _ = self._pre_activations(moments, x, estimator, noise, workspace)
+        return outputs, sum_terms(self._divergences(params, workspace), self.dtype)
+
+    def _pre_activations(self, moments, x, estimator, noise, workspace):
+        """(estimator's kernel term of ``moments`` + the bias, the bias draw or None): the bias
+        is drawn from noise["bias"] when it is random and the noise has one."""
+        outputs = estimator.term(x, moments.kernel_loc, moments.kernel_scale, noise, workspace)
+        return self._add_bias(outputs, moments, noise, workspace)
+
+    def _add_bias(self, outputs, moments, noise, workspace):
+        """(outputs + the bias, the bias draw or None): a random bias is drawn from
+        noise["bias"] when the noise has one, else its mean is added."""
+        if moments.bias_loc is None:
+            return outputs, None
+        draw = None
+        if moments.bias_scale is not None and noise is not None and "bias" in noise:
+            draw = kernels.normal_sample(moments.bias_loc, moments.bias_scale, noise["bias"])
+        bias = moments.bias_loc if draw is None else draw
+        return kernels.add_bias(outputs, bias, workspace=workspace), draw
 
     def _forward(self, params, x, noise, mode, workspace):
         """(pre-activations, kl) on checked inputs."""

@@ -28,8 +28,8 @@ import numpy as np
 import autograd.numpy as anp
 from autograd.tracer import getval
 
-from lrtdense import kernels
-from lrtdense.base import Layer, sum_terms
+from lrtdense import estimators, kernels
+from lrtdense.base import Layer, Moments, sum_terms
 from lrtdense.checks import check_bool, check_float
 from lrtdense.distributions import Constant
 
@@ -141,6 +141,26 @@ class DenseVariational(Layer):
         scale = kernels.softplus(t[n:] + POSTERIOR_SHIFT) + POSTERIOR_OFFSET
         return t[:n], scale
 
+    estimator = estimators.SINGLE        # one draw of all the weights per call
+    kernel_mean = ("posterior_constant", "kernel")     # its first in * units entries
+
+    @property
+    def random_bias(self):
+        return self.use_bias
+
+    def split(self, flat, input_dim):
+        """(kernel (in, units), bias (units,) or None) of a flat weight vector (n,): the kernel
+        the first in * units entries, row-major, the bias the last units (TFP's split)."""
+        k = input_dim * self.units
+        kernel = anp.reshape(flat[:k], (input_dim, self.units))
+        return kernel, (flat[k:] if self.use_bias else None)
+
+    def posterior_moments(self, params, input_dim, workspace=None):
+        loc, scale = self.weight_moments(params, workspace)
+        (kernel_loc, bias_loc), (kernel_scale, bias_scale) = (self.split(loc, input_dim),
+                                                              self.split(scale, input_dim))
+        return Moments(kernel_loc, kernel_scale, bias_loc, bias_scale)
+
     def _prior_loc(self, params):
         return params["prior_constant"] if self.prior == "trainable" else 0.0
 
@@ -148,11 +168,10 @@ class DenseVariational(Layer):
         loc, scale = self.weight_moments(params, workspace)
         eps = noise["posterior"] if mode == "sample" else np.zeros(loc.shape, self.dtype)
         w = kernels.normal_sample(loc, scale, eps) if mode == "sample" else loc
-        n_in = x.shape[-1]
-        kernel = anp.reshape(w[:n_in * self.units], (n_in, self.units))
+        kernel, bias = self.split(w, x.shape[-1])
         outputs = kernels.dense(x, kernel, workspace=workspace)
-        if self.use_bias:
-            outputs = kernels.add_bias(outputs, w[n_in * self.units:], workspace=workspace)
+        if bias is not None:
+            outputs = kernels.add_bias(outputs, bias, workspace=workspace)
         terms = self._terms(params, loc, scale, w, eps)
         return outputs, sum_terms(terms, self.dtype)
 

@@ -56,8 +56,8 @@ import dataclasses
 import numpy as np
 from autograd.tracer import getval
 
-from lrtdense import kernels
-from lrtdense.base import Layer, sum_terms
+from lrtdense import estimators, kernels
+from lrtdense.base import Layer, Moments, sum_terms
 from lrtdense.checks import check_bool, check_float
 from lrtdense.distributions import Constant, RandomNormal, initializer_field
 from lrtdense.kernels import KINGMA_C, MOLCHANOV_K, THETA2_EPS, kl_kingma, kl_molchanov
@@ -106,9 +106,12 @@ class DropoutDense(Layer):
         return {"kernel_theta": self.theta_initializer,
                 self._VARIANCE_NAME: getattr(self, variance), "bias": self.bias_initializer}
 
+    estimator = estimators.LRT
+    kernel_mean = ("kernel_theta", None)
+
     def noise_shapes(self, input_shape):
         """{"kernel": (..., units)}: one standard normal per output pre-activation."""
-        return {"kernel": self.compute_output_shape(tuple(input_shape))}
+        return self.estimator_noise_shapes(self.estimator, input_shape)
 
     def log_alpha(self, params, workspace=None):
         """log alpha per weight, (in, units), as the KL and the noise use it."""
@@ -117,6 +120,13 @@ class DropoutDense(Layer):
     def weight_moments(self, params, workspace=None):
         """(loc, scale) of the kernel's posterior: (theta, the weight's standard deviation)."""
         return self._moments(params, self.log_alpha(params, workspace), workspace)
+
+    def posterior_moments(self, params, input_dim=None, workspace=None):
+        return self._posterior(params, self.log_alpha(params, workspace), workspace)
+
+    def _posterior(self, params, log_alpha, workspace):
+        _, scale = self._moments(params, log_alpha, workspace)
+        return Moments(params["kernel_theta"], scale, params["bias"] if self.use_bias else None)
 
     def _moments(self, params, log_alpha, workspace):
         raise NotImplementedError
@@ -128,15 +138,16 @@ class DropoutDense(Layer):
         log_alpha = self.log_alpha(params, workspace)
         theta = params["kernel_theta"]
         if mode == "sample":
-            _, scale = self._moments(params, log_alpha, workspace)
-            outputs = kernels.lrt(x, theta, scale, noise["kernel"], workspace=workspace)
-        elif mode == "pruned":
-            keep = (getval(log_alpha) <= self.threshold).astype(self.dtype)
-            outputs = kernels.dense(x, theta * keep)
+            moments = self._posterior(params, log_alpha, workspace)
+            outputs, _ = self._pre_activations(moments, x, self.estimator, noise, workspace)
         else:
-            outputs = kernels.dense(x, theta, workspace=workspace)
-        if self.use_bias:
-            outputs = kernels.add_bias(outputs, params["bias"], workspace=workspace)
+            if mode == "pruned":
+                keep = (getval(log_alpha) <= self.threshold).astype(self.dtype)
+                outputs = kernels.dense(x, theta * keep)
+            else:
+                outputs = kernels.dense(x, theta, workspace=workspace)
+            if self.use_bias:
+                outputs = kernels.add_bias(outputs, params["bias"], workspace=workspace)
         return outputs, sum_terms({"kernel": self._kl(log_alpha, workspace)}, self.dtype)
 
     def _divergences(self, params, workspace):

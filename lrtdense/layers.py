@@ -43,8 +43,8 @@ import dataclasses
 import numpy as np
 from autograd.tracer import getval
 
-from lrtdense import kernels
-from lrtdense.base import Layer, sum_terms
+from lrtdense import estimators, kernels
+from lrtdense.base import Layer, Moments, sum_terms
 from lrtdense.distributions import (ClosedFormKL, DeterministicPosterior, MonteCarloKL,
                                     NormalPosterior, divergence_from_config,
                                     posterior_from_config, prior_from_config)
@@ -57,8 +57,9 @@ __all__ = ["MeanFieldDense", "DenseLocalReparameterization", "DenseReparameteriz
 @dataclasses.dataclass(frozen=True)
 class MeanFieldDense(Layer):
     """Settings and machinery of TFP's three estimators: a dense layer whose kernel has a
-    mean-field Normal posterior and, optionally, a Normal prior; each subclass overrides one
-    method, ``_apply_variational_kernel`` (as TFP's ``_DenseVariational`` does).
+    mean-field Normal posterior and, optionally, a prior; each subclass sets one attribute,
+    ``estimator``, a record of ``lrtdense.estimators`` (as TFP's ``_DenseVariational``
+    subclasses override one method, ``_apply_variational_kernel``).
 
     Args:
       units: output size.
@@ -106,6 +107,8 @@ class MeanFieldDense(Layer):
                 raise ValueError(f"{name}_prior {prior!r} has no closed-form KL from a Normal "
                                  f"posterior: pass {name}_divergence='monte_carlo'")
 
+    kernel_mean = ("kernel_posterior_loc", None)
+
     # --------------------------------------------------------------------------- parameters
     def weight_names(self):
         """Param names in TFP's ``layer.weights`` order: kernel posterior, kernel prior (if
@@ -147,7 +150,8 @@ class MeanFieldDense(Layer):
     # -------------------------------------------------------------------------------- noise
     def noise_shapes(self, input_shape):
         input_shape = tuple(input_shape)
-        shapes = self._kernel_noise_shapes(input_shape, self.compute_output_shape(input_shape))
+        self.compute_output_shape(input_shape)
+        shapes = self.estimator.noise_shapes(input_shape, self.units)
         if self._normal_bias():
             shapes["bias"] = (self.units,)
         if self._extra_draw("kernel"):
@@ -156,10 +160,15 @@ class MeanFieldDense(Layer):
             shapes["bias_divergence"] = (self.units,)
         return shapes
 
+    def noise_kinds(self):
+        return dict.fromkeys(self.estimator.signs, "sign")
+
     def _normal_bias(self):
         return self.bias_posterior is not None and self.bias_posterior.is_normal
 
-    _FORWARD_KERNEL_SAMPLE = False      # the estimator draws the kernel itself (W = eps scale + loc)
+    @property
+    def random_bias(self):
+        return self._normal_bias()
 
     def _monte_carlo(self, name):
         return (getattr(self, f"{name}_prior") is not None
@@ -170,11 +179,8 @@ class MeanFieldDense(Layer):
         """Whether the Monte Carlo divergence of "kernel" / "bias" needs a draw of its own."""
         if not self._monte_carlo(name):
             return False
-        forward = self._FORWARD_KERNEL_SAMPLE if name == "kernel" else True
+        forward = self.estimator.draws_kernel if name == "kernel" else True
         return getattr(self, f"{name}_divergence").sample == "extra" or not forward
-
-    def _kernel_noise_shapes(self, input_shape, output_shape):
-        raise NotImplementedError
 
     # ------------------------------------------------------------------------------ compute
     def weight_moments(self, params, workspace=None):
@@ -183,33 +189,37 @@ class MeanFieldDense(Layer):
                 kernels.posterior_scale(params["kernel_posterior_untransformed_scale"],
                                         workspace=workspace))
 
-    def _forward(self, params, x, noise, mode, workspace):
+    def posterior_moments(self, params, input_dim=None, workspace=None):
         loc, scale = self.weight_moments(params, workspace)
+        if self.bias_posterior is None:
+            return Moments(loc, scale)
+        bias_scale = None
+        if self.bias_posterior.is_normal:
+            bias_scale = kernels.posterior_scale(params["bias_posterior_untransformed_scale"])
+        return Moments(loc, scale, params["bias_posterior_loc"], bias_scale)
+
+    def _forward(self, params, x, noise, mode, workspace):
+        moments = self.posterior_moments(params, x.shape[-1], workspace)
+        loc, scale = moments.kernel_loc, moments.kernel_scale
         kernel_sample = None
         if mode == "mean":
-            outputs = kernels.dense(x, loc, workspace=workspace)
-        elif self._FORWARD_KERNEL_SAMPLE and self._monte_carlo("kernel") and \
+            outputs, bias_sample = self._pre_activations(moments, x, estimators.NONE, None,
+                                                         workspace)
+        elif self.estimator.draws_kernel and self._monte_carlo("kernel") and \
                 not self._extra_draw("kernel"):
             # the divergence needs the forward's own kernel W: the same kernel term, unfused
             kernel_sample = kernels.normal_sample(loc, scale, noise["kernel"], workspace=workspace)
-            outputs = kernels.dense(x, kernel_sample, workspace=workspace)
+            outputs, bias_sample = self._add_bias(kernels.dense(x, kernel_sample,
+                                                                workspace=workspace),
+                                                  moments, noise, workspace)
         else:
-            outputs = self._apply_variational_kernel(x, loc, scale, noise, workspace)
-        bias_scale = bias_sample = None
-        if self.bias_posterior is not None:
-            bias = params["bias_posterior_loc"]
-            if self.bias_posterior.is_normal:
-                bias_scale = kernels.posterior_scale(params["bias_posterior_untransformed_scale"])
-                if mode == "sample":
-                    bias = bias_sample = kernels.normal_sample(bias, bias_scale, noise["bias"])
-            outputs = kernels.add_bias(outputs, bias, workspace=workspace)
-        samples = {"kernel": (kernel_sample, None if noise is None else noise["kernel"]),
+            outputs, bias_sample = self._pre_activations(moments, x, self.estimator, noise,
+                                                         workspace)
+        samples = {"kernel": (kernel_sample, None if noise is None else noise.get("kernel")),
                    "bias": (bias_sample, None if noise is None else noise.get("bias"))}
-        terms = self._divergence_terms(params, scale, bias_scale, noise, samples, workspace)
+        terms = self._divergence_terms(params, scale, moments.bias_scale, noise, samples,
+                                       workspace)
         return outputs, sum_terms(terms, self.dtype)
-
-    def _apply_variational_kernel(self, x, loc, scale, noise, workspace):
-        raise NotImplementedError
 
     def divergences(self, params, noise=None):
         """dict "kernel" / "bias" -> the weighted divergence of each term with a prior (TFP's
@@ -228,9 +238,9 @@ class MeanFieldDense(Layer):
             if noise is not None:
                 bias_sample = kernels.normal_sample(params["bias_posterior_loc"], bias_scale,
                                                     noise["bias"])
-        if noise is not None and self._FORWARD_KERNEL_SAMPLE and self._monte_carlo("kernel"):
+        if noise is not None and self.estimator.draws_kernel and self._monte_carlo("kernel"):
             kernel_sample = kernels.normal_sample(loc, scale, noise["kernel"])
-        samples = {"kernel": (kernel_sample, None if noise is None else noise["kernel"]),
+        samples = {"kernel": (kernel_sample, None if noise is None else noise.get("kernel")),
                    "bias": (bias_sample, None if noise is None else noise.get("bias"))}
         return self._divergence_terms(params, scale, bias_scale, noise, samples, workspace)
 
@@ -275,11 +285,7 @@ class DenseLocalReparameterization(MeanFieldDense):
     Noise keys: "kernel" (..., units); "bias" (units,) when the bias posterior is Normal.
     """
 
-    def _kernel_noise_shapes(self, input_shape, output_shape):
-        return {"kernel": output_shape}
-
-    def _apply_variational_kernel(self, x, loc, scale, noise, workspace):
-        return kernels.lrt(x, loc, scale, noise["kernel"], workspace=workspace)
+    estimator = estimators.LRT
 
 
 class DenseReparameterization(MeanFieldDense):
@@ -291,13 +297,7 @@ class DenseReparameterization(MeanFieldDense):
     the bias posterior is Normal.
     """
 
-    _FORWARD_KERNEL_SAMPLE = True
-
-    def _kernel_noise_shapes(self, input_shape, output_shape):
-        return {"kernel": (input_shape[-1], self.units)}
-
-    def _apply_variational_kernel(self, x, loc, scale, noise, workspace):
-        return kernels.reparameterization(x, loc, scale, noise["kernel"], workspace=workspace)
+    estimator = estimators.SINGLE
 
 
 class DenseFlipout(MeanFieldDense):
@@ -312,16 +312,7 @@ class DenseFlipout(MeanFieldDense):
     posterior is Normal.
     """
 
-    def _kernel_noise_shapes(self, input_shape, output_shape):
-        return {"kernel": (input_shape[-1], self.units), "sign_input": tuple(input_shape),
-                "sign_output": output_shape}
-
-    def noise_kinds(self):
-        return {"sign_input": "sign", "sign_output": "sign"}
-
-    def _apply_variational_kernel(self, x, loc, scale, noise, workspace):
-        return kernels.flipout(x, loc, scale, noise["kernel"], noise["sign_input"],
-                               noise["sign_output"], workspace=workspace)
+    estimator = estimators.FLIPOUT
 
 
 def forward(params, x, rng=None, *, noise=None, mode="sample"):

@@ -70,12 +70,15 @@ class Sequential:
             input_dim = layer.units
         return shapes
 
-    def sample_noise(self, rng, input_shape, normal=None, workspace=None):
+    def sample_noise(self, rng, input_shape, normal=None, workspace=None, *, estimator=None):
         """Every layer's noise dict, drawn in layer order (``normal``, ``workspace`` as in the
-        layers')."""
+        layers'); with ``estimator``, each layer's ``sample_estimator_noise`` of it."""
         noise = {}
         for name, layer in zip(self.names, self.layers):
-            noise[name] = layer.sample_noise(rng, tuple(input_shape), normal, workspace)
+            if estimator is None:
+                noise[name] = layer.sample_noise(rng, tuple(input_shape), normal, workspace)
+            else:
+                noise[name] = layer.sample_estimator_noise(estimator, rng, tuple(input_shape))
             input_shape = layer.compute_output_shape(input_shape)
         return noise
 
@@ -94,8 +97,10 @@ class Sequential:
             raise ValueError(f"params keys {sorted(params.keys())} do not match the network's "
                              f"layers {self.names}")
 
-    def forward(self, params, x, rng=None, *, noise=None, mode="sample", workspace=None):
-        """Runs the layers in order, each in ``mode`` on the previous layer's output.
+    def forward(self, params, x, rng=None, *, noise=None, mode="sample", workspace=None,
+                estimator=None):
+        """Runs the layers in order, each in ``mode`` (or with ``estimator``, as
+        ``Layer.forward`` takes it) on the previous layer's output.
 
         Returns (outputs (..., units), kl scalar: the sum of the layers' KL)."""
         self._check_params(params)
@@ -109,7 +114,8 @@ class Sequential:
         for name, layer in zip(self.names, self.layers):
             layer_noise = None if noise is None else noise[name]
             x, layer_kl = layer.forward(params[name], x, None if noise is not None else rng,
-                                        noise=layer_noise, mode=mode, workspace=workspace)
+                                        noise=layer_noise, mode=mode, workspace=workspace,
+                                        estimator=estimator)
             kl = layer_kl if kl is None else kl + layer_kl
         return x, kl
 

@@ -1,30 +1,14 @@
 """Five estimators of one network's outputs, and the variance of their minibatch gradients.
 
 For a network of lrtdense layers each layer's kernel posterior is a mean-field Normal,
-w ~ N(loc, scale**2) (``layer.weight_moments``). The same objective can be estimated by
-sampling that noise in five ways, each one kernel of ``lrtdense.kernels`` (h is the layer's
-input (..., in), n = prod(h.shape[:-1]) the number of examples):
-
-==============  ==============================================  ==========================================
-estimator       kernel term of the pre-activations               noise per layer (in -> units)
-==============  ==============================================  ==========================================
-``lrt``         ``kernels.lrt``: m + s * eps, m = h @ loc,       "kernel" (..., units)
-                s = sqrt((h**2) @ scale**2)
-``separate``    ``kernels.per_example``: h_b @ (loc + scale      "kernel" (n, in, units)
-                * eps_b), one weight sample per example
-``single``      ``kernels.reparameterization``: h @ (loc +       "kernel" (in, units)
-                scale * eps), one sample shared by the batch
-``flipout``     ``kernels.flipout``: h @ loc + ((h * s_in) @     "kernel" (in, units), "sign_input" (h's
-                (scale * eps)) * s_out                            shape), "sign_output" (..., units)
-``none``        ``kernels.dense``: h @ loc (no weight noise)     (none)
-==============  ==============================================  ==========================================
-
-A random bias (a Normal bias posterior, or the bias part of ``DenseVariational``'s weights) is
-drawn once per forward pass under every noisy estimator, as TensorFlow Probability's layers do
-(noise key "bias", (units,), drawn after the kernel's); ``none`` uses its mean. So ``lrt`` on
-``DenseLocalReparameterization`` layers is the layers' own forward, ``single`` on
+w ~ N(loc, scale**2) (``layer.posterior_moments``). The same objective can be estimated by
+sampling that noise in five ways, the records of ``lrtdense.estimators`` (``lrt``, ``separate``,
+``single``, ``flipout``, ``none``; their table is there). The outputs here are each layer's own
+forward with the estimator asked (``Layer.forward(..., estimator=...)``), so ``lrt`` on
+``DenseLocalReparameterization`` layers is exactly the layers' forward, ``single`` on
 ``DenseReparameterization`` or ``DenseVariational`` theirs, ``flipout`` on ``DenseFlipout``
-theirs, and ``lrt`` on the variational dropout layers theirs.
+theirs, and ``lrt`` on the variational dropout layers theirs. A random bias is drawn once per
+forward pass under every noisy estimator, as TensorFlow Probability's layers do.
 
 All five have the same expected outputs, and the first four the same distribution of each
 example's outputs: they differ in how the noise is shared between the examples of a minibatch,
@@ -39,79 +23,41 @@ layer's kernel mean). The KL term is left out, as in Kingma et al.'s Table 1: wi
 KL its gradient is the same for every draw and adds no variance.
 """
 import dataclasses
-import math
 import time
 
 import autograd.numpy as anp
 import numpy as onp
 from autograd import grad
 
-from lrtdense import activations, kernels
+from lrtdense import estimators as estimator_records
 from lrtdense.base import positive_int
 from lrtdense.checks import check_rng
-from lrtdense.dense_variational import DenseVariational
-from lrtdense.dropout import DropoutDense
-from lrtdense.layers import MeanFieldDense
-from lrtdense.samplers import rademacher, standard_normal
 
 __all__ = ["ESTIMATORS", "LABELS", "sample_noise", "outputs", "data_term", "default_wrt",
            "gradient_variance", "GradientVarianceTable"]
 
-ESTIMATORS = ("lrt", "separate", "single", "flipout", "none")
-LABELS = {"lrt": "Local reparameterization", "separate": "Separate weight samples",
-          "single": "Single weight sample", "flipout": "Flipout",
-          "none": "No noise (minimal var.)"}
-
-
-def _check_estimator(estimator):
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
-
-
-def _moments(layer, params, input_dim):
-    """(loc, scale) of the kernel, both (in, units), and (bias loc or None, bias scale or None).
-
-    Raises:
-      TypeError: a layer that is not one of lrtdense's variational layers.
-    """
-    if isinstance(layer, MeanFieldDense):
-        loc, scale = layer.weight_moments(params)
-        bias = bias_scale = None
-        if layer.bias_posterior is not None:
-            bias = params["bias_posterior_loc"]
-            if layer.bias_posterior.is_normal:
-                bias_scale = kernels.posterior_scale(params["bias_posterior_untransformed_scale"])
-        return loc, scale, bias, bias_scale
-    if isinstance(layer, DropoutDense):
-        loc, scale = layer.weight_moments(params)
-        return loc, scale, (params["bias"] if layer.use_bias else None), None
-    if isinstance(layer, DenseVariational):
-        loc, scale = layer.weight_moments(params)
-        k = input_dim * layer.units
-        kernel = (anp.reshape(loc[:k], (input_dim, layer.units)),
-                  anp.reshape(scale[:k], (input_dim, layer.units)))
-        if layer.use_bias:
-            return kernel + (loc[k:], scale[k:])
-        return kernel + (None, None)
-    raise TypeError(f"expected a layer of lrtdense (a MeanFieldDense, DropoutDense or "
-                    f"DenseVariational, with weight_moments), got {type(layer).__name__}")
-
-
-def _random_bias(layer):
-    if isinstance(layer, MeanFieldDense):
-        return layer.bias_posterior is not None and layer.bias_posterior.is_normal
-    return isinstance(layer, DenseVariational) and layer.use_bias
+ESTIMATORS = tuple(estimator_records.ESTIMATORS)
+LABELS = {name: e.label for name, e in estimator_records.ESTIMATORS.items()}
 
 
 def _layers(network):
-    """The network's (name, layer) pairs; a single layer is a network of one "layer_0"."""
-    if hasattr(network, "layers"):
-        return list(zip(network.names, network.layers))
-    return [("layer_0", network)]
+    """The network's (name, layer) pairs; a single layer is a network of one "layer_0".
+
+    Raises:
+      TypeError: a layer that is not one of lrtdense's (no ``posterior_moments``).
+    """
+    pairs = list(zip(network.names, network.layers)) if hasattr(network, "layers") else \
+        [("layer_0", network)]
+    for _, layer in pairs:
+        if not hasattr(layer, "posterior_moments"):
+            raise TypeError(f"expected a layer of lrtdense (with posterior_moments), got "
+                            f"{type(layer).__name__}")
+    return pairs
 
 
 def sample_noise(estimator, network, rng, input_shape):
-    """Every random array one forward pass of ``estimator`` uses, layer by layer, from ``rng``.
+    """Every random array one forward pass of ``estimator`` uses, layer by layer, from ``rng``
+    (each layer's ``sample_estimator_noise``).
 
     Args:
       estimator: one of ``ESTIMATORS``.
@@ -124,46 +70,18 @@ def sample_noise(estimator, network, rng, input_shape):
     Raises:
       ValueError: an unknown estimator.
     """
-    _check_estimator(estimator)
+    estimator = estimator_records.get(estimator)
     check_rng(rng)
-    shape = tuple(input_shape)
-    noise = {}
+    shape, noise = tuple(input_shape), {}
     for name, layer in _layers(network):
-        n_in, units, dtype = shape[-1], layer.units, layer.dtype
-        out_shape = shape[:-1] + (units,)
-        if estimator == "lrt":
-            nz = {"kernel": standard_normal(rng, out_shape, dtype)}
-        elif estimator == "separate":
-            nz = {"kernel": standard_normal(rng, (math.prod(shape[:-1]), n_in, units), dtype)}
-        elif estimator == "single":
-            nz = {"kernel": standard_normal(rng, (n_in, units), dtype)}
-        elif estimator == "flipout":
-            nz = {"kernel": standard_normal(rng, (n_in, units), dtype),
-                  "sign_input": rademacher(rng, shape, dtype),
-                  "sign_output": rademacher(rng, out_shape, dtype)}
-        else:
-            nz = {}
-        if estimator != "none" and _random_bias(layer):
-            nz["bias"] = standard_normal(rng, (units,), dtype)
-        noise[name] = nz
-        shape = out_shape
+        noise[name] = layer.sample_estimator_noise(estimator, rng, shape)
+        shape = layer.compute_output_shape(shape)
     return noise
 
 
-def _kernel_term(estimator, h, loc, scale, nz):
-    if estimator == "lrt":
-        return kernels.lrt(h, loc, scale, nz["kernel"])
-    if estimator == "separate":
-        return kernels.per_example(h, loc, scale, nz["kernel"])
-    if estimator == "single":
-        return kernels.reparameterization(h, loc, scale, nz["kernel"])
-    if estimator == "flipout":
-        return kernels.flipout(h, loc, scale, nz["kernel"], nz["sign_input"], nz["sign_output"])
-    return kernels.dense(h, loc)
-
-
 def outputs(estimator, network, net_params, x, noise):
-    """The network's outputs (..., units) under ``estimator`` with explicit ``noise``.
+    """The network's outputs (..., units) under ``estimator`` with explicit ``noise``: each
+    layer's own forward with that estimator (``Layer.forward(..., estimator=...)``).
 
     Args:
       estimator: one of ``ESTIMATORS``.
@@ -174,19 +92,13 @@ def outputs(estimator, network, net_params, x, noise):
     Returns:
       the outputs after the last layer's activation.
     """
-    _check_estimator(estimator)
+    estimator = estimator_records.get(estimator)
     layers = _layers(network)
     if not hasattr(network, "layers"):
         net_params = {"layer_0": net_params}
     h = x
     for name, layer in layers:
-        loc, scale, bias, bias_scale = _moments(layer, net_params[name], h.shape[-1])
-        z = _kernel_term(estimator, h, loc, scale, noise[name])
-        if bias is not None:
-            if bias_scale is not None and estimator != "none":
-                bias = kernels.normal_sample(bias, bias_scale, noise[name]["bias"])
-            z = kernels.add_bias(z, bias)
-        h = activations.get(layer.activation)(z)
+        h = layer.forward(net_params[name], h, noise=noise[name], estimator=estimator)[0]
     return h
 
 
@@ -211,21 +123,12 @@ def data_term(params, model, x, y, noise, estimator, num_examples):
 def default_wrt(network):
     """{label: (layer name, param name, index)}: each layer's kernel mean, labelled by the layer.
 
-    The param is "kernel_posterior_loc" (TFP's layers), "kernel_theta" (variational dropout) or
-    the first in * units entries of "posterior_constant" (``DenseVariational``: the kernel's
-    means; index is then that slice, otherwise None: the whole array).
+    The param is the layer's ``kernel_mean``: "kernel_posterior_loc" (TFP's layers),
+    "kernel_theta" (variational dropout) or the first in * units entries of
+    "posterior_constant" (``DenseVariational``: index is then "kernel", otherwise None: the
+    whole array).
     """
-    wrt = {}
-    for name, layer in _layers(network):
-        if isinstance(layer, MeanFieldDense):
-            wrt[name] = (name, "kernel_posterior_loc", None)
-        elif isinstance(layer, DropoutDense):
-            wrt[name] = (name, "kernel_theta", None)
-        elif isinstance(layer, DenseVariational):
-            wrt[name] = (name, "posterior_constant", "kernel")
-        else:
-            _moments(layer, None, 1)                    # raises the TypeError
-    return wrt
+    return {name: (name,) + layer.kernel_mean for name, layer in _layers(network)}
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
@@ -328,7 +231,7 @@ def gradient_variance(model, params, x, y, estimators=ESTIMATORS, *, rng, batch_
     if not estimators:
         raise ValueError("estimators must name at least one of " + str(ESTIMATORS))
     for est in estimators:
-        _check_estimator(est)
+        estimator_records.get(est)
     x = model.network.layers[0].check_input(x)
     model.check_params(params, x.shape[-1])
     model.check_data(x, y)

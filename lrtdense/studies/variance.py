@@ -9,7 +9,7 @@ how much do its gradients w.r.t. theta vary from one minibatch draw to the next 
 estimator of the noise?
 
 Each layer's weights are w ~ N(theta, scale**2) with scale = sqrt(alpha) |theta|
-(``layer.weight_moments``). The five estimators (local reparameterization, separate weight
+(``layer.posterior_moments``). The five estimators (local reparameterization, separate weight
 samples, a single weight sample shared by the minibatch, Flipout, no noise) and the measurement
 are ``lrtdense.studies.gradient_variance`` (``lrtdense.studies.estimators``), which works on any
 network of lrtdense layers; this module is its application to Kingma et al.'s protocol. All five
