@@ -106,10 +106,10 @@ def kernel_calls(problem, seed=5):
     """The kernels one step calls, with the step's shapes and values, layer by layer.
 
     Returns:
-      [(label, kernel, args, argnums, cotangent), ...]: ``kernel.fwd(*args, needs=...,
-      workspace=...)`` is the forward, ``kernel.bwd(residuals, cotangent, argnums)`` its VJP;
-      argnums are the arguments the step differentiates (params, and every layer's input but
-      the first).
+      [(label, kernel, args, argnums, cotangent), ...]: ``kernel.with_residuals(*args,
+      needs=names, workspace=...)`` is the forward, ``kernel.bwd(residuals, cotangent,
+      names)`` its VJP, names those of the arguments at argnums, the ones the step
+      differentiates (params, and every layer's input but the first).
     """
     from lrtdense import kernels
 
@@ -123,7 +123,7 @@ def kernel_calls(problem, seed=5):
         return rng.standard_normal(shape).astype(dtype) / 100
 
     def call(label, kernel, args, argnums):
-        packed = kernel.fwd(*args, needs=tuple(i in argnums for i in range(len(args))))
+        packed = kernel.with_residuals(*args, needs=_names(kernel, argnums))
         out = packed[0]
         g = dtype.type(1.0 / ref.NUM_EXAMPLES) if np.ndim(out) == 0 else cotangent(np.shape(out))
         calls.append((label, kernel, args, argnums, g))
@@ -145,7 +145,7 @@ def kernel_calls(problem, seed=5):
                      (noise["kernel"], noise["sign_input"], noise["sign_output"]))
             z = call(tag + est, term, (h, loc, scale) + extra, xs + (1, 2))
             prior = layer.kernel_prior
-            divergence = (tag + "kl_normal_normal", kernels.kl_normal_normal,
+            divergence = (tag + "kl_normal_fixed_prior", kernels.kl_normal_fixed_prior,
                           (loc, scale, prior.loc, prior.scale), (0, 1))
         else:
             theta, bias = p["kernel_theta"], p["bias"]
@@ -171,15 +171,19 @@ def kernel_calls(problem, seed=5):
     return calls
 
 
+def _names(kernel, argnums):
+    return tuple(kernel.argnames[i] for i in argnums)
+
+
 def kernel_pieces(calls):
     """{label fwd / label bwd: zero-argument callable} timing each kernel's forward and VJP."""
     from lrtdense.workspace import Workspace
 
     funcs = {}
     for label, kernel, args, argnums, g in calls:
-        needs = tuple(i in argnums for i in range(len(args)))
+        needs = _names(kernel, argnums)
         ws = Workspace()
-        fwd = kernel.fwd
+        fwd = kernel.with_residuals
 
         def forward(fwd=fwd, args=args, needs=needs, ws=ws):
             fwd(*args, needs=needs, workspace=ws)
@@ -187,8 +191,8 @@ def kernel_pieces(calls):
         residuals = fwd(*args, needs=needs, workspace=Workspace())[1]
         bwd = kernel.bwd
 
-        def backward(bwd=bwd, residuals=residuals, g=g, argnums=argnums):
-            bwd(residuals, g, argnums)
+        def backward(bwd=bwd, residuals=residuals, g=g, wanted=needs):
+            bwd(residuals, g, wanted)
 
         funcs[f"{label} fwd"] = forward
         funcs[f"{label} bwd"] = backward

@@ -21,7 +21,7 @@ update (lr 1e-3). Five estimators (``ESTIMATORS``), per layer, x the layer's inp
   -log_alpha)));
 
 then z + bias and the activation. (The constants are ``lrtdense.kernels``' KINGMA_C and
-MOLCHANOV_K; ``lrtdense/kernels.py`` and ``lrtdense/dropout.py`` state the formulas.)
+MOLCHANOV_K; ``lrtdense/kernels/`` and ``lrtdense/dropout.py`` state the formulas.)
 
 Contenders (each ``run()`` performs one full step and returns only when it is complete):
 

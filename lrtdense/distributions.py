@@ -14,7 +14,8 @@ Specifications are small immutable records that serialize to plain JSON (``to_co
 * divergences: ``ClosedFormKL(weight)`` (Normal priors) and ``MonteCarloKL(weight, sample)``.
 
 The posterior scale and the divergences are kernels of ``lrtdense.kernels``
-(``posterior_scale``, ``kl_normal_normal``, ``kl_deterministic_normal``).
+(``posterior_scale``, ``kl_normal_normal``; a point-mass posterior's KL is -log p(loc), the
+prior's own ``log_prob``).
 """
 import dataclasses
 import math

@@ -28,7 +28,7 @@ scale = sqrt(alpha) |theta| (Kingma, ``kernels.scale_from_log_alpha``) or exp(lo
 (Molchanov, ``kernels.scale_from_log_variance``):
 
 * ``mode="sample"``: the local reparameterization trick, ``kernels.lrt``: m = x @ theta,
-  s = sqrt0((x**2) @ scale**2), kernel term m + s * noise["kernel"], noise["kernel"] ~ N(0, 1)
+  s = sqrt((x**2) @ scale**2), kernel term m + s * noise["kernel"], noise["kernel"] ~ N(0, 1)
   of shape (..., units).
 * ``mode="mean"``: x @ theta.
 * ``mode="pruned"`` (sparse layer only): x @ (theta * [log alpha <= threshold]), threshold 3 by

@@ -10,7 +10,7 @@ arXiv 1506.02557, section 2.2; Wen et al. 2018, arXiv 1803.04386):
 estimator       kernel term (a kernel of ``lrtdense.kernels``)  noise, in draw order
 ==============  ============================================  =====================================
 ``LRT``         ``lrt``: m + s * eps, m = h @ loc,              "kernel" (..., units)
-                s = sqrt0((h**2) @ scale**2)
+                s = sqrt((h**2) @ scale**2)
 ``SEPARATE``    ``per_example``: h_b @ (loc + scale * eps_b)    "kernel" (n, in, units)
 ``SINGLE``      ``reparameterization``: h @ (loc + scale eps)   "kernel" (in, units)
 ``FLIPOUT``     ``flipout``: h @ loc + ((h * s_in) @            "kernel" (in, units), "sign_input"

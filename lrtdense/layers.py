@@ -34,8 +34,8 @@ The math (x contracted on its last axis; scale = softplus(untransformed_scale) +
 
 Then the bias (Deterministic: + loc; Normal: + noise["bias"] * scale + loc, one draw shared by the
 batch) and the activation. The divergences are TFP's closed forms summed over the elements
-(``kernels.kl_normal_normal``, ``kernels.kl_deterministic_normal``). Gradients at s == 0
-(all-zero input rows) follow the zero-variance convention of ``lrtdense.kernels.sqrt0``: finite,
+(``kernels.kl_normal_normal``; for a point mass, -log p(loc)). Gradients at s == 0
+(all-zero input rows) follow the zero-variance convention of ``lrtdense.kernels.dense``: finite,
 where TFP's are NaN.
 """
 import dataclasses

@@ -91,7 +91,7 @@ def test_gradients_keep_float32_and_zero_rows_are_finite(cls):
     rng = np.random.default_rng(0)
     params = layer.init(rng, 4)
     x = rng.standard_normal((5, 4)).astype(np.float32)
-    x[2] = 0.0                                   # s = 0: the zero-variance convention of sqrt0
+    x[2] = 0.0                                   # s = 0: the zero-variance convention (kernels.dense)
     noise = layer.sample_noise(rng, x.shape)
 
     def loss(p, x):

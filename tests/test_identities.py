@@ -4,7 +4,7 @@ import pytest
 from scipy import integrate, stats
 
 import lrtdense as L
-from lrtdense.kernels import kl_normal_normal, kl_deterministic_normal, posterior_scale
+from lrtdense.kernels import kl_normal_normal, posterior_scale
 
 
 def _softplus(u):
@@ -102,4 +102,5 @@ def test_kl_deterministic_normal_is_negative_log_density():
     loc = np.array([0.3, -2.0, 5.0])
     prior = L.NormalPrior(0.5, 1.5)
     expected = -stats.norm.logpdf(loc, 0.5, 1.5).sum()
-    np.testing.assert_allclose(kl_deterministic_normal(loc, prior.loc, prior.scale), expected, rtol=1e-14)
+    # what a layer with a point-mass posterior computes as its KL
+    np.testing.assert_allclose(-prior.log_prob(loc, {}, "kernel", None), expected, rtol=1e-14)
