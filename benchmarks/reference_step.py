@@ -171,19 +171,6 @@ def as_params_dict(problem, layers):
 
 
 # ------------------------------------------------------------------------------------ lrtdense
-def _recording_optimizer(captured):
-    """An (init, update, get_params) triple whose update records (copies of) the gradients and
-    leaves the params alone: the real step's gradients, for the sanity check."""
-    from lrtdense import tree
-    from lrtdense.optimizers import Optimizer
-
-    def update(state, grads, inplace=False):
-        captured.append(tree.map(np.array, grads))
-        return state
-
-    return Optimizer(lambda params: params, update, lambda state: state)
-
-
 def lrtdense_contender(problem):
     """The step exactly as ``fit`` runs it (``make_step`` + ``adam(1e-3)``, Adam state owned)."""
     from lrtdense.optimizers import adam
@@ -200,11 +187,11 @@ def lrtdense_contender(problem):
         state, *_ = step(state, x, y, rng)
 
     def loss_and_grads(noise_seed):
-        # the real step, its noise drawn from default_rng(noise_seed), gradients recorded
-        captured = []
-        record = make_step(model, _recording_optimizer(captured), num_examples=NUM_EXAMPLES)
-        _, loss, _, _ = record(problem.params, x, y, np.random.default_rng(noise_seed))
-        return float(loss), captured[0]
+        # the real step, its noise drawn from default_rng(noise_seed), returning its gradients
+        record = make_step(model, optimizer, num_examples=NUM_EXAMPLES, return_grads=True)
+        _, loss, _, _, grads = record(optimizer.init(problem.params), x, y,
+                                      np.random.default_rng(noise_seed))
+        return float(loss), grads
 
     notes = "make_step(model, adam(1e-3), num_examples=60000), as fit runs it"
     return Contender(contender_name("lrtdense", problem.estimator), "lrtdense", run, notes,

@@ -33,7 +33,7 @@ from lrtdense.workspace import Workspace
 __all__ = ["fit", "make_step", "FitState", "Terminated"]
 
 
-def make_step(model, optimizer, num_examples, num_samples=1):
+def make_step(model, optimizer, num_examples, num_samples=1, *, return_grads=False):
     """The training step ``step(state, xb, yb, rng, kl_weight=1.0) -> (state, loss, nll, kl)``.
 
     Computes the minibatch negative ELBO ``model.loss(params, xb, yb, rng, num_examples=...,
@@ -44,6 +44,9 @@ def make_step(model, optimizer, num_examples, num_samples=1):
     Workspace its arrays live in.
 
     ``num_samples``: the loss averaged over that many draws of the noise (``Model.loss``).
+    ``return_grads``: the step also returns the gradients it applied, ``(state, loss, nll, kl,
+    grads)``, as a fresh copy (the step's own live in its workspace and are overwritten by the
+    next step).
 
     Raises:
       ValueError: num_examples or num_samples is not an integer >= 1.
@@ -62,9 +65,10 @@ def make_step(model, optimizer, num_examples, num_samples=1):
         loss, (nll, kl), grads = value_and_grad(objective, optimizer.get_params(state), xb, yb,
                                                 rng, kl_weight, workspace=workspace)
         _check_finite(loss, nll, kl, grads)
+        copied = tree.map(np.copy, grads) if return_grads else None
         with _deferred_interrupt():
             state = optimizer.update(state, grads, inplace=True)
-        return state, loss, nll, kl
+        return (state, loss, nll, kl) + ((copied,) if return_grads else ())
 
     step.workspace = workspace
     return step
@@ -121,48 +125,30 @@ class _Progress:
 def fit(model, params, x, y, *, rng, epochs, batch_size=32, optimizer=None, num_examples=None,
         kl_weight=1.0, num_samples=1, verbose=True, callback=None, file=None, checkpoint=None,
         checkpoint_every=1):
-    """Trains ``model`` from ``params``.
+    """Trains ``model`` from ``params`` (not modified; any memory order; 0-d arrays stay 0-d).
 
     Args:
-      model: a ``lrtdense.model.Model``.
-      params: initial params (not modified; arrays of any memory order and of the model's
-        shapes, 0-d ones included).
-      x: (N, ..., in) real floating inputs; y: (N, ...) targets of the model's likelihood
-        (integer labels (N, ...) for a categorical likelihood, real numbers of the outputs'
-        shape for a Gaussian one).
-      rng: numpy.random.Generator for shuffling and noise.
-      epochs: number of passes over the data.
-      batch_size: minibatch size (the last minibatch of an epoch may be smaller).
+      x: (N, ..., in) real inputs; y: (N, ...) targets of the model's likelihood.
+      rng: numpy.random.Generator for shuffling and noise; epochs: passes over the data;
+        batch_size: minibatch size (an epoch's last may be smaller).
       optimizer: an (init, update, get_params) triple; default ``adam(1e-3)``.
-      num_examples: N in KL / N (an integer >= 1); defaults to len(x).
+      num_examples: N in KL / N; defaults to len(x). num_samples: noise draws per step.
       kl_weight: a number >= 0, or a function epoch -> number (KL warm-up).
-      num_samples: draws of the noise per step, the loss their average (default 1).
-      verbose: print one progress line per epoch.
-      callback: called as callback(epoch, params, history) after each epoch; return True to stop.
-      file: where progress goes (default sys.stdout).
-      checkpoint: a folder (Adam only; ``lrtdense.checkpoint``): checked before training (its
-        parent must be writable, and it must hold nothing or a model), then written every
-        ``checkpoint_every`` epochs, at the end, and when the training is stopped (Ctrl-C,
-        SIGTERM): the model, params, Adam's moments and step, the generator's state, the
-        history and where in the epoch it stopped, atomically (``lrtdense.io.save``). If the
-        folder already holds a checkpoint of this training (the same model, data, batch size,
-        num_examples and num_samples), fit resumes from it: ``params`` is then ignored, ``rng``
-        set to the saved state, and the run ends with the same bits as one never interrupted.
-        A checkpoint of anything else, or one another training wrote meanwhile, is refused,
-        not overwritten.
-      checkpoint_every: epochs between checkpoints (an integer >= 1).
+      verbose, file: one progress line per epoch, to ``file`` (default sys.stdout).
+      callback: ``callback(epoch, params, history)`` after each epoch, params a copy; return
+        True to stop.
+      checkpoint, checkpoint_every: a folder (Adam only) checked before training and written
+        every ``checkpoint_every`` epochs, at the end and when stopped; a checkpoint of this
+        training there is resumed bit for bit, anything else refused (``lrtdense.checkpoint``).
     Returns:
-      (params, history): history has lists "loss", "nll", "kl", "kl_weight", "time" (seconds,
-      cumulative) per epoch, and "interrupted" (True if stopped by Ctrl-C; the params are then
-      those of the last completed step).
+      (params, history): history's lists "loss", "nll", "kl", "kl_weight", "time" (cumulative
+      seconds) per epoch, and "interrupted" (stopped by Ctrl-C).
     Raises:
-      TypeError / ValueError: bad data or settings, before any training (the same checks as the
-        model's loss), or a checkpoint folder that cannot be written or holds another training's.
+      TypeError / ValueError: bad data, settings or checkpoint folder, before any training.
       FloatingPointError: a non-finite loss or gradient, naming the epoch, step and term.
-      Terminated: SIGTERM arrived (a SystemExit with status 143), after the step in progress.
-      Any exception of a step or callback propagates with ``err.fit_state``, a ``FitState``
-      holding the params, optimizer state and history of the last completed step: no completed
-      work is lost. Ctrl-C and SIGTERM wait for the step in progress to complete.
+      Terminated: SIGTERM arrived (a SystemExit, status 143). Ctrl-C and SIGTERM let the step
+        in progress complete. Any exception of a step or callback carries ``err.fit_state``,
+        a ``FitState`` of the last completed step: no completed work is lost.
     """
     _check_loop_settings(rng, epochs, batch_size, checkpoint_every)
     x, y = np.asarray(x), np.asarray(y)
@@ -172,8 +158,7 @@ def fit(model, params, x, y, *, rng, epochs, batch_size=32, optimizer=None, num_
     model.check_data(x, y, num_examples)
     model.check_params(params, x.shape[-1])
     x = np.ascontiguousarray(x, dtype=model.dtype)
-    optimizer = optimizer or adam(1e-3)
-    out = file or sys.stdout
+    optimizer, out = optimizer or adam(1e-3), file or sys.stdout
     steps_per_epoch = math.ceil(len(x) / batch_size)
     progress = _Progress(optimizer.init(tree.map(lambda a: np.asarray(a, order="C"), params)),
                          {"loss": [], "nll": [], "kl": [], "kl_weight": [], "time": [],
@@ -182,13 +167,7 @@ def fit(model, params, x, y, *, rng, epochs, batch_size=32, optimizer=None, num_
     if checkpoint is not None:
         saver = _Saver(checkpoint, model, checkpoint_lib.fingerprint(
             model, x, y, batch_size, num_examples, num_samples, optimizer))
-        resumed = saver.resume(optimizer, rng, steps_per_epoch)
-        if resumed is not None:
-            progress = _resumed_progress(resumed, rng, steps_per_epoch)
-            if verbose:
-                where = f" and {progress.step} steps" if progress.step else ""
-                print(f"resuming from {checkpoint} after {progress.epoch} epochs{where}",
-                      file=out, flush=True)
+        progress = saver.resume(optimizer, rng, steps_per_epoch, verbose and out) or progress
     loop = _Loop(model, optimizer, make_step(model, optimizer, num_examples, num_samples), x, y,
                  rng, epochs, batch_size, kl_weight, verbose, callback, out, saver,
                  checkpoint_every)
@@ -197,16 +176,8 @@ def fit(model, params, x, y, *, rng, epochs, batch_size=32, optimizer=None, num_
             loop.run(progress, terminated)
         except KeyboardInterrupt:
             loop.stopped(progress, "interrupted")
-            progress.history["interrupted"] = True
         except BaseException as err:
-            if isinstance(err, Terminated):
-                loop.stopped(progress, "terminated (SIGTERM)")
-            err.fit_state = FitState(optimizer.get_params(progress.state), progress.state,
-                                     progress.history, *progress.last)
-            if hasattr(err, "add_note"):
-                err.add_note(f"lrtdense.training.fit: the params, optimizer state and history of "
-                             f"the last completed step (epoch {progress.last[0]}, step "
-                             f"{progress.last[1]}) are in err.fit_state")
+            loop.failed(progress, err)
             raise
     return optimizer.get_params(progress.state), progress.history
 
@@ -239,12 +210,19 @@ class _Saver:
         self.path, self.model, self.fingerprint = path, model, fingerprint
         self.run = checkpoint_lib.new_run_id()
 
-    def resume(self, optimizer, rng, steps_per_epoch):
+    def resume(self, optimizer, rng, steps_per_epoch, out=None):
+        """The ``_Progress`` of the checkpoint there (saying so to ``out``), or None."""
         resumed = checkpoint_lib.resume(self.path, self.model, optimizer, rng, self.fingerprint,
                                         steps_per_epoch)
-        if resumed is not None:
-            self.run = resumed.run
-        return resumed
+        if resumed is None:
+            return None
+        self.run = resumed.run
+        progress = _resumed_progress(resumed, rng, steps_per_epoch)
+        if out:
+            where = f" and {progress.step} steps" if progress.step else ""
+            print(f"resuming from {self.path} after {progress.epoch} epochs{where}", file=out,
+                  flush=True)
+        return progress
 
     def save(self, progress):
         checkpoint_lib.save(self.path, self.model, progress.state, progress.rng_state,
@@ -309,9 +287,22 @@ class _Loop:
                                            or epoch + 1 == self.epochs):
                 self.saver.save(progress)
             if self.callback is not None and self.callback(
-                    epoch, self.optimizer.get_params(progress.state), progress.history):
+                    epoch, tree.map(np.copy, self.optimizer.get_params(progress.state)),
+                    progress.history):
                 break
             _check_terminated(terminated)
+
+    def failed(self, progress, err):
+        """Attaches the last completed step's ``FitState`` to ``err`` (after the final
+        checkpoint, for SIGTERM)."""
+        if isinstance(err, Terminated):
+            self.stopped(progress, "terminated (SIGTERM)")
+        err.fit_state = FitState(self.optimizer.get_params(progress.state), progress.state,
+                                 progress.history, *progress.last)
+        if hasattr(err, "add_note"):
+            err.add_note(f"lrtdense.training.fit: the params, optimizer state and history of "
+                         f"the last completed step (epoch {progress.last[0]}, step "
+                         f"{progress.last[1]}) are in err.fit_state")
 
     def stopped(self, progress, how):
         """After Ctrl-C or SIGTERM: the final checkpoint (when asked for) and a progress line."""
@@ -320,6 +311,7 @@ class _Loop:
             with _deferred_interrupt():
                 self.saver.save(progress)
             saved = f"; checkpoint written to {self.saver.path}"
+        progress.history["interrupted"] = how == "interrupted"
         if self.verbose:
             print(f"{how} after {progress.epoch} complete epochs of {self.epochs} and "
                   f"{progress.step} steps: keeping the params of the last completed step{saved}",

@@ -15,7 +15,7 @@ from lrtdense.optimizers import adam
 from lrtdense.metrics import rmse, accuracy, interval_coverage, expected_calibration_error
 from lrtdense.metrics import gaussian_nll as predictive_nll
 from lrtdense.predictive import predict, predict_mean
-from lrtdense.training import fit
+from lrtdense.training import fit, make_step
 from lrtdense.tree import flatten
 from helpers import directional_fd_check, replay_completed_steps
 
@@ -399,3 +399,33 @@ def test_a_checkpoint_of_another_training_is_refused_and_kept(tmp_path):
     with pytest.raises(ValueError, match="built-in Adam"):
         fit(model, params, x, y, rng=rng, epochs=1, verbose=False, optimizer=plain,
             checkpoint=str(tmp_path / "other"))
+
+
+def test_make_step_returns_the_gradients_it_applied_as_a_copy():
+    """return_grads=True: the gradients Adam applied, a copy the next step does not overwrite
+    (checked against value_and_grad of the same loss with the same noise)."""
+    from lrtdense.autodiff import value_and_grad
+    model, params, x, y = _small_problem()
+    opt = adam(1e-3)
+    step = make_step(model, opt, num_examples=len(x), return_grads=True)
+    state = opt.init(params)
+    state, loss, _, _, grads = step(state, x, y, np.random.default_rng(3))
+    _, _, expected = value_and_grad(
+        lambda p, r: (model.loss(p, x, y, r, num_examples=len(x))[0], None), params,
+        np.random.default_rng(3))
+    kept = flatten(grads)
+    for key, value in flatten(expected).items():
+        np.testing.assert_array_equal(kept[key], value)
+    step(state, x, y, np.random.default_rng(4))                  # the next step
+    for key, value in flatten(expected).items():
+        np.testing.assert_array_equal(kept[key], value)
+
+
+def test_the_callback_gets_params_that_later_steps_do_not_overwrite():
+    model, params, x, y = _small_problem()
+    seen = []
+    out, _ = fit(model, params, x, y, rng=np.random.default_rng(1), epochs=3, batch_size=10,
+                 verbose=False, callback=lambda e, p, h: seen.append(p))
+    first, last = flatten(seen[0]), flatten(seen[-1])
+    assert any(not np.array_equal(first[k], last[k]) for k in first)
+    assert all(np.array_equal(v, flatten(out)[k]) for k, v in last.items())
