@@ -35,7 +35,7 @@ from lrtdense.network import Sequential
 from lrtdense.optimizers import adam, polynomial_decay
 from lrtdense.training import fit
 from lrtdense.predictive import predict, predict_mean
-from lrtdense import io, metrics, studies
+from lrtdense import estimators, io, metrics, studies
 
 __version__ = "0.1.0"
 
@@ -46,4 +46,4 @@ __all__ = ["DenseLocalReparameterization", "DenseReparameterization", "DenseFlip
            "ScaleMixturePrior", "LaplacePrior", "StudentTPrior", "ClosedFormKL", "MonteCarloKL",
            "CategoricalLikelihood", "GaussianLikelihood",
            "Model", "Sequential", "adam", "polynomial_decay", "fit", "predict", "predict_mean",
-           "io", "metrics", "studies", "__version__"]
+           "estimators", "io", "metrics", "studies", "__version__"]
