@@ -1,7 +1,8 @@
 """Posterior and prior specifications, the posterior scale, and the closed-form divergences.
 
-Specifications are small immutable records that serialize to plain JSON (``to_config``) and back
-(``from_config``), so that a layer's config never holds code:
+Specifications are settings records (``lrtdense.records``): frozen dataclasses whose plain-JSON
+config (``to_config``: {"type": TYPE, and each field}), repr, equality and hash follow from their
+fields, rebuilt by the family's ``*_from_config``, so that a layer's config never holds code:
 
 * initializers: ``RandomNormal(mean, stddev)``, ``Constant(value)``;
 * posteriors: ``NormalPosterior`` (TFP's ``default_mean_field_normal_fn()``: trainable loc and
@@ -24,12 +25,14 @@ import numpy as np
 
 from lrtdense import kernels
 from lrtdense.checks import check_float
+from lrtdense.records import Record, from_config
 
 __all__ = [
     "RandomNormal", "Constant", "NormalPosterior", "DeterministicPosterior", "NormalPrior",
     "TrainableNormalPrior", "ScaleMixturePrior", "LaplacePrior", "StudentTPrior",
     "ClosedFormKL", "MonteCarloKL", "divergence_from_config", "PRIORS", "DIVERGENCES",
-    "initializer_from_config", "initializer_field", "posterior_from_config", "prior_from_config",
+    "INITIALIZERS", "POSTERIORS", "initializer_from_config", "initializer_field",
+    "posterior_from_config", "prior_from_config",
 ]
 
 
@@ -41,10 +44,11 @@ def _finite_fields(record):
 
 
 @dataclasses.dataclass(frozen=True)
-class RandomNormal:
+class RandomNormal(Record):
     """Initializer drawing N(mean, stddev**2) independently per element (tf1 random_normal)."""
     mean: float = 0.0
     stddev: float = 0.1
+    TYPE = "random_normal"
 
     def __post_init__(self):
         _finite_fields(self)
@@ -55,15 +59,12 @@ class RandomNormal:
         """Draws an array of ``shape`` and ``dtype`` from ``rng`` (a numpy Generator)."""
         return rng.standard_normal(shape, dtype=dtype) * self.stddev + self.mean
 
-    def to_config(self):
-        """Plain JSON: {"type": "random_normal", "mean", "stddev"}."""
-        return {"type": "random_normal", "mean": self.mean, "stddev": self.stddev}
-
 
 @dataclasses.dataclass(frozen=True)
-class Constant:
+class Constant(Record):
     """Initializer filling every element with ``value`` (draws nothing from the rng)."""
     value: float = 0.0
+    TYPE = "constant"
 
     def __post_init__(self):
         _finite_fields(self)
@@ -71,15 +72,15 @@ class Constant:
     def __call__(self, rng, shape, dtype):
         return np.full(shape, self.value, dtype=dtype)
 
-    def to_config(self):
-        """Plain JSON: {"type": "constant", "value"}."""
-        return {"type": "constant", "value": self.value}
+
+INITIALIZERS = {cls.TYPE: cls for cls in (RandomNormal, Constant)}
 
 
 def initializer_from_config(config):
-    """Rebuilds an initializer from its ``to_config()`` dict."""
-    kinds = {"random_normal": RandomNormal, "constant": Constant}
-    return _from_config(config, kinds, "initializer")
+    """Rebuilds an initializer from its ``to_config()`` dict (an initializer is returned as is)."""
+    if isinstance(config, (RandomNormal, Constant)):
+        return config
+    return from_config(INITIALIZERS, config, "initializer")
 
 
 def initializer_field(value, what, default=None):
@@ -96,10 +97,11 @@ def initializer_field(value, what, default=None):
 
 
 @dataclasses.dataclass(frozen=True)
-class NormalPosterior:
+class NormalPosterior(Record):
     """Mean-field Normal posterior q = N(loc, softplus(untransformed_scale) + eps)."""
     loc_initializer: object = RandomNormal(0.0, 0.1)
     untransformed_scale_initializer: object = RandomNormal(-3.0, 0.1)
+    TYPE = "normal"
     is_normal = True
 
     def __post_init__(self):
@@ -107,25 +109,20 @@ class NormalPosterior:
             object.__setattr__(self, name, initializer_field(getattr(self, name),
                                                              f"NormalPosterior.{name}"))
 
-    def to_config(self):
-        """Plain JSON: {"type": "normal", and the two initializers' configs}."""
-        return {"type": "normal", "loc_initializer": self.loc_initializer.to_config(),
-                "untransformed_scale_initializer": self.untransformed_scale_initializer.to_config()}
-
 
 @dataclasses.dataclass(frozen=True)
-class DeterministicPosterior:
+class DeterministicPosterior(Record):
     """Point-mass posterior q = Deterministic(loc) (TFP's ``is_singular=True``)."""
     loc_initializer: object = RandomNormal(0.0, 0.1)
+    TYPE = "deterministic"
     is_normal = False
 
     def __post_init__(self):
         object.__setattr__(self, "loc_initializer", initializer_field(
             self.loc_initializer, "DeterministicPosterior.loc_initializer"))
 
-    def to_config(self):
-        """Plain JSON: {"type": "deterministic", "loc_initializer": its config}."""
-        return {"type": "deterministic", "loc_initializer": self.loc_initializer.to_config()}
+
+POSTERIORS = {cls.TYPE: cls for cls in (NormalPosterior, DeterministicPosterior)}
 
 
 def posterior_from_config(config):
@@ -137,15 +134,10 @@ def posterior_from_config(config):
     if not isinstance(config, dict):
         raise TypeError(f"a posterior must be a NormalPosterior, DeterministicPosterior, "
                         f"'normal', 'deterministic', None or a config dict, got {config!r}")
-    config = dict(config)
-    for key in ("loc_initializer", "untransformed_scale_initializer"):
-        if key in config:
-            config[key] = initializer_from_config(config[key])
-    return _from_config(config, {"normal": NormalPosterior,
-                                 "deterministic": DeterministicPosterior}, "posterior")
+    return from_config(POSTERIORS, config, "posterior")
 
 
-class _Prior:
+class _Prior(Record):
     """What every prior offers a layer. ``name`` is "kernel" or "bias"; ``params`` the layer's
     params (a trainable prior keeps its own there)."""
 
@@ -162,13 +154,6 @@ class _Prior:
     def log_prob(self, w, params, name, workspace=None):
         """sum over elements of log p(w)."""
         raise NotImplementedError
-
-    def to_config(self):
-        """Plain JSON: {"type": the prior's TYPE, and each setting (initializers as configs)}."""
-        return {"type": self.TYPE, **{f.name: getattr(self, f.name).to_config()
-                                      if hasattr(getattr(self, f.name), "to_config")
-                                      else getattr(self, f.name)
-                                      for f in dataclasses.fields(self)}}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -285,7 +270,7 @@ class StudentTPrior(_Prior):
 
 
 @dataclasses.dataclass(frozen=True)
-class ClosedFormKL:
+class ClosedFormKL(Record):
     """The divergence KL(q || p) in closed form (TFP's default ``kl_divergence(q, p)``), times
     ``weight`` (e.g. 1 / N, TFP's ``lambda q, p, _: kl_divergence(q, p) / N`` idiom)."""
     weight: float = 1.0
@@ -296,13 +281,9 @@ class ClosedFormKL:
         if self.weight < 0:
             raise ValueError(f"a divergence weight must be >= 0, got {self.weight}")
 
-    def to_config(self):
-        """Plain JSON: {"type": "closed_form", "weight"}."""
-        return {"type": self.TYPE, "weight": self.weight}
-
 
 @dataclasses.dataclass(frozen=True)
-class MonteCarloKL:
+class MonteCarloKL(Record):
     """The single-sample estimate log q(w) - log p(w), summed over the elements, times ``weight``.
 
     ``sample="forward"``: w is the forward pass's own draw where the estimator has one (the
@@ -323,12 +304,8 @@ class MonteCarloKL:
             raise ValueError(f"MonteCarloKL.sample must be 'forward' or 'extra', got "
                              f"{self.sample!r}")
 
-    def to_config(self):
-        """Plain JSON: {"type": "monte_carlo", "weight", "sample"}."""
-        return {"type": self.TYPE, "weight": self.weight, "sample": self.sample}
 
-
-DIVERGENCES = {"closed_form": ClosedFormKL, "monte_carlo": MonteCarloKL}
+DIVERGENCES = {cls.TYPE: cls for cls in (ClosedFormKL, MonteCarloKL)}
 
 
 def divergence_from_config(config):
@@ -344,7 +321,7 @@ def divergence_from_config(config):
     if not isinstance(config, dict):
         raise TypeError(f"a divergence must be one of {sorted(DIVERGENCES)} (a name, a config "
                         f"dict or a record), got {config!r}")
-    return _from_config(config, DIVERGENCES, "divergence")
+    return from_config(DIVERGENCES, config, "divergence")
 
 
 PRIORS = {cls.TYPE: cls for cls in (NormalPrior, TrainableNormalPrior, ScaleMixturePrior,
@@ -365,25 +342,5 @@ def prior_from_config(config):
     if not isinstance(config, dict):
         raise TypeError(f"a prior must be one of {sorted(PRIORS)} (a name, a config dict or "
                         f"e.g. NormalPrior(0, 1)) or None, got {config!r}")
-    config = dict(config)
-    for key in ("loc_initializer", "untransformed_scale_initializer"):
-        if key in config:
-            config[key] = initializer_from_config(config[key])
-    return _from_config(config, PRIORS, "prior")
+    return from_config(PRIORS, config, "prior")
 
-
-def _from_config(config, kinds, what):
-    if isinstance(config, tuple(kinds.values())):
-        return config
-    if not isinstance(config, dict) or "type" not in config:
-        raise TypeError(f"a {what} config must be a dict with a 'type' key, got {config!r}")
-    kind = config["type"]
-    if kind not in kinds:
-        raise ValueError(f"unknown {what} type {kind!r}; expected one of {sorted(kinds)}")
-    cls = kinds[kind]
-    fields = {f.name for f in dataclasses.fields(cls)}
-    extra = set(config) - fields - {"type"}
-    if extra:
-        raise ValueError(f"unexpected keys {sorted(extra)} in {what} config of type {kind!r}; "
-                         f"expected a subset of {sorted(fields)}")
-    return cls(**{k: v for k, v in config.items() if k != "type"})

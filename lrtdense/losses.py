@@ -23,9 +23,10 @@ from autograd.tracer import getval
 
 from lrtdense import kernels
 from lrtdense.checks import check_bool, check_float, check_int
+from lrtdense.records import Record, from_config
 
 __all__ = ["gaussian_nll", "softmax_cross_entropy", "neg_elbo", "check_num_examples",
-           "GaussianLikelihood", "CategoricalLikelihood", "likelihood_from_config"]
+           "GaussianLikelihood", "CategoricalLikelihood", "LIKELIHOODS", "likelihood_from_config"]
 
 
 def gaussian_nll(y, mean, scale):
@@ -72,15 +73,16 @@ def _per_example(values):
 
 
 @dataclasses.dataclass(frozen=True)
-class GaussianLikelihood:
+class GaussianLikelihood(Record):
     """y ~ N(f(x), scale**2) per output dimension; scale fixed or learned.
 
     Learned: params {"untransformed_noise_scale": ()}, scale = softplus(u) + eps (the kernel
     ``posterior_scale``), initialised at ``scale``. Targets: the outputs' shape, or (N,) for
-    outputs (N, 1); real numbers.
+    outputs (N, 1); real numbers. Config: {"type": "gaussian", "scale", "learn_scale"}.
     """
     scale: float = 1.0
     learn_scale: bool = False
+    TYPE = "gaussian"
 
     def __post_init__(self):
         object.__setattr__(self, "scale", check_float(self.scale, "scale", low=0, open_low=True))
@@ -123,14 +125,12 @@ class GaussianLikelihood:
         values = kernels.gaussian_nll(y, outputs, self.noise_scale(params), workspace=workspace)
         return _per_example(values)
 
-    def get_config(self):
-        """Plain JSON: {"type": "gaussian", "scale", "learn_scale"}."""
-        return {"type": "gaussian", **dataclasses.asdict(self)}
-
 
 @dataclasses.dataclass(frozen=True)
-class CategoricalLikelihood:
-    """y ~ Categorical(softmax(f(x))): integer labels of the outputs' shape without the last axis."""
+class CategoricalLikelihood(Record):
+    """y ~ Categorical(softmax(f(x))): integer labels of the outputs' shape without the last axis.
+    Config: {"type": "categorical"}."""
+    TYPE = "categorical"
 
     def init(self, dtype):
         """No params: {}."""
@@ -162,20 +162,14 @@ class CategoricalLikelihood:
         y = self.check_targets(y, np.shape(outputs))
         return _per_example(kernels.categorical_nll(outputs, y, workspace=workspace))
 
-    def get_config(self):
-        """Plain JSON: {"type": "categorical"}."""
-        return {"type": "categorical"}
+
+LIKELIHOODS = {cls.TYPE: cls for cls in (GaussianLikelihood, CategoricalLikelihood)}
 
 
 def likelihood_from_config(config):
-    """Rebuilds a likelihood from its ``get_config()`` dict. Raises ValueError / TypeError."""
-    if not isinstance(config, dict) or config.get("type") not in ("gaussian", "categorical"):
-        raise ValueError(f"unknown likelihood config {config!r}; expected type 'gaussian' or "
-                         "'categorical'")
-    extra = set(config) - {"type"} - ({"scale", "learn_scale"} if config["type"] == "gaussian"
-                                      else set())
-    if extra:
-        raise ValueError(f"unexpected keys {sorted(extra, key=str)} in a likelihood config")
-    if config["type"] == "categorical":
-        return CategoricalLikelihood()
-    return GaussianLikelihood(config.get("scale", 1.0), config.get("learn_scale", False))
+    """Rebuilds a likelihood from its ``get_config()`` dict (``lrtdense.records.from_config``).
+
+    Raises:
+      TypeError / ValueError: not a dict with a known "type", unknown keys, or bad values.
+    """
+    return from_config(LIKELIHOODS, config, "likelihood")

@@ -3,6 +3,8 @@
 params = {"network": {...the network's params...}, "likelihood": {...}} (the likelihood's dict is
 empty unless it learns a noise scale).
 """
+import dataclasses
+
 import autograd.numpy as anp
 import numpy as np
 
@@ -10,6 +12,7 @@ from lrtdense import tree
 from lrtdense.checks import check_int
 from lrtdense.losses import check_num_examples, likelihood_from_config, neg_elbo
 from lrtdense.network import Sequential
+from lrtdense.records import Record, record_field
 
 __all__ = ["Model", "check_num_samples"]
 
@@ -29,26 +32,27 @@ def _sample(noise, s, num_samples):
     return tree.map(pick, noise)
 
 
-class Model:
-    """Settings only: ``network`` (a Sequential or a single layer) and ``likelihood``."""
+@dataclasses.dataclass(frozen=True)
+class Model(Record):
+    """Settings only: ``network`` (a Sequential; a single layer is wrapped in one) and
+    ``likelihood``. Config: {"network": its config, "likelihood": its config}."""
 
-    def __init__(self, network, likelihood):
-        if not hasattr(network, "forward"):
-            raise TypeError(f"network must have init/forward, got {network!r}")
-        if not isinstance(network, Sequential):
-            network = Sequential([network])
-        if not (hasattr(likelihood, "nll") and hasattr(likelihood, "check_targets")):
+    network: object = record_field(from_json=Sequential.from_config)
+    likelihood: object = record_field(from_json=likelihood_from_config)
+
+    def __post_init__(self):
+        if not hasattr(self.network, "forward"):
+            raise TypeError(f"network must have init/forward, got {self.network!r}")
+        if not isinstance(self.network, Sequential):
+            object.__setattr__(self, "network", Sequential([self.network]))
+        if not (hasattr(self.likelihood, "nll") and hasattr(self.likelihood, "check_targets")):
             raise TypeError(f"likelihood must be a GaussianLikelihood or CategoricalLikelihood, "
-                            f"got {likelihood!r}")
-        self.network, self.likelihood = network, likelihood
-        self.dtype = network.dtype
+                            f"got {self.likelihood!r}")
 
-    def __eq__(self, other):
-        return (isinstance(other, Model) and self.network == other.network
-                and self.likelihood == other.likelihood)
-
-    def __repr__(self):
-        return f"Model({self.network!r}, {self.likelihood!r})"
+    @property
+    def dtype(self):
+        """The network's dtype, "float32" or "float64"."""
+        return self.network.dtype
 
     def init(self, rng, input_dim):
         """Fresh params {"network": ..., "likelihood": ...}, drawn from ``rng``."""
@@ -140,16 +144,3 @@ class Model:
         if num_samples == 1:
             return draws[0]
         return tree.map(lambda *leaves: np.stack(leaves), *draws)
-
-    def get_config(self):
-        """Plain JSON: {"network": ..., "likelihood": ...}."""
-        return {"network": self.network.get_config(), "likelihood": self.likelihood.get_config()}
-
-    @classmethod
-    def from_config(cls, config):
-        """Rebuilds a model from ``get_config()``'s dict. Raises ValueError."""
-        if not isinstance(config, dict) or set(config) != {"network", "likelihood"}:
-            raise ValueError(f"a model config needs exactly the keys 'network' and 'likelihood', "
-                             f"got {sorted(config) if isinstance(config, dict) else config!r}")
-        return cls(Sequential.from_config(config["network"]),
-                   likelihood_from_config(config["likelihood"]))

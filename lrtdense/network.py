@@ -7,18 +7,35 @@ kl is the sum of the layers' KL. Layers of any estimator mix freely. Noise, like
 of the layers' noise dicts; ``forward(rng=g)`` draws layer by layer, in order, exactly what
 ``sample_noise(g, x.shape)`` draws.
 """
+import dataclasses
+
 import numpy as np
 
+from lrtdense.records import Record, record_field
 from lrtdense.registry import serialize, deserialize
 
 __all__ = ["Sequential"]
 
 
-class Sequential:
-    """A chain of layers; settings only, no parameters."""
+def _serialize_layers(layers):
+    return [serialize(layer) for layer in layers]
 
-    def __init__(self, layers):
-        layers = list(layers)
+
+def _deserialize_layers(items):
+    if not isinstance(items, list):
+        raise TypeError(f"a Sequential config's 'layers' must be a list, got {items!r}")
+    return [deserialize(item) for item in items]
+
+
+@dataclasses.dataclass(frozen=True)
+class Sequential(Record):
+    """A chain of layers (kept as a tuple); settings only, no parameters. Config:
+    {"layers": [{"class_name": ..., "config": ...}, ...]} (``lrtdense.registry.serialize``)."""
+
+    layers: tuple = record_field(to_json=_serialize_layers, from_json=_deserialize_layers)
+
+    def __post_init__(self):
+        layers = tuple(self.layers)
         if not layers:
             raise ValueError("Sequential needs at least one layer")
         dtypes = {layer.dtype for layer in layers}
@@ -27,8 +44,12 @@ class Sequential:
         for i, layer in enumerate(layers):
             if not hasattr(layer, "forward") or not hasattr(layer, "init"):
                 raise TypeError(f"layer {i} ({layer!r}) has no init/forward")
-        self.layers = layers
-        self.dtype = layers[0].dtype
+        object.__setattr__(self, "layers", layers)
+
+    @property
+    def dtype(self):
+        """The layers' dtype, "float32" or "float64"."""
+        return self.layers[0].dtype
 
     @property
     def names(self):
@@ -134,21 +155,3 @@ class Sequential:
             total += layer.count_params(input_dim)
             input_dim = layer.units
         return total
-
-    def get_config(self):
-        """Plain JSON: {"layers": [{"class_name": ..., "config": ...}, ...]}."""
-        return {"layers": [serialize(layer) for layer in self.layers]}
-
-    @classmethod
-    def from_config(cls, config):
-        """Rebuilds a Sequential from ``get_config()``'s dict. Raises ValueError."""
-        if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
-            raise ValueError(f"a Sequential config must be a dict with a 'layers' list, got {config!r}")
-        return cls([deserialize(item) for item in config["layers"]])
-
-    def __eq__(self, other):
-        return isinstance(other, Sequential) and self.layers == other.layers
-
-    def __repr__(self):
-        inner = ",\n  ".join(repr(layer) for layer in self.layers)
-        return f"Sequential([\n  {inner}])"
