@@ -458,3 +458,39 @@ def test_markdown_is_written_only_when_the_table_is(tmp_path, cli):
     assert kept.read_text() == "earlier table\n" and not new.exists()
     code, out, _ = cli("verify", str(results), "--cases", CASE, "--markdown", str(kept))
     assert code == 0 and kept.read_text() == out
+
+
+STATISTICAL_CASE = "flipout_64_extreme_scales"
+
+
+def _edit_case(root, name, edit):
+    path = root / "cases" / name / "case.json"
+    meta = json.loads(path.read_text())
+    edit(meta)
+    path.write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("edit", [
+    lambda m: m["model"]["config"].update(units="three"),
+    lambda m: m["model"]["config"].update(units=7),
+    lambda m: m["model"]["config"].update(dtype="float32"),
+    lambda m: m["model"]["config"].update(kernel_posterior={"type": "nonsense"}),
+    lambda m: m["model"].update(class_name="NoSuchLayer"),
+    lambda m: m["model"].update(config=[]),
+], ids=["units text", "units 7", "another dtype", "bad posterior", "unknown class",
+        "config a list"])
+def test_a_resigned_statistical_case_whose_model_does_not_fit_is_exit_3(tmp_path, cli, edit):
+    """--statistical builds the case's model: a re-signed set whose model config is malformed
+    or does not fit its params is a bad reference set (exit 3, one line), not a traceback."""
+    root = tmp_path / "ref"
+    generate(str(root), [STATISTICAL_CASE])
+    _edit_case(root, STATISTICAL_CASE, edit)
+    resign(root)
+    results = tmp_path / "results"
+    results.mkdir()
+    code, out, err = cli("verify", str(results), "--reference", str(root), "--statistical")
+    assert err.count("\n") == 1 and "Traceback" not in err, (code, err[-2000:])
+    if code == 2:           # a class the statistical mode does not know: no eligible case
+        assert "supports the statistical mode" in err
+    else:
+        assert code == 3 and STATISTICAL_CASE in err, (code, err)

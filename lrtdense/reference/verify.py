@@ -23,6 +23,8 @@ import os
 
 import numpy as np
 
+from lrtdense import tree
+from lrtdense.bounded import short
 from lrtdense.reference import SHIPPED_MANIFEST_SHA256, default_dir
 from lrtdense.reference import cases as _cases
 from lrtdense.reference import statistical as _statistical
@@ -273,14 +275,37 @@ def run(reference_root, results_root, patterns=None, statistical=False):
             continue
         eligible += 1
         _check_case(meta, expected, name)
-        if statistical and ("x" not in inputs or "outputs/sample" not in expected):
-            raise store.ReferenceError(f"case {name}: a statistical case needs inputs/x and "
-                                       f"expected/outputs/sample")
+        if statistical:
+            _check_statistical_case(name, meta, inputs, expected)
         rows.extend(_case_rows(name, meta, inputs, expected, results_root, statistical))
     if statistical and not eligible:
         raise UsageError(f"none of the {len(names)} selected cases supports the statistical "
                          f"mode; eligible: {_statistical.describe_eligible()}")
     return Report(rows, notes)
+
+
+def _check_statistical_case(name, meta, inputs, expected):
+    """Raises ReferenceError unless the case's model builds and its params, x and g fit it (what
+    the statistical checks compute with: a re-signed set may hold anything there)."""
+    if "x" not in inputs or "g" not in inputs or "outputs/sample" not in expected:
+        raise store.ReferenceError(f"case {name}: a statistical case needs inputs/x, inputs/g "
+                                   f"and expected/outputs/sample")
+    try:
+        layer = _cases.model_from_meta(meta)
+        x = inputs["x"]
+        layer.check_params(tree.unflatten(inputs, "params"), x.shape[-1])
+        out_shape = layer.compute_output_shape(x.shape)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError,
+            RecursionError) as err:
+        raise store.ReferenceError(f"case {name}: its model and params do not fit together "
+                                   f"({type(err).__name__}: {short(str(err))}); the "
+                                   f"reference set is corrupt") from None
+    for key in ("outputs/sample", "g"):
+        shape = expected[key].shape if key in expected else inputs[key].shape
+        if tuple(shape) != tuple(out_shape) or inputs["x"].dtype != np.dtype(layer.dtype):
+            raise store.ReferenceError(f"case {name}: {key} has shape {tuple(shape)} and x dtype "
+                                       f"{inputs['x'].dtype}; the model gives {tuple(out_shape)} "
+                                       f"{layer.dtype}: the reference set is corrupt")
 
 
 def _case_rows(name, meta, inputs, expected, results_root, statistical):
