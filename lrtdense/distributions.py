@@ -130,19 +130,9 @@ class DeterministicPosterior:
 
 def posterior_from_config(config):
     """Rebuilds a posterior from a ``to_config()`` dict, a name ("normal", "deterministic"), or None."""
-    if config is None or isinstance(config, (NormalPosterior, DeterministicPosterior)):
-        return config
-    if isinstance(config, str):
-        config = {"type": config}
-    if not isinstance(config, dict):
-        raise TypeError(f"a posterior must be a NormalPosterior, DeterministicPosterior, "
-                        f"'normal', 'deterministic', None or a config dict, got {config!r}")
-    config = dict(config)
-    for key in ("loc_initializer", "untransformed_scale_initializer"):
-        if key in config:
-            config[key] = initializer_from_config(config[key])
-    return _from_config(config, {"normal": NormalPosterior,
-                                 "deterministic": DeterministicPosterior}, "posterior")
+    return _from_spec(config, {"normal": NormalPosterior, "deterministic": DeterministicPosterior},
+                      "posterior", "a posterior must be a NormalPosterior, DeterministicPosterior, "
+                      "'normal', 'deterministic', None or a config dict")
 
 
 class _Prior:
@@ -358,18 +348,25 @@ def prior_from_config(config):
       TypeError: ``config`` is another kind of object (e.g. an initializer).
       ValueError: an unknown prior type or a bad parameter.
     """
-    if config is None or isinstance(config, tuple(PRIORS.values())):
+    return _from_spec(config, PRIORS, "prior", f"a prior must be one of {sorted(PRIORS)} (a name, "
+                      f"a config dict or e.g. NormalPrior(0, 1)) or None")
+
+
+def _from_spec(config, kinds, what, expected):
+    """``config`` as an object of ``kinds``: None or such an object as it is, a name as
+    ``{"type": name}``, a dict with its initializers rebuilt; else a TypeError saying
+    ``expected``."""
+    if config is None or isinstance(config, tuple(kinds.values())):
         return config
     if isinstance(config, str):
         config = {"type": config}
     if not isinstance(config, dict):
-        raise TypeError(f"a prior must be one of {sorted(PRIORS)} (a name, a config dict or "
-                        f"e.g. NormalPrior(0, 1)) or None, got {config!r}")
+        raise TypeError(f"{expected}, got {config!r}")
     config = dict(config)
     for key in ("loc_initializer", "untransformed_scale_initializer"):
         if key in config:
             config[key] = initializer_from_config(config[key])
-    return _from_config(config, PRIORS, "prior")
+    return _from_config(config, kinds, what)
 
 
 def _from_config(config, kinds, what):
