@@ -16,14 +16,9 @@ compressed ``.npz`` member is inflated to whatever it holds. Here:
   the array allocated, once, and filled ``CHUNK`` bytes at a time. Objects, structured dtypes,
   strings and dates are refused; big-endian data is byte-swapped in place to native order, and a
   Fortran-order array is returned as the transpose of its C-order buffer.
-* **.npz** (``open_npz_members``): the zip's end record (and its zip64 record) is read first and
-  a central directory larger than ``max_directory_bytes`` is refused before zipfile parses it;
-  only the named members are looked up; each must be stored or deflated (what ``np.savez`` and
-  ``np.savez_compressed`` write), unencrypted, and declare an uncompressed size of at most
-  ``max_bytes`` plus a header. Reads stop at that declared size, so nothing is inflated past it.
+* **.npz**: see ``lrtdense.bounded_npz``, which reads its members with ``read_npy``.
 
-Memory: the arrays returned, one ``CHUNK`` buffer, a zip directory of at most
-``max_directory_bytes`` (parsed: about 10x that), and for JSON its bytes and their objects.
+Memory: the arrays returned, one ``CHUNK`` buffer, and for JSON its bytes and their objects.
 
 Every refusal is a ``FileRefused`` (a ``ValueError``; ``TooLarge`` when a bound is exceeded) with a
 one-line message that names the file and what was expected; a file that cannot be opened at all
@@ -37,26 +32,16 @@ import re
 import stat
 import struct
 import warnings
-import zipfile
-import zlib
 
 import numpy as np
 
-__all__ = ["FileRefused", "TooLarge", "short", "read_bytes", "parse_json", "read_json", "read_npy",
-           "directory_size",
-           "open_npz_members", "NpzMembers", "MAX_NPY_HEADER", "MAX_NPZ_DIRECTORY", "CHUNK"]
+__all__ = ["FileRefused", "TooLarge", "short", "one_line", "open_regular", "read_bytes",
+           "parse_json", "read_json", "read_npy", "MAX_NPY_HEADER", "CHUNK"]
 
 MAX_NPY_HEADER = 10000             # NumPy's own max_header_size (np.save writes 128 bytes)
-MAX_NPZ_DIRECTORY = 1 << 20        # a zip directory entry is 46 bytes + its name: ~15000 members
 CHUNK = 1 << 20                    # bytes per read: the only buffer beside the arrays
 _NPY_MAGIC = b"\x93NUMPY"
 _KINDS = "biufc"                   # bool, integers, floats, complex: plain numbers only
-_ZIP_FLAGS_OK = 0x08 | 0x800       # data descriptor, UTF-8 names; others: encryption, patches
-_ZIP_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)  # what np.savez(_compressed) writes
-# What zipfile and zlib raise on a corrupted directory, local header or stream.
-_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError,
-               ValueError, OverflowError, struct.error, NotImplementedError, RuntimeError,
-               UnicodeDecodeError, IndexError, KeyError)
 # A JSON string (its escapes included): blanked out before brackets are counted.
 _JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 
@@ -69,7 +54,7 @@ class TooLarge(FileRefused):
     """A file, a zip directory, a zip member or an array is larger than the caller's bound."""
 
 
-def _line(value, limit=200):
+def one_line(value, limit=200):
     """``str(value)`` on one line, cut to ``limit`` characters."""
     text = " ".join(str(value).split())
     return text if len(text) <= limit else text[:limit] + "..."
@@ -83,10 +68,10 @@ def short(value, limit=200):
     if isinstance(value, (dict, list, str)) and len(value) > limit:
         return f"a {type(value).__name__} of {len(value)} items" if not isinstance(value, str) \
             else repr(value[:limit]) + "..."
-    return _line(repr(value), limit)
+    return one_line(repr(value), limit)
 
 
-def _open_regular(path):
+def open_regular(path):
     """A binary file object for ``path`` and its size; refuses anything but a regular file (a FIFO
     would block, a device never ends). Raises the OSError of ``os.open``."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
@@ -110,7 +95,7 @@ def read_bytes(path, max_bytes, what="the file"):
         file in the message, e.g. "a case.json").
       OSError: it cannot be opened.
     """
-    f, size = _open_regular(path)
+    f, size = open_regular(path)
     with f:
         if size > max_bytes:
             raise TooLarge(f"{path} is {size} bytes; {what} holds at most {max_bytes}")
@@ -146,7 +131,7 @@ def parse_json(data, max_depth, where, **json_options):
     try:
         return json.loads(data.decode("utf-8"), **json_options)
     except (UnicodeDecodeError, ValueError, RecursionError) as err:
-        raise FileRefused(f"{where} is not valid JSON ({type(err).__name__}: {_line(err)})") \
+        raise FileRefused(f"{where} is not valid JSON ({type(err).__name__}: {one_line(err)})") \
             from None
 
 
@@ -208,7 +193,7 @@ def _read_header(f, available, where):
                                            max_header_size=MAX_NPY_HEADER)
     except (ValueError, SyntaxError, TypeError, RecursionError, MemoryError, OverflowError,
             struct.error, EOFError) as err:
-        raise FileRefused(f"{where}: invalid .npy header ({_line(err)})") from None
+        raise FileRefused(f"{where}: invalid .npy header ({one_line(err)})") from None
     return shape, fortran, dtype, header_size
 
 
@@ -217,7 +202,7 @@ def _check_dtype(dtype, where):
         raise FileRefused(f"{where} holds Python objects (pickled data); expected an array of "
                           f"plain numbers (pickles are never loaded)")
     if dtype.fields is not None or dtype.subdtype is not None or dtype.kind not in _KINDS:
-        raise FileRefused(f"{where} has dtype {_line(dtype)}; expected plain numbers (bool, "
+        raise FileRefused(f"{where} has dtype {one_line(dtype)}; expected plain numbers (bool, "
                           f"integer, float or complex)")
 
 
@@ -242,7 +227,7 @@ def read_npy(source, nbytes_available, max_bytes, expected_shape=None, expected_
       OSError: a path that cannot be opened.
     """
     if isinstance(source, (str, bytes, os.PathLike)):
-        f, size = _open_regular(source)
+        f, size = open_regular(source)
         with f:
             return read_npy(f, size if nbytes_available is None else nbytes_available, max_bytes,
                             expected_shape, expected_dtype, what=what or os.fspath(source))
@@ -250,9 +235,9 @@ def read_npy(source, nbytes_available, max_bytes, expected_shape=None, expected_
     shape, fortran, dtype, header_size = _read_header(source, nbytes_available, where)
     _check_dtype(dtype, where)
     if any(n < 0 for n in shape):
-        raise FileRefused(f"{where}: the header declares the shape {_line(shape)}")
+        raise FileRefused(f"{where}: the header declares the shape {one_line(shape)}")
     nbytes = math.prod(shape) * dtype.itemsize
-    declared = f"shape {_line(shape)} and dtype {dtype}"
+    declared = f"shape {one_line(shape)} and dtype {dtype}"
     if nbytes > max_bytes:
         raise TooLarge(f"{where} declares {declared}: {nbytes} bytes of data, more than the "
                        f"{max_bytes} allowed")
@@ -261,7 +246,7 @@ def read_npy(source, nbytes_available, max_bytes, expected_shape=None, expected_
                           f"{nbytes_available - header_size} follow its header")
     native = dtype.newbyteorder("=") if not dtype.isnative else dtype
     if expected_shape is not None and tuple(shape) != tuple(expected_shape):
-        raise FileRefused(f"{where} has shape {_line(shape)}; expected {tuple(expected_shape)}")
+        raise FileRefused(f"{where} has shape {one_line(shape)}; expected {tuple(expected_shape)}")
     if expected_dtype is not None and native != np.dtype(expected_dtype):
         raise FileRefused(f"{where} has dtype {dtype}; expected {np.dtype(expected_dtype)}")
     flat = np.empty(math.prod(shape), native)
@@ -278,148 +263,3 @@ def read_npy(source, nbytes_available, max_bytes, expected_shape=None, expected_
     if not dtype.isnative:
         flat.byteswap(inplace=True)      # the bytes were big-endian numbers
     return flat.reshape(shape[::-1]).T if fortran else flat.reshape(shape)
-
-
-# ------------------------------------------------------------------------------------- .npz
-
-def directory_size(f, size):
-    """(bytes, entries) of the central directory as the zip's end record declares them (the larger
-    of the classic and the zip64 values), or None without an end record (APPNOTE 4.3.14-4.3.16).
-
-    zipfile reads and parses as many bytes of directory as this declares, each entry into a
-    ~400-byte object, so it is checked first; zipfile finds the end record the same way."""
-    tail_size = min(size, 22 + 65535)
-    f.seek(size - tail_size)
-    tail = f.read(tail_size)
-    at = len(tail) - 22 if tail[-22:-18] == b"PK\x05\x06" else tail.rfind(b"PK\x05\x06")
-    if at < 0 or len(tail) - at < 22:
-        return None
-    entries, declared = struct.unpack("<HI", tail[at + 10:at + 16])
-    end = size - tail_size + at                  # the end record's offset in the file
-    if end >= 76:                                # a zip64 record (56) and its locator (20)
-        f.seek(end - 76)
-        record = f.read(76)
-        if record[:4] == b"PK\x06\x06" and record[56:60] == b"PK\x06\x07":
-            entries = max(entries, struct.unpack("<Q", record[32:40])[0])
-            declared = max(declared, struct.unpack("<Q", record[40:48])[0])
-    return declared, entries
-
-
-class NpzMembers:
-    """The named members of an open ``.npz`` (from ``open_npz_members``); a context manager.
-
-    Attributes:
-      path: the archive.
-      names: the requested names that the archive holds, in the order requested.
-    """
-
-    def __init__(self, path, f, zf, infos, max_bytes):
-        self.path, self._f, self._zf, self._infos, self._max = path, f, zf, infos, max_bytes
-        self.names = list(infos)
-
-    def read(self, name, max_bytes=None, expected_shape=None, expected_dtype=None):
-        """The array of member ``name`` (see ``read_npy``), at most ``max_bytes`` (default: the
-        bound given to ``open_npz_members``).
-
-        Raises:
-          FileRefused: as ``read_npy``, or a corrupted member (bad CRC, bad deflate stream).
-          KeyError: ``name`` is not in ``names``.
-        """
-        info = self._infos[name]
-        where = f"{self.path}: member {_line(info.filename)}"
-        bound = self._max if max_bytes is None else min(max_bytes, self._max)
-        try:
-            with self._zf.open(info) as member:
-                return read_npy(member, info.file_size, bound, expected_shape, expected_dtype,
-                                what=where)
-        except FileRefused:
-            raise
-        except _ZIP_ERRORS as err:
-            raise FileRefused(f"{where} is corrupted ({type(err).__name__}: {_line(err)})") \
-                from None
-
-    def close(self):
-        """Closes the archive."""
-        self._zf.close()
-        self._f.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-
-def open_npz_members(path, names, max_bytes, *, max_directory_bytes=MAX_NPZ_DIRECTORY):
-    """Opens the ``.npz`` at ``path`` for reading the arrays ``names`` only (each the member
-    ``name + ".npy"``, as ``np.savez`` writes it), after checking its directory.
-
-    Args:
-      path: the archive.
-      names: the array names wanted; those absent are left out of the result's ``names``.
-      max_bytes: the largest array read (a member declaring more is refused before anything
-        is inflated).
-      max_directory_bytes: the largest central directory parsed.
-    Returns:
-      An ``NpzMembers`` (use it in a ``with`` block).
-    Raises:
-      FileRefused: not a zip, a directory larger than ``max_directory_bytes``, a wanted member
-        twice, encrypted, compressed other than by deflate, or declaring more than
-        ``max_bytes`` (plus its header) uncompressed or more bytes than the file holds.
-      OSError: it cannot be opened.
-    """
-    f, size = _open_regular(path)
-    try:
-        return _open_npz(f, size, path, names, max_bytes, max_directory_bytes)
-    except BaseException:
-        f.close()
-        raise
-
-
-def _open_npz(f, size, path, names, max_bytes, max_directory_bytes):
-    if f.read(6) == _NPY_MAGIC:
-        raise FileRefused(f"{path} is a plain .npy file; expected an .npz (zip) archive")
-    directory = directory_size(f, size)
-    if directory is None:
-        raise FileRefused(f"{path} is not a valid .npz: it is not a zip archive (no "
-                          f"end-of-central-directory record)")
-    declared, entries = directory
-    if declared > max_directory_bytes:
-        raise TooLarge(f"{path} declares a zip directory of {declared} bytes ({entries} "
-                       f"entries); at most {max_directory_bytes} bytes are read")
-    f.seek(0)
-    try:
-        zf = zipfile.ZipFile(f)
-    except _ZIP_ERRORS as err:
-        raise FileRefused(f"{path} is not a valid .npz (zip) archive ({type(err).__name__}: "
-                          f"{_line(err)})") from None
-    try:
-        wanted = {name + ".npy": name for name in names}
-        infos = {}
-        for info in zf.infolist():
-            name = wanted.get(info.filename)
-            if name is None:
-                continue
-            where = f"{path}: member {_line(info.filename)}"
-            if name in infos:
-                raise FileRefused(f"{where} appears twice in the zip directory")
-            if info.flag_bits & ~_ZIP_FLAGS_OK:
-                raise FileRefused(f"{where} has zip flags {info.flag_bits:#x} (encrypted or "
-                                  f"patched); expected a plain member")
-            if info.compress_type not in _ZIP_METHODS:
-                raise FileRefused(f"{where} is compressed by method {info.compress_type}; "
-                                  f"expected stored or deflated (np.savez, np.savez_compressed)")
-            if info.file_size > max_bytes + MAX_NPY_HEADER:
-                raise TooLarge(f"{where} declares {info.file_size} bytes uncompressed; an "
-                               f"array of at most {max_bytes} bytes with its header is read")
-            stored = info.compress_type == zipfile.ZIP_STORED
-            if stored and info.compress_size != info.file_size or \
-                    info.header_offset + info.compress_size > size:
-                raise FileRefused(f"{where} declares {info.compress_size} bytes at offset "
-                                  f"{info.header_offset} in a file of {size}; the zip directory "
-                                  f"is corrupted or the file truncated")
-            infos[name] = info
-    except BaseException:
-        zf.close()
-        raise
-    return NpzMembers(path, f, zf, {n: infos[n] for n in names if n in infos}, max_bytes)

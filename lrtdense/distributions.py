@@ -127,14 +127,8 @@ POSTERIORS = {cls.TYPE: cls for cls in (NormalPosterior, DeterministicPosterior)
 
 def posterior_from_config(config):
     """Rebuilds a posterior from a ``to_config()`` dict, a name ("normal", "deterministic"), or None."""
-    if config is None or isinstance(config, (NormalPosterior, DeterministicPosterior)):
-        return config
-    if isinstance(config, str):
-        config = {"type": config}
-    if not isinstance(config, dict):
-        raise TypeError(f"a posterior must be a NormalPosterior, DeterministicPosterior, "
-                        f"'normal', 'deterministic', None or a config dict, got {config!r}")
-    return from_config(POSTERIORS, config, "posterior")
+    return _from_spec(config, POSTERIORS, "posterior", "a posterior must be a NormalPosterior, "
+                      "DeterministicPosterior, 'normal', 'deterministic', None or a config dict")
 
 
 class _Prior(Record):
@@ -335,12 +329,19 @@ def prior_from_config(config):
       TypeError: ``config`` is another kind of object (e.g. an initializer).
       ValueError: an unknown prior type or a bad parameter.
     """
-    if config is None or isinstance(config, tuple(PRIORS.values())):
+    return _from_spec(config, PRIORS, "prior", f"a prior must be one of {sorted(PRIORS)} (a name, "
+                      f"a config dict or e.g. NormalPrior(0, 1)) or None")
+
+
+def _from_spec(config, kinds, what, expected):
+    """``config`` as an object of ``kinds``: None or such an object as it is, a name as
+    ``{"type": name}``, a dict with its initializers rebuilt; else a TypeError saying
+    ``expected``."""
+    if config is None or isinstance(config, tuple(kinds.values())):
         return config
     if isinstance(config, str):
         config = {"type": config}
     if not isinstance(config, dict):
-        raise TypeError(f"a prior must be one of {sorted(PRIORS)} (a name, a config dict or "
-                        f"e.g. NormalPrior(0, 1)) or None, got {config!r}")
-    return from_config(PRIORS, config, "prior")
+        raise TypeError(f"{expected}, got {config!r}")
+    return from_config(kinds, config, what)
 

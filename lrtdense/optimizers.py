@@ -71,41 +71,11 @@ def adam(step_size=1e-3, b1=0.9, b2=0.999, eps=None, form="kingma"):
         ``update``, a schedule value that is not a finite number >= 0 (the state is then left
         unchanged).
     """
-    if not isinstance(form, str) or form not in _DEFAULT_EPS:
-        raise ValueError(f"form must be 'kingma' or 'keras', got {form!r}")
-    for name, b in (("b1", b1), ("b2", b2)):
-        check_float(b, name, low=0, high=1, open_high=True)
-        if form == "keras" and not np.float32(b) < 1:     # its bias corrections would be 1 - 1
-            raise ValueError(f"{name}={b!r} rounds to 1 in float32, which the keras form uses; "
-                             f"expected {name} <= {float(np.nextafter(np.float32(1), 0))}")
-    # Python floats, so that a NumPy scalar setting cannot change the precision of the update.
-    b1, b2 = float(b1), float(b2)
-    if not callable(step_size):
-        step_size = check_float(step_size, "step_size", low=0, open_low=True, expected=(
-            "a finite number > 0 or a schedule (a function of the update count)"))
-    eps = _DEFAULT_EPS[form] if eps is None else check_float(
-        eps, "eps", low=0, open_low=True, expected="a finite number > 0 (or None for the form's "
-                                                   "default)")
+    step_size, b1, b2, eps = _adam_settings(step_size, b1, b2, eps, form)
 
     def init(params):
-        """Fresh state: step 0, a copy of params, zero moments.
-
-        Raises ValueError if eps is 0 or infinite in a parameter's dtype (1e-300 or 1e300 in
-        float32): the update would divide 0 by 0 where the second moment is 0, or never move.
-        """
-        for path, leaf in tree.flatten(params).items():
-            dtype = np.asarray(leaf).dtype
-            if dtype.kind != "f":
-                continue
-            with np.errstate(over="ignore"):
-                rounded = np.array(eps, dtype)
-            if not 0 < rounded < np.inf:
-                info = np.finfo(dtype)
-                raise ValueError(f"eps={eps!r} is {float(rounded)} in {dtype}, the dtype of "
-                                 f"params[{path!r}]; expected eps in "
-                                 f"[{float(info.smallest_subnormal):.3g}, {float(info.max):.3g}]")
-        return AdamState(0, tree.map(np.array, params), tree.map(np.zeros_like, params),
-                         tree.map(np.zeros_like, params))
+        """Fresh state: step 0, a copy of params, zero moments (see ``_adam_init``)."""
+        return _adam_init(params, eps)
 
     def update(state, grads, inplace=False):
         """One Adam step. grads must have the structure of the params (TypeError otherwise)."""
@@ -114,16 +84,7 @@ def adam(step_size=1e-3, b1=0.9, b2=0.999, eps=None, form="kingma"):
             tree.map(_check_leaf, state.params, grads)
         except TypeError as err:
             raise TypeError(f"grads do not match params: {err}") from None
-        lr = _learning_rate(step_size, state.step)
-        if form == "kingma":
-            step_size_t = lr / (1 - math.pow(b1, t))
-            bc2_sqrt = math.sqrt(1 - math.pow(b2, t))
-            leaf = lambda p, m, v, g, w: _kingma(p, m, v, g, w, b1, b2, eps, step_size_t, bc2_sqrt)
-        else:
-            b1_32, b2_32 = float(np.float32(b1)), float(np.float32(b2))
-            lr32 = float(np.float32(lr))
-            alpha = lr32 * math.sqrt(1 - math.pow(b2_32, t)) / (1 - math.pow(b1_32, t))
-            leaf = lambda p, m, v, g, w: _keras(p, m, v, g, w, b1, b2, eps, alpha)
+        leaf = _adam_leaf(form, _learning_rate(step_size, state.step), t, b1, b2, eps)
         if not inplace:
             triples = tree.map(lambda p, m, v, g: leaf(p, m, v, g, None),
                                state.params, state.m, state.v, grads)
@@ -140,6 +101,60 @@ def adam(step_size=1e-3, b1=0.9, b2=0.999, eps=None, form="kingma"):
     hyperparams = {"name": "adam", "step_size": step_size, "b1": b1, "b2": b2, "eps": eps,
                    "form": form}
     return Optimizer(init, update, get_params, hyperparams)
+
+
+def _adam_settings(step_size, b1, b2, eps, form):
+    """(step_size, b1, b2, eps) of ``adam`` checked; b1, b2, eps as Python floats."""
+    if not isinstance(form, str) or form not in _DEFAULT_EPS:
+        raise ValueError(f"form must be 'kingma' or 'keras', got {form!r}")
+    for name, b in (("b1", b1), ("b2", b2)):
+        check_float(b, name, low=0, high=1, open_high=True)
+        if form == "keras" and not np.float32(b) < 1:     # its bias corrections would be 1 - 1
+            raise ValueError(f"{name}={b!r} rounds to 1 in float32, which the keras form uses; "
+                             f"expected {name} <= {float(np.nextafter(np.float32(1), 0))}")
+    # Python floats, so that a NumPy scalar setting cannot change the precision of the update.
+    b1, b2 = float(b1), float(b2)
+    if not callable(step_size):
+        step_size = check_float(step_size, "step_size", low=0, open_low=True, expected=(
+            "a finite number > 0 or a schedule (a function of the update count)"))
+    eps = _DEFAULT_EPS[form] if eps is None else check_float(
+        eps, "eps", low=0, open_low=True, expected="a finite number > 0 (or None for the form's "
+                                                   "default)")
+    return step_size, b1, b2, eps
+
+
+def _adam_init(params, eps):
+    """Adam's fresh state: step 0, a copy of params, zero moments.
+
+    Raises ValueError if eps is 0 or infinite in a parameter's dtype (1e-300 or 1e300 in
+    float32): the update would divide 0 by 0 where the second moment is 0, or never move.
+    """
+    for path, leaf in tree.flatten(params).items():
+        dtype = np.asarray(leaf).dtype
+        if dtype.kind != "f":
+            continue
+        with np.errstate(over="ignore"):
+            rounded = np.array(eps, dtype)
+        if not 0 < rounded < np.inf:
+            info = np.finfo(dtype)
+            raise ValueError(f"eps={eps!r} is {float(rounded)} in {dtype}, the dtype of "
+                             f"params[{path!r}]; expected eps in "
+                             f"[{float(info.smallest_subnormal):.3g}, {float(info.max):.3g}]")
+    return AdamState(0, tree.map(np.array, params), tree.map(np.zeros_like, params),
+                     tree.map(np.zeros_like, params))
+
+
+def _adam_leaf(form, lr, t, b1, b2, eps):
+    """The update of one leaf at step ``t`` with learning rate ``lr``, in the form's own
+    precision: ``leaf(p, m, v, g, work)``, ``_kingma`` or ``_keras`` with the step's constants."""
+    if form == "kingma":
+        step_size_t = lr / (1 - math.pow(b1, t))
+        bc2_sqrt = math.sqrt(1 - math.pow(b2, t))
+        return lambda p, m, v, g, w: _kingma(p, m, v, g, w, b1, b2, eps, step_size_t, bc2_sqrt)
+    b1_32, b2_32 = float(np.float32(b1)), float(np.float32(b2))
+    lr32 = float(np.float32(lr))
+    alpha = lr32 * math.sqrt(1 - math.pow(b2_32, t)) / (1 - math.pow(b1_32, t))
+    return lambda p, m, v, g, w: _keras(p, m, v, g, w, b1, b2, eps, alpha)
 
 
 def polynomial_decay(step_size, decay_steps, final_step_size=0.0, power=1.0):

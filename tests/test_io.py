@@ -24,6 +24,7 @@ import pytest
 
 import lrtdense as L
 from lrtdense import io as lio
+from lrtdense.io import folders, layout
 from lrtdense.losses import GaussianLikelihood, CategoricalLikelihood
 from lrtdense.model import Model
 from lrtdense.network import Sequential
@@ -371,9 +372,10 @@ def record_and_inject(monkeypatch, fail_at=None, exc=Fault):
 
     for name in ("mkdir", "fsync", "rename"):
         monkeypatch.setattr(os, name, wrap(name, getattr(os, name)))
-    monkeypatch.setattr(lio, "open", wrap("open", builtins.open), raising=False)
+    for module in (folders, layout):        # the modules that open files while saving
+        monkeypatch.setattr(module, "open", wrap("open", builtins.open), raising=False)
     monkeypatch.setattr(np.lib.format, "write_array", wrap("write_array", np.lib.format.write_array))
-    monkeypatch.setattr(lio, "_exchange", wrap("exchange", lio._exchange))
+    monkeypatch.setattr(folders, "exchange", wrap("exchange", folders.exchange))
     return calls
 
 
@@ -387,7 +389,7 @@ def test_a_failure_at_any_point_of_save_leaves_one_complete_model(tmp_path, monk
     _, new = mixed_model(seed=2)
     state = {"m": new}
     if not exchange:
-        monkeypatch.setattr(lio, "_exchange", lambda a, b: False)
+        monkeypatch.setattr(folders, "exchange", lambda a, b: False)
     with monkeypatch.context() as m:
         calls = record_and_inject(m)
         lio.save(path, model, new, state=state)

@@ -29,6 +29,7 @@ import pytest
 
 import lrtdense as L
 from lrtdense import io as lio
+from lrtdense.io import folders as io_folders, layout as io_layout
 from lrtdense.losses import CategoricalLikelihood, GaussianLikelihood
 from lrtdense.model import Model
 from lrtdense.network import Sequential
@@ -235,7 +236,7 @@ def test_a_load_whose_folder_is_replaced_midway_starts_again(tmp_path, monkeypat
     _, new, _, _ = problem(seed=3)
     path = str(tmp_path / "m")
     lio.save(path, model, old)
-    real_read_config = lio._read_config
+    real_read_config = io_layout.read_config
     calls = []
 
     def save_in_between(f, where):
@@ -245,8 +246,8 @@ def test_a_load_whose_folder_is_replaced_midway_starts_again(tmp_path, monkeypat
             lio.save(path, model, new)
         return config
 
-    monkeypatch.setattr(lio, "_read_config", save_in_between)
-    monkeypatch.setattr(lio._Folder, "open", _open_lazily(lio._Folder.open))
+    monkeypatch.setattr(io_layout, "read_config", save_in_between)
+    monkeypatch.setattr(io_folders.Folder, "open", _open_lazily(io_folders.Folder.open))
     assert same(lio.load(path)[1], new) and calls == [1]
 
 
@@ -350,10 +351,11 @@ def test_a_killed_saves_temporary_folder_is_removed_by_the_next_save(tmp_path):
     proc = run_child(f"""
         import os
         from lrtdense import io as lio
+        from lrtdense.io import folders
         from test_nothing_lost import problem
         model, params, _, _ = problem()
         lio.save({path!r}, model, params)
-        lio._put_in_place = lambda tmp, target: os._exit(9)     # killed before the commit
+        folders.put_in_place = lambda tmp, target: os._exit(9)     # killed before the commit
         lio.save({path!r}, model, params)
     """)
     assert proc.returncode == 9, proc.stderr
@@ -364,12 +366,12 @@ def test_a_killed_saves_temporary_folder_is_removed_by_the_next_save(tmp_path):
     assert len(os.listdir(tmp_path)) == 2
     old = time.time() - 10 * lio.STALE_SECONDS
     os.utime(tmp_path / leftovers[0], (old, old))
-    lock = lio._lock(str(tmp_path / leftovers[0]), blocking=True)    # a save in progress
+    lock = io_folders.lock(str(tmp_path / leftovers[0]), blocking=True)    # a save in progress
     try:
         lio.save(path, model, params)
         assert len(os.listdir(tmp_path)) == 2
     finally:
-        lio._unlock(lock)
+        io_folders.unlock(lock)
     lio.save(path, model, params)
     assert os.listdir(tmp_path) == ["m"] and same(lio.load(path)[1], params)
 
@@ -508,9 +510,10 @@ def test_a_crash_between_the_two_renames_resumes_from_the_previous_checkpoint(tm
         import os
         import numpy as np
         from lrtdense import io as lio
+        from lrtdense.io import folders
         from lrtdense.training import fit
         from test_nothing_lost import problem, KW
-        lio._exchange = lambda a, b: False
+        folders.exchange = lambda a, b: False
         real_rename, renames = os.rename, []
         def rename(a, b):
             renames.append((a, b))

@@ -44,7 +44,7 @@ def test_moments_match_a_monte_carlo_of_lrtdense_itself():
     for name in ("lrt_64_normal_bias_linear", "reparam_64_normal_bias_linear",
                  "flipout_64_normal_bias_linear", "vdrop_64_linear", "sparsevd_64_linear"):
         case = BY_NAME[name]
-        from lrtdense.reference.cases import model_from_meta
+        from lrtdense.reference.generation import model_from_meta
         layer = model_from_meta(case.meta)
         rng = np.random.default_rng(3)
         draws = np.stack([layer.forward(case.params, case.x, rng)[0] for _ in range(4000)])

@@ -74,7 +74,7 @@ def test_recordings_are_of_the_current_reference_inputs():
 
 
 def _layer_weight_order(meta):
-    from lrtdense.reference.cases import model_from_meta
+    from lrtdense.reference.generation import model_from_meta
     return model_from_meta(meta).weight_names()
 
 

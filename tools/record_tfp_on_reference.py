@@ -3,7 +3,7 @@
 Why this exists
 ---------------
 ``reference_data/`` holds golden values computed by lrtdense's NumPy oracle
-(``lrtdense/reference/cases.py``). Its acceptance bar is that the oracle's data agree with
+(``lrtdense/reference/cases.py``, ``generation.py``). Its acceptance bar is that the oracle's data agree with
 TFP wherever they overlap. This script feeds every ``layer`` and ``network`` case of the
 reference set (``lrt_*``, ``reparam_*``, ``flipout_*``, ``mixed_*``; the ``adam_*`` cases are
 not TFP layers and are skipped) to the real ``tfp.layers`` classes, with the case's own

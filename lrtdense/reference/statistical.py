@@ -53,7 +53,7 @@ from autograd import grad
 from scipy import special, stats
 
 from lrtdense import kernels, tree
-from lrtdense.reference.cases import model_from_meta
+from lrtdense.reference.generation import model_from_meta
 from lrtdense.reference.report import Row
 
 __all__ = ["eligible", "describe_eligible", "check", "moments", "expected_objective",

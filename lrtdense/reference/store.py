@@ -30,16 +30,11 @@ parsed), with these bounds, so that neither a hostile reference set nor hostile 
   ``MAX_CASE_JSON_BYTES``, both nested at most ``MAX_JSON_DEPTH`` deep;
 * the arrays of one reference case at most ``MAX_CASE_BYTES`` in all (a listed file larger than
   its bound is refused before its sha256 is computed);
-* a port's result for a quantity at most 8 bytes per expected element plus ``RESULT_SLACK``
-  (a wrong shape within that is still read, and reported by the comparison); a statistical
-  sample array at most ``MAX_DRAWS`` draws of 8 bytes per element;
-* an ``.npz`` of results: only the members verify needs are read, from a zip directory of at
-  most ``lrtdense.bounded.MAX_NPZ_DIRECTORY`` bytes.
+* a port's results: see ``lrtdense.reference.results``.
 """
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import re
 
@@ -49,9 +44,8 @@ from lrtdense import bounded
 from lrtdense.reference import SCHEMA_VERSION, SHIPPED_MANIFEST_SHA256, default_dir
 
 __all__ = ["write_case", "read_case", "write_manifest", "read_manifest", "open_reference",
-           "load_results", "result_bounds", "sha256", "check_case_name", "ReferenceSet",
-           "ReferenceError", "ResultsError", "GENERATOR", "MAX_MANIFEST_BYTES",
-           "MAX_CASE_JSON_BYTES", "MAX_JSON_DEPTH", "MAX_CASE_BYTES", "RESULT_SLACK", "MAX_DRAWS"]
+           "sha256", "check_case_name", "key_path", "ReferenceSet", "ReferenceError", "GENERATOR",
+           "MAX_MANIFEST_BYTES", "MAX_CASE_JSON_BYTES", "MAX_JSON_DEPTH", "MAX_CASE_BYTES"]
 
 GENERATOR = "lrtdense reference generate"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
@@ -61,16 +55,10 @@ MAX_MANIFEST_BYTES = 4 << 20      # the shipped manifest: 0.3 MB for 109 cases
 MAX_CASE_JSON_BYTES = 1 << 20     # the shipped case.json files: at most 8 KB
 MAX_JSON_DEPTH = 32               # the shipped files nest at most 8 deep
 MAX_CASE_BYTES = 16 << 20         # the arrays of one case; the shipped cases: at most 20 KB
-RESULT_SLACK = 64 << 10           # beyond 8 bytes per expected element, for a wrong shape
-MAX_DRAWS = 10 ** 6               # statistical samples (the mode needs 10000)
 
 
 class ReferenceError(ValueError):
     """A reference set is missing, corrupt, tampered with or inconsistent."""
-
-
-class ResultsError(ValueError):
-    """A port's results for one case cannot be read (reported as a failing row, not raised)."""
 
 
 def sha256(path):
@@ -90,7 +78,9 @@ def check_case_name(name):
     return name
 
 
-def _key_path(root, key):
+def key_path(root, key):
+    """The ``.npy`` file of array ``key`` ("a/b" nests) below ``root``; refuses a key that is not
+    plain names."""
     parts = key.split("/") if isinstance(key, str) else [""]
     if any(not _NAME.match(p) or ".." in p for p in parts):
         raise ReferenceError(f"invalid array key {key!r}: expected names of letters, digits, "
@@ -145,7 +135,7 @@ def write_case(root, name, meta, inputs, expected):
     files = []
     for group, arrays in (("inputs", inputs), ("expected", expected)):
         for key, value in arrays.items():
-            path = _key_path(os.path.join(case_dir, group), key)
+            path = key_path(os.path.join(case_dir, group), key)
             with _new_file(root, path, "b") as f:
                 np.save(f, np.ascontiguousarray(value) if np.ndim(value) else np.asarray(value),
                         allow_pickle=False)
@@ -373,7 +363,7 @@ def read_case(root, name):
             raise ReferenceError(f"case {name}: case.json {group!r} must be a list of keys")
         arrays[group] = {}
         for key in keys:
-            path = _key_path(os.path.join(case_dir, group), key)
+            path = key_path(os.path.join(case_dir, group), key)
             rel = f"cases/{name}/{group}/{key}.npy"
             if rel not in files:
                 raise ReferenceError(f"case {name}: case.json references {rel}, which "
@@ -386,49 +376,3 @@ def read_case(root, name):
         raise ReferenceError(f"case {name}: manifest.json lists {unreferenced[0]}, which case.json "
                              f"does not reference ({len(unreferenced)} such files)")
     return meta, arrays["inputs"], arrays["expected"]
-
-
-def result_bounds(expected, sample_shapes=None):
-    """{key: the most bytes of the port's array read}: 8 bytes per expected element plus
-    ``RESULT_SLACK`` (float64 and int64 are the widest dtypes compared), and for the statistical
-    samples (``sample_shapes``: {key: shape of one draw}) ``MAX_DRAWS`` such draws."""
-    bounds = {key: 8 * array.size + RESULT_SLACK for key, array in expected.items()}
-    for key, shape in (sample_shapes or {}).items():
-        bounds[key] = 8 * MAX_DRAWS * math.prod(shape) + RESULT_SLACK
-    return bounds
-
-
-def load_results(results_root, name, bounds):
-    """A port's results for case ``name``: ``RESULTS/name.npz`` (keys like "outputs/sample") or the
-    directory layout ``RESULTS/name/<key>.npy``. Returns dict key -> array for the keys found.
-
-    Args:
-      results_root: the results folder.
-      name: the case.
-      bounds: {key: most bytes read} (``result_bounds``); only these keys are read.
-    Raises:
-      ResultsError: both layouts exist (one of them is stale), or a file is not a plain
-        numeric .npz / .npy, or an array is larger than its bound (one line naming the file).
-    """
-    npz = os.path.join(results_root, name + ".npz")
-    case_dir = os.path.join(results_root, name)
-    if os.path.isfile(npz) and os.path.isdir(case_dir):
-        raise ResultsError(f"both {name}.npz and {name}/ exist in {results_root}: one of them is "
-                           f"stale; remove it")
-    out = {}
-    try:
-        if os.path.isfile(npz):
-            largest = max(bounds.values(), default=0)
-            with bounded.open_npz_members(npz, list(bounds), largest) as members:
-                for key in members.names:
-                    out[key] = members.read(key, bounds[key])
-            return out
-        for key, limit in bounds.items():
-            path = _key_path(case_dir, key)
-            if os.path.isfile(path):
-                out[key] = bounded.read_npy(path, None, limit)
-    except bounded.FileRefused as err:
-        raise ResultsError(str(err)) from None
-    except OSError as err:
-        raise ResultsError(f"{err.filename or npz}: unreadable ({err.strerror or err})") from None
-    return out

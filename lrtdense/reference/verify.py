@@ -27,8 +27,9 @@ from lrtdense import tree
 from lrtdense.bounded import short
 from lrtdense.reference import SHIPPED_MANIFEST_SHA256, default_dir
 from lrtdense.reference import cases as _cases
+from lrtdense.reference import generation
 from lrtdense.reference import statistical as _statistical
-from lrtdense.reference import store
+from lrtdense.reference import results as port_results, store
 from lrtdense.reference.report import Row, compare, format_table
 
 __all__ = ["generate", "verify", "run", "Report", "Row", "compare", "format_table",
@@ -137,8 +138,8 @@ def generate(root, names=None, *, pin=False):
     os.makedirs(root, exist_ok=True)
     written = dict(kept)
     for name in chosen:
-        meta, inputs = _cases.build(_cases.CASES[name])
-        expected = _cases.compute(meta, inputs)
+        meta, inputs = generation.build(_cases.CASES[name])
+        expected = generation.compute(meta, inputs)
         meta["tolerances"] = _cases.tolerances_for(meta, expected)
         try:
             written[name] = store.write_case(root, name, meta, inputs, expected)
@@ -291,7 +292,7 @@ def _check_statistical_case(name, meta, inputs, expected):
         raise store.ReferenceError(f"case {name}: a statistical case needs inputs/x, inputs/g "
                                    f"and expected/outputs/sample")
     try:
-        layer = _cases.model_from_meta(meta)
+        layer = generation.model_from_meta(meta)
         x = inputs["x"]
         layer.check_params(tree.unflatten(inputs, "params"), x.shape[-1])
         out_shape = layer.compute_output_shape(x.shape)
@@ -309,11 +310,12 @@ def _check_statistical_case(name, meta, inputs, expected):
 
 
 def _case_rows(name, meta, inputs, expected, results_root, statistical):
-    """The rows of one case: its results read within ``store.result_bounds``, then compared."""
+    """The rows of one case: its results read within ``port_results.result_bounds``, then compared."""
     samples = _statistical.sample_shapes(inputs, expected) if statistical else None
     try:
-        results = store.load_results(results_root, name, store.result_bounds(expected, samples))
-    except store.ResultsError as err:
+        results = port_results.load_results(
+            results_root, name, port_results.result_bounds(expected, samples))
+    except port_results.ResultsError as err:
         return [Row(name, "*", note=str(err))]
     if not results:
         return [Row(name, "*", note=f"no results for this case in {results_root}")]
