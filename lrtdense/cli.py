@@ -4,6 +4,7 @@
   lrtdense reference generate [DIR]   regenerate the golden-value reference set
   lrtdense reference verify RESULTS   check a port's results against the reference set
   lrtdense study variance             the gradient-variance study of Kingma et al. 2015
+  lrtdense bench uci --data DIR       the UCI regression benchmark on its published splits
 
 A bad value is one line on stderr and exit code 2; an unknown flag or a missing argument also
 prints the usage of the (sub)command it was given to.
@@ -19,6 +20,7 @@ COMMANDS = {
     "demo": ("lrtdense.demo", "train a Bayesian network on the 1-D toy regression and plot it"),
     "reference": ("lrtdense.reference.cli", "generate or verify the golden-value reference data"),
     "study": ("lrtdense.studies.cli", "reproducible studies (e.g. gradient variance)"),
+    "bench": ("lrtdense.bench", "benchmarks on public data (the UCI regression benchmark)"),
 }
 
 

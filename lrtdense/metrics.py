@@ -4,6 +4,10 @@ Regression: ``rmse`` of the predictive mean, ``gaussian_nll`` and ``interval_cov
 moment-matched Gaussian predictive (mean, std). Classification: ``accuracy`` and
 ``expected_calibration_error`` of the averaged class probabilities. Every metric checks its
 inputs (shapes, finiteness, ranges) and says in one line what is wrong.
+
+The uncertainty metrics of the Monte Carlo predictive (entropies and mutual information, Brier
+score and its decomposition, the mixture's NLL, CRPS and PIT, interval width, out-of-distribution
+AUROC / AUPR) live in ``lrtdense.uncertainty`` and are re-exported here.
 """
 import math
 
@@ -11,8 +15,18 @@ import numpy as np
 from scipy import special, stats
 
 from lrtdense.checks import check_float, check_int
+from lrtdense.metric_inputs import (MAX_BINS, PROB_SUM_TOLERANCE, ceil_of_product,
+                                    classification_pair, std_array, target_pair)
+
+from lrtdense.uncertainty import (brier_decomposition, brier_score, categorical_nll,
+                                  expected_entropy, interval_width, mixture_crps, mixture_nll,
+                                  mutual_information, ood_aupr, ood_auroc, pit_histogram,
+                                  pit_values, predictive_entropy)
 
 __all__ = ["rmse", "gaussian_nll", "interval_coverage", "accuracy", "expected_calibration_error",
+           "predictive_entropy", "expected_entropy", "mutual_information", "categorical_nll",
+           "brier_score", "brier_decomposition", "mixture_nll", "mixture_crps", "pit_values",
+           "pit_histogram", "interval_width", "ood_auroc", "ood_aupr",
            "PROB_SUM_TOLERANCE", "MAX_BINS"]
 
 
@@ -29,7 +43,7 @@ def rmse(y, mean):
       ValueError: shapes differ, N == 0, or a value is NaN or infinite.
       TypeError: an array that is not real numbers.
     """
-    y, mean = _pair(y, mean)
+    y, mean = target_pair(y, mean)
     with np.errstate(over="ignore", under="ignore"):
         mean_square = np.mean((y - mean) ** 2)
     if _SQUARES_IN_RANGE <= mean_square < np.inf:
@@ -59,8 +73,8 @@ def gaussian_nll(y, mean, std):
       ValueError: shapes that do not match, N == 0, or a bad value (the message says which).
       TypeError: an array that is not real numbers.
     """
-    y, mean = _pair(y, mean)
-    std = _std(std, mean.shape)
+    y, mean = target_pair(y, mean)
+    std = std_array(std, mean.shape)
     with np.errstate(over="ignore"):
         nll = np.mean(-stats.norm.logpdf(y, mean, std))
     if np.isfinite(nll):
@@ -94,8 +108,8 @@ def interval_coverage(y, mean, std, level=0.95):
       TypeError: an array that is not real numbers.
     """
     level = check_float(level, "level", low=0, high=1, open_low=True, open_high=True)
-    y, mean = _pair(y, mean)
-    std = _std(std, mean.shape)
+    y, mean = target_pair(y, mean)
+    std = std_array(std, mean.shape)
     z = math.sqrt(2) * float(special.erfinv(level))
     with np.errstate(over="ignore"):
         error, bound = np.abs(y - mean), z * std
@@ -124,7 +138,7 @@ def accuracy(labels, probs):
       ValueError: shapes, ranges or sums as above, or N == 0.
       TypeError: labels that are not integers, probs that are not real numbers.
     """
-    labels, probs = _classification(labels, probs)
+    labels, probs = classification_pair(labels, probs)
     return float(np.mean(np.argmax(probs, axis=-1) == labels))
 
 
@@ -146,25 +160,15 @@ def expected_calibration_error(labels, probs, num_bins=15):
       TypeError: as in ``accuracy``.
     """
     num_bins = check_int(num_bins, "num_bins", low=1, high=MAX_BINS)
-    labels, probs = _classification(labels, probs)
+    labels, probs = classification_pair(labels, probs)
     conf = probs.max(-1)
     correct = np.argmax(probs, -1) == labels
-    bins = np.clip(_ceil_of_product(conf, num_bins) - 1, 0, num_bins - 1)
+    bins = np.clip(ceil_of_product(conf, num_bins) - 1, 0, num_bins - 1)
     _, members = np.unique(bins, return_inverse=True)
     # (|B_b| / N) |mean(correct) - mean(conf)| over B_b = |sum(correct) - sum(conf)| / N
     gap = np.bincount(members, weights=correct) - np.bincount(members, weights=conf)
     return float(np.abs(gap).sum() / len(labels))
 
-
-# Rows of probs must sum to 1 within this. Softmax in float32 and an average over samples are
-# off by a few float32 ulps (~1e-6: each p_i carries a relative error of a few eps, and the p_i
-# sum to 1); probabilities written with 4 decimals by another tool are off by up to k * 5e-5.
-# The mistakes this catches (logits, unnormalised scores, the wrong axis) are off by far more,
-# and a sum off by 1e-3 moves a confidence, hence the ECE, by at most 1e-3.
-PROB_SUM_TOLERANCE = 1e-3
-
-# The most bins ``expected_calibration_error`` takes: its exact binning needs B exact in float64.
-MAX_BINS = 2 ** 53
 
 # Below this mean square, some squares may have lost digits to gradual underflow (float64's
 # smallest normal over its epsilon: their loss is then below one ulp of the mean).
@@ -178,93 +182,3 @@ def _difference(y, mean):
     if np.all(np.isfinite(d)):
         return d, 1.0
     return 0.5 * y - 0.5 * mean, 2.0
-
-
-def _ceil_of_product(c, n):
-    """ceil(c * n) exactly (int64) for float64 c in [0, 1], shape (N,), and an integer n in
-    [1, 2**53].
-
-    p = fl(c * n) has the ceiling of c * n unless p is an integer and c * n lies above it: no
-    integer lies strictly between c * n and p, as every integer up to 2**53 is a float64 and p is
-    the nearest one. Where p is an integer, Dekker's two-product (NumPy has no fma) gives
-    c * n - p exactly; it needs no underflow, true there since c >= 0.5 / n >= 2**-54.
-    """
-    n = float(n)
-    p = c * n
-    ceil = np.ceil(p)
-    on_integer = np.flatnonzero((p == ceil) & (p > 0))
-    if on_integer.size:
-        a, q = c[on_integer], p[on_integer]
-        a_hi, a_lo = _split(a)
-        n_hi, n_lo = _split(n)
-        above = ((a_hi * n_hi - q) + a_hi * n_lo + a_lo * n_hi) + a_lo * n_lo > 0
-        ceil[on_integer] += above
-    return ceil.astype(np.int64)
-
-
-def _split(a):
-    """Veltkamp's split: a = hi + lo exactly, each with at most 26 significant bits."""
-    t = 134217729.0 * a                 # 2**27 + 1
-    hi = t - (t - a)
-    return hi, a - hi
-
-
-def _real_array(x, name):
-    a = np.asarray(x)
-    if a.dtype.kind not in "iuf":
-        raise TypeError(f"{name} must be an array of real numbers, got dtype {a.dtype}")
-    a = a.astype(float, copy=False)
-    if not np.all(np.isfinite(a)):
-        bad = np.flatnonzero(~np.isfinite(a.reshape(-1)))
-        raise ValueError(f"{name} must be finite; {bad.size} of {a.size} entries are NaN or "
-                         f"infinite (the first at flat index {bad[0]}: {a.reshape(-1)[bad[0]]})")
-    return a
-
-
-def _pair(y, mean):
-    y, mean = _real_array(y, "y"), _real_array(mean, "mean")
-    if y.ndim == 1 and mean.ndim == 2 and mean.shape[1] == 1:
-        y = y[:, None]
-    if y.shape != mean.shape:
-        raise ValueError(f"targets of shape {y.shape} do not match predictions of shape {mean.shape}")
-    if y.ndim == 0 or y.size == 0:
-        raise ValueError(f"expected at least one target: y must have shape (N, ...) with N >= 1, "
-                         f"got {y.shape}")
-    return y, mean
-
-
-def _std(std, shape):
-    std = _real_array(std, "std")
-    if std.ndim == 1 and len(shape) == 2 and shape[1] == 1 and std.shape[0] == shape[0]:
-        std = std[:, None]
-    try:
-        std = np.broadcast_to(std, shape)
-    except ValueError:
-        raise ValueError(f"std of shape {std.shape} does not match predictions of shape {shape}; "
-                         f"expected a scalar or that shape") from None
-    if not np.all(std > 0):
-        raise ValueError(f"std must be > 0; its smallest entry is {std.min()}")
-    return std
-
-
-def _classification(labels, probs):
-    labels, probs = np.asarray(labels), _real_array(probs, "probs")
-    if probs.ndim != 2 or probs.shape[0] == 0 or probs.shape[1] == 0:
-        raise ValueError(f"probs must have shape (N, k) with N, k >= 1, got {probs.shape}")
-    if labels.dtype.kind not in "iu":
-        raise TypeError(f"labels must be integer class indices, got dtype {labels.dtype}")
-    n, k = probs.shape
-    if labels.shape != (n,):
-        raise ValueError(f"labels must have shape (N,) = ({n},) to match probs {probs.shape}, got "
-                         f"{labels.shape}" + ("; pass labels.ravel()" if labels.size == n else ""))
-    if labels.min() < 0 or labels.max() >= k:
-        raise ValueError(f"labels must lie in [0, {k}) for {k} classes, got values in "
-                         f"[{labels.min()}, {labels.max()}]")
-    if probs.min() < 0 or probs.max() > 1:
-        raise ValueError(f"probs must lie in [0, 1], got values in [{probs.min()}, {probs.max()}]")
-    sums = probs.sum(-1)
-    worst = int(np.argmax(np.abs(sums - 1)))
-    if abs(sums[worst] - 1) > PROB_SUM_TOLERANCE:
-        raise ValueError(f"each row of probs must sum to 1 (within {PROB_SUM_TOLERANCE}); row "
-                         f"{worst} sums to {sums[worst]} (logits or unnormalised scores?)")
-    return labels, probs

@@ -68,7 +68,7 @@ BAD_VALUES = [
     (["study", "nope"], "lrtdense study: error: argument STUDY: invalid choice: 'nope'"),
     (["reference", "nope"], "lrtdense reference: error: argument reference_command: invalid choice"),
     (["dem"], "lrtdense: error: argument COMMAND: invalid choice: 'dem' (choose from 'demo', "
-              "'reference', 'study')"),
+              "'reference', 'study', 'bench')"),
 ]
 
 
