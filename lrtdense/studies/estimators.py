@@ -227,62 +227,106 @@ def gradient_variance(model, params, x, y, estimators=ESTIMATORS, *, rng, batch_
         param, or data that do not fit the model.
     """
     check_rng(rng)
-    estimators = tuple(estimators)
-    if not estimators:
-        raise ValueError("estimators must name at least one of " + str(ESTIMATORS))
-    for est in estimators:
-        estimator_records.get(est)
+    estimators = _checked_estimators(estimators)
     x = model.network.layers[0].check_input(x)
     model.check_params(params, x.shape[-1])
     model.check_data(x, y)
-    n = len(x)
-    num_examples = n if num_examples is None else positive_int(num_examples, "num_examples")
-    if batches is None:
-        batch_size = positive_int(batch_size, "batch_size", n)
-        num_draws = positive_int(num_draws, "num_draws")
-        if num_draws < 2:
-            raise ValueError(f"num_draws must be >= 2 (a variance needs two draws), got {num_draws}")
-        batches = [rng.choice(n, batch_size, replace=False) for _ in range(num_draws)]
-    else:
-        batches = [onp.asarray(b) for b in batches]
-        if len(batches) < 2:
-            raise ValueError(f"batches must hold at least 2 minibatches, got {len(batches)}")
-        batch_size = len(batches[0])
+    num_examples = len(x) if num_examples is None else positive_int(num_examples, "num_examples")
+    batches, batch_size = _minibatches(rng, len(x), batches, batch_size, num_draws)
     columns = _columns(model, params, wrt)
     seeds = onp.random.SeedSequence(rng.integers(2 ** 63, size=4)).spawn(len(ESTIMATORS))
-    g_fn = grad(data_term)
+    kernel_size = _kernel_sizes(model.network, x.shape[-1])
     variance, mean, entry_variance, seconds = {}, {}, {}, {}
-    kernel_size, n_in = {}, x.shape[-1]             # in * units: DenseVariational's kernel part
-    for name, layer in _layers(model.network):
-        kernel_size[name] = n_in * layer.units
-        n_in = layer.units
     for est in estimators:
         t0 = time.perf_counter()
         noise_rng = onp.random.default_rng(seeds[ESTIMATORS.index(est)])
-        count = 0
-        mu = {c: 0.0 for c in columns}
-        m2 = {c: 0.0 for c in columns}
-        for idx in batches:
-            xb = x[idx]
-            noise = sample_noise(est, model.network, noise_rng, xb.shape)
-            g = g_fn(params, model, xb, onp.asarray(y)[idx], noise, est, num_examples)
-            count += 1
-            for label, (layer, param, index) in columns.items():
-                value = onp.asarray(g["network"][layer][param], dtype=onp.float64)
-                if index == "kernel":
-                    value = value[:kernel_size[layer]]
-                delta = value - mu[label]
-                mu[label] = mu[label] + delta / count
-                m2[label] = m2[label] + delta * (value - mu[label])
-        entry_variance[est] = {c: m2[c] / (count - 1) for c in columns}
+        gradients = _gradients(est, model, params, x, y, batches, num_examples, noise_rng)
+        mean[est], entry_variance[est] = _welford(gradients, columns, kernel_size)
         variance[est] = {c: float(onp.mean(v)) for c, v in entry_variance[est].items()}
-        mean[est] = mu
         seconds[est] = time.perf_counter() - t0
         if progress is not None:
             progress(est, variance[est], seconds[est])
     return GradientVarianceTable(variance=variance, mean=mean, entry_variance=entry_variance,
                                  columns=columns, batch_size=batch_size, num_draws=len(batches),
                                  num_examples=num_examples, seconds=seconds)
+
+
+def _checked_estimators(estimators):
+    """``estimators`` as a non-empty tuple of known names; a ValueError otherwise."""
+    estimators = tuple(estimators)
+    if not estimators:
+        raise ValueError("estimators must name at least one of " + str(ESTIMATORS))
+    for est in estimators:
+        estimator_records.get(est)
+    return estimators
+
+
+def _minibatches(rng, n, batches, batch_size, num_draws):
+    """(the index arrays of the minibatches, one per draw; their size M): ``batches`` as given,
+    or ``num_draws`` minibatches of ``batch_size`` of the n examples without replacement, drawn
+    from ``rng``.
+
+    Raises:
+      ValueError: a size out of range, fewer than two draws.
+    """
+    if batches is not None:
+        batches = [onp.asarray(b) for b in batches]
+        if len(batches) < 2:
+            raise ValueError(f"batches must hold at least 2 minibatches, got {len(batches)}")
+        return batches, len(batches[0])
+    batch_size = positive_int(batch_size, "batch_size", n)
+    num_draws = positive_int(num_draws, "num_draws")
+    if num_draws < 2:
+        raise ValueError(f"num_draws must be >= 2 (a variance needs two draws), got {num_draws}")
+    return [rng.choice(n, batch_size, replace=False) for _ in range(num_draws)], batch_size
+
+
+def _kernel_sizes(network, input_dim):
+    """{layer name: in * units}, the size of the kernel part of ``DenseVariational``'s
+    posterior_constant (the ``wrt`` index "kernel")."""
+    kernel_size, n_in = {}, input_dim
+    for name, layer in _layers(network):
+        kernel_size[name] = n_in * layer.units
+        n_in = layer.units
+    return kernel_size
+
+
+def _gradients(estimator, model, params, x, y, batches, num_examples, noise_rng):
+    """Yields, draw by draw, the gradient of ``data_term`` (a params-shaped tree) on the
+    minibatch ``x[idx]``, ``y[idx]`` of each index array in ``batches``, with weight noise of
+    ``estimator`` drawn from ``noise_rng``."""
+    g_fn = grad(data_term)
+    for idx in batches:
+        xb = x[idx]
+        noise = sample_noise(estimator, model.network, noise_rng, xb.shape)
+        yield g_fn(params, model, xb, onp.asarray(y)[idx], noise, estimator, num_examples)
+
+
+def _welford(gradients, columns, kernel_size):
+    """The running mean and variance (Welford, in float64) of every entry of each column over
+    the ``gradients`` (at least 2).
+
+    Args:
+      gradients: an iterable of gradient trees (``_gradients``).
+      columns: {label: (layer name, param name, index)} (``_columns``).
+      kernel_size: ``_kernel_sizes``, for the index "kernel".
+    Returns:
+      ({label: the mean gradient}, {label: the per-entry unbiased variance (ddof=1)}), arrays
+      of each column's shape.
+    """
+    count = 0
+    mu = {c: 0.0 for c in columns}
+    m2 = {c: 0.0 for c in columns}
+    for g in gradients:
+        count += 1
+        for label, (layer, param, index) in columns.items():
+            value = onp.asarray(g["network"][layer][param], dtype=onp.float64)
+            if index == "kernel":
+                value = value[:kernel_size[layer]]
+            delta = value - mu[label]
+            mu[label] = mu[label] + delta / count
+            m2[label] = m2[label] + delta * (value - mu[label])
+    return mu, {c: m2[c] / (count - 1) for c in columns}
 
 
 def _columns(model, params, wrt):

@@ -132,7 +132,30 @@ def one_blas_thread():
 
 
 def _run(short, out, verbose, file, overrides):
-    stream = file or sys.stdout
+    s = _settings(short, overrides)
+    say = _printer(verbose, file or sys.stdout)
+    start = time.perf_counter()
+    x_tr, y_tr, x_te, y_te = load_digits_split(s["seed"], s["test_fraction"])
+    network = build_network(tuple(s["hidden"]), s["alpha"])
+    model = Model(network, CategoricalLikelihood())
+    checkpoints, accuracy = _train(model, s, (x_tr, y_tr), (x_te, y_te), say, start)
+    variance = _measure(model, checkpoints, x_tr, y_tr, s, say)
+    result = {"settings": s, "full": is_full_protocol(s), "variance": variance,
+              "accuracy": {c: accuracy[c] for c in ("early", "late")},
+              "num_train": len(x_tr), "layer_shapes": _layer_shapes(network, x_tr.shape[1]),
+              "seconds": time.perf_counter() - start, "files": []}
+    result["checks"] = check_bars(variance)
+    result["table"] = markdown_table(result)
+    say("")
+    say(result["table"])
+    if out:
+        result["files"] = _write(result, out, say)
+    return result
+
+
+def _settings(short, overrides):
+    """``SHORT`` or ``DEFAULTS`` with ``overrides`` on top; a ValueError for an unknown or
+    inconsistent setting."""
     s = {**(SHORT if short else DEFAULTS), **overrides}
     unknown = set(s) - set(DEFAULTS)
     if unknown:
@@ -142,18 +165,25 @@ def _run(short, out, verbose, file, overrides):
                          f"{s['late_epochs']}")
     if not 0 < s["alpha"] <= 1:
         raise ValueError(f"alpha must lie in (0, 1] (Kingma's cap), got {s['alpha']}")
+    return s
 
+
+def _printer(verbose, stream):
+    """``say(text)``: prints a line to ``stream`` at once when ``verbose``, else nothing."""
     def say(text):
         if verbose:
             print(text, file=stream, flush=True)
+    return say
 
-    start = time.perf_counter()
-    x_tr, y_tr, x_te, y_te = load_digits_split(s["seed"], s["test_fraction"])
-    network = build_network(tuple(s["hidden"]), s["alpha"])
-    model = Model(network, CategoricalLikelihood())
+
+def _train(model, s, train, test, say, start):
+    """Trains ``model`` from its seeded init with LRT and Adam (log alpha frozen) for
+    ``s["late_epochs"]`` epochs on ``train`` = (x, y). Returns ({"early", "late": a copy of the
+    params at that checkpoint}, {"early", "late": test accuracy in mean mode there})."""
+    (x_tr, y_tr), (x_te, y_te) = train, test
     rng = onp.random.default_rng(s["seed"])
     params = model.init(rng, x_tr.shape[1])
-    checkpoints = {}
+    checkpoints, accuracy = {}, {}
 
     def snapshot(epoch, p, history):
         if epoch + 1 in (s["early_epochs"], s["late_epochs"]):
@@ -162,13 +192,19 @@ def _run(short, out, verbose, file, overrides):
             acc = float(onp.mean(onp.argmax(model.forward(p, x_te, mode="mean")[0], -1) == y_te))
             say(f"trained {epoch + 1} epochs with LRT ({time.perf_counter() - start:.1f}s): "
                 f"-ELBO/N {history['loss'][-1]:.4f}, test accuracy (mean mode) {acc:.4f}")
-            checkpoints[name + "_accuracy"] = acc
+            accuracy[name] = acc
 
     fit(model, params, x_tr, y_tr, rng=rng, epochs=s["late_epochs"],
         batch_size=s["train_batch_size"], verbose=False, callback=snapshot,
         optimizer=_freeze(adam(s["learning_rate"]), {"kernel_log_alpha"}))
+    return checkpoints, accuracy
 
-    wrt = {"top": (network.names[-1], "kernel_theta"), "bottom": (network.names[0], "kernel_theta")}
+
+def _measure(model, checkpoints, x_tr, y_tr, s, say):
+    """``gradient_variance`` of every estimator at each checkpoint, on the top and bottom
+    layers' kernel_theta. Returns {estimator: {(layer, checkpoint): variance}}."""
+    names = model.network.names
+    wrt = {"top": (names[-1], "kernel_theta"), "bottom": (names[0], "kernel_theta")}
     variance = {e: {} for e in ESTIMATORS}
     for c, checkpoint in enumerate(("early", "late")):
         def progress(estimator, v, seconds):
@@ -182,30 +218,26 @@ def _run(short, out, verbose, file, overrides):
         for estimator in ESTIMATORS:
             for label, value in table.variance[estimator].items():
                 variance[estimator][(label, checkpoint)] = value
+    return variance
 
-    result = {"settings": s, "full": is_full_protocol(s), "variance": variance,
-              "accuracy": {c: checkpoints[c + "_accuracy"] for c in ("early", "late")},
-              "num_train": len(x_tr), "layer_shapes": _layer_shapes(network, x_tr.shape[1]),
-              "seconds": time.perf_counter() - start, "files": []}
-    result["checks"] = check_bars(variance)
-    result["table"] = markdown_table(result)
-    say("")
-    say(result["table"])
-    if out:
-        os.makedirs(out, exist_ok=True)
-        table_name, plot_name = OUTPUT_FILES
-        table_path = os.path.join(out, table_name)
-        with open(table_path, "w") as f:
-            f.write(result["table"] + "\n")
-        result["files"].append(table_path)
-        png = plot(result, os.path.join(out, plot_name))
-        if png:
-            result["files"].append(png)
-        for path in result["files"]:
-            say(f"wrote {path}")
-        if not png:
-            say("matplotlib is not installed: no plot written (pip install 'lrtdense[examples]')")
-    return result
+
+def _write(result, out, say):
+    """Writes ``OUTPUT_FILES`` (the table; the plot when matplotlib is there) to ``out``, says
+    so, and returns the paths written."""
+    os.makedirs(out, exist_ok=True)
+    table_name, plot_name = OUTPUT_FILES
+    table_path = os.path.join(out, table_name)
+    with open(table_path, "w") as f:
+        f.write(result["table"] + "\n")
+    files = [table_path]
+    png = plot(result, os.path.join(out, plot_name))
+    if png:
+        files.append(png)
+    for path in files:
+        say(f"wrote {path}")
+    if not png:
+        say("matplotlib is not installed: no plot written (pip install 'lrtdense[examples]')")
+    return files
 
 
 def is_full_protocol(settings):
