@@ -131,6 +131,27 @@ def uci(data, datasets=None, splits=None, out=None, *, hidden=50, epochs=300, ba
                     num_samples=check_int(num_samples, "num_samples", 1),
                     initial_noise=check_float(initial_noise, "initial_noise", 0, open_low=True),
                     seed=check_int(seed, "seed", 0))
+    datasets, counts = _split_counts(data, datasets, splits)
+    kept = {}
+    if out is not None:
+        check_output_folder(out, RESULT_FILES)
+        kept = _finished_splits(out, counts, settings)
+    stream = file or sys.stdout
+    results = {}
+    for name in datasets:
+        rows = [_split_result(data, out, name, k, counts[name], settings, kept,
+                              stream if verbose else None) for k in range(counts[name])]
+        results[name] = {"splits": rows, "settings": settings,
+                         "summary": {m: _mean_se([r[m] for r in rows])
+                                     for m in ("rmse", "test_ll", "test_ll_gaussian")}}
+    if out is not None:
+        _write_atomic(os.path.join(out, "results.json"), json.dumps(results, indent=1))
+        _write_atomic(os.path.join(out, "results.md"), markdown(results))
+    return results
+
+
+def _split_counts(data, datasets, splits):
+    """(the data sets, {name: how many of its splits to run}); raises for a missing one."""
     if not os.path.isdir(data):
         raise ValueError(f"the data folder {data!r} does not exist")
     if datasets is None:
@@ -147,37 +168,26 @@ def uci(data, datasets=None, splits=None, out=None, *, hidden=50, epochs=300, ba
                              f"index_train_0.txt, ...)")
         counts[name] = available if splits is None else min(
             check_int(splits, "splits", 1), available)
-    kept = {}
-    if out is not None:
-        check_output_folder(out, RESULT_FILES)
-        kept = _finished_splits(out, counts, settings)
-    stream = file or sys.stdout
-    results = {}
-    for name in datasets:
-        rows = []
-        for k in range(counts[name]):
-            path = None if out is None else os.path.join(out, name, f"split_{k}.json")
-            if (name, k) in kept:
-                row, state = kept[name, k], "kept"
-            else:
-                rng = np.random.default_rng([settings["seed"], zlib.crc32(name.encode()), k])
-                row = run_split(*load_split(os.path.join(data, name), k), rng=rng,
-                                **{s: settings[s] for s in settings if s != "seed"})
-                row["settings"] = settings
-                if path is not None:
-                    _write_atomic(path, json.dumps(row, indent=1))
-                state = f"{row['train_seconds']:.1f}s"
-            rows.append(row)
-            if verbose:
-                print(f"{name} split {k + 1}/{counts[name]}: rmse {row['rmse']:.3f}  test ll "
-                      f"{row['test_ll']:.3f}  ({state})", file=stream, flush=True)
-        results[name] = {"splits": rows, "settings": settings,
-                         "summary": {m: _mean_se([r[m] for r in rows])
-                                     for m in ("rmse", "test_ll", "test_ll_gaussian")}}
-    if out is not None:
-        _write_atomic(os.path.join(out, "results.json"), json.dumps(results, indent=1))
-        _write_atomic(os.path.join(out, "results.md"), markdown(results))
-    return results
+    return datasets, counts
+
+
+def _split_result(data, out, name, k, count, settings, kept, stream):
+    """Split ``k``'s row: the kept one, or trained, scored and written (atomically) now."""
+    path = None if out is None else os.path.join(out, name, f"split_{k}.json")
+    if (name, k) in kept:
+        row, state = kept[name, k], "kept"
+    else:
+        rng = np.random.default_rng([settings["seed"], zlib.crc32(name.encode()), k])
+        row = run_split(*load_split(os.path.join(data, name), k), rng=rng,
+                        **{s: settings[s] for s in settings if s != "seed"})
+        row["settings"] = settings
+        if path is not None:
+            _write_atomic(path, json.dumps(row, indent=1))
+        state = f"{row['train_seconds']:.1f}s"
+    if stream is not None:
+        print(f"{name} split {k + 1}/{count}: rmse {row['rmse']:.3f}  test ll "
+              f"{row['test_ll']:.3f}  ({state})", file=stream, flush=True)
+    return row
 
 
 def markdown(results):

@@ -50,22 +50,19 @@ import math
 import autograd.numpy as anp
 import numpy as np
 from autograd import grad
-from scipy import special, stats
 
 from lrtdense import kernels, tree
 from lrtdense.reference.generation import model_from_meta
 from lrtdense.reference.report import Row
+from lrtdense.reference.statistical_rows import (ALPHA_PER_CASE, ALPHA_PER_RUN, CLT_FAMILIES,
+                                                 CLT_MARGIN, FAMILIES, MAX_CASES, covariance_row,
+                                                 family_alpha, kurtosis_row, mean_row,
+                                                 normality_row, row, variance_row, z_quantile)
 
 __all__ = ["eligible", "describe_eligible", "check", "moments", "expected_objective",
            "sample_keys", "sample_shapes", "ALPHA_PER_RUN", "ALPHA_PER_CASE", "MAX_CASES",
-           "MIN_SAMPLES", "FAMILIES"]
+           "MIN_SAMPLES", "FAMILIES", "CLT_FAMILIES", "CLT_MARGIN", "family_alpha"]
 
-ALPHA_PER_RUN = 1e-6
-MAX_CASES = 100                      # statistical cases one run can hold (the shipped set: fewer)
-ALPHA_PER_CASE = ALPHA_PER_RUN / MAX_CASES
-FAMILIES = ("mean", "variance", "covariance", "normality", "kurtosis", "quartic", "gradients")
-CLT_FAMILIES = ("covariance", "kurtosis", "quartic", "gradients")
-CLT_MARGIN = 10.0
 MIN_SAMPLES = 10000
 CLASSES = ("DenseLocalReparameterization", "DenseReparameterization", "DenseFlipout",
            "DenseVariationalDropout", "DenseSparseVariationalDropout")
@@ -101,12 +98,6 @@ def sample_shapes(inputs, expected):
                    for k, v in inputs.items() if k.startswith("params/")})
     shapes["samples/grads/x"] = inputs["x"].shape
     return shapes
-
-
-def family_alpha(family):
-    """The false-alarm budget of one family of tests in one case."""
-    alpha = ALPHA_PER_CASE / len(FAMILIES)
-    return alpha / CLT_MARGIN if family in CLT_FAMILIES else alpha
 
 
 # ----------------------------------------------------------------------------- the moments
@@ -150,24 +141,6 @@ def expected_objective(meta, params, x, g):
 
 
 # ----------------------------------------------------------------------------------- tests
-
-def _z(alpha, count):
-    """Two-sided normal quantile for ``count`` tests sharing ``alpha``."""
-    return float(stats.norm.isf(alpha / (2 * max(count, 1))))
-
-
-def _row(name, family, bad, worst, limit, note_ok, note_bad, index=""):
-    row = Row(name, f"samples: {family}")
-    row.max_abs = float(worst)
-    row.max_rel = float(worst / limit) if limit else float("nan")
-    row.worst = index
-    if bad:
-        row.note = note_bad
-    else:
-        row.status = "pass"
-        row.note = note_ok
-    return row
-
 
 def _finite(name, key, arr, shape):
     """A failing row if ``arr`` is not (S >= MIN_SAMPLES, *shape) of finite floats, else None."""
@@ -234,140 +207,12 @@ def _output_rows(name, meta, params, x, samples):
     dev = draws - mean
     # the live elements' draws standardized by the analytic moments: (S, number live)
     zstd = dev.reshape(s, n * u)[:, live.reshape(-1)] / np.sqrt(var.reshape(-1)[live.reshape(-1)])
-    return [_mean_row(name, draws, dev, mean, var, rtol),
-            _variance_row(name, draws, var),
-            _covariance_row(name, dev, cov, live),
-            _normality_row(name, zstd),
-            _kurtosis_row(name, zstd),
+    return [mean_row(name, draws, dev, mean, var, rtol),
+            variance_row(name, draws, var),
+            covariance_row(name, dev, cov, live),
+            normality_row(name, zstd),
+            kurtosis_row(name, zstd),
             _quartic_row(name, meta, params, dev, var, cov)]
-
-
-def _index(flat_position, shape):
-    """The (row, unit) index, as a string, of a position in an array of ``shape`` flattened."""
-    return str(tuple(int(i) for i in np.unravel_index(flat_position, shape)))
-
-
-def _mean_row(name, draws, dev, mean, var, rtol):
-    """Family 1: each live element's sample mean within z standard errors of ``mean``; each
-    element of variance 0 equal to its mean in every draw. draws, dev: (S, N, U), dev the draws
-    less ``mean``; mean, var: (N, U); rtol: the case dtype's relative rounding."""
-    s = draws.shape[0]
-    live = var > 0
-    z = _z(family_alpha("mean"), live.sum())
-    m_hat = draws.mean(0)
-    # the floor: the port's and this mean differ by rounding (10 * rtol of the case's scale), which
-    # matters only where sigma / sqrt(S) is below it; it can only lower the false-alarm rate
-    const_tol = 10 * rtol * (1 + np.max(np.abs(mean)))
-    zs = np.where(live, np.abs(m_hat - mean) / np.sqrt(np.where(live, var, 1) / s + const_tol ** 2),
-                  0.0)
-    const_err = np.where(live, 0.0, np.max(np.abs(dev), axis=0))
-    n_bad = int((zs > z).sum()) + int((const_err > const_tol).sum())
-    return _row(name, "mean", n_bad, zs.max(), z,
-                f"S={s}: worst |z| {zs.max():.2f} of {z:.2f}",
-                f"{int((zs > z).sum())} element means outside +-{z:.2f} standard errors of "
-                f"x @ loc + bias, {int((const_err > const_tol).sum())} zero-variance "
-                f"elements not constant (S={s}; worst |z| {zs.max():.3g})",
-                _index(int(np.argmax(zs)), zs.shape))
-
-
-def _variance_row(name, draws, var):
-    """Family 2: each live element's sample variance (ddof=1) within the chi-square(S - 1)
-    interval around ``var``, Bonferroni-split over the live elements. draws: (S, N, U); var:
-    (N, U)."""
-    s = draws.shape[0]
-    live = var > 0
-    a = family_alpha("variance")
-    k = max(int(live.sum()), 1)
-    lo = stats.chi2.ppf(a / (2 * k), s - 1) / (s - 1)
-    hi = stats.chi2.isf(a / (2 * k), s - 1) / (s - 1)
-    ratio = np.where(live, draws.var(0, ddof=1) / np.where(live, var, 1), 1.0)
-    n_bad = int(((ratio < lo) | (ratio > hi)).sum())
-    far = np.abs(np.log(ratio))
-    return _row(name, "variance", n_bad, np.abs(ratio - 1).max(), hi - 1,
-                f"variance ratios in [{ratio.min():.4f}, {ratio.max():.4f}] within "
-                f"[{lo:.4f}, {hi:.4f}]",
-                f"{n_bad} element variances outside the chi-square interval [{lo:.4f}, "
-                f"{hi:.4f}] x analytic (x*x) @ scale**2 (+ bias scale**2); ratios "
-                f"[{ratio.min():.4g}, {ratio.max():.4g}]", _index(int(np.argmax(far)), far.shape))
-
-
-def _live_covariance(cov, live):
-    """The analytic covariance matrix of the live elements, (L, L) in the order of their flat
-    positions in (N, U): cov (N, N, U) within each unit, 0 between units."""
-    n, u = live.shape
-    idx = np.flatnonzero(live.reshape(-1))
-    full = np.zeros((n * u, n * u))
-    for k_ in range(u):
-        rows_k = np.arange(n) * u + k_
-        full[np.ix_(rows_k, rows_k)] = cov[:, :, k_]
-    return full[np.ix_(idx, idx)]
-
-
-def _covariance_row(name, dev, cov, live):
-    """Family 3: the sample covariance (about the analytic means) of every pair of distinct
-    live elements within z standard errors (CLT over the S products) of the analytic one: in
-    the same unit ``cov``, across units 0. dev: (S, N, U), the draws less the analytic means;
-    cov: (N, N, U); live: (N, U) bool."""
-    s, n, u = dev.shape
-    flat_dev = dev.reshape(s, n * u)[:, live.reshape(-1)]
-    idx = np.flatnonzero(live.reshape(-1))
-    full = _live_covariance(cov, live)
-    iu = np.triu_indices(len(idx), 1)
-    if not len(iu[0]):
-        return _row(name, "covariance", 0, 0.0, 1.0, "one random element: no pairs", "")
-    prod = flat_dev[:, iu[0]] * flat_dev[:, iu[1]]
-    c_hat = prod.mean(0)
-    se = prod.std(0, ddof=1) / np.sqrt(s)
-    sd = np.sqrt(np.diag(full))
-    se = np.maximum(se, 1e-300)
-    zc = np.abs(c_hat - full[iu]) / se
-    z = _z(family_alpha("covariance"), len(zc))
-    corr = (c_hat - full[iu]) / (sd[iu[0]] * sd[iu[1]])
-    j = int(np.argmax(zc))
-    pair = (divmod(int(idx[iu[0][j]]), u), divmod(int(idx[iu[1][j]]), u))
-    return _row(name, "covariance", int((zc > z).sum()), zc.max(), z,
-                f"{len(zc)} pairs: worst |z| {zc.max():.2f} of {z:.2f}",
-                f"{int((zc > z).sum())} of {len(zc)} covariances between output "
-                f"elements off the analytic ones by more than {z:.2f} standard errors "
-                f"(worst: elements {pair[0]} and {pair[1]} (row, unit), correlation off "
-                f"by {corr[j]:+.3f}): noise shared across rows, or one weight draw "
-                f"for the batch where each example needs its own (or the reverse)?",
-                f"{pair[0]}-{pair[1]}")
-
-
-def _normality_row(name, zstd):
-    """Family 4: each live element's standardized draws against N(0, 1) by the KS distance,
-    rejected above the DKW-Massart bound. zstd: (S, number of live elements)."""
-    s, live_count = zstd.shape
-    k = max(live_count, 1)
-    d_max = math.sqrt(math.log(2 * k / family_alpha("normality")) / (2 * s))
-    srt = np.sort(zstd, axis=0)
-    cdf = special.ndtr(srt)
-    grid = np.arange(1, s + 1)[:, None] / s
-    d = (np.maximum(np.max(grid - cdf, axis=0), np.max(cdf - (grid - 1.0 / s), axis=0))
-         if live_count else np.zeros(1))
-    return _row(name, "normality", int((d > d_max).sum()), d.max(), d_max,
-                f"max KS distance {d.max():.4f} of {d_max:.4f} (DKW)",
-                f"{int((d > d_max).sum())} elements whose standardized draws are not N(0, 1): "
-                f"KS distance up to {d.max():.4f} > {d_max:.4f} (DKW bound; S={s})")
-
-
-def _kurtosis_row(name, zstd):
-    """Family 5, pooled kurtosis: the per-draw mean of z**4 over the live elements has mean 3;
-    its sample mean within z standard errors (CLT over the S draws). zstd: (S, number of live
-    elements)."""
-    s, live_count = zstd.shape
-    if not live_count:
-        return _row(name, "kurtosis", 0, 0.0, 1.0, "no random element", "")
-    t = np.mean(zstd ** 4, axis=1)
-    se = t.std(ddof=1) / math.sqrt(s)
-    zk = abs(t.mean() - 3.0) / se if se > 0 else (0.0 if t.mean() == 3.0 else math.inf)
-    z = _z(family_alpha("kurtosis"), 1)
-    return _row(name, "kurtosis", int(zk > z), zk, z,
-                f"mean z**4 {t.mean():.4f} (3 expected), |z| {zk:.2f} of {z:.2f}",
-                f"mean of z**4 over the standardized draws is {t.mean():.4f}, expected 3 "
-                f"for Gaussian noise (|z| {zk:.1f} > {z:.2f}): noise of the right "
-                f"variance but not normal?")
 
 
 def _quartic_row(name, meta, params, dev, var, cov):
@@ -381,7 +226,7 @@ def _quartic_row(name, meta, params, dev, var, cov):
     s, n, u = dev.shape
     live_rows = [i for i in range(n) if np.all(var[i] > 0)]
     if len(live_rows) < 2 or u < 2:
-        return _row(name, "quartic", 0, 0.0, 1.0, "needs 2 random rows and 2 units: not "
+        return row(name, "quartic", 0, 0.0, 1.0, "needs 2 random rows and 2 units: not "
                                                   "applicable", "")
     r = np.array(live_rows)
     zstd = dev[:, r, :] / np.sqrt(var[r])
@@ -392,8 +237,8 @@ def _quartic_row(name, meta, params, dev, var, cov):
     t = prod.reshape(s, -1).mean(1)
     want = float(np.mean(corr[i, j][:, k] * corr[i, j][:, k2]))
     zq = abs(t.mean() - want) / max(t.std(ddof=1) / math.sqrt(s), 1e-300)
-    z = _z(family_alpha("quartic"), 1)
-    return _row(name, "quartic", int(zq > z), zq, z,
+    z = z_quantile(family_alpha("quartic"), 1)
+    return row(name, "quartic", int(zq > z), zq, z,
                 f"pooled 4th moment {t.mean():+.4f} ({want:+.4f} expected), |z| {zq:.2f} of {z:.2f}",
                 f"joint 4th moments of pairs of rows and units average {t.mean():+.4f}, expected "
                 f"{want:+.4f} (|z| {zq:.1f} > {z:.2f}): rows not independent in the way the "
@@ -408,7 +253,7 @@ def _gradient_row(name, meta, params, x, g, grads):
         grad(lambda xx: expected_objective(meta, params, xx, g))(x), dtype=np.float64)
     rtol = {"float64": 1e-12, "float32": 2e-5}[meta["dtype"]]
     total = sum(v.size for v in analytic.values())
-    z = _z(family_alpha("gradients"), total)
+    z = z_quantile(family_alpha("gradients"), total)
     worst, worst_where, n_bad = 0.0, "", 0
     s = next(iter(grads.values())).shape[0]
     for key, want in analytic.items():
@@ -420,7 +265,7 @@ def _gradient_row(name, meta, params, x, g, grads):
         if zs.max() > worst:
             worst = float(zs.max())
             worst_where = f"{key[len('samples/grads/'):]}{tuple(int(i) for i in np.unravel_index(int(np.argmax(zs)), zs.shape))}"
-    return _row(name, "gradients", n_bad, worst, z,
+    return row(name, "gradients", n_bad, worst, z,
                 f"{total} gradient elements: worst |z| {worst:.2f} of {z:.2f}",
                 f"{n_bad} of {total} mean per-draw gradient elements off the gradient of the "
                 f"expected objective by more than {z:.2f} standard errors (worst {worst_where}, "

@@ -1,0 +1,177 @@
+"""The per-family tests of the statistical mode (``lrtdense.reference.statistical``): each
+family's row from the draws, at that family's share of the false-alarm budget.
+
+The budget: a run of at most MAX_CASES statistical cases fails a correct port with probability
+<= ALPHA_PER_RUN (union bound); each case has ALPHA_PER_CASE, split evenly over FAMILIES, and the
+families whose threshold rests on the central limit theorem (CLT_FAMILIES) run at 1 / CLT_MARGIN
+of their share (the module docstring of ``statistical`` argues each family's test).
+"""
+import math
+
+import numpy as np
+from scipy import special, stats
+
+from lrtdense.reference.report import Row
+
+__all__ = ["ALPHA_PER_RUN", "MAX_CASES", "ALPHA_PER_CASE", "FAMILIES", "CLT_FAMILIES",
+           "CLT_MARGIN", "family_alpha", "z_quantile", "row", "index_of", "mean_row",
+           "variance_row", "live_covariance", "covariance_row", "normality_row", "kurtosis_row"]
+
+ALPHA_PER_RUN = 1e-6
+MAX_CASES = 100                      # statistical cases one run can hold (the shipped set: fewer)
+ALPHA_PER_CASE = ALPHA_PER_RUN / MAX_CASES
+FAMILIES = ("mean", "variance", "covariance", "normality", "kurtosis", "quartic", "gradients")
+CLT_FAMILIES = ("covariance", "kurtosis", "quartic", "gradients")
+CLT_MARGIN = 10.0
+
+
+def family_alpha(family):
+    """The false-alarm budget of one family of tests in one case."""
+    alpha = ALPHA_PER_CASE / len(FAMILIES)
+    return alpha / CLT_MARGIN if family in CLT_FAMILIES else alpha
+
+
+def z_quantile(alpha, count):
+    """Two-sided normal quantile for ``count`` tests sharing ``alpha``."""
+    return float(stats.norm.isf(alpha / (2 * max(count, 1))))
+
+
+def row(name, family, bad, worst, limit, note_ok, note_bad, index=""):
+    row = Row(name, f"samples: {family}")
+    row.max_abs = float(worst)
+    row.max_rel = float(worst / limit) if limit else float("nan")
+    row.worst = index
+    if bad:
+        row.note = note_bad
+    else:
+        row.status = "pass"
+        row.note = note_ok
+    return row
+
+
+def index_of(flat_position, shape):
+    """The (row, unit) index, as a string, of a position in an array of ``shape`` flattened."""
+    return str(tuple(int(i) for i in np.unravel_index(flat_position, shape)))
+
+
+def mean_row(name, draws, dev, mean, var, rtol):
+    """Family 1: each live element's sample mean within z standard errors of ``mean``; each
+    element of variance 0 equal to its mean in every draw. draws, dev: (S, N, U), dev the draws
+    less ``mean``; mean, var: (N, U); rtol: the case dtype's relative rounding."""
+    s = draws.shape[0]
+    live = var > 0
+    z = z_quantile(family_alpha("mean"), live.sum())
+    m_hat = draws.mean(0)
+    # the floor: the port's and this mean differ by rounding (10 * rtol of the case's scale), which
+    # matters only where sigma / sqrt(S) is below it; it can only lower the false-alarm rate
+    const_tol = 10 * rtol * (1 + np.max(np.abs(mean)))
+    zs = np.where(live, np.abs(m_hat - mean) / np.sqrt(np.where(live, var, 1) / s + const_tol ** 2),
+                  0.0)
+    const_err = np.where(live, 0.0, np.max(np.abs(dev), axis=0))
+    n_bad = int((zs > z).sum()) + int((const_err > const_tol).sum())
+    return row(name, "mean", n_bad, zs.max(), z,
+                f"S={s}: worst |z| {zs.max():.2f} of {z:.2f}",
+                f"{int((zs > z).sum())} element means outside +-{z:.2f} standard errors of "
+                f"x @ loc + bias, {int((const_err > const_tol).sum())} zero-variance "
+                f"elements not constant (S={s}; worst |z| {zs.max():.3g})",
+                index_of(int(np.argmax(zs)), zs.shape))
+
+
+def variance_row(name, draws, var):
+    """Family 2: each live element's sample variance (ddof=1) within the chi-square(S - 1)
+    interval around ``var``, Bonferroni-split over the live elements. draws: (S, N, U); var:
+    (N, U)."""
+    s = draws.shape[0]
+    live = var > 0
+    a = family_alpha("variance")
+    k = max(int(live.sum()), 1)
+    lo = stats.chi2.ppf(a / (2 * k), s - 1) / (s - 1)
+    hi = stats.chi2.isf(a / (2 * k), s - 1) / (s - 1)
+    ratio = np.where(live, draws.var(0, ddof=1) / np.where(live, var, 1), 1.0)
+    n_bad = int(((ratio < lo) | (ratio > hi)).sum())
+    far = np.abs(np.log(ratio))
+    return row(name, "variance", n_bad, np.abs(ratio - 1).max(), hi - 1,
+                f"variance ratios in [{ratio.min():.4f}, {ratio.max():.4f}] within "
+                f"[{lo:.4f}, {hi:.4f}]",
+                f"{n_bad} element variances outside the chi-square interval [{lo:.4f}, "
+                f"{hi:.4f}] x analytic (x*x) @ scale**2 (+ bias scale**2); ratios "
+                f"[{ratio.min():.4g}, {ratio.max():.4g}]", index_of(int(np.argmax(far)), far.shape))
+
+
+def live_covariance(cov, live):
+    """The analytic covariance matrix of the live elements, (L, L) in the order of their flat
+    positions in (N, U): cov (N, N, U) within each unit, 0 between units."""
+    n, u = live.shape
+    idx = np.flatnonzero(live.reshape(-1))
+    full = np.zeros((n * u, n * u))
+    for k_ in range(u):
+        rows_k = np.arange(n) * u + k_
+        full[np.ix_(rows_k, rows_k)] = cov[:, :, k_]
+    return full[np.ix_(idx, idx)]
+
+
+def covariance_row(name, dev, cov, live):
+    """Family 3: the sample covariance (about the analytic means) of every pair of distinct
+    live elements within z standard errors (CLT over the S products) of the analytic one: in
+    the same unit ``cov``, across units 0. dev: (S, N, U), the draws less the analytic means;
+    cov: (N, N, U); live: (N, U) bool."""
+    s, n, u = dev.shape
+    flat_dev = dev.reshape(s, n * u)[:, live.reshape(-1)]
+    idx = np.flatnonzero(live.reshape(-1))
+    full = live_covariance(cov, live)
+    iu = np.triu_indices(len(idx), 1)
+    if not len(iu[0]):
+        return row(name, "covariance", 0, 0.0, 1.0, "one random element: no pairs", "")
+    prod = flat_dev[:, iu[0]] * flat_dev[:, iu[1]]
+    c_hat = prod.mean(0)
+    se = prod.std(0, ddof=1) / np.sqrt(s)
+    sd = np.sqrt(np.diag(full))
+    se = np.maximum(se, 1e-300)
+    zc = np.abs(c_hat - full[iu]) / se
+    z = z_quantile(family_alpha("covariance"), len(zc))
+    corr = (c_hat - full[iu]) / (sd[iu[0]] * sd[iu[1]])
+    j = int(np.argmax(zc))
+    pair = (divmod(int(idx[iu[0][j]]), u), divmod(int(idx[iu[1][j]]), u))
+    return row(name, "covariance", int((zc > z).sum()), zc.max(), z,
+                f"{len(zc)} pairs: worst |z| {zc.max():.2f} of {z:.2f}",
+                f"{int((zc > z).sum())} of {len(zc)} covariances between output "
+                f"elements off the analytic ones by more than {z:.2f} standard errors "
+                f"(worst: elements {pair[0]} and {pair[1]} (row, unit), correlation off "
+                f"by {corr[j]:+.3f}): noise shared across rows, or one weight draw "
+                f"for the batch where each example needs its own (or the reverse)?",
+                f"{pair[0]}-{pair[1]}")
+
+
+def normality_row(name, zstd):
+    """Family 4: each live element's standardized draws against N(0, 1) by the KS distance,
+    rejected above the DKW-Massart bound. zstd: (S, number of live elements)."""
+    s, live_count = zstd.shape
+    k = max(live_count, 1)
+    d_max = math.sqrt(math.log(2 * k / family_alpha("normality")) / (2 * s))
+    srt = np.sort(zstd, axis=0)
+    cdf = special.ndtr(srt)
+    grid = np.arange(1, s + 1)[:, None] / s
+    d = (np.maximum(np.max(grid - cdf, axis=0), np.max(cdf - (grid - 1.0 / s), axis=0))
+         if live_count else np.zeros(1))
+    return row(name, "normality", int((d > d_max).sum()), d.max(), d_max,
+                f"max KS distance {d.max():.4f} of {d_max:.4f} (DKW)",
+                f"{int((d > d_max).sum())} elements whose standardized draws are not N(0, 1): "
+                f"KS distance up to {d.max():.4f} > {d_max:.4f} (DKW bound; S={s})")
+
+
+def kurtosis_row(name, zstd):
+    """Family 5, pooled kurtosis: the per-draw mean of z**4 over the live elements has mean 3;
+    its sample mean within z standard errors (CLT over the S draws). zstd: (S, number of live
+    elements)."""
+    s, live_count = zstd.shape
+    if not live_count:
+        return row(name, "kurtosis", 0, 0.0, 1.0, "no random element", "")
+    t = np.mean(zstd ** 4, axis=1)
+    se = t.std(ddof=1) / math.sqrt(s)
+    zk = abs(t.mean() - 3.0) / se if se > 0 else (0.0 if t.mean() == 3.0 else math.inf)
+    z = z_quantile(family_alpha("kurtosis"), 1)
+    return row(name, "kurtosis", int(zk > z), zk, z,
+                f"mean z**4 {t.mean():.4f} (3 expected), |z| {zk:.2f} of {z:.2f}",
+                f"mean of z**4 over the standardized draws is {t.mean():.4f}, expected 3 "
+                f"for Gaussian noise (|z| {zk:.1f} > {z:.2f}): noise of the right "
+                f"variance but not normal?")
