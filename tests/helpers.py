@@ -68,3 +68,16 @@ def replay_completed_steps(model, params, x, y, steps_per_epoch, seed=1,
             idx = order[i * batch_size:(i + 1) * batch_size]
             state = step(state, x[idx], y[idx], rng)[0]
     return opt.get_params(state)
+
+
+def run_lrtdense(capsys, *argv):
+    """(exit code, stdout, stderr) of ``lrtdense ARGV`` run in this process, argparse's exits
+    caught; what was printed before is discarded first."""
+    from lrtdense import cli
+    capsys.readouterr()
+    try:
+        code = cli.main(list(argv))
+    except SystemExit as stop:
+        code = stop.code
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -10,16 +10,10 @@ import types
 import pytest
 
 from lrtdense import argtypes, cli, demo
+from helpers import run_lrtdense
 
 
-def run_cli(capsys, *argv):
-    """(exit code, stdout, stderr) of ``lrtdense ARGV`` run in this process."""
-    try:
-        code = cli.main(list(argv))
-    except SystemExit as exit:
-        code = exit.code
-    out, err = capsys.readouterr()
-    return code, out, err
+run_cli = run_lrtdense
 
 
 @pytest.fixture

@@ -9,22 +9,16 @@ import sys
 
 import pytest
 
-from lrtdense import argtypes, cli, demo
+from lrtdense import argtypes, demo
 from lrtdense.studies import variance
+from helpers import run_lrtdense
 
 NEEDS_GIT = pytest.mark.skipif(shutil.which("git") is None, reason="needs git to commit a file")
 COMMITTED = "is committed to git and is not written over; name another file (or move it away " \
             "first to replace it on purpose)"
 
 
-def run_cli(capsys, *argv):
-    """(exit code, stdout, stderr) of ``lrtdense ARGV`` run in this process."""
-    try:
-        code = cli.main(list(argv))
-    except SystemExit as exit:
-        code = exit.code
-    out, err = capsys.readouterr()
-    return code, out, err
+run_cli = run_lrtdense
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import pytest
 from lrtdense.reference import SHIPPED_MANIFEST_SHA256, default_dir, spec_path, store
 from lrtdense.reference.verify import UsageError, format_table, generate, run, verify
 from lrtdense.testing import reference_cases
+from helpers import run_lrtdense
 import spec_port
 
 REF = default_dir()
@@ -274,17 +275,7 @@ class Done:
 def cli(capsys):
     """``lrtdense reference ARGS`` in this process (the entry point's main; argparse's exits
     caught): returncode, stdout, stderr. test_cli_closed_pipe_is_quiet runs a real process."""
-    from lrtdense import cli as entry
-
-    def run(*args):
-        capsys.readouterr()
-        try:
-            code = entry.main(["reference", *args])
-        except SystemExit as stop:
-            code = stop.code
-        out, err = capsys.readouterr()
-        return Done(code, out, err)
-    return run
+    return lambda *args: Done(*run_lrtdense(capsys, "reference", *args))
 
 
 def test_cli_options_in_any_order_and_exit_codes(cli, good_results, tmp_path):

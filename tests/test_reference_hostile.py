@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 
 from lrtdense import bounded
-from lrtdense import cli as entry
 from lrtdense.reference import default_dir, store
 from lrtdense.reference import cli as reference_cli
 from lrtdense.reference import verify as verify_module
 from lrtdense.reference.verify import UsageError, generate, verify
 from lrtdense.testing import reference_cases
 import spec_port
+from helpers import run_lrtdense
 
 CASE = "lrt_64_basic"
 EXTRA_MB = 256          # the child's address space: its baseline after a benign verify + this
@@ -246,15 +246,7 @@ def test_wrong_shape_within_the_bound_is_still_compared(tmp_path):
 @pytest.fixture
 def cli(capsys):
     """``lrtdense reference ARGS`` in this process: (code, stdout, stderr)."""
-    def run(*args):
-        capsys.readouterr()
-        try:
-            code = entry.main(["reference", *args])
-        except SystemExit as stop:
-            code = stop.code
-        out, err = capsys.readouterr()
-        return code, out, err
-    return run
+    return lambda *args: run_lrtdense(capsys, "reference", *args)
 
 
 @pytest.mark.parametrize("kind", REFERENCE_KINDS)

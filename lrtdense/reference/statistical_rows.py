@@ -37,6 +37,8 @@ def z_quantile(alpha, count):
 
 
 def row(name, family, bad, worst, limit, note_ok, note_bad, index=""):
+    """The report row of one family's test: its worst statistic against its limit, failing with
+    ``note_bad`` if ``bad``, else passing with ``note_ok``."""
     row = Row(name, f"samples: {family}")
     row.max_abs = float(worst)
     row.max_rel = float(worst / limit) if limit else float("nan")
