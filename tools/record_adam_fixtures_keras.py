@@ -26,7 +26,7 @@ How to run
 ----------
 ::
 
-    TF_USE_LEGACY_KERAS=1 /work/venvs/tf/bin/python tools/record_adam_fixtures_keras.py [OUTDIR]
+    TF_USE_LEGACY_KERAS=1 .venv-tf/bin/python tools/record_adam_fixtures_keras.py [OUTDIR]
 
 (see tools/record_tfp_fixtures.py for creating the virtualenv).  OUTDIR
 defaults to ``tests/fixtures/adam``; ``--check`` re-records into a temporary

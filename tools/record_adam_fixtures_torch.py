@@ -56,9 +56,9 @@ Record (needs torch; about 10 s on 2 cores: three in-process Adam runs, two
 subprocesses re-running it with ATEN_CPU_CAPABILITY=default/avx2 for the
 JSON diagnostics, and the NumPy replay whose summary goes into the JSON)::
 
-    python3 -m venv /work/venvs/torch
-    PIP_FIND_LINKS=/opt/wheels /work/venvs/torch/bin/pip install torch==2.13.0 numpy
-    /work/venvs/torch/bin/python tools/record_adam_fixtures_torch.py [OUTDIR]
+    python3 -m venv .venv-torch
+    .venv-torch/bin/pip install torch==2.13.0 numpy
+    .venv-torch/bin/python tools/record_adam_fixtures_torch.py [OUTDIR]
 
 OUTDIR defaults to ``tests/fixtures/adam`` under the repository root.  The
 output is deterministic: re-running gives byte-identical files.

@@ -64,10 +64,10 @@ How to run
 From the repository root, with a virtualenv holding TensorFlow (not a
 dependency of lrtdense itself)::
 
-    python3 -m venv /work/venvs/tf
-    /work/venvs/tf/bin/pip install 'tensorflow-cpu==2.18.*' 'tf-keras==2.18.*' \
+    python3 -m venv .venv-tf
+    .venv-tf/bin/pip install 'tensorflow-cpu==2.18.*' 'tf-keras==2.18.*' \
         'tensorflow-probability==0.25.*'
-    TF_USE_LEGACY_KERAS=1 /work/venvs/tf/bin/python tools/record_tfp_fixtures.py [OUTDIR]
+    TF_USE_LEGACY_KERAS=1 .venv-tf/bin/python tools/record_tfp_fixtures.py [OUTDIR]
 
 OUTDIR defaults to ``tests/fixtures/tfp``.  ``--check`` records into a
 temporary directory and compares byte-for-byte with OUTDIR instead of writing.

@@ -160,8 +160,8 @@ How to run
 ----------
 From the repository root, with the TensorFlow virtualenv (not a dependency of lrtdense)::
 
-    TF_USE_LEGACY_KERAS=1 /work/venvs/tf/bin/python tools/record_tfp_on_reference.py [OUTDIR]
-    TF_USE_LEGACY_KERAS=1 /work/venvs/tf/bin/python tools/record_tfp_on_reference.py --priors [OUTDIR]
+    TF_USE_LEGACY_KERAS=1 .venv-tf/bin/python tools/record_tfp_on_reference.py [OUTDIR]
+    TF_USE_LEGACY_KERAS=1 .venv-tf/bin/python tools/record_tfp_on_reference.py --priors [OUTDIR]
 
 OUTDIR defaults to ``tests/fixtures/tfp_reference`` (``tests/fixtures/tfp_reference_priors`` with
 ``--priors``); a folder that already holds files is written only with ``--replace``. The
@@ -993,7 +993,7 @@ def main(argv):
     versions = {
         "versions": VERSIONS,
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "command": "TF_USE_LEGACY_KERAS=1 /work/venvs/tf/bin/python "
+        "command": "TF_USE_LEGACY_KERAS=1 .venv-tf/bin/python "
                    "tools/record_tfp_on_reference.py" + (" --priors" if priors else ""),
         "env": {"TF_USE_LEGACY_KERAS": os.environ.get("TF_USE_LEGACY_KERAS")},
         "reference_manifest_sha256": _sha256(os.path.join(REFERENCE, "manifest.json")),

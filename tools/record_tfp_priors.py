@@ -66,10 +66,10 @@ How to run
 From the repository root, with a virtualenv holding TensorFlow (never a dependency of
 lrtdense)::
 
-    python3 -m venv /work/venvs/tf
-    /work/venvs/tf/bin/pip install tensorflow-cpu==2.18.1 tf-keras==2.18.0 \
+    python3 -m venv .venv-tf
+    .venv-tf/bin/pip install tensorflow-cpu==2.18.1 tf-keras==2.18.0 \
         tensorflow-probability==0.25.0
-    TF_USE_LEGACY_KERAS=1 /work/venvs/tf/bin/python tools/record_tfp_priors.py [OUTDIR]
+    TF_USE_LEGACY_KERAS=1 .venv-tf/bin/python tools/record_tfp_priors.py [OUTDIR]
 
 ``--check`` records into a temporary directory and compares with OUTDIR: JSON equal, npz keys,
 dtypes and shapes equal, values within float64 1e-12 / float32 1e-5 of max|array| (float32
