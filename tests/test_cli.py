@@ -16,14 +16,6 @@ from helpers import run_lrtdense
 run_cli = run_lrtdense
 
 
-@pytest.fixture
-def no_training(monkeypatch):
-    """Fails the test if the demo starts training (bad arguments must stop it before)."""
-    def fit(*args, **kwargs):
-        raise AssertionError("training started")
-    monkeypatch.setattr(demo, "fit", fit)
-
-
 BAD_VALUES = [
     (["demo", "--epochs", "-5"], "lrtdense demo: error: argument --epochs: expected an integer >= 1, got '-5'"),
     (["demo", "--epochs", "0"], "argument --epochs: expected an integer >= 1, got '0'"),
@@ -67,7 +59,7 @@ BAD_VALUES = [
 
 
 @pytest.mark.parametrize("argv,message", BAD_VALUES, ids=[" ".join(a) for a, _ in BAD_VALUES])
-def test_a_bad_value_is_one_line_and_exit_2(capsys, no_training, argv, message):
+def test_a_bad_value_is_one_line_and_exit_2(capsys, no_work, argv, message):
     code, out, err = run_cli(capsys, *argv)
     assert code == 2 and out == ""
     lines = err.splitlines()
@@ -90,7 +82,7 @@ BAD_FLAGS = [
 
 
 @pytest.mark.parametrize("argv,prog,message", BAD_FLAGS, ids=[" ".join(a) for a, _, _ in BAD_FLAGS])
-def test_a_bad_flag_prints_the_usage_of_its_own_subcommand(capsys, no_training, argv, prog, message):
+def test_a_bad_flag_prints_the_usage_of_its_own_subcommand(capsys, no_work, argv, prog, message):
     code, out, err = run_cli(capsys, *argv)
     assert code == 2 and out == ""
     assert err.startswith(f"usage: {prog} ") and err.splitlines()[-1] == f"{prog}: error: {message}", err
@@ -126,7 +118,7 @@ def test_help_shows_the_defaults(capsys):
     assert code == 0 and out.startswith("lrtdense ")
 
 
-def test_output_is_checked_before_training(tmp_path, no_training):
+def test_output_is_checked_before_training(tmp_path, no_work):
     with pytest.raises(ValueError, match="does not exist"):
         demo.run(output=str(tmp_path / "missing" / "plot.png"), verbose=False)
     with pytest.raises(ValueError, match="is a folder"):
@@ -134,7 +126,7 @@ def test_output_is_checked_before_training(tmp_path, no_training):
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
-def test_a_read_only_folder_is_refused(tmp_path, capsys, no_training):
+def test_a_read_only_folder_is_refused(tmp_path, capsys, no_work):
     folder = tmp_path / "ro"
     folder.mkdir()
     folder.chmod(0o500)

@@ -22,15 +22,6 @@ run_cli = run_lrtdense
 
 
 @pytest.fixture
-def no_work(monkeypatch):
-    """Fails the test if the demo trains or the study starts (a bad path must stop them before)."""
-    def fail(*args, **kwargs):
-        raise AssertionError("the work started")
-    monkeypatch.setattr(demo, "fit", fail)
-    monkeypatch.setattr(variance, "_run", fail)
-
-
-@pytest.fixture
 def repo(tmp_path):
     """A git repository in tmp_path with a committed plot and a committed file of the study."""
     def git(*args):
