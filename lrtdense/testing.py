@@ -15,62 +15,14 @@ A ``ReferenceCase`` exposes the JSON metadata (``meta``, ``model``: {"class_name
 AssertionError whose message reports, per failing quantity, the max abs / rel error, the number of
 failing elements and the worst elements with their reference and port values.
 """
-import dataclasses
-
 import numpy as np
 
-from lrtdense import tree
 from lrtdense.reference import default_dir, store
+from lrtdense.reference.reference_case import ReferenceCase
 from lrtdense.reference.report import compare
 from lrtdense.reference.verify import select_cases
 
 __all__ = ["reference_cases", "assert_case", "ReferenceCase"]
-
-
-@dataclasses.dataclass
-class ReferenceCase:
-    name: str
-    meta: dict
-    inputs: dict
-    expected: dict
-
-    def __str__(self):
-        return self.name
-
-    @property
-    def dtype(self):
-        """The case's dtype, "float32" or "float64"."""
-        return self.meta["dtype"]
-
-    @property
-    def model(self):
-        """The case's model config (a network case), or None for a single layer."""
-        return self.meta.get("model")
-
-    @property
-    def x(self):
-        """The input array (..., in), or None."""
-        return self.inputs.get("x")
-
-    @property
-    def g(self):
-        """The upstream cotangent of the outputs (the g of sum(g * outputs)), or None."""
-        return self.inputs.get("g")
-
-    @property
-    def params(self):
-        """The params, as a (nested) dict of arrays with TFP's names."""
-        return tree.unflatten(self.inputs, "params")
-
-    @property
-    def noise(self):
-        """Every random draw of the case, as a (nested) dict of arrays."""
-        return tree.unflatten(self.inputs, "noise")
-
-    @property
-    def tolerances(self):
-        """The per-quantity tolerances stored beside the case."""
-        return self.meta["tolerances"]
 
 
 def reference_cases(*patterns, root=None, check=True):

@@ -651,6 +651,39 @@ def write_results(outdir, reference=DEFAULT_REFERENCE, patterns=None, broken=Non
     return names
 
 
+# ------------------------------------------------------------------ the conformance-kit adapter
+
+class Adapter:
+    """This port as an adapter of ``lrtdense.conformance`` (duck-typed: nothing of lrtdense is
+    imported), so the kit drives it in process, with no result files:
+
+        pytest --lrtdense-port=examples/ports/jax_port.py:Adapter
+        lrtdense reference verify --port examples/ports/jax_port.py:Adapter
+
+    It implements every family, quantity and dtype (``implements = None``); a port in progress
+    declares what it has, e.g. ``implements = {"families": ["lrt"], "quantities": ["outputs/*",
+    "kl/*"]}`` (see ``partial_port.py``). ``broken`` injects one of ``BROKEN``'s bugs.
+    """
+    name = "jax_port (JAX)"
+    implements = None
+
+    def __init__(self, broken=None):
+        if broken not in BROKEN:
+            raise ValueError(f"broken must be one of {BROKEN}")
+        self.broken = broken
+
+    def compute(self, case):
+        """Every expected quantity of ``case`` (anything with ``meta`` and ``inputs``)."""
+        return run_case(case.meta, case.inputs, self.broken)
+
+    def sample(self, case, draws, seed):
+        """SPEC §7: the deterministic quantities and ``draws`` sample-mode calls' samples."""
+        results = run_case(case.meta, case.inputs, self.broken)
+        results.update(sample_statistical(case.meta, case.inputs, draws,
+                                          case_seed(seed, case.name), self.broken))
+        return results
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("outdir", help="results directory (one <case>.npz per case)")

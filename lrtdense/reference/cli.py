@@ -1,6 +1,7 @@
 """lrtdense reference: the golden-value oracle for ports (read SPEC.md: `lrtdense reference spec`).
 
-  lrtdense reference verify RESULTS [--cases GLOB] [--statistical] [--markdown FILE]
+  lrtdense reference verify RESULTS [--cases GLOB] [--families GLOB] [--quantities GLOB]
+                            [--statistical] [--reference DIR [--allow-unshipped]] [--markdown FILE]
                                                 check a port's results; print a table
   lrtdense reference list [GLOB ...]            the cases (dtype, kind, description)
   lrtdense reference path                       where the shipped reference set is
@@ -13,17 +14,18 @@ Exit codes: 0 every row passed; 1 a quantity failed or is missing; 2 a usage err
 value, results folder missing, a --markdown file that cannot be written (checked before the
 work), a pattern matching no case, no case eligible for --statistical, a folder generate will not
 write into); 3 the reference set is missing, corrupt, tampered with, inconsistent or larger than
-its bounds (SPEC.md section 6). Every error is one line on stderr, never a traceback.
+its bounds (SPEC.md section 6); 4 every row passed, but against a reference set (--reference)
+that is not the one shipped with this lrtdense (--allow-unshipped: 0). Every error is one line on stderr, never a traceback.
 """
 import os
 import sys
 
 from lrtdense import argtypes
 from lrtdense.cli import ArgumentParser
-from lrtdense.reference import default_dir, spec_path, store
+from lrtdense.reference import default_dir, families, spec_path, store
 from lrtdense.reference.verify import (UsageError, format_table, generate, run, select_cases)
 
-EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_REFERENCE = 0, 1, 2, 3
+EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_REFERENCE, EXIT_UNSHIPPED = 0, 1, 2, 3, 4
 
 
 def _patterns(values):
@@ -44,7 +46,11 @@ def add_arguments(parser):
     v = sub.add_parser("verify", help="verify a port's results against the reference",
                        description="Compare a port's results with the reference set and print "
                                    "one row per case and quantity (SPEC.md section 6).")
-    v.add_argument("results", help="folder with <case>.npz (or <case>/<key>.npy) per case")
+    v.add_argument("results", nargs="?", default=None,
+                   help="folder with <case>.npz (or <case>/<key>.npy) per case")
+    v.add_argument("--port", default=None, metavar="MODULE:ADAPTER",
+                   help="instead of RESULTS: run a Python port's adapter in process "
+                        "('pkg.module:Adapter' or 'path/to/port.py:Adapter'; lrtdense.conformance)")
     v.add_argument("--reference", default=None, metavar="DIR",
                    help="a reference set of your own (default: the shipped set, "
                         "`lrtdense reference path`)")
@@ -54,6 +60,17 @@ def add_arguments(parser):
     v.add_argument("--statistical", action="store_true",
                    help="for ports that cannot inject noise: check samples/* against the analytic "
                         "moments, joint structure and gradients (SPEC.md section 7)")
+    v.add_argument("--families", action="append", default=None, metavar="GLOB",
+                   help="the families the port implements (lrt, reparam, flipout, vdrop, sparsevd, "
+                        "network, priors, dv, train, adam; globs, repeated or comma-separated): "
+                        "the others are reported as not implemented, not as failures")
+    v.add_argument("--quantities", action="append", default=None, metavar="GLOB",
+                   help="the quantities the port implements, e.g. 'outputs/*,kl/*' (globs on the "
+                        "expected keys; statistical rows are 'samples/*'): the others are "
+                        "reported as not implemented")
+    v.add_argument("--allow-unshipped", action="store_true",
+                   help="with --reference: exit 0 when every row passes against a set that is not "
+                        "the one shipped with lrtdense (without it, that is exit 4)")
     v.add_argument("--markdown", default=None, metavar="FILE", type=argtypes.output_file(),
                    help="also write the table to this file (checked before the work: its folder "
                         "exists and takes files, and it is not a file git tracks)")
@@ -87,6 +104,20 @@ def _emit(text):
         os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush stays quiet
         return False
     return True
+
+
+def _adapter_results(spec):
+    """The results of the adapter ``spec`` (``lrtdense.conformance``), limited to what it
+    declares it implements."""
+    from lrtdense.conformance.harness import load_adapter, results_of
+    try:
+        adapter = load_adapter(spec)
+        declared = families.Selection.from_declaration(getattr(adapter, "implements", None))
+    except ValueError as err:
+        raise UsageError(f"--port: {err}") from None
+    results = results_of(adapter)
+    results.selection = declared
+    return results
 
 
 def _error(message, code):
@@ -135,9 +166,20 @@ def _main(args):
             lines.append(f"{name:40s} {meta['dtype']:8s} {meta['kind']:17s} {meta['description']}")
         _emit("\n".join(lines))
         return EXIT_PASS
-    if not os.path.isdir(args.results):
+    if (args.results is None) == (args.port is None):
+        raise UsageError("verify needs a results folder or --port MODULE:ADAPTER (one of them)")
+    results = args.results
+    if args.port is not None:
+        results = _adapter_results(args.port)
+    elif not os.path.isdir(args.results):
         raise UsageError(f"results folder {args.results!r} does not exist")
-    report = run(reference, args.results, _patterns(args.cases), args.statistical)
+    try:
+        selection = families.Selection(args.families, args.quantities)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    if args.port is not None:
+        selection = results.selection & selection
+    report = run(reference, results, _patterns(args.cases), args.statistical, selection)
     table = format_table(report.rows, report.notes)
     if args.markdown:
         try:
@@ -147,4 +189,6 @@ def _main(args):
             raise UsageError(f"--markdown {args.markdown!r} could not be written "
                              f"({err.strerror or err})") from None
     _emit(table)
-    return EXIT_PASS if report.passed else EXIT_FAIL
+    if not report.passed:
+        return EXIT_FAIL
+    return EXIT_PASS if report.shipped or args.allow_unshipped else EXIT_UNSHIPPED

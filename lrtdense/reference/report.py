@@ -8,24 +8,37 @@ import dataclasses
 
 import numpy as np
 
-__all__ = ["Row", "compare", "ulp_distance", "format_table"]
+__all__ = ["Row", "PASS", "FAIL", "NOT_IMPLEMENTED", "compare", "ulp_distance", "format_table",
+           "totals_line"]
+
+
+PASS, FAIL, NOT_IMPLEMENTED = "pass", "FAIL", "not implemented"
 
 
 @dataclasses.dataclass
 class Row:
+    """One case and quantity: its errors, its verdict (``status``: "pass", "FAIL" or "not
+    implemented", a quantity outside what the port declares) and why (``note``)."""
     case: str
     quantity: str
     max_abs: float = float("nan")
     max_rel: float = float("nan")
     ulps: float = float("nan")
     worst: str = ""
-    status: str = "FAIL"
+    status: str = FAIL
     note: str = ""
+    family: str = ""
+    tolerance: dict = None
 
     @property
     def passed(self):
         """True when this row's quantity is within its tolerance."""
-        return self.status == "pass"
+        return self.status == PASS
+
+    @property
+    def failed(self):
+        """True when this row's quantity is wrong, missing or unreadable."""
+        return self.status == FAIL
 
 
 def ulp_distance(a, b):
@@ -51,7 +64,7 @@ def compare(case, quantity, got, ref, tol):
     ``got`` must have ``ref``'s shape and dtype (float32 results in a float64 case fail, naming
     both dtypes: they would hide what float32 rounding does, or lose what float64 must hold).
     """
-    row = Row(case, quantity)
+    row = Row(case, quantity, tolerance=dict(tol))
     got = np.asarray(got)
     if got.shape != ref.shape:
         row.note = f"shape {got.shape}, expected {ref.shape}"
@@ -85,7 +98,7 @@ def compare(case, quantity, got, ref, tol):
     if notes:
         row.note = "; ".join(notes)
     else:
-        row.status = "pass"
+        row.status = PASS
     return row
 
 
@@ -95,10 +108,19 @@ def format_table(rows, notes=()):
     lines = [f"note: {n}" for n in notes] + ([""] if notes else []) + [head,
                                                                        "|---|---|---:|---:|---:|---|---|"]
     for r in rows:
+        if r.status == NOT_IMPLEMENTED:
+            continue
         ulps = "" if np.isnan(r.ulps) else f"{r.ulps:.0f}"
         lines.append(f"| {r.case} | {r.quantity} | {r.max_abs:.3g} | {r.max_rel:.3g} | {ulps} | "
                      f"{r.worst} | {'pass' if r.passed else 'FAIL: ' + r.note} |")
-    failed = sum(not r.passed for r in rows)
     lines.append("")
-    lines.append(f"{len(rows) - failed} passed, {failed} failed")
+    lines.append(totals_line(rows))
     return "\n".join(lines)
+
+
+def totals_line(rows):
+    """"N passed, M failed" (and ", K not implemented" when a port declared less than all)."""
+    failed = sum(r.failed for r in rows)
+    missing = sum(r.status == NOT_IMPLEMENTED for r in rows)
+    return (f"{sum(r.passed for r in rows)} passed, {failed} failed"
+            + (f", {missing} not implemented" if missing else ""))

@@ -27,12 +27,13 @@ from lrtdense import tree
 from lrtdense.bounded import short
 from lrtdense.reference import SHIPPED_MANIFEST_SHA256, default_dir
 from lrtdense.reference import cases as _cases
-from lrtdense.reference import generation
+from lrtdense.reference import families, generation
 from lrtdense.reference import statistical as _statistical
 from lrtdense.reference import results as port_results, store
-from lrtdense.reference.report import Row, compare, format_table
+from lrtdense.reference.reference_case import ReferenceCase
+from lrtdense.reference.report import NOT_IMPLEMENTED, Row, compare, format_table
 
-__all__ = ["generate", "verify", "run", "Report", "Row", "compare", "format_table",
+__all__ = ["generate", "verify", "run", "case_rows", "read_checked_case", "Report", "Row", "compare", "format_table",
            "select_cases", "statistical_cases", "UsageError"]
 
 PIN_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pin.py")
@@ -191,15 +192,17 @@ def select_cases(names, patterns):
 
 @dataclasses.dataclass
 class Report:
-    """What ``run`` found: ``rows`` (one per case and quantity) and ``notes`` (lines about the
-    reference set itself, printed above the table)."""
+    """What ``run`` found: ``rows`` (one per case and quantity), ``notes`` (lines about the
+    reference set itself, printed above the table) and ``shipped`` (False when the reference set
+    is not the one shipped with this lrtdense: ``verify`` then exits 4 unless --allow-unshipped)."""
     rows: list
     notes: list
+    shipped: bool = True
 
     @property
     def passed(self):
-        """True when every row passed."""
-        return bool(self.rows) and all(r.passed for r in self.rows)
+        """True when no row failed and at least one passed."""
+        return any(r.passed for r in self.rows) and not any(r.failed for r in self.rows)
 
 
 def _provenance(ref):
@@ -254,9 +257,18 @@ def _check_case(meta, expected, name):
                                        f"SPEC §4 allows ({rule[key]})")
 
 
-def run(reference_root, results_root, patterns=None, statistical=False):
+def run(reference_root, results, patterns=None, statistical=False, selection=None):
     """Validates the reference set and compares a port's results with it. Returns a Report.
 
+    Args:
+      reference_root: the reference folder.
+      results: the port's results folder, or a callable ``results(case, statistical) -> dict``
+        (key -> array) given a ``ReferenceCase`` (``lrtdense.conformance`` drives an adapter this
+        way); it may raise ``ResultsError`` (a failing row naming the case).
+      patterns: case-sensitive globs of the cases to check (None: all).
+      statistical: the statistical mode (``lrtdense.reference.statistical``).
+      selection: what the port implements (``lrtdense.reference.families.Selection``): rows
+        outside it are "not implemented", and their results are not read.
     Raises:
       ReferenceError: the reference set is missing, corrupt or inconsistent, or it is the
         installed set and its manifest differs from the pinned sha256.
@@ -268,21 +280,36 @@ def run(reference_root, results_root, patterns=None, statistical=False):
             f"the installed reference set {ref.root} was modified: its manifest.json has sha256 "
             f"{ref.manifest_sha256}, lrtdense pins {SHIPPED_MANIFEST_SHA256} (reinstall lrtdense)")
     notes = [] if ref.installed else _provenance(ref)
+    source = results if callable(results) else _folder_source(results)
     names = select_cases(ref.names, patterns)
     rows, eligible = [], 0
     for name in names:  # one case in memory at a time
-        meta, inputs, expected = store.read_case(ref, name)
-        if statistical and not _statistical.eligible(meta):
+        case = read_checked_case(ref, name, statistical)
+        if case is None:
             continue
         eligible += 1
-        _check_case(meta, expected, name)
-        if statistical:
-            _check_statistical_case(name, meta, inputs, expected)
-        rows.extend(_case_rows(name, meta, inputs, expected, results_root, statistical))
+        rows.extend(case_rows(case, source, statistical, selection or families.ALL))
     if statistical and not eligible:
         raise UsageError(f"none of the {len(names)} selected cases supports the statistical "
                          f"mode; eligible: {_statistical.describe_eligible()}")
-    return Report(rows, notes)
+    return Report(rows, notes, ref.shipped)
+
+
+def read_checked_case(ref, name, statistical=False):
+    """Case ``name`` of the open reference set ``ref`` as a ReferenceCase, its consistency checked
+    (dtypes, tolerances; in statistical mode that its model fits its params), or None in
+    statistical mode for a case that is not eligible.
+
+    Raises:
+      ReferenceError: the case is corrupt or inconsistent.
+    """
+    case = ReferenceCase(name, *store.read_case(ref, name))
+    if statistical and not _statistical.eligible(case.meta):
+        return None
+    _check_case(case.meta, case.expected, name)
+    if statistical:
+        _check_statistical_case(name, case.meta, case.inputs, case.expected)
+    return case
 
 
 def _check_statistical_case(name, meta, inputs, expected):
@@ -309,27 +336,64 @@ def _check_statistical_case(name, meta, inputs, expected):
                                        f"{layer.dtype}: the reference set is corrupt")
 
 
-def _case_rows(name, meta, inputs, expected, results_root, statistical):
-    """The rows of one case: its results read within ``port_results.result_bounds``, then compared."""
-    samples = _statistical.sample_shapes(inputs, expected) if statistical else None
+def _folder_source(results_root):
+    """``results(case, statistical)`` reading ``RESULTS/<case>.npz`` or ``RESULTS/<case>/`` within
+    ``port_results.result_bounds``."""
+    def results(case, statistical):
+        samples = (_statistical.sample_shapes(case.inputs, case.expected) if statistical
+                   else None)
+        found = port_results.load_results(
+            results_root, case.name, port_results.result_bounds(case.expected, samples))
+        if not found:
+            raise port_results.ResultsError(f"no results for this case in {results_root}")
+        return found
+    return results
+
+
+def case_rows(case, source, statistical=False, selection=families.ALL):
+    """The rows of one case (a ReferenceCase): what ``selection`` covers compared with what
+    ``source(case, statistical)`` returns, the rest "not implemented". A ResultsError from the
+    source is one failing row (quantity "*")."""
+    name, meta, expected = case.name, case.meta, case.expected
     try:
-        results = port_results.load_results(
-            results_root, name, port_results.result_bounds(expected, samples))
-    except port_results.ResultsError as err:
-        return [Row(name, "*", note=str(err))]
-    if not results:
-        return [Row(name, "*", note=f"no results for this case in {results_root}")]
-    rows, keys = [], list(expected)
+        family = families.family_of(meta)
+    except ValueError as err:
+        raise store.ReferenceError(str(err)) from None
+    keys = list(expected)
     if statistical:
-        rows, keys = _statistical.check(name, meta, inputs, expected, results)
-    for key in keys:
-        if key not in results:
-            rows.append(Row(name, key, note="missing from the port's results"))
-        else:
-            rows.append(compare(name, key, results[key], expected[key], meta["tolerances"][key]))
+        keys = ["samples/*"] + [k for k in keys if k.startswith("outputs/") and k != "outputs/sample"
+                                or k.startswith("kl/")]
+    wanted = [k for k in keys if selection.covers_case(family, meta["dtype"])
+              and selection.covers_quantity(k)]
+    rows = [Row(name, k, status=NOT_IMPLEMENTED) for k in keys if k not in wanted]
+    if wanted:
+        try:
+            results = source(case, statistical)
+        except port_results.ResultsError as err:
+            results, rows = None, rows + [Row(name, "*", note=str(err))]
+        if results is not None:
+            rows.extend(_compare_case(case, results, statistical, wanted))
+    for r in rows:
+        r.family = family
     return rows
 
 
-def verify(reference_root, results_root, patterns=None, statistical=False):
+def _compare_case(case, results, statistical, wanted):
+    """The compared rows of ``wanted`` keys ("samples/*": the statistical families' rows)."""
+    name, rows = case.name, []
+    if statistical and "samples/*" in wanted:
+        rows, _ = _statistical.check(name, case.meta, case.inputs, case.expected, results)
+    for key in wanted:
+        if key == "samples/*":
+            continue
+        if key not in results:
+            rows.append(Row(name, key, note="missing from the port's results"))
+        else:
+            rows.append(compare(name, key, results[key], case.expected[key],
+                                case.meta["tolerances"][key]))
+    return rows
+
+
+def verify(reference_root, results, patterns=None, statistical=False, selection=None):
     """``run(...).rows``: the table's rows (see ``run``)."""
-    return run(reference_root, results_root, patterns, statistical).rows
+    return run(reference_root, results, patterns, statistical, selection).rows
