@@ -74,7 +74,7 @@ BAD_FLAGS = [
     (["study", "variance", "--bogus"], "lrtdense study variance", "unrecognized arguments: --bogus"),
     (["study"], "lrtdense study", "the following arguments are required: STUDY"),
     (["reference", "verify"], "lrtdense reference verify",
-     "the following arguments are required: results"),
+     "one of the arguments results --port is required"),
     (["reference", "list", "--bogus"], "lrtdense reference list", "unrecognized arguments: --bogus"),
     ([], "lrtdense", "the following arguments are required: COMMAND"),
     (["--bogus", "demo"], "lrtdense", "unrecognized arguments: --bogus"),

@@ -46,11 +46,12 @@ def add_arguments(parser):
     v = sub.add_parser("verify", help="verify a port's results against the reference",
                        description="Compare a port's results with the reference set and print "
                                    "one row per case and quantity (SPEC.md section 6).")
-    v.add_argument("results", nargs="?", default=None,
-                   help="folder with <case>.npz (or <case>/<key>.npy) per case")
-    v.add_argument("--port", default=None, metavar="MODULE:ADAPTER",
-                   help="instead of RESULTS: run a Python port's adapter in process "
-                        "('pkg.module:Adapter' or 'path/to/port.py:Adapter'; lrtdense.conformance)")
+    what = v.add_mutually_exclusive_group(required=True)
+    what.add_argument("results", nargs="?", default=None,
+                      help="folder with <case>.npz (or <case>/<key>.npy) per case")
+    what.add_argument("--port", default=None, metavar="MODULE:ADAPTER",
+                      help="instead of RESULTS: run a Python port's adapter in process "
+                           "('pkg.module:Adapter' or 'path/to/port.py:Adapter'; lrtdense.conformance)")
     v.add_argument("--reference", default=None, metavar="DIR",
                    help="a reference set of your own (default: the shipped set, "
                         "`lrtdense reference path`)")
@@ -166,8 +167,6 @@ def _main(args):
             lines.append(f"{name:40s} {meta['dtype']:8s} {meta['kind']:17s} {meta['description']}")
         _emit("\n".join(lines))
         return EXIT_PASS
-    if (args.results is None) == (args.port is None):
-        raise UsageError("verify needs a results folder or --port MODULE:ADAPTER (one of them)")
     results = args.results
     if args.port is not None:
         results = _adapter_results(args.port)
