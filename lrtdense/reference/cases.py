@@ -16,15 +16,16 @@ Kinds (SPEC.md section 5): ``layer`` and ``network`` (TFP's estimators; recorded
 softplus's middle branch, or shaped for the statistical mode; same schema as ``layer``, not part
 of that recording), ``dropout`` (the variational dropout layers, single or stacked), ``training``
 (k steps of minibatch training from a given order, noise and KL weights) and ``adam``;
-``priors`` (one TFP layer with a prior or divergence beyond the fixed Normal prior's closed-form
-KL: scale-mixture, Laplace and Student-t priors with the Monte Carlo divergence, its extra draw,
-the closed-form KL scaled by a weight, trainable Normal priors, a Deterministic bias under a
-non-Normal prior) and ``dense_variational`` (TFP's DenseVariational); both with the ``layer``
-schema plus ``kl_mean/total``, the KL the mean-mode forward returns (a Monte Carlo term at the
-posterior mean), and with ``kl/<term>`` the sample-mode terms (a Monte Carlo term at the case's
-noise). Recorded against real TFP 0.25 by tests/test_reference_priors_vs_tfp.py, but for
-``NOT_RECORDED`` (added after that recording). Their tables are in
-``lrtdense.reference.prior_cases``; ``Case`` is in ``lrtdense.reference.case_types``.
+``priors`` (one TFP layer, or a network of them, with a prior or divergence beyond the fixed
+Normal prior's closed-form KL: scale-mixture, Laplace and Student-t priors with the Monte Carlo
+divergence, its extra draw, the closed-form KL scaled by a weight, trainable Normal priors, a
+Deterministic bias under a non-Normal prior, exact Laplace ties) and ``dense_variational``
+(TFP's DenseVariational); both with the ``layer`` schema plus ``kl_mean/total``, the KL the
+mean-mode forward returns (a Monte Carlo term at the posterior mean), and with ``kl/<term>`` the
+sample-mode terms (a Monte Carlo term at the case's noise). Recorded against real TFP 0.25 by
+tests/test_reference_priors_vs_tfp.py, but for ``prior_cases.NOT_RECORDED`` (added after that
+recording). Their tables are in ``lrtdense.reference.prior_cases``; ``Case`` is in
+``lrtdense.reference.case_types``.
 """
 import numpy as np
 
