@@ -45,7 +45,11 @@ def _prior_loc_scale(prior, p, name):
 # Planted bugs in the priors, divergences and DenseVariational (``broken=``), each a plausible
 # misreading of SPEC section 3 that a case must catch (tests/test_oracle_priors.py)
 PRIOR_BUGS = ("naive_mixture", "no_divergence_weight", "extra_as_forward", "flipout_forward_noise",
-              "mean_kl_at_sample", "kl_weight_exact", "dv_column_major")
+              "mean_kl_at_sample", "kl_weight_exact", "dv_column_major", "laplace_sign_at_zero")
+# ... in a network's pruned chain and in training (tests/test_oracle_catches.py)
+NETWORK_BUGS = ("pruned_on_mean",)
+TRAINING_BUGS = ("first_draw_only", "kl_summed_over_draws", "kl_recorded_weighted",
+                 "draw_axis_when_explicit_1")
 
 
 def log_prior(w, prior, p, name, broken=None):
@@ -62,8 +66,10 @@ def log_prior(w, prior, p, name, broken=None):
             return np.sum(np.log(np.exp(l1) + np.exp(l2)))
         return np.sum(np.logaddexp(l1, l2))
     if kind == "laplace":
-        return np.sum(-np.abs(w - prior["loc"]) / prior["scale"]
-                      - math.log(2 * prior["scale"]))
+        d = w - prior["loc"]
+        # the planted bug's |d| has the derivative sign(d) with sign(0) = 1 (JAX's abs)
+        a = np.where(d >= 0, d, -d) if broken == "laplace_sign_at_zero" else np.abs(d)
+        return np.sum(-a / prior["scale"] - math.log(2 * prior["scale"]))
     if kind == "student_t":
         df, loc, sc = prior["df"], prior["loc"], prior["scale"]
         y = (w - loc) / sc
@@ -230,7 +236,7 @@ def layer(spec, p, x, noise, mode, broken=None):
 def run_case(meta, inputs, broken=None):
     """Every expected quantity of a layer, edge, dropout, network or training case."""
     if meta["kind"] == "training":
-        return run_training(meta, inputs)
+        return run_training(meta, inputs, broken)
 
     def tree(prefix):
         out = {}
@@ -250,10 +256,14 @@ def run_case(meta, inputs, broken=None):
 
     def forward(p, x, mode):
         terms = {}
+        mean_x = x                # the planted pruned_on_mean feeds layer i the mean chain's
         for i, ls in enumerate(layers):
             name = f"layer_{i}"
-            x, kl = layer(ls, p[name] if network else p, x,
-                          noise[name] if network else noise, mode, broken)
+            lp, ln = (p[name], noise[name]) if network else (p, noise)
+            if broken == "pruned_on_mean" and mode == "pruned":
+                x, mean_x = layer(ls, lp, mean_x, ln, mode)[0], layer(ls, lp, mean_x, ln, "mean")[0]
+                continue
+            x, kl = layer(ls, lp, x, ln, mode, broken)
             terms.update({(f"{name}/{k}" if network else k): v for k, v in kl.items()})
         return x, terms
 
@@ -285,7 +295,7 @@ def run_case(meta, inputs, broken=None):
     return res
 
 
-def run_training(meta, inputs):
+def run_training(meta, inputs, broken=None):
     """A training case (SPEC section 3, "Training cases"): for each step, the minibatch of the
     given order, loss = mean Gaussian NLL + kl_weight[epoch] * KL / N with the step's noise, its
     gradient, one Adam update of the given form."""
@@ -316,14 +326,17 @@ def run_training(meta, inputs):
 
     def loss_terms(p, xb, yb, noise, weight):
         """num_samples > 1: the NLL and KL averaged over the draws (noise arrays (S, ...))."""
-        if samples == 1:
+        axis = samples > 1 or (broken == "draw_axis_when_explicit_1" and "num_samples" in h)
+        if not axis:
             nll, kl = one_draw(p, xb, yb, noise)
         else:
+            used = 1 if broken == "first_draw_only" else samples
             draws = [one_draw(p, xb, yb, {l: {k: v[s] for k, v in d.items()}
-                                          for l, d in noise.items()}) for s in range(samples)]
-            nll = sum(d[0] for d in draws) / samples
-            kl = sum(d[1] for d in draws) / samples
-        return nll + weight * kl / n, nll, kl
+                                          for l, d in noise.items()}) for s in range(used)]
+            nll = sum(d[0] for d in draws) / used
+            kl = sum(d[1] for d in draws) / (1 if broken == "kl_summed_over_draws" else used)
+        loss = nll + weight * kl / n
+        return loss, nll, (weight * kl / n if broken == "kl_recorded_weighted" else kl)
 
     params = sub("init")
     m = {l: {k: 0 * v for k, v in d.items()} for l, d in params.items()}

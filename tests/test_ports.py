@@ -5,7 +5,7 @@ lrtdense). For each framework, skipped when it is not installed: the port's resu
 case pass ``lrtdense.reference.verify``; the deliberately broken variants fail it, on the
 quantities the bug touches; statistical mode passes for the port and fails for no_square; and the
 port's ``run_case`` passes ``lrtdense.testing.assert_case``. The JAX port's default run holds
-a representative eighth of the priors / DenseVariational cases (``JAX_PRIORS``; all of them in
+a representative 9 of the 39 priors / DenseVariational cases (``JAX_PRIORS``; all of them in
 the slow ``test_jax_priors_every_case``); torch runs every case.
 """
 import fnmatch
@@ -61,8 +61,9 @@ def statistical_selection(port):
 
 # JAX compiles every case anew (~1 s each): by default its run holds every older case and one
 # case per feature of the priors / DenseVariational families (the torch port and spec_port run all
-# of them); test_jax_priors_every_case (slow) runs the other 26 too
+# of them); test_jax_priors_every_case (slow) runs the other 30 too
 JAX_PRIORS = ["priors_reparam_32_mixture_narrow", "priors_lrt_64_laplace_mc_normal_bias",
+              "priors_reparam_64_laplace_tie",
               "priors_flipout_64_student_t_mc", "priors_reparam_64_mixture_mc_extra",
               "priors_lrt_64_trainable_mc", "priors_reparam_32_det_bias_laplace",
               "dv_64_mc_trainable_klw", "dv_32_exact_fixed_nobias_tanh"]
@@ -113,12 +114,13 @@ def test_port_passes_every_case(port, results):
 
 
 def test_jax_priors_selection_covers_each_feature():
-    """One JAX case per feature: the narrow mixture's logsumexp, Laplace and Student-t on LRT
+    """One JAX case per feature: the narrow mixture's logsumexp, the Laplace tie (jnp.abs's
+    derivative at 0 is 1), Laplace and Student-t on LRT
     and Flipout (extra draws) with a weight and a Normal bias, sample="extra", trainable priors
     with a Monte Carlo KL, a Deterministic bias under Laplace, DenseVariational (MC with
     kl_weight, exact without bias, both dtypes)."""
     names = {c.name for c in reference_cases(*PRIORS_FAMILIES, check=False)}
-    assert set(JAX_PRIORS) <= names and len(names) == 34
+    assert set(JAX_PRIORS) <= names and len(names) == 39
 
 
 @pytest.mark.slow
@@ -126,7 +128,7 @@ def test_jax_priors_every_case(tmp_path):
     port = load_port("jax")
     port.write_results(str(tmp_path), REFERENCE, list(PRIORS_FAMILIES))
     rows = verify(REFERENCE, str(tmp_path), list(PRIORS_FAMILIES))
-    assert len({r.case for r in rows}) == 34
+    assert len({r.case for r in rows}) == 39
     assert all(r.passed for r in rows), format_table([r for r in rows if not r.passed])
 
 

@@ -164,8 +164,9 @@ def log_prior(w, prior, params, name):
                                        (1 - prior["pi"], prior["sigma2"]))]
         return jnp.sum(jnp.logaddexp(*parts))
     if kind == "laplace":
-        return jnp.sum(-jnp.abs(w - prior["loc"]) / prior["scale"]
-                       - math.log(2 * prior["scale"]))
+        # sign(d) * d is |d| with the derivative 0 at d == 0 (SPEC §3); jnp.abs's is 1 there
+        d = w - prior["loc"]
+        return jnp.sum(-(jnp.sign(d) * d) / prior["scale"] - math.log(2 * prior["scale"]))
     if kind == "student_t":
         df, sc = prior["df"], prior["scale"]
         y = (w - prior["loc"]) / sc

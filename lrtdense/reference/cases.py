@@ -16,53 +16,34 @@ Kinds (SPEC.md section 5): ``layer`` and ``network`` (TFP's estimators; recorded
 softplus's middle branch, or shaped for the statistical mode; same schema as ``layer``, not part
 of that recording), ``dropout`` (the variational dropout layers, single or stacked), ``training``
 (k steps of minibatch training from a given order, noise and KL weights) and ``adam``;
-``priors`` (one TFP layer with a prior or divergence beyond the fixed Normal prior's closed-form
-KL: scale-mixture, Laplace and Student-t priors with the Monte Carlo divergence, its extra draw,
-the closed-form KL scaled by a weight, trainable Normal priors, a Deterministic bias under a
-non-Normal prior) and ``dense_variational`` (TFP's DenseVariational); both with the ``layer``
-schema plus ``kl_mean/total``, the KL the mean-mode forward returns (a Monte Carlo term at the
-posterior mean), and with ``kl/<term>`` the sample-mode terms (a Monte Carlo term at the case's
-noise). Recorded against real TFP 0.25 by tests/test_reference_priors_vs_tfp.py.
+``priors`` (one TFP layer, or a network of them, with a prior or divergence beyond the fixed
+Normal prior's closed-form KL: scale-mixture, Laplace and Student-t priors with the Monte Carlo
+divergence, its extra draw, the closed-form KL scaled by a weight, trainable Normal priors, a
+Deterministic bias under a non-Normal prior, exact Laplace ties) and ``dense_variational``
+(TFP's DenseVariational); both with the ``layer`` schema plus ``kl_mean/total``, the KL the
+mean-mode forward returns (a Monte Carlo term at the posterior mean), and with ``kl/<term>`` the
+sample-mode terms (a Monte Carlo term at the case's noise). Recorded against real TFP 0.25 by
+tests/test_reference_priors_vs_tfp.py, but for ``prior_cases.NOT_RECORDED`` (added after that
+recording). Their tables are in ``lrtdense.reference.prior_cases``; ``Case`` is in
+``lrtdense.reference.case_types``.
 """
-import dataclasses
-
 import numpy as np
 
 from lrtdense import layers as _layers
 from lrtdense.dense_variational import DenseVariational
-from lrtdense.distributions import (ClosedFormKL, LaplacePrior, MonteCarloKL, NormalPrior,
-                                    ScaleMixturePrior, StudentTPrior, TrainableNormalPrior)
+from lrtdense.distributions import LaplacePrior, NormalPrior
 from lrtdense.dropout import DenseSparseVariationalDropout, DenseVariationalDropout
 from lrtdense.losses import GaussianLikelihood
 from lrtdense.model import Model
 from lrtdense.network import Sequential
+from lrtdense.reference.case_types import ESTIMATORS, Case, tfp_layer
+from lrtdense.reference.prior_cases import (MC, MIXTURE, SCALED, dense_variational_cases,
+                                            prior_cases)
 
 __all__ = ["CASES", "Case", "tolerances_for", "RTOL", "SAMPLED_DIVERGENCE_KINDS", "ESTIMATORS"]
 
 RTOL = {"float64": 1e-12, "float32": 2e-5}
 SAMPLED_DIVERGENCE_KINDS = ("priors", "dense_variational")   # kl/<term> at the noise
-ESTIMATORS = {"lrt": _layers.DenseLocalReparameterization,
-              "reparam": _layers.DenseReparameterization,
-              "flipout": _layers.DenseFlipout}
-
-
-@dataclasses.dataclass(frozen=True)
-class Case:
-    name: str
-    description: str
-    kind: str            # "layer", "network", "edge", "dropout", "training", "adam",
-    #                      "priors" or "dense_variational"
-    dtype: str = "float64"
-    make: object = None  # () -> layer / network / Model
-    input_shape: tuple = (5, 4)
-    zero_rows: tuple = ()
-    untransformed_scale: tuple = ()  # values cycled into every untransformed scale
-    log_alpha: tuple = ()            # values cycled into kernel_log_alpha (DenseVariationalDropout)
-    training: dict = None            # training cases: form, batch_size, kl_weights, step_size
-
-
-def _layer(est, units=3, activation="relu", dtype="float64", **kwargs):
-    return lambda: ESTIMATORS[est](units, activation, dtype=dtype, **kwargs)
 
 
 def _cases():
@@ -72,40 +53,40 @@ def _cases():
     for est in ESTIMATORS:
         for dtype in ("float64", "float32"):
             add(Case(f"{est}_{dtype[-2:]}_basic", f"{est}: relu, TFP defaults, x (5, 4), units 3",
-                     "layer", dtype, _layer(est, dtype=dtype)))
+                     "layer", dtype, tfp_layer(est, dtype=dtype)))
             add(Case(f"{est}_{dtype[-2:]}_rank3", f"{est}: rank-3 input (2, 3, 4), tanh",
-                     "layer", dtype, _layer(est, activation="tanh", dtype=dtype), (2, 3, 4)))
+                     "layer", dtype, tfp_layer(est, activation="tanh", dtype=dtype), (2, 3, 4)))
             add(Case(f"{est}_{dtype[-2:]}_zero_rows",
                      f"{est}: rows 1 and 3 of x all zero (zero-variance gradient convention)",
-                     "layer", dtype, _layer(est, activation=None, dtype=dtype), zero_rows=(1, 3)))
+                     "layer", dtype, tfp_layer(est, activation=None, dtype=dtype), zero_rows=(1, 3)))
             add(Case(f"{est}_{dtype[-2:]}_normal_bias_prior",
                      f"{est}: Normal bias posterior, kernel prior N(0.3, 0.5^2), bias prior "
                      f"N(0.5, 2^2), sigmoid", "layer", dtype,
-                     _layer(est, activation="sigmoid", dtype=dtype, bias_posterior="normal",
+                     tfp_layer(est, activation="sigmoid", dtype=dtype, bias_posterior="normal",
                             kernel_prior=NormalPrior(0.3, 0.5), bias_prior=NormalPrior(0.5, 2.0))))
         add(Case(f"{est}_64_batch1", f"{est}: batch of one, x (1, 4)", "layer", "float64",
-                 _layer(est), (1, 4)))
+                 tfp_layer(est), (1, 4)))
         add(Case(f"{est}_64_units1", f"{est}: one unit", "layer", "float64",
-                 _layer(est, units=1, activation=None)))
+                 tfp_layer(est, units=1, activation=None)))
         add(Case(f"{est}_64_extreme_scales",
                  f"{est}: untransformed scales -40, -20, -5, 5, 20, 40 (softplus saturation)",
-                 "layer", "float64", _layer(est, activation=None),
+                 "layer", "float64", tfp_layer(est, activation=None),
                  untransformed_scale=(-40.0, -20.0, -5.0, 5.0, 20.0, 40.0)))
         # float32's softplus thresholds are at +-13.94 (float64's at +-34.04): -20 and 15, 20
         # fall in the saturated branches, -10 and 5 in log1p(exp(u)); -20 puts scale at eps
         add(Case(f"{est}_32_extreme_scales",
                  f"{est}: float32, untransformed scales -20, -10, -5, 5, 15, 20 (float32 softplus "
                  f"saturation at +-13.94)", "layer", "float32",
-                 _layer(est, activation=None, dtype="float32"),
+                 tfp_layer(est, activation=None, dtype="float32"),
                  untransformed_scale=(-20.0, -10.0, -5.0, 5.0, 15.0, 20.0)))
         add(Case(f"{est}_64_no_prior", f"{est}: no kernel prior (KL = 0), no bias posterior",
-                 "layer", "float64", _layer(est, kernel_prior=None, bias_posterior=None)))
+                 "layer", "float64", tfp_layer(est, kernel_prior=None, bias_posterior=None)))
         add(Case(f"{est}_64_det_bias_prior",
                  f"{est}: Deterministic bias with Normal prior N(0, 1.5^2): KL = -log p(loc)",
-                 "layer", "float64", _layer(est, bias_prior=NormalPrior(0.0, 1.5))))
+                 "layer", "float64", tfp_layer(est, bias_prior=NormalPrior(0.0, 1.5))))
     for activation in ("linear", "relu", "tanh", "sigmoid", "softplus", "elu"):
         add(Case(f"lrt_64_act_{activation}", f"lrt: activation {activation}", "layer", "float64",
-                 _layer("lrt", activation=activation, units=4), (6, 5)))
+                 tfp_layer("lrt", activation=activation, units=4), (6, 5)))
     for dtype in ("float64", "float32"):
         add(Case(f"lrt_{dtype[-2:]}_network3",
                  "lrt: 3-layer network 6 -> 5 (relu) -> 4 (tanh) -> 3, all LRT", "network", dtype,
@@ -126,8 +107,8 @@ def _cases():
     cases.extend(_edge_cases())
     cases.extend(_dropout_cases())
     cases.extend(_training_cases())
-    cases.extend(_prior_cases())
-    cases.extend(_dense_variational_cases())
+    cases.extend(prior_cases())
+    cases.extend(dense_variational_cases())
     return {c.name: c for c in cases}
 
 
@@ -146,17 +127,17 @@ def _edge_cases():
             out.append(Case(f"{est}_64_tie_{act}",
                             f"{est}: {act} at exact ties (rows 0 and 2 of x all zero, no bias: "
                             f"z == 0 there)", "edge", "float64",
-                            _layer(est, activation=act, bias_posterior=None), (4, 3),
+                            tfp_layer(est, activation=act, bias_posterior=None), (4, 3),
                             zero_rows=(0, 2)))
         out.append(Case(f"{est}_64_softplus_middle",
                         f"{est}: float64 untransformed scales in (20, 34.04), softplus's "
                         f"log1p(exp(u)) branch where a threshold at 20 differs", "edge", "float64",
-                        _layer(est, activation=None), untransformed_scale=SOFTPLUS_MIDDLE))
+                        tfp_layer(est, activation=None), untransformed_scale=SOFTPLUS_MIDDLE))
         out.append(Case(f"{est}_64_normal_bias_linear",
                         f"{est}: linear, Normal bias posterior (one draw shared by the batch) with "
                         f"prior N(0, 1): the statistical mode's shared-bias covariance",
                         "edge", "float64",
-                        _layer(est, units=3, activation=None, bias_posterior="normal",
+                        tfp_layer(est, units=3, activation=None, bias_posterior="normal",
                                bias_prior=NormalPrior(0.0, 1.0)), (6, 4)))
     return out
 
@@ -197,128 +178,12 @@ def _dropout_cases():
                                         DenseSparseVariationalDropout(4, "tanh", dtype="float64"),
                                         DenseSparseVariationalDropout(3, dtype="float64")]),
                     (7, 6)))
-    return out
-
-
-# The priors of the ``priors`` cases. The mixture is Blundell et al.'s form with both components
-# in play at the cases' weights (|w| ~ 0.05 to 1); NARROW_MIXTURE puts most |w| beyond 14.6 sigma1
-# (0.29), where both float32 component densities underflow and only a logsumexp gives a finite
-# log p.
-MIXTURE = ScaleMixturePrior(0.25, 1.5, 0.1)
-NARROW_MIXTURE = ScaleMixturePrior(0.75, 0.02, 0.002)
-LAPLACE = LaplacePrior(0.1, 0.5)
-STUDENT_T = StudentTPrior(3.0, -0.2, 0.5)
-NUM_EXAMPLES = 50                           # the N of the weight-1/N idiom
-SCALED = 1.0 / NUM_EXAMPLES
-MC = MonteCarloKL()
-MC_N = MonteCarloKL(SCALED)
-KL_N = ClosedFormKL(SCALED)
-
-
-def _prior_cases():
-    """One TFP layer each: every non-Gaussian prior with the Monte Carlo divergence on the
-    estimators where it means something, the extra draw, the closed-form KL scaled by 1/N, trainable
-    priors (closed form and Monte Carlo, kernel and bias), a Deterministic bias under non-Normal
-    priors.
-
-    Long because it is a table of cases, one ``add`` per case.
-    """
-    out = []
-
-    def add(name, description, est, dtype="float64", input_shape=(5, 4), **kwargs):
-        out.append(Case(f"priors_{est}_{dtype[-2:]}_{name}", f"{est}: {description}", "priors",
-                        dtype, _layer(est, dtype=dtype, **kwargs), input_shape))
-
-    normal_bias = {"bias_posterior": "normal"}
-    for dtype in ("float64", "float32"):
-        add("mixture_mc", "scale-mixture prior 0.25 N(0, 1.5^2) + 0.75 N(0, 0.1^2), Monte Carlo "
-            "KL at the forward's own kernel W, relu", "reparam", dtype, activation="relu",
-            kernel_prior=MIXTURE, kernel_divergence=MC)
-        add("mixture_mc", "scale-mixture prior, Monte Carlo KL at an extra draw (noise "
-            "kernel_divergence), relu", "lrt", dtype, activation="relu", kernel_prior=MIXTURE,
-            kernel_divergence=MC)
-        add("mixture_mc", "scale-mixture prior, Monte Carlo KL at an extra draw (noise "
-            "kernel_divergence), linear", "flipout", dtype, activation=None,
-            kernel_prior=MIXTURE, kernel_divergence=MC)
-        add("laplace_mc", "Laplace(0.1, 0.5) prior, Monte Carlo KL at the forward's W, tanh",
-            "reparam", dtype, activation="tanh", kernel_prior=LAPLACE, kernel_divergence=MC)
-        add("kl_scaled_normal_bias", "closed-form KL times 1/50 on kernel and Normal bias, "
-            "priors N(0, 1), tanh", "lrt", dtype, activation="tanh", **normal_bias,
-            bias_prior=NormalPrior(0.0, 1.0), kernel_divergence=KL_N, bias_divergence=KL_N)
-    add("mixture_narrow", "float32 scale mixture 0.75 N(0, 0.02^2) + 0.25 N(0, 0.002^2): at |w| "
-        "> 0.29 both component densities underflow; only logsumexp stays finite", "reparam",
-        "float32", activation=None, kernel_prior=NARROW_MIXTURE, kernel_divergence=MC)
-    add("mixture_mc_extra", "MonteCarloKL(sample='extra') on the kernel and a Normal bias, both "
-        "under the scale mixture: the noise's kernel_divergence and bias_divergence, not the "
-        "forward's draws", "reparam", activation="sigmoid", **normal_bias, kernel_prior=MIXTURE,
-        bias_prior=MIXTURE, kernel_divergence=MonteCarloKL(sample="extra"),
-        bias_divergence=MonteCarloKL(sample="extra"))
-    add("laplace_mc_normal_bias", "Laplace prior on kernel (extra draw) and Normal bias (the "
-        "forward's bias draw), Monte Carlo KL times 1/50, linear", "lrt", activation=None,
-        **normal_bias, kernel_prior=LAPLACE, bias_prior=LAPLACE, kernel_divergence=MC_N,
-        bias_divergence=MC_N)
-    add("student_t_mc", "Student-t(3, -0.2, 0.5) prior, Monte Carlo KL at the forward's W",
-        "reparam", activation=None, kernel_prior=STUDENT_T, kernel_divergence=MC)
-    add("student_t_mc", "Student-t prior, Monte Carlo KL at an extra draw, sigmoid", "flipout",
-        activation="sigmoid", kernel_prior=STUDENT_T, kernel_divergence=MC)
-    for est in ("reparam", "flipout"):
-        add("kl_scaled_normal_bias", "closed-form KL times 1/50 on kernel and Normal bias, priors "
-            "N(0, 1), tanh", est, activation="tanh", **normal_bias,
-            bias_prior=NormalPrior(0.0, 1.0), kernel_divergence=KL_N, bias_divergence=KL_N)
-    trainable = TrainableNormalPrior()
-    add("trainable_kl_scaled", "trainable Normal priors on kernel and Normal bias (params "
-        "*_prior_loc, *_prior_untransformed_scale), closed-form KL times 1/50, relu", "lrt",
-        activation="relu", **normal_bias, kernel_prior=trainable, bias_prior=trainable,
-        kernel_divergence=KL_N, bias_divergence=KL_N)
-    add("trainable_kl", "trainable Normal priors on kernel and Normal bias, closed-form KL",
-        "flipout", "float32", activation=None, **normal_bias, kernel_prior=trainable,
-        bias_prior=trainable)
-    add("trainable_mc", "trainable Normal priors on kernel and Normal bias, Monte Carlo KL at "
-        "the forward's W and bias, times 1/50, tanh", "reparam", activation="tanh", **normal_bias,
-        kernel_prior=trainable, bias_prior=trainable, kernel_divergence=MC_N,
-        bias_divergence=MC_N)
-    for dtype in ("float64", "float32"):
-        add("trainable_mc", "trainable Normal prior, Monte Carlo KL at an extra draw; "
-            "Deterministic bias with a trainable prior (-log p(loc))", "lrt", dtype,
-            activation=None, kernel_prior=trainable, bias_prior=trainable,
-            kernel_divergence=MC)
-    add("det_bias_mixture", "Deterministic bias under the scale mixture: KL = -log p(loc); "
-        "kernel N(0, 1) closed form", "lrt", activation="relu", bias_prior=MIXTURE)
-    add("det_bias_laplace", "Deterministic bias under Laplace(0.1, 0.5), weight 1/50: "
-        "-log p(loc) / 50; kernel Student-t, Monte Carlo at the forward's W", "reparam", "float32",
-        activation="tanh", kernel_prior=STUDENT_T, kernel_divergence=MC,
-        bias_prior=LAPLACE, bias_divergence=KL_N)
-    return out
-
-
-def _dense_variational_cases():
-    """TFP's DenseVariational with the tutorial's posterior_mean_field and prior_trainable (or the
-    fixed N(0, 1) prior): exact and Monte Carlo KL, with and without kl_weight (1/50, applied as
-    its float32 rounding), with and without bias, float64 and float32."""
-    out = []
-
-    def add(dtype, kl, prior, klw=False, name="", activation=None, input_shape=(5, 4), **kwargs):
-        bits = dtype[-2:]
-        tag = f"dv_{bits}_{'exact' if kl else 'mc'}_{prior}{'_klw' if klw else ''}{name}"
-        what = (f"DenseVariational, prior {prior}, {'exact' if kl else 'Monte Carlo'} KL"
-                f"{', kl_weight 1/50' if klw else ''}{', ' + name[1:].replace('_', ' ') if name else ''}")
-        out.append(Case(tag, what, "dense_variational", dtype,
-                        lambda: DenseVariational(3, activation, prior=prior,
-                                                 kl_weight=SCALED if klw else None,
-                                                 kl_use_exact=kl, dtype=dtype, **kwargs),
-                        input_shape))
-
-    add("float64", False, "trainable")
-    add("float32", False, "trainable")
-    add("float64", False, "trainable", klw=True)
-    add("float64", False, "fixed", klw=True)
-    add("float32", False, "fixed", klw=True)
-    add("float64", True, "trainable", klw=True)
-    add("float32", True, "trainable")
-    add("float64", True, "fixed")
-    add("float64", False, "trainable", klw=True, name="_nobias_relu_rank3", activation="relu",
-        input_shape=(2, 3, 4), use_bias=False)
-    add("float32", True, "fixed", name="_nobias_tanh", activation="tanh", use_bias=False)
+    out.append(Case("sparsevd_32_network2", "2 sparse VD layers 5 -> 4 (elu) -> 3, float32, "
+                    "rank-3 x (2, 3, 5): pruned mode chains every layer in pruned mode on the "
+                    "previous pruned output", "dropout", "float32",
+                    lambda: Sequential([DenseSparseVariationalDropout(4, "elu", dtype="float32"),
+                                        DenseSparseVariationalDropout(3, dtype="float32")]),
+                    (2, 3, 5)))
     return out
 
 
@@ -351,6 +216,27 @@ def _training_cases():
                     training={"form": "kingma", "batch_size": 4, "epochs": 2,
                               "kl_weights": [0.25, 1.0], "step_size": 0.05, "b1": 0.9,
                               "b2": 0.999, "num_samples": 2}))
+    out.append(Case("train_32_keras_mc_s3", "6 Adam (keras) steps, float32, 3 samples per step "
+                    "(NLL and KL averaged over 3 noise draws) of a 3 -> 4 (Reparameterization "
+                    "tanh, Laplace prior, Monte Carlo KL at the forward's W) -> 2 (Flipout, "
+                    "Normal bias, scale-mixture kernel prior, Monte Carlo KL at an extra draw) "
+                    "Gaussian regression: N = 10, batches 4, 4, 2, 2 epochs, KL weights 0.5 "
+                    "then 1", "training", "float32", _training_model_mc3("float32"), (10, 3),
+                    training={"form": "keras", "batch_size": 4, "epochs": 2,
+                              "kl_weights": [0.5, 1.0], "step_size": 0.05, "b1": 0.9,
+                              "b2": 0.999, "num_samples": 3}))
+    out.append(Case("train_64_dv_s1", "6 Adam (keras) steps with num_samples 1 written out "
+                    "(noise without a leading draw axis) of a 3 -> 4 (LRT relu) -> 2 "
+                    "(DenseVariational, fixed prior, exact KL, kl_weight 1/50) Gaussian "
+                    "regression: N = 10, batches 4, 4, 2, 2 epochs, KL weights 0.25 then 1; the "
+                    "recorded kl holds DenseVariational's kl_weight", "training", "float64",
+                    lambda: Model(Sequential([
+                        _layers.DenseLocalReparameterization(4, "relu", dtype="float64"),
+                        DenseVariational(2, prior="fixed", kl_weight=SCALED, kl_use_exact=True,
+                                         dtype="float64")]), GaussianLikelihood(0.5)), (10, 3),
+                    training={"form": "keras", "batch_size": 4, "epochs": 2,
+                              "kl_weights": [0.25, 1.0], "step_size": 0.05, "b1": 0.9,
+                              "b2": 0.999, "num_samples": 1}))
     return out
 
 
@@ -360,6 +246,14 @@ def _training_model_mc(dtype):
                                              kernel_divergence=MC, dtype=dtype),
         DenseVariational(2, prior="trainable", kl_weight=SCALED, dtype=dtype)]),
         GaussianLikelihood(0.5))
+
+
+def _training_model_mc3(dtype):
+    return lambda: Model(Sequential([
+        _layers.DenseReparameterization(4, "tanh", kernel_prior=LaplacePrior(0.1, 0.5),
+                                        kernel_divergence=MC, dtype=dtype),
+        _layers.DenseFlipout(2, bias_posterior="normal", kernel_prior=MIXTURE,
+                             kernel_divergence=MC, dtype=dtype)]), GaussianLikelihood(0.5))
 
 
 CASES = _cases()

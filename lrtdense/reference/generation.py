@@ -44,6 +44,8 @@ def build(case):
     g = rng.standard_normal(model.compute_output_shape(x.shape)).astype(case.dtype)
     meta["input_shape"] = list(case.input_shape)
     inputs = {"x": x, "g": g, **tree.flatten(params, "params/"), **tree.flatten(noise, "noise/")}
+    for key, where, value in case.pinned:      # after every draw: the draws stay the name's
+        inputs[key].flat[list(where)] = value
     return meta, inputs
 
 
@@ -121,8 +123,12 @@ def compute(meta, inputs):
     for mode in modes_of(model):
         expected[f"outputs/{mode}"] = model.forward(params, x, mode=mode)[0]
     if meta["kind"] in SAMPLED_DIVERGENCE_KINDS:
-        # a Monte Carlo term is a function of the case's noise; the mean mode's at the mean
-        for term, value in model.divergences(params, noise).items():
+        # a Monte Carlo term is a function of the case's noise; the mean mode's at the mean (in
+        # a network, every layer's at its own posterior mean)
+        terms = (model.divergences(params, noise) if not isinstance(model, Sequential) else
+                 {f"{name}/{term}": value for name, layer in zip(model.names, model.layers)
+                  for term, value in layer.divergences(params[name], noise[name]).items()})
+        for term, value in terms.items():
             expected[f"kl/{term}"] = np.asarray(value, dtype=meta["dtype"])
         expected["kl_mean/total"] = np.asarray(model.forward(params, x, mode="mean")[1],
                                                dtype=meta["dtype"])
