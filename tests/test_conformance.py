@@ -228,3 +228,28 @@ def test_pytest_plugin_failures_skips_and_strict_xfails(tmp_path):
            f"1 xfailed" in out, out
     code, out = _pytest(tmp_path, "--lrtdense-port=nosuch_xyz:A")
     assert code == 4 and "importing 'nosuch_xyz' failed" in out, out
+
+
+@pytest.mark.parametrize("framework,cases", [
+    ("torch", None),
+    ("jax", "lrt_64_basic,flipout_32_basic,priors_reparam_64_laplace_tie,dv_32_exact_trainable,"
+            "sparsevd_32_network2,adam_64_trajectory,train_64_kingma"),
+    pytest.param("jax", None, marks=pytest.mark.slow),
+])
+def test_pytest_plugin_runs_the_worked_ports(tmp_path, framework, cases):
+    """Both worked ports as one test per (case, quantity), through their adapters (the JAX port
+    compiles every case anew: a case of each family by default, all with -m slow)."""
+    pytest.importorskip(framework, reason=f"the {framework} port needs {framework}")
+    spec = os.path.join(ROOT, "examples", "ports", f"{framework}_port.py") + ":Adapter"
+    args = [f"--lrtdense-port={spec}"] + (["--lrtdense-cases", cases] if cases else [])
+    code, out = _pytest(tmp_path, *args)
+    n = TOTAL if cases is None else sum(len(reference_cases(c)[0].expected)
+                                        for c in cases.split(","))
+    assert code == 0 and f"\n{n} passed in" in out, out[-3000:]
+
+
+def test_the_ports_readme_shows_the_partial_ports_numbers():
+    with open(os.path.join(ROOT, "examples", "ports", "README.md")) as f:
+        text = " ".join(f.read().replace("#", " ").split())
+    assert (f"{LRT_FORWARD_KL} passed, 0 failed, {TOTAL - LRT_FORWARD_KL} not implemented; "
+            f"coverage {LRT_FORWARD_KL} of {TOTAL} tests run") in text
