@@ -1,8 +1,14 @@
 """lrtdense reference: the golden-value oracle for ports (read SPEC.md: `lrtdense reference spec`).
 
-  lrtdense reference verify RESULTS [--cases GLOB] [--families GLOB] [--quantities GLOB]
-                            [--statistical] [--reference DIR [--allow-unshipped]] [--markdown FILE]
-                                                check a port's results; print a table
+  lrtdense reference verify (RESULTS | --port MODULE:ADAPTER) [--cases GLOB] [--families GLOB]
+                            [--quantities GLOB] [--statistical] [--reference DIR
+                            [--allow-unshipped]] [--all] [--markdown FILE] [--json FILE]
+                            [--junit FILE]
+                                                check a port's results; print a per-family
+                                                summary, hints, the failing rows (--all: every
+                                                row), the coverage and totals lines
+                                                (lrtdense.reference.summary); --json and --junit
+                                                for CI (lrtdense.reference.outputs)
   lrtdense reference list [GLOB ...]            the cases (dtype, kind, description)
   lrtdense reference path                       where the shipped reference set is
   lrtdense reference spec [--show]              where SPEC.md is (or print it)
@@ -11,11 +17,12 @@
                                                 or a set generate wrote: only its files replaced)
 
 Exit codes: 0 every row passed; 1 a quantity failed or is missing; 2 a usage error (bad option or
-value, results folder missing, a --markdown file that cannot be written (checked before the
-work), a pattern matching no case, no case eligible for --statistical, a folder generate will not
+value, results folder missing, a --markdown, --json or --junit file that cannot be written or
+that git tracks (checked before the work), two of them naming one file, a pattern matching no case, no case eligible for --statistical, a folder generate will not
 write into); 3 the reference set is missing, corrupt, tampered with, inconsistent or larger than
 its bounds (SPEC.md section 6); 4 every row passed, but against a reference set (--reference)
-that is not the one shipped with this lrtdense (--allow-unshipped: 0). Every error is one line on stderr, never a traceback.
+that is not the one shipped with this lrtdense (--allow-unshipped: 0). Every error is one line on
+stderr, never a traceback. Output files are written atomically (``outputs.write_atomic``).
 """
 import json
 import os
