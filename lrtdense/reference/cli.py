@@ -18,11 +18,12 @@
 
 Exit codes: 0 every row passed; 1 a quantity failed or is missing; 2 a usage error (bad option or
 value, results folder missing, a --markdown, --json or --junit file that cannot be written or
-that git tracks (checked before the work), two of them naming one file, a pattern matching no case, no case eligible for --statistical, a folder generate will not
-write into); 3 the reference set is missing, corrupt, tampered with, inconsistent or larger than
-its bounds (SPEC.md section 6); 4 every row passed, but against a reference set (--reference)
-that is not the one shipped with this lrtdense (--allow-unshipped: 0). Every error is one line on
-stderr, never a traceback. Output files are written atomically (``outputs.write_atomic``).
+that git tracks (checked before the work), two of them naming one file, a pattern matching no
+case, no case eligible for --statistical, a folder generate will not write into); 3 the
+reference set is missing, corrupt, tampered with, inconsistent or larger than its bounds
+(SPEC.md section 6); 4 every row passed, but against a reference set (--reference) that is not
+the one shipped with this lrtdense (--allow-unshipped: 0). Every error is one line on stderr,
+never a traceback. Output files are written atomically (``outputs.write_atomic``).
 """
 import json
 import os
@@ -53,7 +54,8 @@ def add_arguments(parser):
                                 parser_class=ArgumentParser)
     v = sub.add_parser("verify", help="verify a port's results against the reference",
                        description="Compare a port's results with the reference set and print "
-                                   "one row per case and quantity (SPEC.md section 6).")
+                                   "a summary per family, hints, the failing rows (--all: every "
+                                   "row), the coverage and the totals (SPEC.md section 6).")
     what = v.add_mutually_exclusive_group(required=True)
     what.add_argument("results", nargs="?", default=None,
                       help="folder with <case>.npz (or <case>/<key>.npy) per case")

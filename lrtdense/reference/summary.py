@@ -53,7 +53,8 @@ def coverage_line(rows):
 
 
 def _summary_table(rows):
-    lines = ["| family | cases | rows passed | failed | not implemented |", "|---|---:|---:|---:|---:|"]
+    lines = ["| family | cases | rows passed | failed | not implemented |",
+             "|---|---:|---:|---:|---:|"]
     for family, c in family_summary(rows).items():
         lines.append(f"| {family} | {c['cases']} | {c['passed']} | {c['failed']} | "
                      f"{c['not_implemented']} |")
