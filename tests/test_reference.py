@@ -146,7 +146,7 @@ def test_cli_verify_exit_codes(tmp_path):
     write_results(tmp_path / "ok", lambda c: spec_port.run_case(c.meta, c.inputs), ["lrt_64_*"])
     run = lambda *a: subprocess.run([sys.executable, "-m", "lrtdense", "reference", "verify", *a],
                                     capture_output=True, text=True, timeout=300)
-    ok = run(str(tmp_path / "ok"), "--cases", "lrt_64_*")
+    ok = run(str(tmp_path / "ok"), "--cases", "lrt_64_*", "--all")
     assert ok.returncode == 0, ok.stdout[-2000:] + ok.stderr
     assert "| lrt_64_basic | outputs/sample |" in ok.stdout and " 0 failed" in ok.stdout
     bad = run(str(tmp_path / "ok"), "--cases", "flipout_64_basic")

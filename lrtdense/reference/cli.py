@@ -1,8 +1,14 @@
 """lrtdense reference: the golden-value oracle for ports (read SPEC.md: `lrtdense reference spec`).
 
-  lrtdense reference verify RESULTS [--cases GLOB] [--families GLOB] [--quantities GLOB]
-                            [--statistical] [--reference DIR [--allow-unshipped]] [--markdown FILE]
-                                                check a port's results; print a table
+  lrtdense reference verify (RESULTS | --port MODULE:ADAPTER) [--cases GLOB] [--families GLOB]
+                            [--quantities GLOB] [--statistical] [--reference DIR
+                            [--allow-unshipped]] [--all] [--markdown FILE] [--json FILE]
+                            [--junit FILE]
+                                                check a port's results; print a per-family
+                                                summary, hints, the failing rows (--all: every
+                                                row), the coverage and totals lines
+                                                (lrtdense.reference.summary); --json and --junit
+                                                for CI (lrtdense.reference.outputs)
   lrtdense reference list [GLOB ...]            the cases (dtype, kind, description)
   lrtdense reference path                       where the shipped reference set is
   lrtdense reference spec [--show]              where SPEC.md is (or print it)
@@ -11,19 +17,22 @@
                                                 or a set generate wrote: only its files replaced)
 
 Exit codes: 0 every row passed; 1 a quantity failed or is missing; 2 a usage error (bad option or
-value, results folder missing, a --markdown file that cannot be written (checked before the
-work), a pattern matching no case, no case eligible for --statistical, a folder generate will not
-write into); 3 the reference set is missing, corrupt, tampered with, inconsistent or larger than
-its bounds (SPEC.md section 6); 4 every row passed, but against a reference set (--reference)
-that is not the one shipped with this lrtdense (--allow-unshipped: 0). Every error is one line on stderr, never a traceback.
+value, results folder missing, a --markdown, --json or --junit file that cannot be written or
+that git tracks (checked before the work), two of them naming one file, a pattern matching no
+case, no case eligible for --statistical, a folder generate will not write into); 3 the
+reference set is missing, corrupt, tampered with, inconsistent or larger than its bounds
+(SPEC.md section 6); 4 every row passed, but against a reference set (--reference) that is not
+the one shipped with this lrtdense (--allow-unshipped: 0). Every error is one line on stderr,
+never a traceback. Output files are written atomically (``outputs.write_atomic``).
 """
+import json
 import os
 import sys
 
 from lrtdense import argtypes
 from lrtdense.cli import ArgumentParser
-from lrtdense.reference import default_dir, families, spec_path, store
-from lrtdense.reference.verify import (UsageError, format_table, generate, run, select_cases)
+from lrtdense.reference import default_dir, families, hints, outputs, spec_path, store, summary
+from lrtdense.reference.verify import UsageError, generate, run, select_cases
 
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_REFERENCE, EXIT_UNSHIPPED = 0, 1, 2, 3, 4
 
@@ -45,7 +54,8 @@ def add_arguments(parser):
                                 parser_class=ArgumentParser)
     v = sub.add_parser("verify", help="verify a port's results against the reference",
                        description="Compare a port's results with the reference set and print "
-                                   "one row per case and quantity (SPEC.md section 6).")
+                                   "a summary per family, hints, the failing rows (--all: every "
+                                   "row), the coverage and the totals (SPEC.md section 6).")
     what = v.add_mutually_exclusive_group(required=True)
     what.add_argument("results", nargs="?", default=None,
                       help="folder with <case>.npz (or <case>/<key>.npy) per case")
@@ -72,9 +82,17 @@ def add_arguments(parser):
     v.add_argument("--allow-unshipped", action="store_true",
                    help="with --reference: exit 0 when every row passes against a set that is not "
                         "the one shipped with lrtdense (without it, that is exit 4)")
+    v.add_argument("--all", action="store_true", dest="all_rows",
+                   help="print every compared row (default: the failing rows only)")
     v.add_argument("--markdown", default=None, metavar="FILE", type=argtypes.output_file(),
-                   help="also write the table to this file (checked before the work: its folder "
-                        "exists and takes files, and it is not a file git tracks)")
+                   help="also write what is printed to this file (checked before the work: its "
+                        "folder exists and takes files, and it is not a file git tracks)")
+    v.add_argument("--json", default=None, metavar="FILE", type=argtypes.output_file(),
+                   help="also write every row, the summary and a shields.io badge as JSON "
+                        "(schema lrtdense-verify/1: lrtdense/reference/verify.schema.json)")
+    v.add_argument("--junit", default=None, metavar="FILE", type=argtypes.output_file(),
+                   help="also write JUnit XML: one testcase per row (classname family.case, name "
+                        "the quantity; not implemented: skipped)")
     ls = sub.add_parser("list", help="list the reference cases",
                         description="List the cases of the reference set.")
     ls.add_argument("patterns", nargs="*", metavar="GLOB", help="only cases matching these globs")
@@ -119,6 +137,27 @@ def _adapter_results(spec):
     results = results_of(adapter)
     results.selection = declared
     return results
+
+
+def _distinct_outputs(args):
+    """--markdown, --json and --junit name different files."""
+    named = [(flag, path) for flag, path in (("--markdown", args.markdown), ("--json", args.json),
+                                             ("--junit", args.junit)) if path]
+    for i, (flag, path) in enumerate(named):
+        for other, second in named[i + 1:]:
+            if os.path.realpath(path) == os.path.realpath(second):
+                raise UsageError(f"{flag} and {other} name the same file {path!r}")
+
+
+def _write(flag, path, text):
+    """Writes ``text()`` to ``path`` (if given) atomically; checked when parsed, but the folder
+    may have changed since."""
+    if not path:
+        return
+    try:
+        outputs.write_atomic(path, text())
+    except OSError as err:
+        raise UsageError(f"{flag} {path!r} could not be written ({err.strerror or err})") from None
 
 
 def _error(message, code):
@@ -178,16 +217,14 @@ def _main(args):
         raise UsageError(str(err)) from None
     if args.port is not None:
         selection = results.selection & selection
+    _distinct_outputs(args)
     report = run(reference, results, _patterns(args.cases), args.statistical, selection)
-    table = format_table(report.rows, report.notes)
-    if args.markdown:
-        try:
-            with open(args.markdown, "w") as f:
-                f.write(table + "\n")
-        except OSError as err:  # checked when parsed; the folder may have changed since
-            raise UsageError(f"--markdown {args.markdown!r} could not be written "
-                             f"({err.strerror or err})") from None
-    _emit(table)
+    found = hints.hints(report.rows)
+    text = summary.format_report(report.rows, report.notes, found, args.all_rows)
+    _write("--markdown", args.markdown, lambda: text + "\n")
+    _write("--json", args.json, lambda: json.dumps(outputs.to_json(report, found), indent=1) + "\n")
+    _write("--junit", args.junit, lambda: outputs.to_junit(report.rows))
+    _emit(text)
     if not report.passed:
         return EXIT_FAIL
     return EXIT_PASS if report.shipped or args.allow_unshipped else EXIT_UNSHIPPED

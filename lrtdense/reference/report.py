@@ -9,7 +9,7 @@ import dataclasses
 import numpy as np
 
 __all__ = ["Row", "PASS", "FAIL", "NOT_IMPLEMENTED", "compare", "ulp_distance", "format_table",
-           "totals_line"]
+           "table_lines", "totals_line"]
 
 
 PASS, FAIL, NOT_IMPLEMENTED = "pass", "FAIL", "not implemented"
@@ -104,18 +104,21 @@ def compare(case, quantity, got, ref, tol):
 
 def format_table(rows, notes=()):
     """A Markdown table of the rows, then the totals line ("N passed, M failed", N + M rows)."""
-    head = "| case | quantity | max abs err | max rel err | ULPs | worst index | result |"
-    lines = [f"note: {n}" for n in notes] + ([""] if notes else []) + [head,
-                                                                       "|---|---|---:|---:|---:|---|---|"]
+    lines = [f"note: {n}" for n in notes] + ([""] if notes else [])
+    return "\n".join(lines + table_lines(rows) + ["", totals_line(rows)])
+
+
+def table_lines(rows):
+    """The lines of the Markdown table of ``rows`` (those not implemented left out)."""
+    lines = ["| case | quantity | max abs err | max rel err | ULPs | worst index | result |",
+             "|---|---|---:|---:|---:|---|---|"]
     for r in rows:
         if r.status == NOT_IMPLEMENTED:
             continue
         ulps = "" if np.isnan(r.ulps) else f"{r.ulps:.0f}"
         lines.append(f"| {r.case} | {r.quantity} | {r.max_abs:.3g} | {r.max_rel:.3g} | {ulps} | "
                      f"{r.worst} | {'pass' if r.passed else 'FAIL: ' + r.note} |")
-    lines.append("")
-    lines.append(totals_line(rows))
-    return "\n".join(lines)
+    return lines
 
 
 def totals_line(rows):

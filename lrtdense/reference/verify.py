@@ -192,12 +192,12 @@ def select_cases(names, patterns):
 
 @dataclasses.dataclass
 class Report:
-    """What ``run`` found: ``rows`` (one per case and quantity), ``notes`` (lines about the
-    reference set itself, printed above the table) and ``shipped`` (False when the reference set
-    is not the one shipped with this lrtdense: ``verify`` then exits 4 unless --allow-unshipped)."""
+    """What ``run`` found: ``rows`` (one per case and quantity), ``notes`` (lines on the set),
+    ``shipped`` (False for a set not shipped with lrtdense: exit 4) and its ``manifest_sha256``."""
     rows: list
     notes: list
     shipped: bool = True
+    manifest_sha256: str = ""
 
     @property
     def passed(self):
@@ -292,7 +292,7 @@ def run(reference_root, results, patterns=None, statistical=False, selection=Non
     if statistical and not eligible:
         raise UsageError(f"none of the {len(names)} selected cases supports the statistical "
                          f"mode; eligible: {_statistical.describe_eligible()}")
-    return Report(rows, notes, ref.shipped)
+    return Report(rows, notes, ref.shipped, ref.manifest_sha256)
 
 
 def read_checked_case(ref, name, statistical=False):
