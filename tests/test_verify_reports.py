@@ -15,6 +15,7 @@ from lrtdense.reference import default_dir, hints, outputs, summary
 from lrtdense.reference.families import FAMILIES
 from lrtdense.reference.report import FAIL, NOT_IMPLEMENTED, PASS, Row, compare
 from lrtdense.reference.verify import run
+from lrtdense.testing import reference_cases
 import spec_port
 from helpers import run_lrtdense
 
@@ -191,22 +192,25 @@ def test_cli_partial_port_default_json_junit(capsys, tmp_path):
     assert code == 0 and err == "", err
     lines = out.splitlines()
     assert "| lrt | 24 | 99 | 0 | 96 |" in lines and "| reparam | 18 | 0 | 0 | 147 |" in lines
-    assert lines[-2:] == ["coverage: 1 of 10 families, 99 of 992 rows (10%)",
-                          "99 passed, 0 failed, 893 not implemented"]
+    total = sum(len(c.expected) for c in reference_cases())
+    assert lines[-2:] == [f"coverage: 1 of 10 families, 99 of {total} rows "
+                          f"({round(100 * 99 / total)}%)",
+                          f"99 passed, 0 failed, {total - 99} not implemented"]
     assert "FAIL" not in out and "hint:" not in out and md.read_text() == out
     doc = json.loads(j.read_text())
-    assert doc["schema"] == "lrtdense-verify/1" and len(doc["rows"]) == 992
-    assert doc["summary"]["counts"] == {"rows": 992, "passed": 99, "failed": 0,
-                                        "not_implemented": 893}
+    assert doc["schema"] == "lrtdense-verify/1" and len(doc["rows"]) == total
+    assert doc["summary"]["counts"] == {"rows": total, "passed": 99, "failed": 0,
+                                        "not_implemented": total - 99}
     assert doc["summary"]["coverage"] == {"families": 1, "families_total": 10, "rows": 99,
-                                          "rows_total": 992}
+                                          "rows_total": total}
     assert doc["summary"]["reference"]["shipped"] is True
     assert doc["badge"] == {"schemaVersion": 1, "label": "lrtdense conformance",
-                            "message": "99/992", "color": "yellow"}
+                            "message": f"99/{total}", "color": "yellow"}
     suite = ET.parse(x).getroot().find("testsuite")
     cases = suite.findall("testcase")
-    assert (suite.get("tests"), suite.get("failures"), suite.get("skipped")) == ("992", "0", "893")
-    assert len(cases) == 992 and sum(c.find("skipped") is not None for c in cases) == 893
+    assert (suite.get("tests"), suite.get("failures"), suite.get("skipped")) == (
+        str(total), "0", str(total - 99))
+    assert len(cases) == total and sum(c.find("skipped") is not None for c in cases) == total - 99
     assert {c.get("classname").split(".")[0] for c in cases} == set(FAMILIES)
     assert sorted(os.listdir(tmp_path)) == ["v.json", "v.md", "v.xml"]  # no temporary left
     validate(doc)  # last: it skips without jsonschema
