@@ -147,10 +147,14 @@ class CategoricalLikelihood(Record):
         output_shape = tuple(output_shape)
         k = output_shape[-1]
         if y.dtype.kind not in "iu":
+            if y.shape == output_shape:
+                raise TypeError(f"one-hot labels are refused: pass integer class indices of "
+                                f"shape {output_shape[:-1]} (y.argmax(axis=-1)), got {y.dtype} "
+                                f"of shape {y.shape}")
             raise TypeError(f"labels must be integer class indices in [0, {k}), got dtype "
                             f"{y.dtype}")
         if y.shape != output_shape[:-1]:
-            hint = " (one-hot labels? pass class indices)" if y.shape == output_shape else ""
+            hint = " (one-hot labels are refused: pass class indices)" if y.shape == output_shape else ""
             raise ValueError(f"expected labels of shape {output_shape[:-1]} to match logits "
                              f"{output_shape}, got {y.shape}{hint}")
         if y.size and (y.min() < 0 or y.max() >= k):

@@ -69,6 +69,10 @@ def classification_pair(labels, probs):
     labels, probs = np.asarray(labels), real_array(probs, "probs")
     if probs.ndim != 2 or probs.shape[0] == 0 or probs.shape[1] == 0:
         raise ValueError(f"probs must have shape (N, k) with N, k >= 1, got {probs.shape}")
+    if labels.shape == probs.shape and labels.dtype.kind in "iufb":
+        raise TypeError(f"one-hot labels are refused: pass integer class indices of shape "
+                        f"({probs.shape[0]},) (labels.argmax(axis=1)), got {labels.dtype} of "
+                        f"shape {labels.shape}")
     if labels.dtype.kind not in "iu":
         raise TypeError(f"labels must be integer class indices, got dtype {labels.dtype}")
     n, k = probs.shape
