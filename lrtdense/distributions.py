@@ -45,7 +45,7 @@ def _finite_fields(record):
 
 @dataclasses.dataclass(frozen=True)
 class RandomNormal(Record):
-    """Initializer drawing N(mean, stddev**2) independently per element (tf1 random_normal)."""
+    """Initializer drawing ``N(mean, stddev**2)`` independently per element (tf1 random_normal)."""
     mean: float = 0.0
     stddev: float = 0.1
     TYPE = "random_normal"
@@ -152,7 +152,7 @@ class _Prior(Record):
 
 @dataclasses.dataclass(frozen=True)
 class NormalPrior(_Prior):
-    """Prior N(loc, scale**2) on every element (TFP's default_multivariate_normal_fn is
+    """Prior ``N(loc, scale**2) on every element`` (TFP's default_multivariate_normal_fn is
     NormalPrior(0, 1)); closed-form KL from a Normal posterior."""
     loc: float = 0.0
     scale: float = 1.0
@@ -207,7 +207,7 @@ class TrainableNormalPrior(_Prior):
 
 @dataclasses.dataclass(frozen=True)
 class ScaleMixturePrior(_Prior):
-    """The scale mixture pi N(0, sigma1**2) + (1 - pi) N(0, sigma2**2) on every element
+    """The scale mixture ``pi N(0, sigma1**2) + (1 - pi) N(0, sigma2**2)`` on every element
     (Blundell et al. 2015, arXiv 1505.05424, eq. 7: a wide and a narrow component; their grid:
     -log sigma1 in {0, 1, 2}, -log sigma2 in {6, 7, 8}, pi in {1/4, 1/2, 3/4}). Its KL from a
     Normal posterior has no closed form: use a Monte Carlo divergence."""

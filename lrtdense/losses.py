@@ -30,7 +30,7 @@ __all__ = ["gaussian_nll", "softmax_cross_entropy", "neg_elbo", "check_num_examp
 
 
 def gaussian_nll(y, mean, scale):
-    """-log N(y; mean, scale**2), element-wise (broadcasting): ``lrtdense.kernels.gaussian_nll``."""
+    """``-log N(y; mean, scale**2)``, element-wise (broadcasting): ``lrtdense.kernels.gaussian_nll``."""
     return kernels.gaussian_nll(y, mean, scale)
 
 
@@ -74,7 +74,7 @@ def _per_example(values):
 
 @dataclasses.dataclass(frozen=True)
 class GaussianLikelihood(Record):
-    """y ~ N(f(x), scale**2) per output dimension; scale fixed or learned.
+    """``y ~ N(f(x), scale**2)`` per output dimension; scale fixed or learned.
 
     Learned: params {"untransformed_noise_scale": ()}, scale = softplus(u) + eps (the kernel
     ``posterior_scale``), initialised at ``scale``. Targets: the outputs' shape, or (N,) for
