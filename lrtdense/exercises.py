@@ -45,7 +45,7 @@ class Exercise:
     hints: dict                 # {quantity: hint}
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, repr=False)
 class ExerciseResult:
     """What ``check_exercise`` found: ``passed`` (every case), ``wrong`` ([(case, quantity)]
     that failed) and ``report``, the text it printed."""
@@ -55,6 +55,9 @@ class ExerciseResult:
 
     def __bool__(self):
         return self.passed
+
+    def __repr__(self):           # short: a notebook shows it under the report it printed
+        return f"ExerciseResult(passed={self.passed}, wrong={len(self.wrong)} (case, quantity))"
 
 
 def _scale(u):
@@ -156,7 +159,8 @@ def check_exercise(name, func, *, verbose=True):
             continue
         failed = _failing(ex, case, answer)
         if not failed:
-            lines.append(f"ok   {case.name}: {' and '.join(ex.stored)} agree with the reference")
+            verb = "agrees" if len(ex.stored) == 1 else "agree"
+            lines.append(f"ok   {case.name}: {' and '.join(ex.stored)} {verb} with the reference")
             continue
         wrong += [(case.name, q) for q in failed]
         first = failed[0]                 # e.g. a wrong mean makes every sample wrong too
