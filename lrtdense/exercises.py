@@ -28,6 +28,7 @@ from typing import Callable
 import numpy as np
 
 from lrtdense import activations, kernels
+from lrtdense.dropout import DenseSparseVariationalDropout
 from lrtdense.testing import ReferenceCase, assert_case, reference_cases
 
 __all__ = ["check_exercise", "EXERCISES", "ExerciseResult"]
@@ -83,7 +84,6 @@ def _kl_normal_answer(func, case):
 
 
 def _kl_molchanov_answer(func, case):
-    from lrtdense.dropout import DenseSparseVariationalDropout
     layer = DenseSparseVariationalDropout.from_config(case.model["config"])
     return {"kl": np.asarray(func(np.asarray(layer.log_alpha(case.params))))}
 
