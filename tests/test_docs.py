@@ -174,14 +174,21 @@ def _pages(out):
 
 
 def broken_links(out):
-    """[(page, href)] for every relative href or src of a built page whose file is not built."""
+    """[(page, href)] for every relative href or src of a built page whose file is not built, or
+    whose #fragment names no id of the built HTML page it points to."""
+    pages = _pages(out)
+    ids = {page: set(re.findall(r'\sid="([^"]+)"', text)) for page, text in pages.items()}
     broken = []
-    for page, text in _pages(out).items():
+    for page, text in pages.items():
         folder = os.path.dirname(os.path.join(out, page))
         for href in re.findall(r'(?:href|src)="([^"]*)"', text):
-            path = html.unescape(href).split("#")[0]
-            if path and not re.match(r"[a-z][a-z0-9+.-]*:", path) \
-                    and not os.path.exists(os.path.normpath(os.path.join(folder, path))):
+            path, _, fragment = html.unescape(href).partition("#")
+            if re.match(r"[a-z][a-z0-9+.-]*:", path):
+                continue                                        # an absolute URL
+            target = os.path.normpath(os.path.join(folder, path))
+            name = os.path.relpath(target, out) if path else page
+            if path and not os.path.exists(target) or \
+                    fragment and name in ids and fragment not in ids[name]:
                 broken.append((page, href))
     return broken
 
@@ -201,6 +208,7 @@ BOLD_KNOWN = {"lrtdense/reference/statistical.html", "lrtdense/reference/cases.h
 
 
 def test_every_relative_link_of_the_built_docs_works(site):
+    """Every file a built page links to is built, and every #fragment names an id there."""
     assert len(_pages(site)) > 60
     assert broken_links(site) == []
 
@@ -215,12 +223,15 @@ def test_no_formula_of_the_built_docs_renders_as_bold(site):
 
 def test_the_link_and_bold_checks_find_what_they_look_for(tmp_path):
     (tmp_path / "sub").mkdir()
-    (tmp_path / "a.html").write_text('<a href="sub/b.html#x">b</a> <a href="c.html">c</a> '
-                                     '<a href="https://example.org/">e</a> <a href="#top">t</a>'
+    (tmp_path / "a.html").write_text('<h1 id="top"></h1><a href="sub/b.html#x">b</a> '
+                                     '<a href="c.html">c</a> <a href="sub/b.html#y">y</a> '
+                                     '<a href="https://example.org/#z">e</a> <a href="#top">t</a>'
+                                     '<a href="#nowhere">n</a>'
                                      '<script>x = `<a href="${url}">`</script>')
     (tmp_path / "sub" / "b.html").write_text('<img src="../d.png"> s = sqrt((x<strong>2) @ '
-                                             '(scale</strong>2)) <p><strong>Note:</strong> ok')
-    assert broken_links(tmp_path) == [("a.html", "c.html"), ("sub/b.html", "../d.png")]
+                                             '(scale</strong>2)) <p id="x"><strong>Note:</strong> ok')
+    assert broken_links(tmp_path) == [("a.html", "c.html"), ("a.html", "sub/b.html#y"),
+                                      ("a.html", "#nowhere"), ("sub/b.html", "../d.png")]
     assert [page for page, _ in bold_formulas(tmp_path)] == ["sub/b.html", "sub/b.html"]
 
 
