@@ -53,7 +53,8 @@ NAV = [("index.html", "README"), ("tutorial.html", "Tutorial"), ("notebooks.html
 # Markdown files outside docs/ that the README and the docs link to: {page stem: path from the
 # checkout's root}. Links to any other file of the checkout become its path in plain text.
 OTHER_PAGES = {"SPEC": "reference_data/SPEC.md", "notebooks": "notebooks/README.md",
-               "ports": "examples/ports/README.md", "peers_deviations": "examples/peers/DEVIATIONS.md",
+               "ports": "examples/ports/README.md",
+               "peers_deviations": "examples/peers/DEVIATIONS.md",
                "benchmarks_results": "benchmarks/RESULTS.md"}
 COPIED = ["LICENSE"]          # linked from the README, copied as they are
 

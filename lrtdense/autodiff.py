@@ -17,7 +17,8 @@
 
 The first ``def`` is the public function: its name, its signature, its docstring (first line:
 the formula); its body is never run. The forward computes the output once, on plain arrays, and
-keeps the intermediates the gradient needs (``x**2``, the noise ratio ``eps / s``, ...): autograd's own
+keeps the intermediates the gradient needs (``x**2``, the noise ratio ``eps / s``, ...):
+autograd's own
 ``defvjp`` hands a VJP only the inputs and the output, so the VJP would otherwise recompute
 them. Positional arguments may be differentiated; keyword arguments are settings (never
 differentiated). A forward that declares ``needs`` receives the names of the arguments being

@@ -278,7 +278,8 @@ class DenseLocalReparameterization(MeanFieldDense):
     ``tfp.layers.DenseLocalReparameterization``; Kingma et al. 2015, arXiv 1506.02557).
 
     Samples the pre-activations instead of the weights: with m = x @ loc and
-    ``s = sqrt((x**2) @ (scale**2))``, the kernel term is ``m + s * eps``, eps ~ N(0, 1) of shape (..., units).
+    ``s = sqrt((x**2) @ (scale**2))``, the kernel term is ``m + s * eps``, eps ~ N(0, 1) of shape
+    (..., units).
 
     Params: kernel_posterior_loc, kernel_posterior_untransformed_scale (in, units);
     bias_posterior_loc (units,); bias_posterior_untransformed_scale (units,) if the bias is Normal.

@@ -110,7 +110,8 @@ def scale_mixture_log_prob(w, pi, sigma1, sigma2, *, workspace=None):
     """``sum log(pi N(w; 0, sigma1**2) + (1 - pi) N(w; 0, sigma2**2))`` (Blundell et al. 2015, arXiv 1505.05424, eq. 7).
 
     The scale-mixture prior, by a stable logsumexp: ``a + softplus(b - a)`` with
-    ``a = log p_wide - log s_wide - w**2 / (2 s_wide**2)`` the wider component's log density (+ 0.5 log(2 pi)) and
+    ``a = log p_wide - log s_wide - w**2 / (2 s_wide**2)`` the wider component's log density
+    (+ 0.5 log(2 pi)) and
     b the narrower's (TFP's MixtureSameFamily.log_prob). b - a <= log(p_narrow s_wide / (p_wide
     s_narrow)) for every w, so exp(b - a) never overflows. Differentiable in w only.
 

@@ -29,7 +29,8 @@ def kl_normal_normal(loc, scale, prior_loc, prior_scale, *, workspace=None):
 
     Per element ``0.5 ((loc - mp) / sp)**2 + 0.5 (scale / sp)**2 - 0.5 - log(scale / sp)``, which
     is TFP's ``_kl_normal_normal``
-    (``0.5 ((loc - mp) / sp)**2 + 0.5 expm1(2 d) - d, d = log scale - log sp``) rearranged. A fixed prior (numbers) is summed by reductions
+    (``0.5 ((loc - mp) / sp)**2 + 0.5 expm1(2 d) - d, d = log scale - log sp``) rearranged. A
+    fixed prior (numbers) is summed by reductions
     (``kl_normal_fixed_prior``); a trainable one (arrays, or differentiated) per element in
     TFP's form (``kl_normal_trainable_prior``).
 
