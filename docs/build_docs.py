@@ -5,8 +5,10 @@ pdoc, and the Markdown pages (README, the tutorial, the studies) rendered beside
 
 Needs ``pip install -e ".[docs]"`` (pdoc). Nothing is fetched: pdoc's pages carry their own CSS
 and search index, the Markdown pages reuse pdoc's CSS, and the figures are copied from docs/.
-Output: index.html (the README), tutorial.html and the other docs/*.md pages, lrtdense.html and
-lrtdense/**.html (the API), the PNGs.
+Output: index.html (the README), tutorial.html and the other docs/*.md pages, the Markdown pages
+outside docs/ that they link to (``OTHER_PAGES``: SPEC.html, notebooks.html, ...), lrtdense.html
+and lrtdense/**.html (the API), the PNGs and the LICENSE. Every relative link of a built page
+points to a built file (tests/test_docs.py crawls them).
 """
 import html
 import os
@@ -44,9 +46,17 @@ nav.top a {{ margin-right: 1.2rem; }}
 </html>
 """
 
-NAV = [("index.html", "README"), ("tutorial.html", "Tutorial"),
-       ("lrtdense.html", "API reference"), ("variance_study.html", "Variance study"),
-       ("tfp_semantics.html", "TFP semantics")]
+NAV = [("index.html", "README"), ("tutorial.html", "Tutorial"), ("notebooks.html", "Notebooks"),
+       ("lrtdense.html", "API reference"), ("SPEC.html", "Reference set (ports)"),
+       ("variance_study.html", "Variance study"), ("tfp_semantics.html", "TFP semantics")]
+
+# Markdown files outside docs/ that the README and the docs link to: {page stem: path from the
+# checkout's root}. Links to any other file of the checkout become its path in plain text.
+OTHER_PAGES = {"SPEC": "reference_data/SPEC.md", "notebooks": "notebooks/README.md",
+               "ports": "examples/ports/README.md",
+               "peers_deviations": "examples/peers/DEVIATIONS.md",
+               "benchmarks_results": "benchmarks/RESULTS.md"}
+COPIED = ["LICENSE"]          # linked from the README, copied as they are
 
 
 def api_modules():
@@ -69,23 +79,35 @@ def pdoc_css():
     return "\n".join(parts)
 
 
-def relink(body, source, pages):
-    """Links from ``source`` to the Markdown files that are built become links to their HTML.
+def relink(body, source, pages, out_names):
+    """Relative links of the page built from ``source``, made to work in the built site: a link
+    to a Markdown file that is built points to its HTML page; a link to a file that is copied
+    (``out_names``: names in the output folder) is kept; a link to any other file of the checkout
+    becomes that file's path from the checkout's root, as code, since the site does not hold it.
 
-    ``pages``: {absolute path of a Markdown source: its HTML file name}; other links are kept.
+    ``pages``: {absolute path of a Markdown source: its HTML file name}.
     """
     def fix(match):
-        target = os.path.normpath(os.path.join(os.path.dirname(source), match.group(1)))
-        return f'href="{pages[target]}"' if target in pages else match.group(0)
-    return re.sub(r'href="([^"#:]+\.md)"', fix, body)
+        href, text = match.group(1), match.group(2)
+        path, hash_, fragment = href.partition("#")
+        if not path or re.match(r"[a-z][a-z0-9+.-]*:", path):
+            return match.group(0)                       # a fragment, or an absolute URL
+        target = os.path.normpath(os.path.join(os.path.dirname(source), path))
+        if target in pages:
+            return f'<a href="{pages[target]}{hash_}{fragment}">{text}</a>'
+        if os.path.relpath(target, ROOT) in out_names:
+            return f'<a href="{os.path.relpath(target, ROOT)}{hash_}{fragment}">{text}</a>'
+        where = os.path.relpath(target, ROOT)
+        return text if where in text else f"{text} (<code>{html.escape(where)}</code>)"
+    return re.sub(r'<a href="([^"]*)">(.*?)</a>', fix, body, flags=re.S)
 
 
-def render_page(source, title, pages, css):
+def render_page(source, title, pages, css, out_names):
     """One Markdown file as an HTML page with the top navigation."""
     from pdoc.render_helpers import to_html
     with open(source, encoding="utf-8") as f:
         text = f.read()
-    body = relink(to_html(text), source, pages)
+    body = relink(to_html(text), source, pages, out_names)
     nav = "".join(f'<a href="{href}">{html.escape(label)}</a>' for href, label in NAV)
     return PAGE.format(title=html.escape(title), css=css, nav=nav, body=body)
 
@@ -115,13 +137,18 @@ def build(out):
             sources[name[:-3]] = os.path.join(HERE, name)
         elif name.endswith(".png"):
             shutil.copy(os.path.join(HERE, name), os.path.join(out, name))
+    for stem, path in OTHER_PAGES.items():
+        sources[stem] = os.path.join(ROOT, path)
+    for name in COPIED:
+        shutil.copy(os.path.join(ROOT, name), os.path.join(out, name))
+    out_names = set(COPIED) | {n for n in os.listdir(out) if n.endswith(".png")}
     pages = {os.path.normpath(path): f"{stem}.html" for stem, path in sources.items()}
     written = []
     for stem, source in sources.items():
         title = "lrtdense" if stem == "index" else f"lrtdense: {stem.replace('_', ' ')}"
         path = os.path.join(out, f"{stem}.html")
         with open(path, "w", encoding="utf-8") as f:
-            f.write(render_page(source, title, pages, css))
+            f.write(render_page(source, title, pages, css, out_names))
         written.append(path)
     return written
 

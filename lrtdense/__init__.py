@@ -1,5 +1,11 @@
 """lrtdense: a NumPy + autograd numerical reference for Bayesian dense layers.
 
+Where to start: to learn the trick, the tutorial (``docs/tutorial.md``) and the notebooks
+(``notebooks/``); to train on a CPU, ``fit`` and ``predict`` below, then ``lrtdense bench uci``
+(``lrtdense.bench``); to port the layers, the reference set's ``SPEC.md``
+(``lrtdense reference spec``) and ``lrtdense reference verify RESULTS_DIR``, or
+``lrtdense.testing`` from your own pytest suite.
+
 Layers (TFP-faithful, pure functions of a flat params dict with TFP's variable names):
 ``DenseLocalReparameterization``, ``DenseReparameterization``, ``DenseFlipout``; variational
 dropout: ``DenseVariationalDropout``, ``DenseSparseVariationalDropout``. ``lrtdense.base`` states

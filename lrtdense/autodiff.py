@@ -1,6 +1,6 @@
 """Kernels (autograd primitives with residuals and hand-written gradients) and the reverse pass.
 
-**kernel** is JAX's ``custom_vjp`` for autograd. A kernel is three ``def``s side by side:
+``kernel`` is JAX's ``custom_vjp`` for autograd. A kernel is three ``def``s side by side:
 
     @kernel
     def lrt(x, loc, scale, eps, *, workspace=None):
@@ -17,7 +17,8 @@
 
 The first ``def`` is the public function: its name, its signature, its docstring (first line:
 the formula); its body is never run. The forward computes the output once, on plain arrays, and
-keeps the intermediates the gradient needs (x**2, the noise ratio eps / s, ...): autograd's own
+keeps the intermediates the gradient needs (``x**2``, the noise ratio ``eps / s``, ...):
+autograd's own
 ``defvjp`` hands a VJP only the inputs and the output, so the VJP would otherwise recompute
 them. Positional arguments may be differentiated; keyword arguments are settings (never
 differentiated). A forward that declares ``needs`` receives the names of the arguments being
@@ -36,7 +37,7 @@ array is made, not guessed from object identity. In debug mode (``Workspace(debu
 memory with the cotangent or with the kernel's residuals (and the workspace poisons the buffers
 it hands out with NaN, so that a read of a stale buffer shows).
 
-**value_and_grad(fun, params, *args, workspace=None)** differentiates ``fun(params, *args) ->
+``value_and_grad(fun, params, *args, workspace=None)`` differentiates ``fun(params, *args) ->
 (objective, aux)`` with respect to every leaf of the params tree and returns ``(objective, aux,
 grads)``. It is autograd's reverse pass (``autograd.core.backward_pass``) with one root per leaf
 instead of one boxed dict: boxing a dict makes every ``params[key]`` a traced lookup whose

@@ -13,7 +13,7 @@ standard deviation; one hidden layer of 50 relu units (DenseLocalReparameterizat
 defaults, float64); a Gaussian likelihood with a learned noise scale; test RMSE and test
 log-likelihood in the target's original units, mean +- standard error (std / sqrt(n), ddof 1)
 over the splits. The test log-likelihood is that of the Monte Carlo mixture predictive,
-mean_n log (1/S) sum_s N(y_n; mu_s(x_n), sigma**2) (``lrtdense.metrics.mixture_nll``); that of
+``mean_n log (1/S) sum_s N(y_n; mu_s(x_n), sigma**2)`` (``lrtdense.metrics.mixture_nll``); that of
 the moment-matched Gaussian is reported beside it. Hyper-parameters are fixed (the settings
 below, written into the results), not chosen on a validation split.
 

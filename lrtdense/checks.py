@@ -99,7 +99,7 @@ def _describe(kind, low, high, open_low=False, open_high=False):
 
 
 def _show(bound):
-    """A bound as the message prints it: a large power of two as 2**k."""
+    """A bound as the message prints it: a large power of two as ``2**k``."""
     if isinstance(bound, int) and bound >= 2 ** 20 and bound & (bound - 1) == 0:
         return f"2**{bound.bit_length() - 1}"
     return f"{bound}"

@@ -1,7 +1,8 @@
 """``lrtdense demo``: Bayesian regression on the classic 1-D toy problem, on a CPU in seconds.
 
 Data (Hernandez-Lobato & Adams 2015, arXiv 1502.05336): 20 points x ~ U[-4, 4],
-y = x**3 + eps, eps ~ N(0, 3**2). Network: 1 -> 50 (relu) -> 1, both DenseLocalReparameterization
+``y = x**3 + eps, eps ~ N(0, 3**2)``. Network: 1 -> 50 (relu) -> 1, both
+DenseLocalReparameterization
 with TFP's defaults in float64; Gaussian likelihood with the known noise scale 3; trained by
 minimising the negative ELBO with Adam on full batches. Inputs are divided by 4 and targets by
 their training standard deviation; predictions are mapped back.
@@ -30,7 +31,7 @@ DEFAULTS = dict(seed=0, epochs=8000, hidden=50, learning_rate=0.003, num_samples
 
 
 def toy_data(rng, n, noise=3.0, low=-4.0, high=4.0):
-    """x ~ U[low, high] of shape (n, 1), y = x**3 + N(0, noise**2) of shape (n, 1)."""
+    """x ~ U[low, high] of shape (n, 1), ``y = x**3 + N(0, noise**2)`` of shape (n, 1)."""
     x = rng.uniform(low, high, size=(n, 1))
     return x, x ** 3 + noise * rng.standard_normal((n, 1))
 

@@ -28,7 +28,7 @@ from lrtdense.checks import check_float
 from lrtdense.records import Record, from_config
 
 __all__ = [
-    "RandomNormal", "Constant", "NormalPosterior", "DeterministicPosterior", "NormalPrior",
+    "RandomNormal", "Constant", "NormalPosterior", "DeterministicPosterior", "Prior", "NormalPrior",
     "TrainableNormalPrior", "ScaleMixturePrior", "LaplacePrior", "StudentTPrior",
     "ClosedFormKL", "MonteCarloKL", "divergence_from_config", "PRIORS", "DIVERGENCES",
     "INITIALIZERS", "POSTERIORS", "initializer_from_config", "initializer_field",
@@ -45,7 +45,7 @@ def _finite_fields(record):
 
 @dataclasses.dataclass(frozen=True)
 class RandomNormal(Record):
-    """Initializer drawing N(mean, stddev**2) independently per element (tf1 random_normal)."""
+    """Initializer drawing ``N(mean, stddev**2)`` independently per element (tf1 random_normal)."""
     mean: float = 0.0
     stddev: float = 0.1
     TYPE = "random_normal"
@@ -131,9 +131,10 @@ def posterior_from_config(config):
                       "DeterministicPosterior, 'normal', 'deterministic', None or a config dict")
 
 
-class _Prior(Record):
-    """What every prior offers a layer. ``name`` is "kernel" or "bias"; ``params`` the layer's
-    params (a trainable prior keeps its own there)."""
+class Prior(Record):
+    """The base of every prior: what a prior offers a layer (subclass it for a new prior).
+    ``name`` is "kernel" or "bias"; ``params`` the layer's params (a trainable prior keeps its
+    own there)."""
 
     closed_form = False     # has a closed-form KL from a Normal posterior
 
@@ -151,8 +152,8 @@ class _Prior(Record):
 
 
 @dataclasses.dataclass(frozen=True)
-class NormalPrior(_Prior):
-    """Prior N(loc, scale**2) on every element (TFP's default_multivariate_normal_fn is
+class NormalPrior(Prior):
+    """Prior ``N(loc, scale**2) on every element`` (TFP's default_multivariate_normal_fn is
     NormalPrior(0, 1)); closed-form KL from a Normal posterior."""
     loc: float = 0.0
     scale: float = 1.0
@@ -173,7 +174,7 @@ class NormalPrior(_Prior):
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainableNormalPrior(_Prior):
+class TrainableNormalPrior(Prior):
     """A Normal prior with its own trainable loc and scale per element (empirical Bayes; TFP's
     ``kernel_prior_fn=default_mean_field_normal_fn()``): params ``<name>_prior_loc`` and
     ``<name>_prior_untransformed_scale`` (scale = softplus + eps), named and ordered as TFP's
@@ -206,8 +207,8 @@ class TrainableNormalPrior(_Prior):
 
 
 @dataclasses.dataclass(frozen=True)
-class ScaleMixturePrior(_Prior):
-    """The scale mixture pi N(0, sigma1**2) + (1 - pi) N(0, sigma2**2) on every element
+class ScaleMixturePrior(Prior):
+    """The scale mixture ``pi N(0, sigma1**2) + (1 - pi) N(0, sigma2**2)`` on every element
     (Blundell et al. 2015, arXiv 1505.05424, eq. 7: a wide and a narrow component; their grid:
     -log sigma1 in {0, 1, 2}, -log sigma2 in {6, 7, 8}, pi in {1/4, 1/2, 3/4}). Its KL from a
     Normal posterior has no closed form: use a Monte Carlo divergence."""
@@ -230,7 +231,7 @@ class ScaleMixturePrior(_Prior):
 
 
 @dataclasses.dataclass(frozen=True)
-class LaplacePrior(_Prior):
+class LaplacePrior(Prior):
     """Laplace(loc, scale) on every element: density exp(-|w - loc| / scale) / (2 scale)."""
     loc: float = 0.0
     scale: float = 1.0
@@ -246,7 +247,7 @@ class LaplacePrior(_Prior):
 
 
 @dataclasses.dataclass(frozen=True)
-class StudentTPrior(_Prior):
+class StudentTPrior(Prior):
     """Student-t with ``df`` degrees of freedom, location ``loc`` and scale ``scale`` on every
     element (TFP's StudentT)."""
     df: float = 3.0

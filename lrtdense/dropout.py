@@ -5,12 +5,13 @@ p(log|w|) = const, following the contract of ``lrtdense.layers`` (settings on th
 params dict, explicit noise, pure ``forward(params, x, rng=None, *, noise=None, mode=...)``):
 
 * ``DenseVariationalDropout`` (Kingma, Salimans & Welling 2015, arXiv 1506.02557, "variational
-  dropout A", independent weight noise): q(w_ij) = N(theta_ij, alpha_ij * theta_ij**2), one learned
-  alpha per weight, capped at 1 (log alpha clipped to <= 0) as the paper does.
+  dropout A", independent weight noise): ``q(w_ij) = N(theta_ij, alpha_ij * theta_ij**2)``, one
+  learned alpha per weight, capped at 1 (log alpha clipped to <= 0) as the paper does.
 * ``DenseSparseVariationalDropout`` (Molchanov, Ashukha & Vetrov 2017, arXiv 1701.05369): the
   additive reparameterization q(w_ij) = N(theta_ij, sigma2_ij) with free log sigma2, so the
-  gradient w.r.t. theta does not carry the multiplicative noise; log alpha = log sigma2 -
-  log(theta**2 + 1e-8), clipped to [-8, 8], enters only the KL and the pruning rule.
+  gradient w.r.t. theta does not carry the multiplicative noise;
+  ``log alpha = log sigma2 - log(theta**2 + 1e-8)``, clipped to [-8, 8], enters only the KL and
+  the pruning rule.
 
   ==========================  ===========  ===================================================
   key                         shape        layer
@@ -28,7 +29,7 @@ scale = sqrt(alpha) |theta| (Kingma, ``kernels.scale_from_log_alpha``) or exp(lo
 (Molchanov, ``kernels.scale_from_log_variance``):
 
 * ``mode="sample"``: the local reparameterization trick, ``kernels.lrt``: m = x @ theta,
-  s = sqrt((x**2) @ scale**2), kernel term m + s * noise["kernel"], noise["kernel"] ~ N(0, 1)
+  ``s = sqrt((x**2) @ scale**2)``, kernel term m + s * noise["kernel"], noise["kernel"] ~ N(0, 1)
   of shape (..., units).
 * ``mode="mean"``: x @ theta.
 * ``mode="pruned"`` (sparse layer only): x @ (theta * [log alpha <= threshold]), threshold 3 by
@@ -40,8 +41,9 @@ both layers use the constant C = -k1 of Molchanov et al., the one for which the 
 approximation vanishes as alpha -> infinity (the exact KL, so normalised, is
 KL(alpha) = -0.5 log alpha + E log|1 + sqrt(alpha) eps| + (gamma + log 2) / 2, gamma Euler's constant):
 
-* Kingma (``kernels.kl_kingma``): KL ~= k1 - (0.5 log alpha + c1 alpha + c2 alpha**2 +
-  c3 alpha**3), alpha <= 1, c1 = 1.16145124, c2 = -1.50204118, c3 = 0.58629921 (arXiv 1506.02557).
+* Kingma (``kernels.kl_kingma``):
+  ``KL ~= k1 - (0.5 log alpha + c1 alpha + c2 alpha**2 + c3 alpha**3)``, alpha <= 1,
+  c1 = 1.16145124, c2 = -1.50204118, c3 = 0.58629921 (arXiv 1506.02557).
 * Molchanov (``kernels.kl_molchanov``): KL ~= k1 - k1 sigmoid(k2 + k3 log alpha) +
   0.5 log(1 + 1/alpha), k1 = 0.63576, k2 = 1.87320, k3 = 1.48695 (arXiv 1701.05369).
 
@@ -158,7 +160,8 @@ class DropoutDense(Layer):
 @dataclasses.dataclass(frozen=True)
 class DenseVariationalDropout(DropoutDense):
     """Variational dropout with a learned alpha per weight (Kingma et al. 2015, arXiv 1506.02557,
-    "variational dropout A"): q(w) = N(theta, alpha theta**2), alpha = exp(min(log_alpha, 0)).
+    "variational dropout A"): ``q(w) = N(theta, alpha theta**2)``,
+    ``alpha = exp(min(log_alpha, 0))``.
 
     Params: "kernel_theta" (in, units), "kernel_log_alpha" (in, units), "bias" (units,) when
     ``use_bias``. Noise keys: "kernel" (..., units). Modes: "sample", "mean".
@@ -192,8 +195,9 @@ class DenseVariationalDropout(DropoutDense):
 @dataclasses.dataclass(frozen=True)
 class DenseSparseVariationalDropout(DropoutDense):
     """Sparse variational dropout (Molchanov et al. 2017, arXiv 1701.05369) with the additive
-    reparameterization q(w) = N(theta, sigma2) and log alpha = clip(log sigma2 - log(theta**2 +
-    1e-8), -8, 8). Weights with log alpha > ``threshold`` are dropped in ``mode="pruned"``.
+    reparameterization q(w) = N(theta, sigma2) and
+    ``log alpha = clip(log sigma2 - log(theta**2 + 1e-8), -8, 8)``. Weights with log alpha >
+    ``threshold`` are dropped in ``mode="pruned"``.
 
     Params: "kernel_theta" (in, units), "kernel_log_sigma2" (in, units), "bias" (units,) when
     ``use_bias``. Noise keys: "kernel" (..., units). Modes: "sample", "mean", "pruned".
@@ -221,7 +225,7 @@ class DenseSparseVariationalDropout(DropoutDense):
                                            expected="a finite number (a log alpha)"))
 
     def log_alpha(self, params, workspace=None):
-        """clip(log sigma2 - log(theta**2 + 1e-8), -8, 8), (in, units)."""
+        """``clip(log sigma2 - log(theta**2 + 1e-8), -8, 8)``, (in, units)."""
         return kernels.sparse_log_alpha(params["kernel_theta"], params["kernel_log_sigma2"],
                                         -LOG_ALPHA_CLIP, LOG_ALPHA_CLIP, workspace=workspace)
 

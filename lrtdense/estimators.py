@@ -1,22 +1,18 @@
 """How a layer samples its kernel term: one small record per estimator.
 
-Every layer of lrtdense has a kernel posterior w ~ N(loc, scale**2), both (in, units) (the
+Every layer of lrtdense has a kernel posterior ``w ~ N(loc, scale**2)``, both (in, units) (the
 layer's ``posterior_moments``), and its pre-activations hold the *kernel term* of its input
 h (..., in). The estimators differ only in how they sample that term, that is in the noise they
 draw and in how the examples of a minibatch share it (Kingma, Salimans & Welling 2015,
 arXiv 1506.02557, section 2.2; Wen et al. 2018, arXiv 1803.04386):
 
-==============  ============================================  =====================================
-estimator       kernel term (a kernel of ``lrtdense.kernels``)  noise, in draw order
-==============  ============================================  =====================================
-``LRT``         ``lrt``: m + s * eps, m = h @ loc,              "kernel" (..., units)
-                s = sqrt((h**2) @ scale**2)
-``SEPARATE``    ``per_example``: h_b @ (loc + scale * eps_b)    "kernel" (n, in, units)
-``SINGLE``      ``reparameterization``: h @ (loc + scale eps)   "kernel" (in, units)
-``FLIPOUT``     ``flipout``: h @ loc + ((h * s_in) @            "kernel" (in, units), "sign_input"
-                (scale * eps)) * s_out                          (h's shape), "sign_output" (..., units)
-``NONE``        ``dense``: h @ loc                              (none)
-==============  ============================================  =====================================
+| estimator | kernel term (a kernel of ``lrtdense.kernels``) | noise, in draw order |
+|---|---|---|
+| ``LRT`` | ``lrt``: ``m + s * eps``, ``m = h @ loc``, ``s = sqrt((h**2) @ scale**2)`` | "kernel" (..., units) |
+| ``SEPARATE`` | ``per_example``: ``h_b @ (loc + scale * eps_b)`` | "kernel" (n, in, units) |
+| ``SINGLE`` | ``reparameterization``: ``h @ (loc + scale * eps)`` | "kernel" (in, units) |
+| ``FLIPOUT`` | ``flipout``: ``h @ loc + ((h * s_in) @ (scale * eps)) * s_out`` | "kernel" (in, units), "sign_input" (h's shape), "sign_output" (..., units) |
+| ``NONE`` | ``dense``: ``h @ loc`` | (none) |
 
 (n is the number of examples, prod(h.shape[:-1]).) A random bias is drawn after the kernel's
 noise, as "bias" (units,), by every noisy estimator. A layer class fixes its own estimator

@@ -26,7 +26,7 @@ The math (x contracted on its last axis; scale = softplus(untransformed_scale) +
 ``lrtdense.kernels.posterior_scale``), each estimator one kernel of ``lrtdense.kernels``:
 
 * LocalReparameterization (Kingma et al. 2015, arXiv 1506.02557): ``kernels.lrt``,
-  m = x @ loc, s = sqrt((x**2) @ (scale**2)), kernel term = noise["kernel"] * s + m.
+  ``m = x @ loc``, ``s = sqrt((x**2) @ (scale**2))``, kernel term ``noise["kernel"] * s + m``.
 * Reparameterization: ``kernels.reparameterization``, W = noise["kernel"] * scale + loc,
   kernel term = x @ W.
 * Flipout (Wen et al. 2018, arXiv 1803.04386): ``kernels.flipout``, kernel term = x @ loc +
@@ -278,7 +278,8 @@ class DenseLocalReparameterization(MeanFieldDense):
     ``tfp.layers.DenseLocalReparameterization``; Kingma et al. 2015, arXiv 1506.02557).
 
     Samples the pre-activations instead of the weights: with m = x @ loc and
-    s = sqrt((x**2) @ (scale**2)), the kernel term is m + s * eps, eps ~ N(0, 1) of shape (..., units).
+    ``s = sqrt((x**2) @ (scale**2))``, the kernel term is ``m + s * eps``, eps ~ N(0, 1) of shape
+    (..., units).
 
     Params: kernel_posterior_loc, kernel_posterior_untransformed_scale (in, units);
     bias_posterior_loc (units,); bias_posterior_untransformed_scale (units,) if the bias is Normal.

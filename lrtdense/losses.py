@@ -30,7 +30,7 @@ __all__ = ["gaussian_nll", "softmax_cross_entropy", "neg_elbo", "check_num_examp
 
 
 def gaussian_nll(y, mean, scale):
-    """-log N(y; mean, scale**2), element-wise (broadcasting): ``lrtdense.kernels.gaussian_nll``."""
+    """``-log N(y; mean, scale**2)``, element-wise (broadcasting): ``lrtdense.kernels.gaussian_nll``."""
     return kernels.gaussian_nll(y, mean, scale)
 
 
@@ -74,7 +74,7 @@ def _per_example(values):
 
 @dataclasses.dataclass(frozen=True)
 class GaussianLikelihood(Record):
-    """y ~ N(f(x), scale**2) per output dimension; scale fixed or learned.
+    """``y ~ N(f(x), scale**2)`` per output dimension; scale fixed or learned.
 
     Learned: params {"untransformed_noise_scale": ()}, scale = softplus(u) + eps (the kernel
     ``posterior_scale``), initialised at ``scale``. Targets: the outputs' shape, or (N,) for
@@ -147,10 +147,14 @@ class CategoricalLikelihood(Record):
         output_shape = tuple(output_shape)
         k = output_shape[-1]
         if y.dtype.kind not in "iu":
+            if y.shape == output_shape:
+                raise TypeError(f"one-hot labels are refused: pass integer class indices of "
+                                f"shape {output_shape[:-1]} (y.argmax(axis=-1)), got {y.dtype} "
+                                f"of shape {y.shape}")
             raise TypeError(f"labels must be integer class indices in [0, {k}), got dtype "
                             f"{y.dtype}")
         if y.shape != output_shape[:-1]:
-            hint = " (one-hot labels? pass class indices)" if y.shape == output_shape else ""
+            hint = " (one-hot labels are refused: pass class indices)" if y.shape == output_shape else ""
             raise ValueError(f"expected labels of shape {output_shape[:-1]} to match logits "
                              f"{output_shape}, got {y.shape}{hint}")
         if y.size and (y.min() < 0 or y.max() >= k):

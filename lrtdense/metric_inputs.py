@@ -69,6 +69,10 @@ def classification_pair(labels, probs):
     labels, probs = np.asarray(labels), real_array(probs, "probs")
     if probs.ndim != 2 or probs.shape[0] == 0 or probs.shape[1] == 0:
         raise ValueError(f"probs must have shape (N, k) with N, k >= 1, got {probs.shape}")
+    if labels.shape == probs.shape and labels.dtype.kind in "iufb":
+        raise TypeError(f"one-hot labels are refused: pass integer class indices of shape "
+                        f"({probs.shape[0]},) (labels.argmax(axis=1)), got {labels.dtype} of "
+                        f"shape {labels.shape}")
     if labels.dtype.kind not in "iu":
         raise TypeError(f"labels must be integer class indices, got dtype {labels.dtype}")
     n, k = probs.shape
@@ -98,12 +102,12 @@ def probability_rows(probs, name):
 
 def ceil_of_product(c, n):
     """ceil(c * n) exactly (int64) for float64 c in [0, 1], shape (N,), and an integer n in
-    [1, 2**53].
+    ``[1, 2**53]``.
 
     p = fl(c * n) has the ceiling of c * n unless p is an integer and c * n lies above it: no
-    integer lies strictly between c * n and p, as every integer up to 2**53 is a float64 and p is
+    integer lies strictly between c * n and p, as ``every integer up to 2**53`` is a float64 and p is
     the nearest one. Where p is an integer, Dekker's two-product (NumPy has no fma) gives
-    c * n - p exactly; it needs no underflow, true there since c >= 0.5 / n >= 2**-54.
+    c * n - p exactly; it needs no underflow, true there since ``c >= 0.5 / n >= 2**-54``.
     """
     n = float(n)
     p = c * n

@@ -37,7 +37,7 @@ def rmse(y, mean):
       y: targets, (N, d) or (N,) (taken as (N, 1) against an (N, 1) mean); finite.
       mean: predictions of the same shape; finite.
     Returns:
-      sqrt(mean((y - mean)**2)), a float: finite whenever that value is (inf only past
+      ``sqrt(mean((y - mean)**2))``, a float: finite whenever that value is (inf only past
       float64's range), however large or small the errors.
     Raises:
       ValueError: shapes differ, N == 0, or a value is NaN or infinite.
@@ -59,7 +59,7 @@ def rmse(y, mean):
 
 
 def gaussian_nll(y, mean, std):
-    """Average -log N(y; mean, std**2) per target (the moment-matched predictive's NLL).
+    """Average ``-log N(y; mean, std**2)`` per target (the moment-matched predictive's NLL).
 
     Args:
       y: targets, (N, d) or (N,) (taken as (N, 1) against an (N, 1) mean); finite.
@@ -152,7 +152,7 @@ def expected_calibration_error(labels, probs, num_bins=15):
 
     Args:
       labels, probs: as in ``accuracy``.
-      num_bins: the number of bins B, an integer in [1, 2**53] (B must be exact in float64).
+      num_bins: the number of bins B, an integer in ``[1, 2**53]`` (B must be exact in float64).
     Returns:
       A float in [0, 1].
     Raises:

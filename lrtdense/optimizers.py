@@ -6,19 +6,23 @@ Invariant: ``get_params(init(p)) == p`` (equal values, fresh buffers).
 
 Two formulas (Kingma & Ba 2015, arXiv 1412.6980), both with step count t starting at 1:
 
-* ``form="kingma"`` (default; Algorithm 1, what ``torch.optim.Adam`` computes, eps 1e-8)::
+* ``form="kingma"`` (default; Algorithm 1, what ``torch.optim.Adam`` computes, eps 1e-8):
 
-      m = m + (1 - b1) * (g - m)              # torch's lerp
-      v = b2 * v + (1 - b2) * g * g
-      p = p - (lr / (1 - b1**t)) * (m / (sqrt(v) / sqrt(1 - b2**t) + eps))
+  ```
+  m = m + (1 - b1) * (g - m)              # torch's lerp
+  v = b2 * v + (1 - b2) * g * g
+  p = p - (lr / (1 - b1**t)) * (m / (sqrt(v) / sqrt(1 - b2**t) + eps))
+  ```
 
 * ``form="keras"`` ("epsilon hat": eps added to sqrt(v), the bias correction folded into the
-  learning rate; what tf-keras' Adam computes, eps 1e-7)::
+  learning rate; what tf-keras' Adam computes, eps 1e-7):
 
-      alpha = lr32 * sqrt(1 - b2_32**t) / (1 - b1_32**t)
-      m = m + (g - m) * (1 - b1)
-      v = v + (g * g - v) * (1 - b2)
-      p = p - (m * alpha) / (sqrt(v) + eps)
+  ```
+  alpha = lr32 * sqrt(1 - b2_32**t) / (1 - b1_32**t)
+  m = m + (g - m) * (1 - b1)
+  v = v + (g * g - v) * (1 - b2)
+  p = p - (m * alpha) / (sqrt(v) + eps)
+  ```
 
   where lr32, b1_32, b2_32 are lr, b1, b2 rounded to float32, as tf-keras 2.18 does (its learning
   rate is a float32 variable, and ``tf.cast(0.9, tf.float64)`` goes through a float32 tensor); the

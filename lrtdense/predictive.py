@@ -2,8 +2,8 @@
 ``lrtdense.metrics``).
 
 Regression (Gaussian likelihood): with S forward samples f_s(x),
-  mean = (1/S) sum_s f_s,  epistemic variance = (1/S) sum_s (f_s - mean)**2,
-  total variance = epistemic + noise_scale**2  (the moment-matched Gaussian of the predictive
+  ``mean = (1/S) sum_s f_s``,  ``epistemic variance = (1/S) sum_s (f_s - mean)**2``,
+  ``total variance = epistemic + noise_scale**2``  (the moment-matched Gaussian of the predictive
   mixture, which ``lrtdense.metrics.gaussian_nll`` and ``interval_coverage`` then use).
 Classification: probabilities averaged over the S samples (the posterior predictive).
 """
@@ -26,7 +26,7 @@ def predict(model, params, x, *, rng, num_samples=100):
       num_samples: S, an integer >= 1 (with S == 1 the epistemic std is 0 everywhere).
     Returns:
       A dict. Regression: "mean" and "epistemic_std" (N, ..., d), "std" (the total,
-      sqrt(epistemic_std**2 + noise_scale**2)), "noise_scale" (a float), "samples"
+      ``sqrt(epistemic_std**2 + noise_scale**2)``), "noise_scale" (a float), "samples"
       (S, N, ..., d). Classification: "probs" (N, k), the average of the per-sample softmax
       probabilities "samples" (S, N, k).
     Raises:

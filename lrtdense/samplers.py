@@ -23,7 +23,7 @@ def standard_normal(rng, shape, dtype, *, out=None, work=None):
       (``benchmarks/README.md`` has the measurement). With n = prod(shape) and h = ceil(n / 2),
       all in float32:
       ``u1 = rng.random(h)``, then ``u2 = rng.random(h)``; ``r = sqrt(-2 log(1 - u1))`` (1 - u1
-      lies in [2**-24, 1], so every |draw| <= sqrt(48 log 2) = 5.77: a tail of mass 8e-9 is cut,
+      lies in ``[2**-24, 1]``, so every |draw| <= ``sqrt(48 log 2) = 5.77``: a tail of mass 8e-9 is cut,
       as in TensorFlow's sampler), ``theta = 2 pi u2``; the first h draws (C order) are
       ``r cos(theta)``, the last n - h are ``(r sin(theta))[:n - h]``.
 

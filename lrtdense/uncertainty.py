@@ -9,7 +9,7 @@ and the Brier score with its decomposition, the NLL of pbar, and the AUROC / AUP
 score used to detect out-of-distribution inputs.
 
 Regression, from the sample means mu_s (S, N, ...) and the noise scale sigma: the predictive is
-the equal-weight Gaussian mixture p(y) = (1/S) sum_s N(y; mu_s, sigma**2), judged per target
+the equal-weight Gaussian mixture ``p(y) = (1/S) sum_s N(y; mu_s, sigma**2)``, judged per target
 (each output dimension by its own marginal mixture, as ``metrics.gaussian_nll`` judges the
 moment-matched Gaussian): its NLL, its CRPS in closed form, its PIT values and their histogram;
 and the width of the moment-matched interval beside ``metrics.interval_coverage``.
@@ -93,7 +93,7 @@ def categorical_nll(labels, probs):
 
 
 def brier_score(labels, probs):
-    """(1/N) sum_n sum_c (probs[n, c] - 1[c == labels[n]])**2 (Brier 1950, the multi-category form).
+    """``(1/N) sum_n sum_c (probs[n, c] - 1[c == labels[n]])**2`` (Brier 1950, the multi-category form).
 
     In [0, 2]; for k = 2 twice scikit-learn's binary ``brier_score_loss`` (which scores the
     positive class only).
@@ -116,20 +116,20 @@ def brier_decomposition(labels, probs, num_bins=10):
     to each class's forecast p_c against its outcome o_c = 1[label == c] and summed over classes
     (one-vs-rest). Forecasts are grouped into bins b of n_b examples, with bin means fbar_b,
     obar_b and the base rate obar:
-      reliability  = (1/N) sum_b n_b (fbar_b - obar_b)**2
-      resolution   = (1/N) sum_b n_b (obar_b - obar)**2
-      uncertainty  = obar (1 - obar)
+      ``reliability  = (1/N) sum_b n_b (fbar_b - obar_b)**2``
+      ``resolution   = (1/N) sum_b n_b (obar_b - obar)**2``
+      ``uncertainty  = obar (1 - obar)``
     Binned (``num_bins`` = B: p_c in (b/B, (b+1)/B], 0 in the first bin, as the ECE's bins), the
     identity needs Stephenson et al. 2008's two within-bin terms (Weather and Forecasting 23):
-      within_bin_variance   = (1/N) sum_i (f_i - fbar_b(i))**2
-      within_bin_covariance = (2/N) sum_i (o_i - obar_b(i)) (f_i - fbar_b(i))
+      ``within_bin_variance   = (1/N) sum_i (f_i - fbar_b(i))**2``
+      ``within_bin_covariance = (2/N) sum_i (o_i - obar_b(i)) (f_i - fbar_b(i))``
     so that brier = reliability - resolution + uncertainty + within_bin_variance
     - within_bin_covariance exactly (up to rounding). ``num_bins=None`` groups equal forecast
     values instead (Murphy's exact form): the within-bin terms are then 0.
 
     Args:
       labels, probs: as in ``brier_score``.
-      num_bins: B, an integer in [1, 2**53], or None.
+      num_bins: B, an integer in ``[1, 2**53]``, or None.
     Returns:
       A dict of floats: "brier", "reliability", "resolution", "uncertainty",
       "within_bin_variance", "within_bin_covariance".
@@ -163,10 +163,10 @@ def brier_decomposition(labels, probs, num_bins=10):
 
 # -------------------------------------------------------------------------------- regression
 def mixture_nll(y, samples, noise_scale):
-    """-(1/N) sum log (1/S) sum_s N(y; mu_s, sigma**2): the NLL of the Monte Carlo mixture.
+    """``-(1/N) sum log (1/S) sum_s N(y; mu_s, sigma**2)``: the NLL of the Monte Carlo mixture.
 
     The "test log-likelihood" of Hernández-Lobato & Adams 2015 (arXiv 1502.05336) is its
-    negative. Computed as -logsumexp_s(-z_s**2 / 2) + log S + log sigma + log(2 pi) / 2 with
+    negative. Computed as ``-logsumexp_s(-z_s**2 / 2) + log S + log sigma + log(2 pi) / 2`` with
     z_s = (y - mu_s) / sigma, so a target far from every mu_s gives its large finite value
     rather than -log 0.
 
@@ -190,14 +190,14 @@ def mixture_nll(y, samples, noise_scale):
 
 
 def mixture_crps(y, samples, noise_scale):
-    """CRPS(F, y) = E|X - y| - E|X - X'| / 2 for the mixture F = (1/S) sum_s N(mu_s, sigma**2).
+    """CRPS(F, y) = E|X - y| - E|X - X'| / 2 for the mixture ``F = (1/S) sum_s N(mu_s, sigma**2)``.
 
     Exact, with A(m, s) = E|m + s Z| = m erf(m / (s sqrt 2)) + 2 s phi(m / s) for Z ~ N(0, 1):
-      E|X - y|  = (1/S) sum_s A(y - mu_s, sigma),
-      E|X - X'| = (1/S**2) sum_{s,t} A(mu_s - mu_t, sqrt(2) sigma),
+      ``E|X - y|  = (1/S) sum_s A(y - mu_s, sigma)``,
+      ``E|X - X'| = (1/S**2) sum_{s,t} A(mu_s - mu_t, sqrt(2) sigma)``,
     the closed form of Grimit et al. 2006 (Q. J. R. Meteorol. Soc. 132) for a Gaussian mixture;
     with S = 1, Gneiting & Raftery 2007's sigma (z (2 Phi(z) - 1) + 2 phi(z) - 1 / sqrt(pi)).
-    Cost O(S**2 N) time, O(S N) memory. In y's units; lower is better.
+    Cost ``O(S**2 N)`` time, O(S N) memory. In y's units; lower is better.
 
     Args:
       y, samples, noise_scale: targets (N, ...), sample means (S, N, ...), sigma, as in
@@ -242,7 +242,7 @@ def pit_histogram(pit, num_bins=10):
 
     Args:
       pit: PIT values, any shape, in [0, 1] (``pit_values``).
-      num_bins: B, an integer in [1, 10**6].
+      num_bins: B, an integer in ``[1, 10**6]``.
     Returns:
       (density (B,), edges (B + 1,)): numpy.histogram's bins ([b/B, (b+1)/B), the last closed)
       and its density = count * B / number of values.

@@ -3,6 +3,7 @@ interpreter from a temporary folder (the tutorial's own asserts check the number
 every number the tutorial's prose quotes appears in its code; the figures it references exist
 and are the ones its code draws; the API reference builds offline; every public function,
 class and method of lrtdense has a docstring; the top-level exports; the LICENSE."""
+import html
 import importlib
 import inspect
 import json
@@ -129,15 +130,23 @@ def test_the_runner_names_the_failing_block_and_dumps_values(tmp_path):
 
 
 # --------------------------------------------------------------------- the API reference
-def test_the_api_reference_builds_offline(tmp_path):
-    """``bash .ci/docs OUT``: pdoc's pages for every module, the README as the index, the
-    tutorial with its figures, all linked to each other, and nothing loaded from the network."""
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """``bash .ci/docs OUT`` run once (about 6 s) from an empty folder; OUT."""
     pytest.importorskip("pdoc", reason=NEEDS_PDOC)
-    out = tmp_path / "site"
+    folder = tmp_path_factory.mktemp("docs")
+    out = folder / "site"
     env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
-    proc = subprocess.run(["bash", os.path.join(ROOT, ".ci", "docs"), str(out)], cwd=tmp_path,
+    proc = subprocess.run(["bash", os.path.join(ROOT, ".ci", "docs"), str(out)], cwd=folder,
                           capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def test_the_api_reference_builds_offline(site):
+    """``bash .ci/docs OUT``: pdoc's pages for every module, the README as the index, the
+    tutorial with its figures, all linked to each other, and nothing loaded from the network."""
+    out = site
     for page in ("index.html", "tutorial.html", "variance_study.html", "lrtdense.html",
                  "lrtdense/kernels.html", "lrtdense/studies/estimators.html",
                  "lrtdense/training.html", "tutorial_gradient_variance.png"):
@@ -156,6 +165,97 @@ def test_the_api_reference_builds_offline(tmp_path):
         external = re.findall(r'<(?:script|link|img)[^>]+(?:src|href)="(https?:[^"]+)"',
                               path.read_text())
         assert external == [], (path, external)
+
+
+def _pages(out):
+    """{page path relative to ``out``: its HTML without its scripts} for every built page."""
+    return {str(p.relative_to(out)): re.sub(r"<script.*?</script>", "", p.read_text(), flags=re.S)
+            for p in sorted(out.rglob("*.html"))}
+
+
+def broken_links(out):
+    """[(page, href)] for every relative href or src of a built page whose file is not built, or
+    whose #fragment names no id of the built HTML page it points to."""
+    pages = _pages(out)
+    ids = {page: set(re.findall(r'\sid="([^"]+)"', text)) for page, text in pages.items()}
+    broken = []
+    for page, text in pages.items():
+        folder = os.path.dirname(os.path.join(out, page))
+        for href in re.findall(r'(?:href|src)="([^"]*)"', text):
+            path, _, fragment = html.unescape(href).partition("#")
+            if re.match(r"[a-z][a-z0-9+.-]*:", path):
+                continue                                        # an absolute URL
+            target = os.path.normpath(os.path.join(folder, path))
+            name = os.path.relpath(target, out) if path else page
+            if path and not os.path.exists(target) or \
+                    fragment and name in ids and fragment not in ids[name]:
+                broken.append((page, href))
+    return broken
+
+
+def bold_formulas(out):
+    """[(page, excerpt)] where Markdown turned the ``**`` of a formula into bold: a <strong>
+    opened right after a letter, digit or bracket (``x**2`` -> x<strong>2) or closed right before
+    one."""
+    return [(page, text[max(0, m.start() - 30):m.end() + 20])
+            for page, text in _pages(out).items()
+            for m in re.finditer(r"[\w)\]]<strong>|</strong>[\w(]", text)]
+
+
+# pages whose docstrings another piece of work owns (lrtdense/reference/); listed so that the
+# check stays strict everywhere else and says when these are fixed
+BOLD_KNOWN = {"lrtdense/reference/statistical.html", "lrtdense/reference/cases.html"}
+
+
+def test_every_relative_link_of_the_built_docs_works(site):
+    """Every file a built page links to is built, and every #fragment names an id there."""
+    assert len(_pages(site)) > 60
+    assert broken_links(site) == []
+
+
+def test_no_formula_of_the_built_docs_renders_as_bold(site):
+    pages = {page for page, _ in bold_formulas(site)}
+    assert pages <= BOLD_KNOWN, [b for b in bold_formulas(site) if b[0] not in BOLD_KNOWN]
+    assert pages == BOLD_KNOWN, f"fixed: remove {sorted(BOLD_KNOWN - pages)} from BOLD_KNOWN"
+    kernels = (site / "lrtdense" / "kernels" / "dense.html").read_text()
+    assert "<code>s = sqrt((x**2) @ scale**2)</code>" in kernels
+
+
+def test_the_link_and_bold_checks_find_what_they_look_for(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "a.html").write_text('<h1 id="top"></h1><a href="sub/b.html#x">b</a> '
+                                     '<a href="c.html">c</a> <a href="sub/b.html#y">y</a> '
+                                     '<a href="https://example.org/#z">e</a> <a href="#top">t</a>'
+                                     '<a href="#nowhere">n</a>'
+                                     '<script>x = `<a href="${url}">`</script>')
+    (tmp_path / "sub" / "b.html").write_text('<img src="../d.png"> s = sqrt((x<strong>2) @ '
+                                             '(scale</strong>2)) <p id="x"><strong>Note:</strong> ok')
+    assert broken_links(tmp_path) == [("a.html", "c.html"), ("a.html", "sub/b.html#y"),
+                                      ("a.html", "#nowhere"), ("sub/b.html", "../d.png")]
+    assert [page for page, _ in bold_formulas(tmp_path)] == ["sub/b.html", "sub/b.html"]
+
+
+def test_every_module_has_a_page_listed_by_its_package(site):
+    """pdoc lists only the submodules a package's ``__all__`` names; the template lists all."""
+    for module in _modules():
+        name = module.__name__
+        assert (site / (name.replace(".", "/") + ".html")).is_file(), name
+        if "." in name:
+            parent, child = name.rsplit(".", 1)
+            page = (site / (parent.replace(".", "/") + ".html")).read_text()
+            listing = page.split("<h2>Submodules</h2>", 1)[1].split("</ul>", 1)[0]
+            assert f'.html">{child}</a>' in listing, name
+
+
+def test_the_landing_page_says_where_to_start_for_each_reader(site):
+    index = (site / "index.html").read_text()
+    first = index.split("<h2", 1)[0]
+    for start in ('href="tutorial.html"', 'href="notebooks.html"', "<code>fit</code>",
+                  "<code>lrtdense bench uci</code>", 'href="SPEC.html"',
+                  "<code>lrtdense reference verify RESULTS_DIR</code>"):
+        assert start in first, start
+    api = (site / "lrtdense.html").read_text()
+    assert "Where to start" in api and "lrtdense reference verify RESULTS_DIR" in api
 
 
 # -------------------------------------------------------------------------- docstrings

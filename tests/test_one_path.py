@@ -217,6 +217,8 @@ BAD = [
     ("labels (N, 1)", lambda x, y: (x, y[:, None]), {}, ValueError, r"expected labels of shape \(20,\)"),
     ("one-hot labels", lambda x, y: (x, np.eye(3, dtype=int)[y]), {}, ValueError, "one-hot"),
     ("float labels", lambda x, y: (x, y.astype(float)), {}, TypeError, "integer class indices"),
+    ("float one-hot labels", lambda x, y: (x, np.eye(3)[y]), {}, TypeError,
+     r"^one-hot labels are refused: pass integer class indices of shape \(20,\)"),
     ("complex x", lambda x, y: (x + 1j, y), {}, TypeError, "real floating"),
     ("integer x", lambda x, y: (np.ones(x.shape, int), y), {}, TypeError, "real floating"),
     ("rank-1 x", lambda x, y: (x[:, 0], y), {}, ValueError, "rank >= 2"),

@@ -122,6 +122,8 @@ def test_the_sum_tolerance():
     ([], np.zeros((0, 3)), ValueError, r"probs must have shape \(N, k\) with N, k >= 1, got \(0, 3\)"),
     ([0, 1], [[[0.5, 0.5]]], ValueError, r"got \(1, 1, 2\)"),
     ([0.0, 1.0], [[0.5, 0.5], [0.5, 0.5]], TypeError, "labels must be integer class indices, got dtype float64"),
+    ([[0.0, 1.0], [1.0, 0.0]], [[0.5, 0.5], [0.5, 0.5]], TypeError, r"^one-hot labels are refused: pass integer class indices of shape \(2,\)"),
+    ([[0, 1], [1, 0]], [[0.5, 0.5], [0.5, 0.5]], TypeError, "one-hot labels are refused"),
     ([True, False], [[0.5, 0.5], [0.5, 0.5]], TypeError, "got dtype bool"),
     (["a", "b"], [[0.5, 0.5], [0.5, 0.5]], TypeError, "got dtype <U1"),
     ([0, 2], [[0.5, 0.5], [0.5, 0.5]], ValueError, r"labels must lie in \[0, 2\) for 2 classes, got values in \[0, 2\]"),

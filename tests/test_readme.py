@@ -92,7 +92,7 @@ def test_every_extra_is_explained():
     cfg = open(os.path.join(ROOT, "setup.cfg")).read()
     section = cfg.split("[options.extras_require]", 1)[1].split("\n[", 1)[0]
     extras = re.findall(r"^(\w+) =$", section, re.M)
-    assert {"test", "examples", "docs", "ports", "all"} <= set(extras)
+    assert {"test", "examples", "docs", "notebooks", "ports", "all"} <= set(extras)
     table = _text().split("## What the extras are for", 1)[1].split("\n## ", 1)[0]
     for extra in extras:
         assert f"| `{extra}` |" in table, extra
@@ -100,7 +100,7 @@ def test_every_extra_is_explained():
         return set(re.search(rf"^{extra} =\n((?:[ \t]+\S.*\n?)+)", section, re.M).group(1).split())
 
     every = requirements("all")
-    for extra in ("test", "examples", "docs", "ports"):
+    for extra in ("test", "examples", "docs", "notebooks", "ports"):
         assert requirements(extra) <= every, extra
     assert "mpmath>=1.2" in every and "mpmath>=1.2" in requirements("test")
 
@@ -134,3 +134,65 @@ def test_the_variance_table_is_the_one_the_study_documents():
     assert len(rows) == 5
     for row in rows:
         assert row in study, row
+
+
+def _inline_calls():
+    """The calls the README's prose shows in code spans (outside its code blocks)."""
+    import ast
+    prose = re.sub(r"```.*?```", "", _text(), flags=re.S)
+    spans = [s for s in re.findall(r"`([^`\n]+)`", prose) if "(" in s]
+    return [(span, ast.parse(span.replace("(...", "(__rest__"), mode="eval").body)
+            for span in spans]
+
+
+def _callee(node):
+    """The public function or class a call names (``L.x.y``, ``lrtdense.x.y``, a bare name
+    of the package, ``layer.method``), or None for a call on a placeholder object."""
+    import ast
+    import inspect
+    import lrtdense
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.insert(0, node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name):
+        return None
+    if node.id in ("L", "lrtdense"):
+        obj = lrtdense
+    elif node.id == "layer":
+        obj = lrtdense.DenseLocalReparameterization
+    elif hasattr(lrtdense, node.id) and node.id in lrtdense.__all__:
+        obj = getattr(lrtdense, node.id)
+    else:
+        return None
+    for part in parts:
+        obj = getattr(obj, part)          # an AttributeError: the README names no such thing
+    return obj if callable(obj) and not inspect.ismodule(obj) else None
+
+
+def test_every_call_in_the_prose_names_the_public_api_with_arguments_it_accepts():
+    """An inline call like `L.studies.gradient_variance(model, params, x, y, rng=rng)` binds to
+    the signature of what it names: no missing required argument, no unknown keyword."""
+    import ast
+    import inspect
+    checked = []
+    for span, tree in _inline_calls():
+        for call in (n for n in ast.walk(tree) if isinstance(n, ast.Call)):
+            func = _callee(call.func)
+            if func is None:
+                continue
+            sig = inspect.signature(func)
+            if isinstance(call.func, ast.Attribute) and isinstance(call.func.value, ast.Name) \
+                    and call.func.value.id == "layer":
+                sig = sig.replace(parameters=list(sig.parameters.values())[1:])   # self
+            rest = any(isinstance(a, ast.Name) and a.id == "__rest__" for a in call.args)
+            args = [None] * len(call.args)
+            kwargs = {k.arg: None for k in call.keywords}
+            try:
+                (sig.bind_partial if rest else sig.bind)(*([] if rest else args), **kwargs)
+            except TypeError as err:
+                raise AssertionError(f"README's `{span}` does not fit {func.__qualname__}"
+                                     f"{sig}: {err}") from None
+            checked.append(span)
+    assert "L.studies.gradient_variance(model, params, x, y, rng=rng)" in checked
+    assert len(set(checked)) >= 8, checked

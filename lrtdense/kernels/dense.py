@@ -1,22 +1,20 @@
-"""The dense kernel terms: x @ W for a weight matrix W ~ N(loc, scale**2), by each estimator.
+"""The dense kernel terms: ``x @ W`` for a weight matrix ``W ~ N(loc, scale**2)``, by each estimator.
 
 Weights are independent Normals (a mean-field posterior); x contracts on its last axis, (..., in)
 with (in, units); every term returns (..., units):
 
-==========================  ==========================================================  ==============
-kernel                      output                                                      noise eps
-==========================  ==========================================================  ==============
-``lrt``                     m + s * eps,  m = x @ loc,  s = sqrt((x**2) @ scale**2)     (..., units)
-``reparameterization``      x @ W,  W = eps * scale + loc (one W for the batch)         (in, units)
-``flipout``                 x @ loc + ((x * sign_in) @ (eps * scale)) * sign_out        (in, units)
-``per_example``             x_b @ (loc + scale * eps_b), one W per example (naive)      (n, in, units)
-==========================  ==========================================================  ==============
+| kernel | output | noise eps |
+|---|---|---|
+| ``lrt`` | ``m + s * eps``, ``m = x @ loc``, ``s = sqrt((x**2) @ scale**2)`` | (..., units) |
+| ``reparameterization`` | ``x @ W``, ``W = eps * scale + loc`` (one W for the batch) | (in, units) |
+| ``flipout`` | ``x @ loc + ((x * sign_in) @ (eps * scale)) * sign_out`` | (in, units) |
+| ``per_example`` | ``x_b @ (loc + scale * eps_b)``, one W per example (naive) | (n, in, units) |
 
 (Kingma et al. 2015, arXiv 1506.02557; Wen et al. 2018, arXiv 1803.04386.) Around them:
 ``normal_sample`` (a draw of W), ``dense`` (x @ w) and ``add_bias``.
 
-The zero-variance convention. In the local reparameterization trick s = sqrt(v) with
-v = (x**2) @ scale**2, which is 0 exactly when an input row is all zeros; ds/dv = 1 / (2 s) is
+The zero-variance convention. In the local reparameterization trick ``s = sqrt(v)`` with
+``v = (x**2) @ scale**2``, which is 0 exactly when an input row is all zeros; ds/dv = 1 / (2 s) is
 infinite there, and TensorFlow's gradient is 0 * inf = NaN for every parameter. The limit is 0:
 that row's output m + 0 * eps does not depend on the scales at all. So every gradient that flows
 through s divides by s with ``_over_s``, which gives 0 where s == 0. Outputs are unchanged.
@@ -57,11 +55,11 @@ def _input_cotangent(g, loc, a, b, c, shape, ws):
 # ------------------------------------------------------------------------------- lrt
 @kernel
 def lrt(x, loc, scale, eps, *, workspace=None):
-    """m + s * eps with m = x @ loc and s = sqrt((x**2) @ scale**2) (Kingma et al. 2015, arXiv 1506.02557).
+    """``m + s * eps with m = x @ loc and s = sqrt((x**2) @ scale**2)`` (Kingma et al. 2015, arXiv 1506.02557).
 
-    The local reparameterization trick: for w ~ N(loc, scale**2), each pre-activation of each
-    example is N(m, s**2), drawn with its own eps. Gradients, with r = g * eps / s:
-    dx = g @ loc^T + x * (r @ (scale**2)^T), dloc = x^T g, dscale = scale * ((x**2)^T r),
+    The local reparameterization trick: for ``w ~ N(loc, scale**2)``, each pre-activation of each
+    example is ``N(m, s**2)``, drawn with its own eps. Gradients, with ``r = g * eps / s``:
+    ``dx = g @ loc^T + x * (r @ (scale**2)^T), dloc = x^T g, dscale = scale * ((x**2)^T r)``,
     deps = g * s; at s == 0 they follow the zero-variance convention (module docstring).
 
     Args:
@@ -133,7 +131,7 @@ def _(res, g, wanted):
 # ------------------------------------------------------------------ normal_sample, dense
 @kernel
 def normal_sample(loc, scale, eps, *, workspace=None):
-    """W = eps * scale + loc: a draw of N(loc, scale**2) from standard normals eps.
+    """``W = eps * scale + loc: a draw of N(loc, scale**2)`` from standard normals eps.
 
     Args: loc; scale, eps broadcastable with it; workspace. Returns the broadcast shape.
     """

@@ -25,7 +25,7 @@ def _only(wanted, name, kernel_name):
 
 @kernel
 def normal_log_prob(w, loc, scale, *, workspace=None):
-    """sum -0.5 z**2 - log scale - 0.5 log(2 pi), z = (w - loc) / scale: log N(w; loc, scale**2).
+    """``sum -0.5 z**2 - log scale - 0.5 log(2 pi), z = (w - loc) / scale: log N(w; loc, scale**2)``.
 
     Args:
       w: array.
@@ -65,9 +65,9 @@ def _(res, g, wanted):
 
 @kernel
 def normal_log_prob_of_sample(scale, eps, *, workspace=None):
-    """sum -0.5 eps**2 - log scale - 0.5 log(2 pi): log q(w) of a draw w = loc + scale * eps.
+    """``sum -0.5 eps**2 - log scale - 0.5 log(2 pi)``: log q(w) of a draw w = loc + scale * eps.
 
-    For q = N(loc, scale**2) and as a function of the parameters this is exact: (w - loc) /
+    For ``q = N(loc, scale**2)`` and as a function of the parameters this is exact: (w - loc) /
     scale is eps whatever loc and scale are, so the gradient w.r.t. loc is 0 and w.r.t. scale
     -1 / scale; the same as differentiating ``normal_log_prob(normal_sample(loc, scale, eps),
     loc, scale)``, without its cancelling terms.
@@ -107,10 +107,11 @@ def _(res, g, wanted):
 
 @kernel
 def scale_mixture_log_prob(w, pi, sigma1, sigma2, *, workspace=None):
-    """sum log(pi N(w; 0, sigma1**2) + (1 - pi) N(w; 0, sigma2**2)) (Blundell et al. 2015, arXiv 1505.05424, eq. 7).
+    """``sum log(pi N(w; 0, sigma1**2) + (1 - pi) N(w; 0, sigma2**2))`` (Blundell et al. 2015, arXiv 1505.05424, eq. 7).
 
-    The scale-mixture prior, by a stable logsumexp: a + softplus(b - a) with a = log p_wide -
-    log s_wide - w**2 / (2 s_wide**2) the wider component's log density (+ 0.5 log(2 pi)) and
+    The scale-mixture prior, by a stable logsumexp: ``a + softplus(b - a)`` with
+    ``a = log p_wide - log s_wide - w**2 / (2 s_wide**2)`` the wider component's log density
+    (+ 0.5 log(2 pi)) and
     b the narrower's (TFP's MixtureSameFamily.log_prob). b - a <= log(p_narrow s_wide / (p_wide
     s_narrow)) for every w, so exp(b - a) never overflows. Differentiable in w only.
 
@@ -191,7 +192,7 @@ def _(res, g, wanted):
 
 @kernel
 def student_t_log_prob(w, df, loc, scale, *, workspace=None):
-    """sum -0.5 (df + 1) log(1 + y**2) - log(scale sqrt(df) B(1/2, df/2)), y = (w - loc) / (sqrt(df) scale).
+    """``sum -0.5 (df + 1) log(1 + y**2) - log(scale sqrt(df) B(1/2, df/2)), y = (w - loc) / (sqrt(df) scale)``.
 
     The Student-t log density with df degrees of freedom (TFP's StudentT.log_prob),
     differentiable in w.

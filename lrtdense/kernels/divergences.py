@@ -25,11 +25,12 @@ THETA2_EPS = 1e-8                                     # in log(theta**2 + eps) (
 
 # ---------------------------------------------------------------------------- KL(N || N)
 def kl_normal_normal(loc, scale, prior_loc, prior_scale, *, workspace=None):
-    """sum over elements of KL(N(loc, scale**2) || N(mp, sp**2)), mp, sp = prior_loc, prior_scale.
+    """sum over elements of ``KL(N(loc, scale**2) || N(mp, sp**2))``, mp, sp = prior_loc, prior_scale.
 
-    Per element 0.5 ((loc - mp) / sp)**2 + 0.5 (scale / sp)**2 - 0.5 - log(scale / sp), which
-    is TFP's ``_kl_normal_normal`` (0.5 ((loc - mp) / sp)**2 + 0.5 expm1(2 d) - d, d = log scale
-    - log sp) rearranged. A fixed prior (numbers) is summed by reductions
+    Per element ``0.5 ((loc - mp) / sp)**2 + 0.5 (scale / sp)**2 - 0.5 - log(scale / sp)``, which
+    is TFP's ``_kl_normal_normal``
+    (``0.5 ((loc - mp) / sp)**2 + 0.5 expm1(2 d) - d, d = log scale - log sp``) rearranged. A
+    fixed prior (numbers) is summed by reductions
     (``kl_normal_fixed_prior``); a trainable one (arrays, or differentiated) per element in
     TFP's form (``kl_normal_trainable_prior``).
 
@@ -47,11 +48,11 @@ def kl_normal_normal(loc, scale, prior_loc, prior_scale, *, workspace=None):
 
 @kernel
 def kl_normal_fixed_prior(loc, scale, prior_loc, prior_scale, *, workspace=None):
-    """0.5 (sum (loc - mp)**2 + sum scale**2) / sp**2 - sum log scale + n (log sp - 0.5).
+    """``0.5 (sum (loc - mp)**2 + sum scale**2) / sp**2 - sum log scale + n (log sp - 0.5)``.
 
-    KL(N(loc, scale**2) || N(mp, sp**2)) summed over n elements for numbers mp, sp (not
+    ``KL(N(loc, scale**2) || N(mp, sp**2))`` summed over n elements for numbers mp, sp (not
     differentiated), by reductions (BLAS dots and one log pass) instead of ~8 passes per element.
-    Gradients: dloc = g (loc - mp) / sp**2, dscale = g (scale / sp**2 - 1 / scale), each added
+    Gradients: ``dloc = g (loc - mp) / sp**2, dscale = g (scale / sp**2 - 1 / scale)``, each added
     into the other gradient of the same array (``add_into``).
     """
 
@@ -113,9 +114,9 @@ def _(res, g, wanted):
 
 @kernel
 def kl_normal_trainable_prior(loc, scale, prior_loc, prior_scale, *, workspace=None):
-    """sum 0.5 z**2 + 0.5 expm1(2 d) - d, z = (loc - mp) / sp, d = log scale - log sp (TFP's form).
+    """``sum 0.5 z**2 + 0.5 expm1(2 d) - d, z = (loc - mp) / sp, d = log scale - log sp`` (TFP's form).
 
-    KL(N(loc, scale**2) || N(mp, sp**2)) per element and summed, for a prior with its own
+    ``KL(N(loc, scale**2) || N(mp, sp**2))`` per element and summed, for a prior with its own
     (trainable) loc and scale arrays, broadcastable to loc's shape; differentiable in all four.
     """
 
@@ -156,7 +157,7 @@ def _(res, g, wanted):
 # ------------------------------------------------------------- KL(q || log-uniform), approx.
 @kernel
 def kl_kingma(log_alpha, *, workspace=None):
-    """sum k1 - (0.5 log a + c1 a + c2 a**2 + c3 a**3), a = exp(log_alpha) (arXiv 1506.02557, eq. 7).
+    """``sum k1 - (0.5 log a + c1 a + c2 a**2 + c3 a**3), a = exp(log_alpha)`` (arXiv 1506.02557, eq. 7).
 
     Kingma et al.'s approximation of KL(q || log-uniform) per weight, for a <= 1 (log_alpha
     already clipped to <= 0), with the constant C = -k1 of Molchanov et al. so that both
@@ -282,7 +283,7 @@ def _(res, g, wanted):
 @kernel
 def scale_from_log_variance(log_variance, *, workspace=None):
     """exp(log_variance / 2): the standard deviation of the additive reparameterization
-    q(w) = N(theta, sigma**2) (Molchanov et al. 2017, arXiv 1701.05369); d/du = scale / 2."""
+    ``q(w) = N(theta, sigma**2)`` (Molchanov et al. 2017, arXiv 1701.05369); d/du = scale / 2."""
 
 
 class Scale(NamedTuple):
@@ -306,11 +307,11 @@ def _(res, g, wanted):
 
 @kernel
 def sparse_log_alpha(theta, log_sigma2, lo, hi, *, workspace=None):
-    """clip(log sigma2 - log(theta**2 + 1e-8), lo, hi): log alpha of sparse variational dropout
+    """``clip(log sigma2 - log(theta**2 + 1e-8), lo, hi)``: log alpha of sparse variational dropout
     (Molchanov et al. 2017, arXiv 1701.05369, with their code's 1e-8 and clip to [-8, 8]).
 
-    Gradients (gm = g where lo <= value <= hi, else 0): dtheta = -gm 2 theta / (theta**2 +
-    1e-8), dlog_sigma2 = gm.
+    Gradients (gm = g where lo <= value <= hi, else 0):
+    ``dtheta = -gm 2 theta / (theta**2 + 1e-8)``, ``dlog_sigma2 = gm``.
     """
 
 

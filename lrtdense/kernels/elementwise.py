@@ -93,7 +93,7 @@ def _(res, g, wanted):
 
 @kernel
 def tanh(z, *, workspace=None):
-    """tanh(z), derivative 1 - tanh(z)**2 (as TF's TanhGrad)."""
+    """tanh(z), derivative ``1 - tanh(z)**2`` (as TF's TanhGrad)."""
 
 
 @tanh.forward

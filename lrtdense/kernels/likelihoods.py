@@ -62,10 +62,10 @@ def _(res, g, wanted):
 
 @kernel
 def gaussian_nll(y, mean, scale, *, workspace=None):
-    """0.5 ((y - mean) / scale)**2 + log(scale) + 0.5 log(2 pi): -log N(y; mean, scale**2).
+    """``0.5 ((y - mean) / scale)**2 + log(scale) + 0.5 log(2 pi): -log N(y; mean, scale**2)``.
 
     Element-wise, broadcasting. Gradients (z = (y - mean) / scale): dy = g z / scale,
-    dmean = -g z / scale, dscale = g (1 - z**2) / scale.
+    dmean = -g z / scale, ``dscale = g (1 - z**2) / scale``.
 
     Args:
       y, mean: arrays.

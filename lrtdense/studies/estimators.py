@@ -1,7 +1,7 @@
 """Five estimators of one network's outputs, and the variance of their minibatch gradients.
 
 For a network of lrtdense layers each layer's kernel posterior is a mean-field Normal,
-w ~ N(loc, scale**2) (``layer.posterior_moments``). The same objective can be estimated by
+``w ~ N(loc, scale**2)`` (``layer.posterior_moments``). The same objective can be estimated by
 sampling that noise in five ways, the records of ``lrtdense.estimators`` (``lrt``, ``separate``,
 ``single``, ``flipout``, ``none``; their table is there). The outputs here are each layer's own
 forward with the estimator asked (``Layer.forward(..., estimator=...)``), so ``lrt`` on

@@ -8,7 +8,7 @@ Gaussian multiplicative weight noise (variational dropout, W = theta * (1 + sqrt
 how much do its gradients w.r.t. theta vary from one minibatch draw to the next under each
 estimator of the noise?
 
-Each layer's weights are w ~ N(theta, scale**2) with scale = sqrt(alpha) |theta|
+Each layer's weights are ``w ~ N(theta, scale**2) with scale = sqrt(alpha) |theta|``
 (``layer.posterior_moments``). The five estimators (local reparameterization, separate weight
 samples, a single weight sample shared by the minibatch, Flipout, no noise) and the measurement
 are ``lrtdense.studies.gradient_variance`` (``lrtdense.studies.estimators``), which works on any
