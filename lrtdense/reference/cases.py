@@ -204,27 +204,21 @@ def _training_cases():
                         f"Normal bias) -> 2 (Reparameterization) Gaussian regression: N = 10, "
                         f"batches 4, 4, 2 per epoch, 2 epochs, KL weights 0.25 then 1",
                         "training", dtype, _training_model(dtype), (10, 3),
-                        training={"form": form, "batch_size": 4, "epochs": 2,
-                                  "kl_weights": [0.25, 1.0], "step_size": 0.05, "b1": 0.9,
-                                  "b2": 0.999}))
+                        training=_adam_steps(form, [0.25, 1.0])))
     out.append(Case("train_64_mc_s2", "6 Adam (kingma) steps, 2 samples per step (num_samples "
                     "2: NLL and KL averaged over 2 noise draws) of a 3 -> 4 (LRT relu, "
                     "scale-mixture prior, Monte Carlo KL at an extra draw) -> 2 "
                     "(DenseVariational, trainable prior, Monte Carlo KL, kl_weight 1/50) "
                     "Gaussian regression: N = 10, batches 4, 4, 2, 2 epochs, KL weights 0.25 "
                     "then 1", "training", "float64", _training_model_mc("float64"), (10, 3),
-                    training={"form": "kingma", "batch_size": 4, "epochs": 2,
-                              "kl_weights": [0.25, 1.0], "step_size": 0.05, "b1": 0.9,
-                              "b2": 0.999, "num_samples": 2}))
+                    training=_adam_steps("kingma", [0.25, 1.0], num_samples=2)))
     out.append(Case("train_32_keras_mc_s3", "6 Adam (keras) steps, float32, 3 samples per step "
                     "(NLL and KL averaged over 3 noise draws) of a 3 -> 4 (Reparameterization "
                     "tanh, Laplace prior, Monte Carlo KL at the forward's W) -> 2 (Flipout, "
                     "Normal bias, scale-mixture kernel prior, Monte Carlo KL at an extra draw) "
                     "Gaussian regression: N = 10, batches 4, 4, 2, 2 epochs, KL weights 0.5 "
                     "then 1", "training", "float32", _training_model_mc3("float32"), (10, 3),
-                    training={"form": "keras", "batch_size": 4, "epochs": 2,
-                              "kl_weights": [0.5, 1.0], "step_size": 0.05, "b1": 0.9,
-                              "b2": 0.999, "num_samples": 3}))
+                    training=_adam_steps("keras", [0.5, 1.0], num_samples=3)))
     out.append(Case("train_64_dv_s1", "6 Adam (keras) steps with num_samples 1 written out "
                     "(noise without a leading draw axis) of a 3 -> 4 (LRT relu) -> 2 "
                     "(DenseVariational, fixed prior, exact KL, kl_weight 1/50) Gaussian "
@@ -234,10 +228,15 @@ def _training_cases():
                         _layers.DenseLocalReparameterization(4, "relu", dtype="float64"),
                         DenseVariational(2, prior="fixed", kl_weight=SCALED, kl_use_exact=True,
                                          dtype="float64")]), GaussianLikelihood(0.5)), (10, 3),
-                    training={"form": "keras", "batch_size": 4, "epochs": 2,
-                              "kl_weights": [0.25, 1.0], "step_size": 0.05, "b1": 0.9,
-                              "b2": 0.999, "num_samples": 1}))
+                    training=_adam_steps("keras", [0.25, 1.0], num_samples=1)))
     return out
+
+
+def _adam_steps(form, kl_weights, **extra):
+    """The ``training`` settings of the training cases: batches of 4 of N = 10, 2 epochs, Adam
+    (``form``) with step size 0.05, b1 0.9, b2 0.999; ``extra``: num_samples."""
+    return {"form": form, "batch_size": 4, "epochs": 2, "kl_weights": kl_weights,
+            "step_size": 0.05, "b1": 0.9, "b2": 0.999, **extra}
 
 
 def _training_model_mc(dtype):
