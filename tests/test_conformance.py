@@ -253,3 +253,24 @@ def test_the_ports_readme_shows_the_partial_ports_numbers():
         text = " ".join(f.read().replace("#", " ").split())
     assert (f"{LRT_FORWARD_KL} passed, 0 failed, {TOTAL - LRT_FORWARD_KL} not implemented; "
             f"coverage {LRT_FORWARD_KL} of {TOTAL} tests run") in text
+
+
+def test_pytest_plugin_statistical_mode_through_the_adapters_sample(tmp_path):
+    """--lrtdense-statistical: one test for the sampled families of each eligible case (plus its
+    deterministic quantities); a sampler whose variance lacks the square fails exactly those."""
+    pytest.importorskip("torch", reason="the torch port needs torch")
+    port = tmp_path / "sq_port.py"
+    port.write_text(
+        "import importlib.util\n"
+        f"spec = importlib.util.spec_from_file_location('tp', {TORCH.rsplit(':', 1)[0]!r})\n"
+        "tp = importlib.util.module_from_spec(spec); spec.loader.exec_module(tp)\n"
+        "class Adapter(tp.Adapter):\n"
+        "    def __init__(self):\n"
+        "        super().__init__('no_square')\n")
+    common = ["--lrtdense-statistical", "--lrtdense-cases", "lrt_64_units1,lrt_32_basic", "-rA"]
+    code, out = _pytest(tmp_path, f"--lrtdense-port={TORCH}", *common)
+    assert code == 0 and "PASSED lrtdense::lrt_64_units1[samples/*]" in out, out[-3000:]
+    assert "lrt_32_basic" not in out.replace("lrt_64_units1,lrt_32_basic", "")  # relu: not eligible
+    code, out = _pytest(tmp_path, f"--lrtdense-port={port}:Adapter", *common)
+    assert code == 1 and "FAILED lrtdense::lrt_64_units1[samples/*]" in out, out[-3000:]
+    assert "PASSED lrtdense::lrt_64_units1[outputs/mean]" in out
