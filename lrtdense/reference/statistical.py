@@ -8,11 +8,14 @@ and writes, per draw s:
 * ``samples/grads/<param>`` (S, *param.shape) and ``samples/grads/x`` (S, *x.shape): the
   gradients of the statistical objective of that draw,
   L_s = sum(g * out_s) + 0.5 * sum(out_s ** 2) + kl/total (the quadratic term makes the expected
-  gradient depend on the variance, so a wrong scale gradient shows in its mean).
+  gradient depend on the variance, so a wrong scale gradient shows in its mean);
+
+every array in the case's dtype (another fails as ``report.compare`` fails it). The port's noise: standard normal N(0, 1) for every Gaussian draw and fair +-1 signs for
+Flipout's sign_input and sign_output, fresh for every call (independent across draws).
 
 With a linear activation every output element is exactly Gaussian for all five layers (for
 Flipout, s_out * N(0, v) is N(0, v) whatever the signs), with mean and covariance known in closed
-form (``moments``). Seven families of tests, each at alpha = ALPHA_PER_CASE / 7, Bonferroni-split
+form (``moments``). Ten families of tests, each at alpha = ALPHA_PER_CASE / 10, Bonferroni-split
 over its elements (two-sided):
 
 1. ``mean``: each element's sample mean within z * sigma / sqrt(S) of the analytic mean (exact:
@@ -35,15 +38,28 @@ over its elements (two-sided):
    cov_ijk cov_ijk' / (sigma ...) for every class; catches a Flipout without sign_output,
    whose second moments are right.
 7. ``gradients``: the mean of the per-draw gradients of every parameter and of x within z
-   standard errors (CLT) of the gradient of the expected objective,
+   analytic standard errors sqrt(Var / S) (CLT) of the gradient of the expected objective,
    E[L] = sum(g * mean) + 0.5 * sum(mean**2 + variance) + kl, computed by autograd from the
-   closed-form moments.
+   closed-form moments; Var is family 8's.
+8. ``gradient_spread``: each per-draw gradient element's mean squared deviation from that
+   analytic mean within z standard errors (CLT; from the draws' fourth moments about Var) of
+   its exact variance Var (``statistical_grads``: the gradient is a quadratic polynomial in the
+   noise). Catches a bias hidden under added noise, which judging the mean by the draws' own
+   spread let pass, and noise the gradient ignores.
+9. ``duplicates``: no two draws identical in every random element (``duplicates_row``): the
+   count of coincident pairs below a limit from the case dtype's resolution (Markov's
+   inequality; one pair fails wherever chance ties are negligible). Catches reused draws,
+   such as the whole set tiled.
+10. ``serial``: the lag-1 correlation of the standardized draws, averaged over the elements,
+   within z analytic standard errors |R|_F / (L sqrt(S - 1)) of 0 (CLT). Catches each draw
+   repeated in a row, and noise carried over from one call to the next.
 
-False alarms: families 1, 2 and 4 are exact bounds; 3, 5, 6 and 7 use the normal approximation to a
-mean of S >= 10000 i.i.d. terms with finite moments of every order, whose tail error at the
-thresholds used (|z| ~ 6 to 7) is kept inside the budget by running them at a tenth of their
-share (``CLT_MARGIN``). So a correct port fails a case with probability <= ALPHA_PER_CASE = 1e-8
-and a run of at most MAX_CASES = 100 statistical cases with probability <= 1e-6 (union bound).
+False alarms: families 1, 2, 4 and 9 are exact bounds; 3, 5, 6, 7, 8 and 10 use the normal
+approximation to a mean of S >= 10000 terms with finite moments of every order (independent, or
+for 10 uncorrelated martingale differences), whose tail error at the thresholds used (|z| ~ 6 to
+7) is kept inside the budget by running them at a tenth of their share (``CLT_MARGIN``). So a
+correct port fails a case with probability <= ALPHA_PER_CASE = 1e-8 and a run of at most
+MAX_CASES = 100 statistical cases with probability <= 1e-6 (union bound).
 """
 import math
 
@@ -200,7 +216,7 @@ def check(name, meta, inputs, expected, results):
 
 
 def _output_rows(name, meta, params, x, samples):
-    """The rows of the six output families (1 to 6 in the module docstring) for ``samples``
+    """The rows of the eight output families (1 to 6, 9 and 10 in the module docstring) for ``samples``
     (S, ..., units), the port's S draws of the case's outputs, against the closed-form
     ``moments``. The batch is flattened to N rows: every element is one (row, unit) of (N, U);
     an element of variance 0 (such as one of an all-zero input row) is "not live"."""
