@@ -181,7 +181,9 @@ def test_calibration_at_a_measurable_rate(monkeypatch):
     """The tests are conservative at a rate one can observe: with ALPHA_PER_CASE raised to 0.02,
     a correct sampler's failure rate per case over 40 seeds x every case stays below 0.02 (the
     union bound), so nothing about the approximations makes the budget optimistic there."""
-    monkeypatch.setattr(st, "ALPHA_PER_CASE", 0.02)
+    from lrtdense.reference import statistical_rows
+    monkeypatch.setattr(statistical_rows, "ALPHA_PER_CASE", 0.02)  # where family_alpha reads it
+    assert st.family_alpha("mean") == 0.02 / len(st.FAMILIES)
     trials = fails = 0
     for seed in range(40):
         for case in CASES:
@@ -312,3 +314,30 @@ def test_serial_standard_error_is_the_analytic_one():
     stats = [serial_row("c", rng.standard_normal((2000, 6)) @ chol.T, corr).max_abs
              for _ in range(400)]
     assert 0.9 < math.sqrt(np.mean(np.square(stats))) < 1.1
+
+
+@pytest.mark.slow
+def test_the_spread_statistic_has_a_light_upper_tail():
+    """Why gradient_spread is one-sided: for the most skewed gradient element of the shipped
+    cases (sparsevd_64_linear, an x gradient of kurtosis 15), 2000 runs of S = 10000 draws
+    straight from its polynomial a + B eta + eta' C eta. The self-normalized z of the mean
+    squared deviation falls below -3 more often than N(0, 1) would (heavy lower tail), and
+    above +3 at most as often (light upper tail, the side the family tests)."""
+    case = BY_NAME["sparsevd_64_linear"]
+    _, b, c, _ = sg.gradient_polynomial(case.meta, case.params, case.x, case.inputs["g"])
+    var = np.sum(b * b, 1) + 2 * np.sum(c * c, (1, 2))
+    fourth = np.einsum("pef,pfg,pgh,phe->p", c, c, c, c) * 48 + 48 * np.einsum(
+        "pe,pef,pfg,pg->p", b, c, c, b) + 3 * var ** 2
+    kurt = fourth / np.maximum(var, 1e-300) ** 2 * (var > 1e-12 * var.max())
+    i = int(np.argmax(kurt))
+    assert 14 < kurt[i] < 16
+    rng = np.random.default_rng(0)
+    z = []
+    for _ in range(2000):
+        eta = rng.standard_normal((S, b.shape[1]))
+        d = (eta @ b[i] + np.einsum("se,ef,sf->s", eta, c[i], eta) - np.trace(c[i])) ** 2
+        z.append((d.mean() - var[i]) / math.sqrt(np.mean((d - var[i]) ** 2) / S))
+    z = np.array(z)
+    normal = 2000 * 0.00135                                  # expected beyond 3 on one side
+    print(f"below -3: {(z < -3).sum()}, above +3: {(z > 3).sum()}, N(0, 1): {normal:.1f}")
+    assert (z > 3).sum() <= normal < (z < -3).sum()
