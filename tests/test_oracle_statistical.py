@@ -341,3 +341,15 @@ def test_the_spread_statistic_has_a_light_upper_tail():
     normal = 2000 * 0.00135                                  # expected beyond 3 on one side
     print(f"below -3: {(z < -3).sum()}, above +3: {(z > 3).sum()}, N(0, 1): {normal:.1f}")
     assert (z > 3).sum() <= normal < (z < -3).sum()
+
+
+def test_a_case_too_large_for_the_exact_variance(monkeypatch):
+    """Beyond MAX_NOISE noise elements a draw's polynomial is not computed: the mean is judged
+    in the draws' own standard errors and the spread row passes as not tested, both saying so."""
+    monkeypatch.setattr(sg, "MAX_NOISE", 4)    # the case has 5
+    rows = {r.quantity: r for r in check(BY_NAME["lrt_64_units1"])}
+    assert rows["samples: gradients"].passed and "own standard errors" in \
+        rows["samples: gradients"].note
+    assert rows["samples: gradient_spread"].passed
+    assert rows["samples: gradient_spread"].note == "not tested: a draw has more than 4 noise " \
+                                                    "elements"

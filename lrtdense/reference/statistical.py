@@ -42,10 +42,11 @@ over its elements (two-sided):
    E[L] = sum(g * mean) + 0.5 * sum(mean**2 + variance) + kl, computed by autograd from the
    closed-form moments; Var is family 8's.
 8. ``gradient_spread``: each per-draw gradient element's mean squared deviation from that
-   analytic mean within z standard errors (CLT; from the draws' fourth moments about Var) of
-   its exact variance Var (``statistical_grads``: the gradient is a quadratic polynomial in the
-   noise). Catches a bias hidden under added noise, which judging the mean by the draws' own
-   spread let pass, and noise the gradient ignores.
+   analytic mean at most z standard errors (CLT; from the draws' fourth moments about Var)
+   above its exact variance Var (``statistical_grads``: the gradient is a quadratic polynomial
+   in the noise). One-sided, the side whose tail the normal approximation overstates
+   (``statistical_grads.gradient_rows``). Catches noise added to the gradients, under which a
+   bias passed when the mean was judged by the draws' own spread.
 9. ``duplicates``: no two draws identical in every random element (``duplicates_row``): the
    count of coincident pairs below a limit from the case dtype's resolution (Markov's
    inequality; one pair fails wherever chance ties are negligible). Catches reused draws,
