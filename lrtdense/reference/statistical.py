@@ -10,8 +10,9 @@ and writes, per draw s:
   L_s = sum(g * out_s) + 0.5 * sum(out_s ** 2) + kl/total (the quadratic term makes the expected
   gradient depend on the variance, so a wrong scale gradient shows in its mean);
 
-every array in the case's dtype (another fails as ``report.compare`` fails it). The port's noise: standard normal N(0, 1) for every Gaussian draw and fair +-1 signs for
-Flipout's sign_input and sign_output, fresh for every call (independent across draws).
+every array in the case's dtype (another fails as ``report.compare`` fails it). The port's
+noise: standard normal N(0, 1) for every Gaussian draw and fair +-1 signs for Flipout's
+sign_input and sign_output, fresh for every call (independent across draws).
 
 With a linear activation every output element is exactly Gaussian for all five layers (for
 Flipout, s_out * N(0, v) is N(0, v) whatever the signs), with mean and covariance known in closed
@@ -217,9 +218,9 @@ def check(name, meta, inputs, expected, results):
 
 
 def _output_rows(name, meta, params, x, samples):
-    """The rows of the eight output families (1 to 6, 9 and 10 in the module docstring) for ``samples``
-    (S, ..., units), the port's S draws of the case's outputs, against the closed-form
-    ``moments``. The batch is flattened to N rows: every element is one (row, unit) of (N, U);
+    """The rows of the eight output families (1 to 6, 9 and 10 of the module docstring) for
+    ``samples`` (S, ..., units), the port's S draws of the case's outputs, against the
+    closed-form ``moments``. The batch is flattened to N rows: every element is one (row, unit) of (N, U);
     an element of variance 0 (such as one of an all-zero input row) is "not live"."""
     mean, var, cov = (np.asarray(v, dtype=np.float64) for v in moments(meta, params, x))
     s = samples.shape[0]
