@@ -220,8 +220,8 @@ def check(name, meta, inputs, expected, results):
 def _output_rows(name, meta, params, x, samples):
     """The rows of the eight output families (1 to 6, 9 and 10 of the module docstring) for
     ``samples`` (S, ..., units), the port's S draws of the case's outputs, against the
-    closed-form ``moments``. The batch is flattened to N rows: every element is one (row, unit) of (N, U);
-    an element of variance 0 (such as one of an all-zero input row) is "not live"."""
+    closed-form ``moments``. The batch is flattened to N rows: every element is one (row, unit)
+    of (N, U); an element of variance 0 (such as one of an all-zero input row) is "not live"."""
     mean, var, cov = (np.asarray(v, dtype=np.float64) for v in moments(meta, params, x))
     s = samples.shape[0]
     n, u = mean.shape
