@@ -420,7 +420,8 @@ if __name__ == "__main__":
 STAT_BUGS = ("no_square", "shared_rows", "batch_weight", "per_example_weight", "uniform_noise",
              "rademacher_noise", "bias_per_example", "flipout_no_sign_output", "no_alpha_cap",
              "sparse_alpha_variance", "grad_no_sigmoid", "grad_detached_noise",
-             "grad_x_mean_only", "grad_no_kl", "nan_half", "edward2_sign_output")
+             "grad_x_mean_only", "grad_no_kl", "nan_half", "edward2_sign_output",
+             "repeat_draws_4", "tiled_4", "grad_noisy_biased")
 
 
 def sample_statistical(meta, inputs, num_samples, rng, bug=None):
@@ -555,4 +556,16 @@ def sample_statistical(meta, inputs, num_samples, rng, bug=None):
     if bug == "nan_half":
         res["samples/outputs"] = res["samples/outputs"].copy()
         res["samples/outputs"][::2] = np.nan
+    if bug == "repeat_draws_4":  # each draw written 4 times in a row
+        res = {k: np.repeat(v[:-(-s // 4)], 4, axis=0)[:s] for k, v in res.items()}
+    if bug == "tiled_4":  # the first quarter of the draws, written 4 times over
+        res = {k: np.concatenate([v[:-(-s // 4)]] * 4)[:s] for k, v in res.items()}
+    if bug == "grad_noisy_biased":
+        # each gradient off by 8 of its standard errors, hidden under 10x its own noise: its
+        # own spread then puts the bias at 0.8 of the draws' standard errors
+        for k in res:
+            if k.startswith("samples/grads/"):
+                sd = np.asarray(res[k]).std(0)
+                res[k] = (res[k] + 8 * sd / np.sqrt(s)
+                          + 10 * sd * rng.standard_normal(res[k].shape))
     return {k: v.astype(dtype) for k, v in res.items()}

@@ -8,11 +8,15 @@ and writes, per draw s:
 * ``samples/grads/<param>`` (S, *param.shape) and ``samples/grads/x`` (S, *x.shape): the
   gradients of the statistical objective of that draw,
   L_s = sum(g * out_s) + 0.5 * sum(out_s ** 2) + kl/total (the quadratic term makes the expected
-  gradient depend on the variance, so a wrong scale gradient shows in its mean).
+  gradient depend on the variance, so a wrong scale gradient shows in its mean);
+
+every array in the case's dtype (another fails as ``report.compare`` fails it). The port's
+noise: standard normal N(0, 1) for every Gaussian draw and fair +-1 signs for Flipout's
+sign_input and sign_output, fresh for every call (independent across draws).
 
 With a linear activation every output element is exactly Gaussian for all five layers (for
 Flipout, s_out * N(0, v) is N(0, v) whatever the signs), with mean and covariance known in closed
-form (``moments``). Seven families of tests, each at alpha = ALPHA_PER_CASE / 7, Bonferroni-split
+form (``moments``). Ten families of tests, each at alpha = ALPHA_PER_CASE / 10, Bonferroni-split
 over its elements (two-sided):
 
 1. ``mean``: each element's sample mean within z * sigma / sqrt(S) of the analytic mean (exact:
@@ -35,15 +39,29 @@ over its elements (two-sided):
    cov_ijk cov_ijk' / (sigma ...) for every class; catches a Flipout without sign_output,
    whose second moments are right.
 7. ``gradients``: the mean of the per-draw gradients of every parameter and of x within z
-   standard errors (CLT) of the gradient of the expected objective,
+   analytic standard errors sqrt(Var / S) (CLT) of the gradient of the expected objective,
    E[L] = sum(g * mean) + 0.5 * sum(mean**2 + variance) + kl, computed by autograd from the
-   closed-form moments.
+   closed-form moments; Var is family 8's.
+8. ``gradient_spread``: each per-draw gradient element's mean squared deviation from that
+   analytic mean at most z standard errors (CLT; from the draws' fourth moments about Var)
+   above its exact variance Var (``statistical_grads``: the gradient is a quadratic polynomial
+   in the noise). One-sided, the side whose tail the normal approximation overstates
+   (``statistical_grads.gradient_rows``). Catches noise added to the gradients, under which a
+   bias passed when the mean was judged by the draws' own spread.
+9. ``duplicates``: no two draws identical in every random element (``duplicates_row``): the
+   count of coincident pairs below a limit from the case dtype's resolution (Markov's
+   inequality; one pair fails wherever chance ties are negligible). Catches reused draws,
+   such as the whole set tiled.
+10. ``serial``: the lag-1 correlation of the standardized draws, averaged over the elements,
+   within z analytic standard errors |R|_F / (L sqrt(S - 1)) of 0 (CLT). Catches each draw
+   repeated in a row, and noise carried over from one call to the next.
 
-False alarms: families 1, 2 and 4 are exact bounds; 3, 5, 6 and 7 use the normal approximation to a
-mean of S >= 10000 i.i.d. terms with finite moments of every order, whose tail error at the
-thresholds used (|z| ~ 6 to 7) is kept inside the budget by running them at a tenth of their
-share (``CLT_MARGIN``). So a correct port fails a case with probability <= ALPHA_PER_CASE = 1e-8
-and a run of at most MAX_CASES = 100 statistical cases with probability <= 1e-6 (union bound).
+False alarms: families 1, 2, 4 and 9 are exact bounds; 3, 5, 6, 7, 8 and 10 use the normal
+approximation to a mean of S >= 10000 terms with finite moments of every order (independent, or
+for 10 uncorrelated martingale differences), whose tail error at the thresholds used (|z| ~ 6 to
+7) is kept inside the budget by running them at a tenth of their share (``CLT_MARGIN``). So a
+correct port fails a case with probability <= ALPHA_PER_CASE = 1e-8 and a run of at most
+MAX_CASES = 100 statistical cases with probability <= 1e-6 (union bound).
 """
 import math
 
@@ -54,10 +72,12 @@ from autograd import grad
 from lrtdense import kernels, tree
 from lrtdense.reference.generation import model_from_meta
 from lrtdense.reference.report import Row
+from lrtdense.reference.statistical_grads import gradient_rows, gradient_variance
 from lrtdense.reference.statistical_rows import (ALPHA_PER_CASE, ALPHA_PER_RUN, CLT_FAMILIES,
                                                  CLT_MARGIN, FAMILIES, MAX_CASES, covariance_row,
-                                                 family_alpha, kurtosis_row, mean_row,
-                                                 normality_row, row, variance_row, z_quantile)
+                                                 duplicates_row, family_alpha, kurtosis_row,
+                                                 live_covariance, mean_row, normality_row, row,
+                                                 serial_row, variance_row, z_quantile)
 
 __all__ = ["eligible", "describe_eligible", "check", "moments", "expected_objective",
            "sample_keys", "sample_shapes", "ALPHA_PER_RUN", "ALPHA_PER_CASE", "MAX_CASES",
@@ -142,14 +162,18 @@ def expected_objective(meta, params, x, g):
 
 # ----------------------------------------------------------------------------------- tests
 
-def _finite(name, key, arr, shape):
-    """A failing row if ``arr`` is not (S >= MIN_SAMPLES, *shape) of finite floats, else None."""
+def _finite(name, key, arr, shape, dtype):
+    """A failing row if ``arr`` is not (S >= MIN_SAMPLES, *shape) of finite numbers of the case's
+    ``dtype`` (the rule and wording of ``report.compare``), else None."""
     arr = np.asarray(arr)
-    if arr.dtype.kind != "f":
-        return Row(name, key, note=f"dtype {arr.dtype}, expected a float array")
     if arr.ndim != len(shape) + 1 or arr.shape[1:] != tuple(shape) or arr.shape[0] < MIN_SAMPLES:
         return Row(name, key, note=f"expected shape (S >= {MIN_SAMPLES}, {', '.join(map(str, shape))}), "
                                    f"got {arr.shape}")
+    if arr.dtype.kind not in "fiu":
+        return Row(name, key, note=f"dtype {arr.dtype} is not numeric")
+    if arr.dtype != np.dtype(dtype):
+        return Row(name, key, note=f"dtype {arr.dtype}, expected {np.dtype(dtype)} (the case's "
+                                   f"dtype)")
     bad = ~np.isfinite(arr)
     if bad.any():
         return Row(name, key, note=f"{int(bad.sum())} NaN or inf among the {arr.size} sampled "
@@ -169,7 +193,7 @@ def check(name, meta, inputs, expected, results):
     shapes["samples/grads/x"] = x.shape
     rows = []
     problem = _finite(name, "samples/outputs", results.get("samples/outputs", np.zeros(0)),
-                      out_shape) if "samples/outputs" in results else Row(
+                      out_shape, meta["dtype"]) if "samples/outputs" in results else Row(
         name, "samples/outputs", note="missing from the port's results")
     if problem is None:
         rows.extend(_output_rows(name, meta, params, x, np.asarray(
@@ -181,7 +205,7 @@ def check(name, meta, inputs, expected, results):
         if key not in results:
             bad.append(Row(name, key, note="missing from the port's results"))
             continue
-        problem = _finite(name, key, results[key], shapes[key])
+        problem = _finite(name, key, results[key], shapes[key], meta["dtype"])
         if problem is not None:
             bad.append(problem)
         else:
@@ -189,15 +213,15 @@ def check(name, meta, inputs, expected, results):
     if bad:
         rows.extend(bad)
     else:
-        rows.append(_gradient_row(name, meta, params, x, inputs["g"], grads))
+        rows.extend(_gradient_rows(name, meta, params, x, inputs["g"], grads))
     return rows, keys
 
 
 def _output_rows(name, meta, params, x, samples):
-    """The rows of the six output families (1 to 6 in the module docstring) for ``samples``
-    (S, ..., units), the port's S draws of the case's outputs, against the closed-form
-    ``moments``. The batch is flattened to N rows: every element is one (row, unit) of (N, U);
-    an element of variance 0 (such as one of an all-zero input row) is "not live"."""
+    """The rows of the eight output families (1 to 6, 9 and 10 of the module docstring) for
+    ``samples`` (S, ..., units), the port's S draws of the case's outputs, against the
+    closed-form ``moments``. The batch is flattened to N rows: every element is one (row, unit)
+    of (N, U); an element of variance 0 (such as one of an all-zero input row) is "not live"."""
     mean, var, cov = (np.asarray(v, dtype=np.float64) for v in moments(meta, params, x))
     s = samples.shape[0]
     n, u = mean.shape
@@ -207,12 +231,16 @@ def _output_rows(name, meta, params, x, samples):
     dev = draws - mean
     # the live elements' draws standardized by the analytic moments: (S, number live)
     zstd = dev.reshape(s, n * u)[:, live.reshape(-1)] / np.sqrt(var.reshape(-1)[live.reshape(-1)])
+    full = live_covariance(cov, live)
+    corr = full / np.sqrt(np.outer(np.diag(full), np.diag(full)))
     return [mean_row(name, draws, dev, mean, var, rtol),
             variance_row(name, draws, var),
             covariance_row(name, dev, cov, live),
             normality_row(name, zstd),
             kurtosis_row(name, zstd),
-            _quartic_row(name, meta, params, dev, var, cov)]
+            _quartic_row(name, meta, params, dev, var, cov),
+            duplicates_row(name, draws, mean, var, meta["dtype"]),
+            serial_row(name, zstd, corr)]
 
 
 def _quartic_row(name, meta, params, dev, var, cov):
@@ -245,28 +273,13 @@ def _quartic_row(name, meta, params, dev, var, cov):
                 f"estimator makes them (Flipout without sign_output?)")
 
 
-def _gradient_row(name, meta, params, x, g, grads):
-    """The mean of the per-draw gradients against the gradient of the expected objective."""
+def _gradient_rows(name, meta, params, x, g, grads):
+    """The two gradient families (``statistical_grads``): the analytic mean of each per-draw
+    gradient element is the gradient of ``expected_objective`` (autograd), its variance
+    ``gradient_variance``."""
     analytic_p = grad(lambda p: expected_objective(meta, p, x, g))(params)
-    analytic = {f"samples/grads/{k}": np.asarray(v, dtype=np.float64) for k, v in analytic_p.items()}
-    analytic["samples/grads/x"] = np.asarray(
+    mean = {f"samples/grads/{k}": np.asarray(v, dtype=np.float64) for k, v in analytic_p.items()}
+    mean["samples/grads/x"] = np.asarray(
         grad(lambda xx: expected_objective(meta, params, xx, g))(x), dtype=np.float64)
     rtol = {"float64": 1e-12, "float32": 2e-5}[meta["dtype"]]
-    total = sum(v.size for v in analytic.values())
-    z = z_quantile(family_alpha("gradients"), total)
-    worst, worst_where, n_bad = 0.0, "", 0
-    s = next(iter(grads.values())).shape[0]
-    for key, want in analytic.items():
-        draws = grads[key]
-        se = draws.std(0, ddof=1) / math.sqrt(s)
-        floor = 10 * rtol * (1 + float(np.max(np.abs(want))))  # deterministic elements
-        zs = np.abs(draws.mean(0) - want) / np.sqrt(se ** 2 + floor ** 2)
-        n_bad += int((zs > z).sum())
-        if zs.max() > worst:
-            worst = float(zs.max())
-            worst_where = f"{key[len('samples/grads/'):]}{tuple(int(i) for i in np.unravel_index(int(np.argmax(zs)), zs.shape))}"
-    return row(name, "gradients", n_bad, worst, z,
-                f"{total} gradient elements: worst |z| {worst:.2f} of {z:.2f}",
-                f"{n_bad} of {total} mean per-draw gradient elements off the gradient of the "
-                f"expected objective by more than {z:.2f} standard errors (worst {worst_where}, "
-                f"|z| {worst:.3g})", worst_where)
+    return gradient_rows(name, grads, mean, gradient_variance(meta, params, x, g), rtol)

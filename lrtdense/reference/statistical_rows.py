@@ -15,13 +15,15 @@ from lrtdense.reference.report import Row
 
 __all__ = ["ALPHA_PER_RUN", "MAX_CASES", "ALPHA_PER_CASE", "FAMILIES", "CLT_FAMILIES",
            "CLT_MARGIN", "family_alpha", "z_quantile", "row", "index_of", "mean_row",
-           "variance_row", "live_covariance", "covariance_row", "normality_row", "kurtosis_row"]
+           "variance_row", "live_covariance", "covariance_row", "normality_row", "kurtosis_row",
+           "chance_coincidence", "duplicates_row", "serial_row"]
 
 ALPHA_PER_RUN = 1e-6
 MAX_CASES = 100                      # statistical cases one run can hold (the shipped set: fewer)
 ALPHA_PER_CASE = ALPHA_PER_RUN / MAX_CASES
-FAMILIES = ("mean", "variance", "covariance", "normality", "kurtosis", "quartic", "gradients")
-CLT_FAMILIES = ("covariance", "kurtosis", "quartic", "gradients")
+FAMILIES = ("mean", "variance", "covariance", "normality", "kurtosis", "quartic", "gradients",
+            "gradient_spread", "duplicates", "serial")
+CLT_FAMILIES = ("covariance", "kurtosis", "quartic", "gradients", "gradient_spread", "serial")
 CLT_MARGIN = 10.0
 
 
@@ -177,3 +179,59 @@ def kurtosis_row(name, zstd):
                 f"mean of z**4 over the standardized draws is {t.mean():.4f}, expected 3 "
                 f"for Gaussian noise (|z| {zk:.1f} > {z:.2f}): noise of the right "
                 f"variance but not normal?")
+
+
+def chance_coincidence(mean, var, dtype):
+    """An upper bound on the probability that two independent correct draws of a case's outputs
+    are identical: the product over units of the chance that one element of that unit repeats,
+    since the units of a row are independent for every class (for Flipout given its signs, with
+    the same N(mean, var)). Two draws of N(mu, sigma**2) rounded to ``dtype`` coincide with
+    probability sum_v P(v)**2 <= max_v P(v) <= max(spacing(|mu| + 30 sigma) / (sigma sqrt(2 pi)),
+    P(|z| > 30)). mean, var: (N, U)."""
+    sd = np.sqrt(var)
+    reach = np.asarray(np.abs(mean) + 30 * sd, dtype=dtype)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = np.where(var > 0, np.spacing(reach).astype(np.float64) / (sd * math.sqrt(2 * math.pi)),
+                     1.0)
+    p = np.minimum(np.maximum(p, 2 * special.ndtr(-30.0)), 1.0)
+    return float(np.prod(p.min(0)))
+
+
+def duplicates_row(name, draws, mean, var, dtype):
+    """Family 9: no draw repeats another exactly. Coincident pairs of draws (equal in every live
+    element) are counted; the expected count for a correct sampler is at most lambda = S (S - 1)
+    / 2 * ``chance_coincidence``, so m = max(1, ceil(lambda / a)) or more pairs happen by chance
+    with probability <= a (Markov). draws: (S, N, U); mean, var: (N, U)."""
+    s = draws.shape[0]
+    live = (var > 0).reshape(-1)
+    if not live.any():
+        return row(name, "duplicates", 0, 0.0, 1.0, "no random element", "")
+    a = family_alpha("duplicates")
+    expected = s * (s - 1) / 2 * chance_coincidence(mean, var, dtype)
+    limit = max(1, math.ceil(expected / a))
+    _, counts = np.unique(draws.reshape(s, -1)[:, live], axis=0, return_counts=True)
+    pairs = int(np.sum(counts * (counts - 1) // 2))
+    repeats = int(np.sum(counts - 1))
+    return row(name, "duplicates", int(pairs >= limit), pairs, limit,
+               f"{pairs} coincident pairs of draws ({limit} would fail)",
+               f"{repeats} of {s} draws repeat another draw exactly ({pairs} coincident pairs, "
+               f"{limit} or more have probability <= {a:.1e} for independent draws of "
+               f"{dtype}): draws reused, not independent?")
+
+
+def serial_row(name, zstd, corr):
+    """Family 10: lag-1 serial correlation. t_s = mean over the live elements of z[s] z[s + 1]
+    (standardized by the analytic moments) has mean 0 and variance |R|_F**2 / L**2 for
+    independent draws (R the elements' analytic correlation matrix, L of them), and the t_s are
+    uncorrelated; their mean within z standard errors (CLT). zstd: (S, L); corr: (L, L)."""
+    s, count = zstd.shape
+    if not count:
+        return row(name, "serial", 0, 0.0, 1.0, "no random element", "")
+    t = np.mean(zstd[:-1] * zstd[1:], axis=1)
+    se = float(np.sqrt(np.sum(corr * corr))) / (count * math.sqrt(s - 1))
+    zs = abs(float(t.mean())) / se
+    z = z_quantile(family_alpha("serial"), 1)
+    return row(name, "serial", int(zs > z), zs, z,
+               f"lag-1 correlation {t.mean():+.4f}, |z| {zs:.2f} of {z:.2f}",
+               f"consecutive draws correlate: lag-1 correlation {t.mean():+.4f} averaged over "
+               f"the elements (|z| {zs:.1f} > {z:.2f}): draws repeated or noise reused?")
