@@ -202,11 +202,6 @@ def bold_formulas(out):
             for m in re.finditer(r"[\w)\]]<strong>|</strong>[\w(]", text)]
 
 
-# pages whose docstrings another piece of work owns (lrtdense/reference/); listed so that the
-# check stays strict everywhere else and says when these are fixed
-BOLD_KNOWN = {"lrtdense/reference/statistical.html", "lrtdense/reference/cases.html"}
-
-
 def test_every_relative_link_of_the_built_docs_works(site):
     """Every file a built page links to is built, and every #fragment names an id there."""
     assert len(_pages(site)) > 60
@@ -214,9 +209,7 @@ def test_every_relative_link_of_the_built_docs_works(site):
 
 
 def test_no_formula_of_the_built_docs_renders_as_bold(site):
-    pages = {page for page, _ in bold_formulas(site)}
-    assert pages <= BOLD_KNOWN, [b for b in bold_formulas(site) if b[0] not in BOLD_KNOWN]
-    assert pages == BOLD_KNOWN, f"fixed: remove {sorted(BOLD_KNOWN - pages)} from BOLD_KNOWN"
+    assert bold_formulas(site) == []
     kernels = (site / "lrtdense" / "kernels" / "dense.html").read_text()
     assert "<code>s = sqrt((x**2) @ scale**2)</code>" in kernels
 

@@ -2,8 +2,8 @@
 ``lrtdense.reference.generation`` draws their inputs and computes their expected values.
 
 Every case is seeded by its own name (crc32), so the order in which cases are generated never
-matters. Inputs are drawn with non-default magnitudes (loc ~ N(0, 0.5**2), untransformed scale
-~ N(-1, 0.5**2)) so that every term of the math shows in the outputs.
+matters. Inputs are drawn with non-default magnitudes (`loc ~ N(0, 0.5**2)`, untransformed scale
+`~ N(-1, 0.5**2)`) so that every term of the math shows in the outputs.
 
 Layer and network cases hold: inputs ``x``, ``g`` (cotangent of the sample-mode outputs),
 ``params/<name>``, ``noise/<key>``; expected ``outputs/sample``, ``outputs/mean``, ``kl/<term>``,

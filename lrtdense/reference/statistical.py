@@ -7,7 +7,7 @@ and writes, per draw s:
 * ``samples/outputs`` (S, ..., units): the outputs;
 * ``samples/grads/<param>`` (S, *param.shape) and ``samples/grads/x`` (S, *x.shape): the
   gradients of the statistical objective of that draw,
-  L_s = sum(g * out_s) + 0.5 * sum(out_s ** 2) + kl/total (the quadratic term makes the expected
+  `L_s = sum(g * out_s) + 0.5 * sum(out_s ** 2) + kl/total` (the quadratic term makes the expected
   gradient depend on the variance, so a wrong scale gradient shows in its mean);
 
 every array in the case's dtype (another fails as ``report.compare`` fails it). The port's
@@ -26,13 +26,13 @@ over its elements (two-sided):
    analytic variance (exact).
 3. ``covariance``: for every pair of distinct elements, the sample covariance (about the analytic
    means) within z standard errors of the analytic covariance: 0 between rows for LRT, Flipout
-   and the dropout layers, x_i (scale**2) x_j' between rows for Reparameterization, plus
-   bias_scale**2 for a Normal bias shared by the batch. This catches noise shared across rows and
+   and the dropout layers, `x_i (scale**2) x_j'` between rows for Reparameterization, plus
+   `bias_scale**2` for a Normal bias shared by the batch. This catches noise shared across rows and
    a batch-shared weight draw passed off as LRT. Standard error from the S products (CLT).
 4. ``normality``: each element's standardized draws against N(0, 1) by the Kolmogorov-Smirnov
    distance, rejected above sqrt(log(2 / a) / (2 S)): the Dvoretzky-Kiefer-Wolfowitz inequality
    with Massart's constant, a bound valid for every S, not an approximation.
-5. ``kurtosis``: the per-draw average of z**4 over the elements has mean 3 under the null; its
+5. ``kurtosis``: the per-draw average of `z**4` over the elements has mean 3 under the null; its
    sample mean within z standard errors (CLT over the S independent draws; the elements of one
    draw may be correlated). Catches non-Gaussian noise of the right variance (uniform: 1.8).
 6. ``quartic``: the pooled joint fourth moment of two rows and two units (``_quartic_row``):
@@ -40,7 +40,7 @@ over its elements (two-sided):
    whose second moments are right.
 7. ``gradients``: the mean of the per-draw gradients of every parameter and of x within z
    analytic standard errors sqrt(Var / S) (CLT) of the gradient of the expected objective,
-   E[L] = sum(g * mean) + 0.5 * sum(mean**2 + variance) + kl, computed by autograd from the
+   `E[L] = sum(g * mean) + 0.5 * sum(mean**2 + variance) + kl`, computed by autograd from the
    closed-form moments; Var is family 8's.
 8. ``gradient_spread``: each per-draw gradient element's mean squared deviation from that
    analytic mean at most z standard errors (CLT; from the draws' fourth moments about Var)
@@ -153,7 +153,7 @@ def moments(meta, params, x):
 
 
 def expected_objective(meta, params, x, g):
-    """E[sum(g * out) + 0.5 * sum(out**2)] + KL, differentiable in params and x (autograd)."""
+    """`E[sum(g * out) + 0.5 * sum(out**2)] + KL`, differentiable in params and x (autograd)."""
     layer = _layer(meta)
     mean, var, _ = moments(meta, params, x)
     g2 = anp.reshape(g, mean.shape)

@@ -2,12 +2,14 @@
 mean of the per-draw gradients against the gradient of the expected objective, in analytic
 standard errors, and their spread against the analytic per-element variance.
 
-The per-draw gradient of L = sum(g * out) + 0.5 * sum(out**2) + kl w.r.t. every parameter and x
+The per-draw gradient of `L = sum(g * out) + 0.5 * sum(out**2) + kl` w.r.t. every parameter and x
 is a quadratic polynomial in the Gaussian noise eta of the draw: with a linear activation, out =
 mu + A eta with mu and A functions of the parameters and x (LRT and the dropout layers: m + s *
 eps; Reparameterization: x @ (loc + scale * eps)), so
 
-    grad = a + B eta + eta' C eta,    Var(grad_i) = |B_i|**2 + 2 |C_i|_F**2    (C_i symmetric)
+```
+grad = a + B eta + eta' C eta,    Var(grad_i) = |B_i|**2 + 2 |C_i|_F**2    (C_i symmetric)
+```
 
 for eta ~ N(0, I) (Isserlis). ``gradient_polynomial`` reads a, B and C off the gradient itself,
 through lrtdense's own forward with explicit noise (``forward(..., noise=, estimator=)``), at
@@ -16,14 +18,16 @@ eta = 0, +-u_e and u_e + u_f (exact for a quadratic, whatever the layer).
 Flipout draws eps (in, units) and signs. Its output is that of independent per-example weights
 (``estimators.SEPARATE``) with eta[n, j, k] = s_out[n, k] s_in[n, j] eps[j, k], so its gradient
 is the SEPARATE polynomial of that eta. This eta has E[eta] = 0, E[eta eta'] = I and no third
-moments, but its fourth moments are not Gaussian: eta[n,j,k]**2 eta[n',j,k]**2 = eps[j,k]**4 has
+moments, but its fourth moments are not Gaussian: `eta[n,j,k]**2 eta[n',j,k]**2 = eps[j,k]**4` has
 mean 3 where independent normals give 1, for every n != n' (all other fourth moments agree with
-Isserlis's, because s**2 = 1 and the signs of distinct (n, j), (n, k) are independent). So,
+Isserlis's, because `s**2 = 1` and the signs of distinct (n, j), (n, k) are independent). So,
 exactly,
 
-    Var_flipout(grad_i) = |B_i|**2 + 2 |C_i|_F**2
-                          + 2 sum_{j,k} sum_{n != n'} (C_i[p, p] C_i[q, q] + 2 C_i[p, q]**2),
-    p = (n, j, k), q = (n', j, k).
+```
+Var_flipout(grad_i) = |B_i|**2 + 2 |C_i|_F**2
+                      + 2 sum_{j,k} sum_{n != n'} (C_i[p, p] C_i[q, q] + 2 C_i[p, q]**2),
+p = (n, j, k), q = (n', j, k).
+```
 
 The polynomial is computed in float64 (the variances are judged to a few percent; the case
 dtype's rounding would only add noise to C).
@@ -164,7 +168,7 @@ def gradient_rows(name, grads, mean, var, rtol):
 
     The spread test is one-sided. d >= 0 is strongly right-skewed (a degree-4 polynomial in
     the noise), and a self-normalized mean of right-skewed terms has a light upper tail and a
-    heavy lower one (first Edgeworth term -+ skew (2 z**2 + 1) phi(z) / (6 sqrt(S)); SPEC
+    heavy lower one (first Edgeworth term `-+ skew (2 z**2 + 1) phi(z) / (6 sqrt(S))`; SPEC
     section 7 gives the measurement), so only "too much spread" keeps the budget. Too little
     spread (noise the gradient ignores) moves the expected objective's gradient, which the
     "gradients" row checks.

@@ -164,7 +164,7 @@ def normality_row(name, zstd):
 
 
 def kurtosis_row(name, zstd):
-    """Family 5, pooled kurtosis: the per-draw mean of z**4 over the live elements has mean 3;
+    """Family 5, pooled kurtosis: the per-draw mean of `z**4` over the live elements has mean 3;
     its sample mean within z standard errors (CLT over the S draws). zstd: (S, number of live
     elements)."""
     s, live_count = zstd.shape
@@ -185,9 +185,9 @@ def chance_coincidence(mean, var, dtype):
     """An upper bound on the probability that two independent correct draws of a case's outputs
     are identical: the product over units of the chance that one element of that unit repeats,
     since the units of a row are independent for every class (for Flipout given its signs, with
-    the same N(mean, var)). Two draws of N(mu, sigma**2) rounded to ``dtype`` coincide with
-    probability sum_v P(v)**2 <= max_v P(v) <= max(spacing(|mu| + 30 sigma) / (sigma sqrt(2 pi)),
-    P(|z| > 30)). mean, var: (N, U)."""
+    the same N(mean, var)). Two draws of `N(mu, sigma**2)` rounded to ``dtype`` coincide with
+    probability `sum_v P(v)**2 <= max_v P(v) <= max(spacing(|mu| + 30 sigma) / (sigma sqrt(2 pi)),
+    P(|z| > 30))`. mean, var: (N, U)."""
     sd = np.sqrt(var)
     reach = np.asarray(np.abs(mean) + 30 * sd, dtype=dtype)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -221,7 +221,7 @@ def duplicates_row(name, draws, mean, var, dtype):
 
 def serial_row(name, zstd, corr):
     """Family 10: lag-1 serial correlation. t_s = mean over the live elements of z[s] z[s + 1]
-    (standardized by the analytic moments) has mean 0 and variance |R|_F**2 / L**2 for
+    (standardized by the analytic moments) has mean 0 and variance `|R|_F**2 / L**2` for
     independent draws (R the elements' analytic correlation matrix, L of them), and the t_s are
     uncorrelated; their mean within z standard errors (CLT). zstd: (S, L); corr: (L, L)."""
     s, count = zstd.shape
