@@ -171,3 +171,154 @@ def test_replays_tfp_on_the_reference_inputs():
             err = float(np.max(np.abs(ours[key][ok].astype(np.float64) - ref[ok]))) / scale
             worst[case.dtype] = max(worst[case.dtype], err)
     assert worst["float64"] <= 1e-10 and worst["float32"] <= 1e-5, worst
+
+
+# ------------------------------------------------------------------------------- the idioms
+
+ALL_LAYERS = sorted(LT.LAYERS)
+
+
+def _layer(name, in_features=4, units=3, **kwargs):
+    return LT.LAYERS[name](in_features, units, "tanh", **kwargs)
+
+
+def test_import_lrtdense_never_imports_torch():
+    code = "import sys, lrtdense, lrtdense.conformance; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": os.path.dirname(HERE)})
+    assert done.stdout.strip() == "False", done.stderr
+
+
+@pytest.mark.parametrize("name", ALL_LAYERS)
+def test_state_dict_round_trip_and_tfp_names(name):
+    a = _layer(name, dtype=torch.float64)
+    b = _layer(name, dtype=torch.float64)
+    numpy_names = a.settings.weight_names()
+    assert list(a.state_dict()) == numpy_names == [n for n, _ in a.named_parameters()]
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(5, 4, dtype=torch.float64)
+    noise = a.sample_noise(x.shape, torch.Generator().manual_seed(0))
+    assert torch.equal(a(x, noise=noise), b(x, noise=noise))
+    assert torch.equal(a.divergence, b.divergence)
+
+
+@pytest.mark.parametrize("name", ALL_LAYERS)
+def test_same_numbers_as_the_numpy_layer(name):
+    """The torch module and the NumPy layer of the same config, params and noise agree."""
+    layer = _layer(name, dtype="float64")
+    numpy_layer = L.deserialize({"class_name": name, "config": layer.settings.get_config()})
+    params = {k: v.detach().numpy() for k, v in layer.state_dict().items()}
+    x = np.random.default_rng(0).standard_normal((6, 4))
+    noise = numpy_layer.sample_noise(np.random.default_rng(1), x.shape)
+    for mode in numpy_layer.MODES:
+        ours = layer(torch.tensor(x), noise=noise, mode=mode).detach().numpy()
+        theirs, kl = numpy_layer.forward(params, x, noise=noise if mode == "sample" else None,
+                                         mode=mode)
+        np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(layer.divergence.detach().numpy(), kl, rtol=1e-12, atol=1e-13)
+
+
+def test_sequential_divergence_and_backward():
+    model = torch.nn.Sequential(LT.DenseLocalReparameterization(4, 8, "relu"),
+                                LT.DenseFlipout(8, 8, "elu"),
+                                LT.DenseSparseVariationalDropout(8, 2))
+    LT.set_generator(model, torch.Generator().manual_seed(0))
+    out = model(torch.randn(16, 4))
+    kl = LT.divergence(model)
+    assert out.shape == (16, 2)
+    assert torch.allclose(kl, sum(m.divergence for m in model))
+    (out.pow(2).mean() + kl / 100).backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_generator_determinism():
+    def run(seed):
+        layer = LT.DenseFlipout(4, 3, generator=torch.Generator().manual_seed(seed),
+                                bias_posterior="normal")
+        return layer(torch.ones(5, 4)), layer.state_dict()
+    (a, sa), (b, sb), (c, _) = run(1), run(1), run(2)
+    assert torch.equal(a, b) and all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not torch.equal(a, c)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_dtypes(dtype):
+    layer = LT.DenseLocalReparameterization(4, 3, dtype=dtype)
+    assert all(p.dtype == dtype for p in layer.parameters())
+    out = layer(torch.randn(2, 4, dtype=torch.float64))      # x is cast, as the NumPy layers do
+    assert out.dtype == dtype and layer.divergence.dtype == dtype
+    assert LT.DenseLocalReparameterization(4, 3).kernel_posterior_loc.dtype == \
+        torch.get_default_dtype()
+    layer.double()
+    assert layer(torch.randn(2, 4)).dtype == torch.float64
+
+
+def test_mean_and_pruned_modes():
+    layer = LT.DenseSparseVariationalDropout(4, 3, dtype="float64")
+    x = torch.randn(5, 4, dtype=torch.float64)
+    mean = layer(x, mode="mean")
+    assert torch.equal(mean, x @ layer.kernel_theta + layer.bias)
+    with torch.no_grad():
+        layer.kernel_log_sigma2[0] = 5.0                 # log alpha > 3: row 0 pruned
+    pruned = LT.set_mode(torch.nn.Sequential(layer), "pruned")(x)
+    assert torch.allclose(pruned, x[:, 1:] @ layer.kernel_theta[1:] + layer.bias)
+    assert layer.sparsity() == pytest.approx(0.25)
+    assert not torch.equal(layer(x, mode="sample"), layer(x, mode="sample"))
+    assert torch.equal(layer(x), pruned)                 # the module's mode is the default
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: LT.DenseLocalReparameterization(4, 0), "units"),
+    (lambda: LT.DenseLocalReparameterization(0, 3), "in_features"),
+    (lambda: LT.DenseLocalReparameterization(4, 3, "swish"), "unknown activation"),
+    (lambda: LT.DenseFlipout(4, 3, kernel_prior=L.LaplacePrior()), "monte_carlo"),
+    (lambda: LT.DenseFlipout(4, 3, dtype=torch.int32), "dtype"),
+    (lambda: LT.DenseFlipout(4, 3, mode="pruned"), "mode must be one of"),
+    (lambda: LT.DenseVariational(4, 3, prior="wide"), "prior"),
+    (lambda: LT.DenseLocalReparameterization(4, 3)(torch.ones(2, 5)), "expected x of shape"),
+    (lambda: LT.DenseLocalReparameterization(4, 3)(torch.ones(2, 4), noise={"k": 1}),
+     "noise must be a dict with the keys ['kernel']"),
+    (lambda: LT.divergence(torch.nn.Sequential(LT.DenseFlipout(4, 3))), "has not been called"),
+    (lambda: LT.from_config({"class_name": "Dense", "config": {}}, 3), "unknown layer class"),
+])
+def test_bad_settings_are_one_line_errors(make, message):
+    with pytest.raises((ValueError, TypeError)) as err:
+        make()
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_config_round_trip_and_repr():
+    layer = LT.DenseReparameterization(4, 3, "relu", kernel_prior=L.ScaleMixturePrior(),
+                                       kernel_divergence=L.MonteCarloKL(0.1, "extra"))
+    again = type(layer).from_config(layer.get_config())
+    assert again.settings == layer.settings and again.in_features == 4
+    text = repr(layer)
+    assert "in_features=4, units=3, activation='relu'" in text and "ScaleMixturePrior" in text
+
+
+def test_meta_device_and_no_hard_coded_cpu():
+    layer = LT.DenseFlipout(784, 400, device="meta", bias_posterior="normal")
+    out = layer(torch.empty(100, 784, device="meta"), noise=None, mode="mean")
+    assert out.device.type == "meta" and out.shape == (100, 400)
+    sources = os.path.join(os.path.dirname(HERE), "lrtdense", "torch")
+    for file in os.listdir(sources):
+        if file.endswith(".py"):
+            with open(os.path.join(sources, file)) as f:
+                text = f.read()
+            assert not re.search(r"\.cpu\(\)|device=.cpu.|\.numpy\(\)", text), file
+
+
+def test_torch_func_per_example_gradients():
+    """functional_call + vmap(grad) work on the modules (the statistical mode's machinery)."""
+    layer = LT.DenseLocalReparameterization(3, 2, dtype=torch.float64)
+    x = torch.randn(4, 3, dtype=torch.float64)
+    noise = layer.sample_noise(x.shape, torch.Generator().manual_seed(0), sample_shape=(7,))
+    params = {k: v.detach() for k, v in layer.named_parameters()}
+
+    def loss(p, eps):
+        return torch.func.functional_call(layer, p, (x,), {"noise": eps}).sum()
+    grads = torch.func.vmap(torch.func.grad(loss), in_dims=(None, 0))(params, noise)
+    assert grads["kernel_posterior_loc"].shape == (7, 3, 2)
+    one = torch.func.grad(loss)(params, {"kernel": noise["kernel"][3]})
+    assert torch.allclose(grads["kernel_posterior_untransformed_scale"][3],
+                          one["kernel_posterior_untransformed_scale"])
