@@ -322,3 +322,23 @@ def test_torch_func_per_example_gradients():
     one = torch.func.grad(loss)(params, {"kernel": noise["kernel"][3]})
     assert torch.allclose(grads["kernel_posterior_untransformed_scale"][3],
                           one["kernel_posterior_untransformed_scale"])
+
+
+# -------------------------------------------------------------------------- training parity
+
+def test_toy_regression_parity_with_lrtdense_short():
+    """examples/torch_toy_regression.py at a short configuration: torch's loop and
+    torch.optim.Adam reach lrtdense's RMSE, NLL and coverage within lrtdense's own seed-to-seed
+    spread (the mean over seeds of each within the other's range, widened by two std)."""
+    import importlib.util
+    path = os.path.join(os.path.dirname(HERE), "examples", "torch_toy_regression.py")
+    spec = importlib.util.spec_from_file_location("torch_toy_regression", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    runs = example.main(seeds=(0, 1, 2), epochs=400, hidden=20, num_samples=100)
+    for key in ("rmse", "nll", "coverage95"):
+        ours = np.array([r[key] for r in runs["torch"]])
+        theirs = np.array([r[key] for r in runs["numpy"]])
+        margin = 2 * theirs.std(ddof=1)
+        assert theirs.min() - margin <= ours.mean() <= theirs.max() + margin, (key, ours, theirs)
+        assert np.all(np.isfinite(ours))
