@@ -342,3 +342,19 @@ def test_toy_regression_parity_with_lrtdense_short():
         margin = 2 * theirs.std(ddof=1)
         assert theirs.min() - margin <= ours.mean() <= theirs.max() + margin, (key, ours, theirs)
         assert np.all(np.isfinite(ours))
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_match_one_process_with_the_combined_batch():
+    """examples/torch_ddp.py: DistributedDataParallel (gloo, 2 CPU processes) and one process
+    with the combined batch and the same noise end at the same parameters (float64 rounding),
+    the divergence counted once per example. Slow: it spawns two Python processes."""
+    import json
+    done = subprocess.run([sys.executable, os.path.join(os.path.dirname(HERE), "examples",
+                                                        "torch_ddp.py"), "--steps", "5"],
+                          capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": os.path.dirname(HERE)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["max_parameter_change"] > 1e-3
+    assert result["max_abs_difference"] <= 1e-12, result
