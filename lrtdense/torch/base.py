@@ -48,7 +48,7 @@ def torch_dtype(dtype):
 
 class BayesianModule(torch.nn.Module):
     """The shared machinery (see the module docstring); a subclass sets ``settings_class`` and
-    defines ``_pre_activation(x, noise, mode)`` and ``_divergences(noise)``."""
+    defines ``_forward(x, noise, mode)``."""
 
     settings_class = None        # the NumPy layer class whose frozen settings this layer holds
 
@@ -202,15 +202,11 @@ class BayesianModule(torch.nn.Module):
             noise = self.sample_noise(x.shape)
         else:
             noise = self._check_noise(noise, x)
-        z = self._pre_activation(x, noise, mode)
-        self.divergence_terms = self._divergences(noise)
+        z, self.divergence_terms = self._forward(x, noise, mode)
         self.divergence = sum(self.divergence_terms.values(), z.new_zeros(()))
         return F.activation(self.settings.activation, z)
 
-    def _pre_activation(self, x, noise, mode):
-        """The pre-activations (..., units) of ``mode`` (noise None outside "sample")."""
-        raise NotImplementedError
-
-    def _divergences(self, noise):
-        """dict term -> weighted divergence (noise None: a Monte Carlo term at the mean)."""
+    def _forward(self, x, noise, mode):
+        """(pre-activations (..., units), dict term -> weighted divergence) of ``mode``; noise
+        None outside "sample" (a Monte Carlo divergence is then at the posterior mean)."""
         raise NotImplementedError

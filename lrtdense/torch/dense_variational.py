@@ -36,14 +36,16 @@ class DenseVariational(BayesianModule):
         eps = noise["posterior"]
         return eps * scale + loc, eps, loc, scale
 
-    def _pre_activation(self, x, noise, mode):
-        w, _, _, _ = self._weights(noise)
+    def _forward(self, x, noise, mode):
+        w, eps, loc, scale = self._weights(noise)
         k = self.in_features * self.units
         z = torch.matmul(x, w[:k].reshape(self.in_features, self.units))
-        return z + w[k:] if self.settings.use_bias else z
+        if self.settings.use_bias:
+            z = z + w[k:]
+        return z, {"kernel": self._divergence(w, eps, loc, scale)}
 
-    def _divergences(self, noise):
-        w, eps, loc, scale = self._weights(noise)
+    def _divergence(self, w, eps, loc, scale):
+        """The (weighted) divergence of the flat weight vector: exact, or log q(w) - log p(w)."""
         prior_loc = self.prior_constant if self.settings.prior == "trainable" else 0.0
         if self.settings.kl_use_exact:
             value = F.kl_normal_normal(loc, scale, prior_loc, 1.0)
@@ -53,4 +55,4 @@ class DenseVariational(BayesianModule):
         if self.settings.kl_weight is not None:
             # TFP's tf.cast of a Python float goes through float32, even in float64
             value = value * float(np.float32(self.settings.kl_weight))
-        return {"kernel": value}
+        return value

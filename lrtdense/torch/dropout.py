@@ -20,7 +20,7 @@ __all__ = ["DenseVariationalDropout", "DenseSparseVariationalDropout"]
 
 
 class _DropoutDense(BayesianModule):
-    """Both dropout layers: each defines ``log_alpha``, ``weight_variance`` and ``_kl``."""
+    """Both dropout layers: each defines ``log_alpha``, ``_variance(log_alpha)`` and ``_kl``."""
 
     def log_alpha(self):
         """log alpha per weight, (in, units), as the KL and pruning read it."""
@@ -28,21 +28,21 @@ class _DropoutDense(BayesianModule):
 
     def weight_variance(self):
         """The variance of each weight, (in, units)."""
-        raise NotImplementedError
+        return self._variance(self.log_alpha())
 
-    def _pre_activation(self, x, noise, mode):
-        theta = self.kernel_theta
+    def _forward(self, x, noise, mode):
+        theta, log_alpha = self.kernel_theta, self.log_alpha()
         if mode == "pruned":
-            keep = (self.log_alpha() <= self.settings.threshold).to(theta.dtype).detach()
+            keep = (log_alpha <= self.settings.threshold).to(theta.dtype).detach()
             z = torch.matmul(x, theta * keep)
         else:
             z = torch.matmul(x, theta)
         if noise is not None:
-            z = z + noise["kernel"] * F.zero_safe_sqrt(torch.matmul(x * x, self.weight_variance()))
-        return z + self.bias if self.settings.use_bias else z
-
-    def _divergences(self, noise):
-        return {"kernel": self._kl(self.log_alpha())}
+            variance = self._variance(log_alpha)
+            z = z + noise["kernel"] * F.zero_safe_sqrt(torch.matmul(x * x, variance))
+        if self.settings.use_bias:
+            z = z + self.bias
+        return z, {"kernel": self._kl(log_alpha)}
 
 
 class DenseVariationalDropout(_DropoutDense):
@@ -53,8 +53,8 @@ class DenseVariationalDropout(_DropoutDense):
     def log_alpha(self):
         return F.min0(self.kernel_log_alpha)
 
-    def weight_variance(self):
-        return torch.exp(self.log_alpha()) * self.kernel_theta * self.kernel_theta
+    def _variance(self, log_alpha):
+        return torch.exp(log_alpha) * self.kernel_theta * self.kernel_theta
 
     def _kl(self, log_alpha):
         return F.kl_kingma(log_alpha)
@@ -69,7 +69,7 @@ class DenseSparseVariationalDropout(_DropoutDense):
     def log_alpha(self):
         return F.sparse_log_alpha(self.kernel_theta, self.kernel_log_sigma2)
 
-    def weight_variance(self):
+    def _variance(self, log_alpha):
         return torch.exp(self.kernel_log_sigma2)
 
     def _kl(self, log_alpha):

@@ -56,18 +56,23 @@ class MeanFieldDense(BayesianModule):
         """The estimator's sample of x @ W, (..., units)."""
         raise NotImplementedError
 
-    def _pre_activation(self, x, noise, mode):
+    def _forward(self, x, noise, mode):
         loc, scale = self.kernel_moments()
         z = torch.matmul(x, loc) if noise is None else self._kernel_term(x, loc, scale, noise)
-        posterior = self.settings.bias_posterior
-        if posterior is None:
-            return z
-        if noise is None or not posterior.is_normal:
-            return z + self.bias_posterior_loc
-        bias_scale = F.posterior_scale(self.bias_posterior_untransformed_scale)
-        return z + (noise["bias"] * bias_scale + self.bias_posterior_loc)
+        posterior, bias_scale = self.settings.bias_posterior, None
+        if posterior is not None and posterior.is_normal:
+            bias_scale = F.posterior_scale(self.bias_posterior_untransformed_scale)
+        if posterior is not None:
+            bias = self.bias_posterior_loc
+            if noise is not None and bias_scale is not None:     # one draw for the batch
+                bias = noise["bias"] * bias_scale + bias
+            z = z + bias
+        scales = {"kernel": scale, "bias": bias_scale}
+        return z, self._divergences(scales, noise)
 
-    def _divergences(self, noise):
+    def _divergences(self, scales, noise):
+        """dict "kernel" / "bias" -> weight * divergence, for the terms with a prior; ``scales``
+        the posterior scales (None for a Deterministic bias)."""
         params = self.params()
         posteriors = {"kernel": self.settings.kernel_posterior,
                       "bias": self.settings.bias_posterior}
@@ -76,17 +81,16 @@ class MeanFieldDense(BayesianModule):
             prior = getattr(self.settings, f"{name}_prior")
             if prior is None or posterior is None:
                 continue
-            value = self._divergence(name, prior, posterior.is_normal, params, noise)
+            value = self._divergence(name, prior, scales[name], params, noise)
             weight = getattr(self.settings, f"{name}_divergence").weight
             terms[name] = value if weight == 1 else value * weight
         return terms
 
-    def _divergence(self, name, prior, normal, params, noise):
+    def _divergence(self, name, prior, scale, params, noise):
         """The unweighted divergence of the term ``name`` ("kernel" or "bias")."""
         loc = params[f"{name}_posterior_loc"]
-        if not normal:                                  # a point mass: KL = -log p(loc)
+        if scale is None:                               # a point mass: KL = -log p(loc)
             return -log_prob(prior, loc, params, name)
-        scale = F.posterior_scale(params[f"{name}_posterior_untransformed_scale"])
         if isinstance(getattr(self.settings, f"{name}_divergence"), ClosedFormKL):
             return F.kl_normal_normal(loc, scale, *loc_scale(prior, params, name))
         if noise is None:
