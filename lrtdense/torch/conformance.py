@@ -11,6 +11,7 @@ import zlib
 
 import torch
 
+from lrtdense import tree
 from lrtdense.reference.statistical import eligible
 from lrtdense.torch import KerasAdam, divergence, from_config
 from lrtdense.torch.base import torch_dtype
@@ -89,7 +90,7 @@ class Adapter:
         with torch.no_grad():
             results["outputs/mean"] = self._run(layers, x, mode="mean")
             results["kl_mean/total"] = divergence(net)
-            if all(layer.settings.MODES[-1] == "pruned" for layer in layers):
+            if all("pruned" in layer.settings.MODES for layer in layers):
                 results["outputs/pruned"] = self._run(layers, x, mode="pruned")
         return {k: v for k, v in results.items() if k in case.expected}
 
@@ -121,14 +122,14 @@ class Adapter:
         one optimizer step each."""
         h, dtype = case.meta["hyperparameters"], torch_dtype(case.dtype)
         x, y = self._tensor(case.inputs["x"], dtype), self._tensor(case.inputs["y"], dtype)
-        init = _nested(case.inputs, "init")
+        init = tree.unflatten(case.inputs, "init")
         model = {"class_name": "Sequential", "config": case.model["network"]}
         net, layers, prefixes = self.build(model, init, x.shape[-1], dtype)
         kind = torch.optim.Adam if h["form"] == "kingma" else KerasAdam
         opt = kind(net.parameters(), lr=h["step_size"], betas=(h["b1"], h["b2"]), eps=h["eps"])
         sigma, n, size = case.model["likelihood"]["scale"], h["num_examples"], h["batch_size"]
         draws = h.get("num_samples", 1)
-        noise = _nested(case.inputs, "noise")
+        noise = case.noise
         records = {"loss": [], "nll": [], "kl": []}
         trajectory = {name: [] for name, _ in net.named_parameters()}
         t = 0
@@ -188,16 +189,3 @@ class Adapter:
         results["samples/grads/x"] = grad_x
         return results
 
-
-def _nested(flat, prefix):
-    """{"a/b/c": v} under ``prefix``/ -> {"a": {"b": {"c": v}}} (what ReferenceCase.params
-    gives for "params")."""
-    out = {}
-    for key, value in flat.items():
-        if key.startswith(prefix + "/"):
-            *path, leaf = key[len(prefix) + 1:].split("/")
-            node = out
-            for part in path:
-                node = node.setdefault(part, {})
-            node[leaf] = value
-    return out
