@@ -9,6 +9,7 @@ Output: index.html (the README), tutorial.html and the other docs/*.md pages, lr
 lrtdense/**.html (the API), the PNGs.
 """
 import html
+import importlib.util
 import os
 import pathlib
 import pkgutil
@@ -53,8 +54,11 @@ def api_modules():
     """lrtdense and every submodule (but ``__main__``), named explicitly: the package's
     ``__all__`` lists only some submodules, and pdoc would document only those."""
     import lrtdense
+    # lrtdense.torch needs the optional torch (the torch extra): left out where it is missing
+    no_torch = importlib.util.find_spec("torch") is None
     names = ["lrtdense"] + [m.name for m in pkgutil.walk_packages(lrtdense.__path__, "lrtdense.")
-                            if not m.name.endswith("__main__")]
+                            if not m.name.endswith("__main__")
+                            and not (no_torch and m.name.startswith("lrtdense.torch"))]
     return names
 
 

@@ -72,6 +72,7 @@ class BayesianModule(torch.nn.Module):
     # ----------------------------------------------------------------------------- settings
     @property
     def units(self):
+        """The output size (the settings' ``units``)."""
         return self.settings.units
 
     @property
@@ -105,6 +106,7 @@ class BayesianModule(torch.nn.Module):
         return cls(in_features, **config)
 
     def extra_repr(self):
+        """in_features, units, activation and every setting that differs from its default."""
         fields = [f"in_features={self.in_features}", f"units={self.units}",
                   f"activation={self.settings.activation!r}"]
         defaults = self.settings_class(self.units)
