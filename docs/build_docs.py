@@ -9,7 +9,6 @@ Output: index.html (the README), tutorial.html and the other docs/*.md pages, lr
 lrtdense/**.html (the API), the PNGs.
 """
 import html
-import importlib.util
 import os
 import pathlib
 import pkgutil
@@ -55,7 +54,11 @@ def api_modules():
     ``__all__`` lists only some submodules, and pdoc would document only those."""
     import lrtdense
     # lrtdense.torch needs the optional torch (the torch extra): left out where it is missing
-    no_torch = importlib.util.find_spec("torch") is None
+    try:
+        import torch  # noqa: F401
+        no_torch = False
+    except ImportError:
+        no_torch = True
     names = ["lrtdense"] + [m.name for m in pkgutil.walk_packages(lrtdense.__path__, "lrtdense.")
                             if not m.name.endswith("__main__")
                             and not (no_torch and m.name.startswith("lrtdense.torch"))]
