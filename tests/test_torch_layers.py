@@ -26,6 +26,7 @@ from lrtdense.reference.verify import compare                              # noq
 from lrtdense.testing import reference_cases                               # noqa: E402
 from lrtdense.torch.conformance import Adapter                             # noqa: E402
 
+from helpers import load_example                                          # noqa: E402
 import test_tfp_conformance as tfp_layers                                  # noqa: E402
 import test_tfp_priors_conformance as tfp_priors                           # noqa: E402
 
@@ -292,6 +293,7 @@ def test_config_round_trip_and_repr():
                                        kernel_divergence=L.MonteCarloKL(0.1, "extra"))
     again = type(layer).from_config(layer.get_config())
     assert again.settings == layer.settings and again.in_features == 4
+    assert layer.double().get_config()["dtype"] == "float64"
     text = repr(layer)
     assert "in_features=4, units=3, activation='relu'" in text and "ScaleMixturePrior" in text
 
@@ -330,12 +332,7 @@ def test_toy_regression_parity_with_lrtdense_short():
     """examples/torch_toy_regression.py at a short configuration: torch's loop and
     torch.optim.Adam reach lrtdense's RMSE, NLL and coverage within lrtdense's own seed-to-seed
     spread (the mean over seeds of each within the other's range, widened by two std)."""
-    import importlib.util
-    path = os.path.join(os.path.dirname(HERE), "examples", "torch_toy_regression.py")
-    spec = importlib.util.spec_from_file_location("torch_toy_regression", path)
-    example = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(example)
-    runs = example.main(seeds=(0, 1, 2), epochs=400, hidden=20, num_samples=100)
+    runs = load_example("torch_toy_regression").main(seeds=(0, 1, 2), epochs=400, hidden=20, num_samples=100)
     for key in ("rmse", "nll", "coverage95"):
         ours = np.array([r[key] for r in runs["torch"]])
         theirs = np.array([r[key] for r in runs["numpy"]])

@@ -91,8 +91,10 @@ class BayesianModule(torch.nn.Module):
         return mode
 
     def get_config(self):
-        """The NumPy layer's JSON config plus ``in_features``; ``from_config`` rebuilds it."""
-        return {"in_features": self.in_features, **self.settings.get_config()}
+        """The NumPy layer's JSON config plus ``in_features``, with the parameters' dtype now
+        (after a ``.double()``, say); ``from_config`` rebuilds it."""
+        dtype = _NAMES.get(next(iter(self.params().values())).dtype, self.settings.dtype)
+        return {"in_features": self.in_features, **self.settings.get_config(), "dtype": dtype}
 
     @classmethod
     def from_config(cls, config, in_features=None):
