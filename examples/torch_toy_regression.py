@@ -44,7 +44,8 @@ def train_torch(seed, epochs, hidden, learning_rate, num_samples, noise=3.0, num
     sigma = noise / y_scale
     generator = torch.Generator().manual_seed(seed)
     model = torch.nn.Sequential(
-        LT.DenseLocalReparameterization(1, hidden, "relu", dtype=torch.float64, generator=generator),
+        LT.DenseLocalReparameterization(1, hidden, "relu", dtype=torch.float64,
+                                        generator=generator),
         LT.DenseLocalReparameterization(hidden, 1, dtype=torch.float64, generator=generator))
     xt, yt = torch.tensor(x / 4), torch.tensor(y / y_scale)
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)

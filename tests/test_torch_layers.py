@@ -332,7 +332,8 @@ def test_toy_regression_parity_with_lrtdense_short():
     """examples/torch_toy_regression.py at a short configuration: torch's loop and
     torch.optim.Adam reach lrtdense's RMSE, NLL and coverage within lrtdense's own seed-to-seed
     spread (the mean over seeds of each within the other's range, widened by two std)."""
-    runs = load_example("torch_toy_regression").main(seeds=(0, 1, 2), epochs=400, hidden=20, num_samples=100)
+    runs = load_example("torch_toy_regression").main(seeds=(0, 1, 2), epochs=400, hidden=20,
+                                                     num_samples=100)
     for key in ("rmse", "nll", "coverage95"):
         ours = np.array([r[key] for r in runs["torch"]])
         theirs = np.array([r[key] for r in runs["numpy"]])
@@ -347,8 +348,8 @@ def test_ddp_two_processes_match_one_process_with_the_combined_batch():
     with the combined batch and the same noise end at the same parameters (float64 rounding),
     the divergence counted once per example. Slow: it spawns two Python processes."""
     import json
-    done = subprocess.run([sys.executable, os.path.join(os.path.dirname(HERE), "examples",
-                                                        "torch_ddp.py"), "--steps", "5"],
+    script = os.path.join(os.path.dirname(HERE), "examples", "torch_ddp.py")
+    done = subprocess.run([sys.executable, script, "--steps", "5"],
                           capture_output=True, text=True, timeout=600,
                           env={**os.environ, "PYTHONPATH": os.path.dirname(HERE)})
     assert done.returncode == 0, done.stderr[-2000:]

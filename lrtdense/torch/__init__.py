@@ -23,7 +23,8 @@ import torch
 from lrtdense.torch.base import BayesianModule
 from lrtdense.torch.dense_variational import DenseVariational
 from lrtdense.torch.dropout import DenseSparseVariationalDropout, DenseVariationalDropout
-from lrtdense.torch.layers import DenseFlipout, DenseLocalReparameterization, DenseReparameterization
+from lrtdense.torch.layers import (DenseFlipout, DenseLocalReparameterization,
+                                   DenseReparameterization)
 from lrtdense.torch.optim import KerasAdam
 
 __all__ = ["DenseLocalReparameterization", "DenseReparameterization", "DenseFlipout",

@@ -46,7 +46,8 @@ class Adapter:
         net = from_config(model, in_features, device=self.device)
         if isinstance(net, torch.nn.Sequential):
             layers, prefixes = list(net), [f"layer_{i}/" for i in range(len(net))]
-            state = {f"{i}.{k}": v for i in range(len(net)) for k, v in params[f"layer_{i}"].items()}
+            state = {f"{i}.{k}": v
+                     for i in range(len(net)) for k, v in params[f"layer_{i}"].items()}
         else:
             layers, prefixes, state = [net], [""], params
         net.load_state_dict({k: self._tensor(v, dtype) for k, v in state.items()})
@@ -99,13 +100,11 @@ class Adapter:
         hp, dtype = case.meta["hyperparameters"], torch_dtype(case.dtype)
         names = sorted(k[len("init/"):] for k in case.inputs if k.startswith("init/"))
         results = {}
-        optimizers = {"kingma": lambda ps: torch.optim.Adam(
-                          ps, lr=hp["step_size"], betas=(hp["b1"], hp["b2"]), eps=hp["eps"]["kingma"]),
-                      "keras": lambda ps: KerasAdam(
-                          ps, lr=hp["step_size"], betas=(hp["b1"], hp["b2"]), eps=hp["eps"]["keras"])}
-        for form, make in optimizers.items():
-            ps = {n: torch.nn.Parameter(self._tensor(case.inputs[f"init/{n}"], dtype)) for n in names}
-            opt = make(list(ps.values()))
+        for form, optimizer in (("kingma", torch.optim.Adam), ("keras", KerasAdam)):
+            ps = {n: torch.nn.Parameter(self._tensor(case.inputs[f"init/{n}"], dtype))
+                  for n in names}
+            opt = optimizer(list(ps.values()), lr=hp["step_size"], betas=(hp["b1"], hp["b2"]),
+                            eps=hp["eps"][form])
             trajectory = {n: [] for n in names}
             for t in range(hp["steps"]):
                 for n in names:

@@ -7,7 +7,8 @@ Every function is pure and follows TensorFlow's conventions where the reference 
   (torch's softplus switches at 20 by default: off by up to 1e-10 relative in float64);
 * ``zero_safe_sqrt``'s backward is 0 where the output is exactly 0 (an all-zero input row of the
   local reparameterization trick), the limit, where TFP's gradient is NaN;
-* the activations' ties follow TensorFlow: relu'(0) = 0 (``torch.relu``, not ``clamp``), elu'(0) = 1;
+* the activations' ties follow TensorFlow: relu'(0) = 0 (``torch.relu``, not ``clamp``),
+  elu'(0) = 1;
 * ``min0`` (min(a, 0)) passes the whole gradient to ``a`` at a == 0, as ``tf.minimum`` does.
 
 Shapes: ``x`` (..., in), a kernel (in, units), outputs and their noise (..., units).

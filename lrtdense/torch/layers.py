@@ -1,18 +1,12 @@
 """TFP's DenseLocalReparameterization, DenseReparameterization and DenseFlipout as
 ``torch.nn.Module``s (the contract: ``lrtdense.torch.base``).
 
-Parameters (TFP's names, shapes and order; ``state_dict`` keys):
+Parameters (TFP's names, shapes and order; ``state_dict`` keys), kernel (in, units), bias (units,):
 
-  ==========================================  ===========  ==========================================
-  name                                        shape        when
-  ==========================================  ===========  ==========================================
-  ``kernel_posterior_loc``                    (in, units)  always
-  ``kernel_posterior_untransformed_scale``    (in, units)  always
-  ``kernel_prior_loc``, ``..._untransformed_scale``  (in, units)  kernel prior ``trainable_normal``
-  ``bias_posterior_loc``                      (units,)     bias posterior not None
-  ``bias_posterior_untransformed_scale``      (units,)     bias posterior Normal
-  ``bias_prior_loc``, ``..._untransformed_scale``  (units,)    bias prior ``trainable_normal``
-  ==========================================  ===========  ==========================================
+* ``kernel_posterior_loc``, ``kernel_posterior_untransformed_scale``: always;
+* ``kernel_prior_loc``, ``kernel_prior_untransformed_scale``: a ``trainable_normal`` kernel prior;
+* ``bias_posterior_loc``: a bias posterior; ``bias_posterior_untransformed_scale``: a Normal one;
+* ``bias_prior_loc``, ``bias_prior_untransformed_scale``: a ``trainable_normal`` bias prior.
 
 With scale = softplus(untransformed_scale) + eps, each estimator is one method, ``_kernel_term``
 (as TFP's subclasses override ``_apply_variational_kernel``); noise keys as the NumPy layers':
