@@ -232,6 +232,18 @@ def test_sequential_divergence_and_backward():
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
 
 
+def test_deepcopy_and_pickle_after_a_call():
+    import copy
+    import pickle
+    model = torch.nn.Sequential(LT.DenseLocalReparameterization(3, 2, dtype=torch.float64))
+    model(torch.randn(4, 3))
+    for twin in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        assert twin[0].divergence is None and model[0].divergence is not None
+        assert torch.equal(twin[0].kernel_posterior_loc, model[0].kernel_posterior_loc)
+        twin(torch.randn(4, 3))
+        assert LT.divergence(twin).dtype == torch.float64
+
+
 def test_generator_determinism():
     def run(seed):
         layer = LT.DenseFlipout(4, 3, generator=torch.Generator().manual_seed(seed),

@@ -69,6 +69,12 @@ class BayesianModule(torch.nn.Module):
         self.divergence_terms = {}
         self.reset_parameters()
 
+    def __getstate__(self):
+        """The module's state without the last call's divergence (a tensor in that call's graph,
+        which ``copy.deepcopy`` refuses), so that deepcopy and pickle work after a call."""
+        state = super().__getstate__()
+        return {**state, "divergence": None, "divergence_terms": {}}
+
     # ----------------------------------------------------------------------------- settings
     @property
     def units(self):
