@@ -306,6 +306,8 @@ def test_config_round_trip_and_repr():
     again = type(layer).from_config(layer.get_config())
     assert again.settings == layer.settings and again.in_features == 4
     assert layer.double().get_config()["dtype"] == "float64"
+    rebuilt = LT.from_config({"class_name": "DenseReparameterization", "config": layer.get_config()})
+    assert rebuilt.in_features == 4 and rebuilt.kernel_posterior_loc.dtype == torch.float64
     text = repr(layer)
     assert "in_features=4, units=3, activation='relu'" in text and "ScaleMixturePrior" in text
 

@@ -78,14 +78,15 @@ def set_generator(model, generator):
     return model
 
 
-def from_config(config, in_features, **kwargs):
+def from_config(config, in_features=None, **kwargs):
     """A layer, or an ``nn.Sequential`` of layers, from its JSON config.
 
     Args:
       config: ``{"class_name": NAME, "config": {...}}`` as ``lrtdense.serialize`` writes it (a
         reference case's ``model``), NAME a key of ``LAYERS`` or "Sequential" (config
         ``{"layers": [...]}``).
-      in_features: the input size (each further layer's is the previous one's units).
+      in_features: the input size (each further layer's is the previous one's units); None
+        when the config holds it (a torch layer's ``get_config()``).
       kwargs: passed to every layer (``device``, ``generator``, ``mode``).
     Raises:
       ValueError: an unknown class or a bad config (one line naming it).
