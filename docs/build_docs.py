@@ -63,8 +63,15 @@ def api_modules():
     """lrtdense and every submodule (but ``__main__``), named explicitly: the package's
     ``__all__`` lists only some submodules, and pdoc would document only those."""
     import lrtdense
+    # lrtdense.torch needs the optional torch (the torch extra): left out where it is missing
+    try:
+        import torch  # noqa: F401
+        no_torch = False
+    except ImportError:
+        no_torch = True
     names = ["lrtdense"] + [m.name for m in pkgutil.walk_packages(lrtdense.__path__, "lrtdense.")
-                            if not m.name.endswith("__main__")]
+                            if not m.name.endswith("__main__")
+                            and not (no_torch and m.name.startswith("lrtdense.torch"))]
     return names
 
 

@@ -61,8 +61,10 @@ def plain_values(namespace):
         if value is None or isinstance(value, (bool, int, float, str)):
             return value
         if hasattr(value, "dtype") and hasattr(value, "tolist"):
-            size = getattr(value, "size", 1)
-            return value.tolist() if size <= 10000 and value.dtype.kind in "biuf" else skip
+            size, kind = getattr(value, "size", 1), getattr(value.dtype, "kind", None)
+            if not isinstance(size, int) or kind is None:    # not NumPy's (a torch tensor)
+                return skip
+            return value.tolist() if size <= 10000 and kind in "biuf" else skip
         if depth < 4 and isinstance(value, (list, tuple)):
             items = [plain(v, depth + 1) for v in value]
             return skip if any(v is skip for v in items) else items
