@@ -16,10 +16,10 @@ from lrtdense import dropout as numpy_dropout
 from lrtdense.torch import functional as F
 from lrtdense.torch.base import BayesianModule
 
-__all__ = ["DenseVariationalDropout", "DenseSparseVariationalDropout"]
+__all__ = ["DropoutDense", "DenseVariationalDropout", "DenseSparseVariationalDropout"]
 
 
-class _DropoutDense(BayesianModule):
+class DropoutDense(BayesianModule):
     """Both dropout layers: each defines ``log_alpha``, ``_variance(log_alpha)`` and ``_kl``."""
 
     def log_alpha(self):
@@ -45,7 +45,7 @@ class _DropoutDense(BayesianModule):
         return z, {"kernel": self._kl(log_alpha)}
 
 
-class DenseVariationalDropout(_DropoutDense):
+class DenseVariationalDropout(DropoutDense):
     """Variational dropout A (Kingma, Salimans & Welling 2015, arXiv 1506.02557):
     q(w) = N(theta, alpha theta**2), log alpha = min(kernel_log_alpha, 0)."""
     settings_class = numpy_dropout.DenseVariationalDropout
@@ -60,7 +60,7 @@ class DenseVariationalDropout(_DropoutDense):
         return F.kl_kingma(log_alpha)
 
 
-class DenseSparseVariationalDropout(_DropoutDense):
+class DenseSparseVariationalDropout(DropoutDense):
     """Sparse variational dropout (Molchanov, Ashukha & Vetrov 2017, arXiv 1701.05369):
     q(w) = N(theta, exp(kernel_log_sigma2)), log alpha = clip(log sigma2 - log(theta**2 + 1e-8),
     -8, 8); ``mode="pruned"`` drops the weights with log alpha > ``threshold``."""

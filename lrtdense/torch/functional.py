@@ -118,7 +118,7 @@ def normal_log_prob_of_sample(scale, eps):
 
 
 def scale_mixture_log_prob(w, pi, sigma1, sigma2):
-    """sum of log(pi N(w; 0, sigma1**2) + (1 - pi) N(w; 0, sigma2**2)) as a logsumexp of the two
+    """`sum of log(pi N(w; 0, sigma1**2) + (1 - pi) N(w; 0, sigma2**2))` as a logsumexp of the two
     components (Blundell et al. 2015, arXiv 1505.05424, eq. 7; stable where both underflow)."""
     parts = [math.log(p) - math.log(sigma) - HALF_LOG_2PI - 0.5 * (w / sigma) ** 2
              for p, sigma in ((pi, sigma1), (1 - pi, sigma2))]
@@ -142,7 +142,7 @@ def student_t_log_prob(w, df, loc, scale):
 
 def kl_kingma(log_alpha):
     """Kingma et al.'s approximate KL (arXiv 1506.02557), log alpha <= 0, summed, constant -k1:
-    sum(k1 - (0.5 la + c1 a + c2 a**2 + c3 a**3)), a = exp(la)."""
+    `sum(k1 - (0.5 la + c1 a + c2 a**2 + c3 a**3)), a = exp(la)`."""
     c1, c2, c3 = KINGMA_C
     a = torch.exp(log_alpha)
     return torch.sum(MOLCHANOV_K[0] - (0.5 * log_alpha + c1 * a + c2 * a ** 2 + c3 * a ** 3))
