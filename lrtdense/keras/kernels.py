@@ -12,9 +12,9 @@ conventions, which the reference cases pin and which each backend's own primitiv
   passes it at its bounds (``tf.minimum``'s and ``tf.clip_by_value``'s rules); |w - loc| has
   the derivative 0 at w == loc (TF's ``Abs``).
 
-Keras' own ``tanh`` and ``logaddexp`` round float64 to float32 on the JAX and PyTorch backends
-(Keras' type promotion maps float64 to float32 there); this module writes both with ops that keep
-the dtype, and ``tests/test_keras_layers.py`` checks every op's dtype in float64.
+Keras' own ``tanh`` and ``logaddexp`` (JAX, PyTorch), ``matmul`` and ``maximum`` (PyTorch) round
+float64 to float32 (Keras' type promotion maps float64 to float32 there); this module writes them
+with ops that keep the dtype, and ``tests/test_keras_layers.py`` checks every op's dtype in float64.
 
 Every function takes and returns backend tensors (or Keras variables); x has shape (..., in),
 kernels (in, units), biases (units,); a divergence or log density is the scalar sum over all
@@ -26,7 +26,7 @@ import keras
 from keras import ops
 
 __all__ = ["softplus", "posterior_scale", "zero_safe_sqrt", "activation", "ACTIVATIONS",
-           "min0", "clip", "kl_normal", "normal_log_prob_of_sample", "LOG_PRIORS",
+           "dense", "min0", "clip", "kl_normal", "normal_log_prob_of_sample", "LOG_PRIORS",
            "kl_kingma", "kl_molchanov", "HALF_LOG_2PI", "dtype_of"]
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
@@ -36,6 +36,12 @@ _EPS = {"float32": 1.1920928955078125e-07, "float64": 2.220446049250313e-16}
 def dtype_of(x):
     """'float32' or 'float64': the dtype of a tensor or Keras variable."""
     return keras.backend.standardize_dtype(x.dtype)
+
+
+def dense(x, kernel):
+    """x @ kernel: (..., in) x (in, units) -> (..., units), with the backend's own ``@``
+    (``keras.ops.matmul`` computes float64 in float32 on the PyTorch backend)."""
+    return x @ kernel
 
 
 def softplus(u):
@@ -139,7 +145,7 @@ def _scale_mixture_log_prob(w, prior):
 def _logaddexp(a, b):
     """log(exp(a) + exp(b)) = m + log(exp(a - m) + exp(b - m)), m = max(a, b) held constant
     (its gradient cancels); ``keras.ops.logaddexp`` computes float64 in float32 on JAX/PyTorch."""
-    m = ops.stop_gradient(ops.maximum(a, b))
+    m = ops.stop_gradient(ops.where(a > b, a, b))
     return m + ops.log(ops.exp(a - m) + ops.exp(b - m))
 
 

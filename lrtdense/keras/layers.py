@@ -60,7 +60,7 @@ class _MeanFieldDense(BayesianDense):
     def _compute(self, params, x, noise, mode):
         loc = params["kernel_posterior_loc"]
         scale = kernels.posterior_scale(params["kernel_posterior_untransformed_scale"])
-        z = ops.matmul(x, loc) if noise is None else self._kernel_term(x, loc, scale, noise)
+        z = kernels.dense(x, loc) if noise is None else self._kernel_term(x, loc, scale, noise)
         bias_scale = None
         if self.settings.bias_posterior is not None:
             bias_loc = params["bias_posterior_loc"]
@@ -117,8 +117,8 @@ class DenseLocalReparameterization(_MeanFieldDense):
     SETTINGS = lrtdense.DenseLocalReparameterization
 
     def _kernel_term(self, x, loc, scale, noise):
-        s = kernels.zero_safe_sqrt(ops.matmul(x * x, scale * scale))
-        return noise["kernel"] * s + ops.matmul(x, loc)
+        s = kernels.zero_safe_sqrt(kernels.dense(x * x, scale * scale))
+        return noise["kernel"] * s + kernels.dense(x, loc)
 
 
 @_register
@@ -128,7 +128,7 @@ class DenseReparameterization(_MeanFieldDense):
     SETTINGS = lrtdense.DenseReparameterization
 
     def _kernel_term(self, x, loc, scale, noise):
-        return ops.matmul(x, noise["kernel"] * scale + loc)
+        return kernels.dense(x, noise["kernel"] * scale + loc)
 
 
 @_register
@@ -138,8 +138,8 @@ class DenseFlipout(_MeanFieldDense):
     SETTINGS = lrtdense.DenseFlipout
 
     def _kernel_term(self, x, loc, scale, noise):
-        perturbation = ops.matmul(x * noise["sign_input"], noise["kernel"] * scale)
-        return ops.matmul(x, loc) + perturbation * noise["sign_output"]
+        perturbation = kernels.dense(x * noise["sign_input"], noise["kernel"] * scale)
+        return kernels.dense(x, loc) + perturbation * noise["sign_output"]
 
 
 class _DropoutDense(BayesianDense):
@@ -156,12 +156,12 @@ class _DropoutDense(BayesianDense):
         log_alpha = self._log_alpha(params)
         if mode == "pruned":   # the mask is a constant for the gradients
             keep = ops.cast(log_alpha <= self.settings.threshold, theta.dtype)
-            z = ops.matmul(x, theta * ops.stop_gradient(keep))
+            z = kernels.dense(x, theta * ops.stop_gradient(keep))
         else:
-            z = ops.matmul(x, theta)
+            z = kernels.dense(x, theta)
         if noise is not None:
             variance = self._variance(params, log_alpha)
-            z = z + noise["kernel"] * kernels.zero_safe_sqrt(ops.matmul(x * x, variance))
+            z = z + noise["kernel"] * kernels.zero_safe_sqrt(kernels.dense(x * x, variance))
         if self.settings.use_bias:
             z = z + params["bias"]
         return z, {"kernel": self._kl(log_alpha)}
@@ -223,7 +223,7 @@ class DenseVariational(BayesianDense):
         eps = ops.zeros_like(loc) if noise is None else noise["posterior"]
         w = eps * scale + loc
         in_units = ops.shape(x)[-1] * s.units
-        z = ops.matmul(x, ops.reshape(w[:in_units], (-1, s.units)))
+        z = kernels.dense(x, ops.reshape(w[:in_units], (-1, s.units)))
         if s.use_bias:
             z = z + w[in_units:]
         prior_loc = params["prior_constant"] if s.prior == "trainable" else 0.0
