@@ -23,7 +23,7 @@ import numpy as np
 
 from lrtdense.keras import from_lrtdense_config
 
-__all__ = ["Adapter"]
+__all__ = ["Adapter", "build", "evaluate"]
 
 BACKEND = keras.backend.backend()
 if BACKEND == "jax":
@@ -74,9 +74,8 @@ class Adapter:
     def compute(self, case):
         """Every expected quantity of a layer or network case: dict key -> array."""
         layers = build(case)
-        noise = case.noise
-        results = (_jax_sample_and_grads if BACKEND == "jax" else _torch_sample_and_grads)(
-            case, layers, noise)
+        results = evaluate(layers, case.x, case.g, case.noise)
+        results["outputs/sample"] = results.pop("outputs")
         for mode in _modes(case, layers):
             outputs, terms = _forward(layers, case.x, None, mode, _eager_call)
             results[f"outputs/{mode}"] = _numpy(outputs)
@@ -96,6 +95,8 @@ class Adapter:
 
 
 def _numpy(value):
+    if hasattr(value, "detach"):
+        value = value.detach()
     return keras.ops.convert_to_numpy(value)
 
 
@@ -120,14 +121,32 @@ def _eager_call(index, layer, h, noise, mode):
     return outputs, list(layer.losses)
 
 
-def _results(outputs, terms, dtype):
-    results = {"outputs/sample": outputs, "kl/total": _total(terms, dtype)}
+def evaluate(layers, x, g, noise=None, mode="sample"):
+    """Outputs, divergences and gradients of the layers in ``mode`` on the backend's autodiff.
+
+    Args:
+      layers: [(prefix, layer)], built and holding their weights (``build``; prefix "" for one
+        layer, "layer_<i>" in a network).
+      x: NumPy input (..., in); g: NumPy cotangent of the outputs' shape.
+      noise: the case's (nested) noise dict for sample mode, else None.
+    Returns:
+      dict of NumPy arrays: "outputs", "kl/<prefix/>kernel" ..., "kl/total", and the gradients
+      of sum(g * outputs) + kl/total, "grads/<prefix/><weight>" and "grads/x".
+    """
+    run = _jax_evaluate if BACKEND == "jax" else _torch_evaluate
+    outputs, terms, grads = run(layers, x, g, noise, mode)
+    results = {"outputs": outputs, "kl/total": _total(terms, x.dtype.name)}
     results.update({f"kl/{k}": v for k, v in terms.items()})
-    return results
+    results.update({f"grads/{k}": v for k, v in grads.items()})
+    return {k: _numpy(v) for k, v in results.items()}
 
 
-def _jax_sample_and_grads(case, layers, noise):
-    """outputs/sample, kl/*, grads/* through ``stateless_call`` and ``jax.value_and_grad``."""
+def _weight_keys(layers):
+    return [_key(prefix, w.name) for prefix, layer in layers for w in layer.trainable_variables]
+
+
+def _jax_evaluate(layers, x, g, noise, mode):
+    """(outputs, terms, grads) through ``stateless_call`` and ``jax.value_and_grad``."""
     weights = [[w.value for w in layer.trainable_variables] for _, layer in layers]
     states = [[v.value for v in layer.non_trainable_variables] for _, layer in layers]
 
@@ -137,33 +156,25 @@ def _jax_sample_and_grads(case, layers, noise):
                                                   noise=layer_noise, mode=mode,
                                                   return_losses=True)
             return out, losses
-        outputs, terms = _forward(layers, x, noise, "sample", call)
-        return jax.numpy.sum(case.g * outputs) + _total(terms, case.dtype), (outputs, terms)
+        outputs, terms = _forward(layers, x, noise, mode, call)
+        return jax.numpy.sum(g * outputs) + _total(terms, x.dtype.name), (outputs, terms)
 
     (_, (outputs, terms)), (grad_weights, grad_x) = jax.value_and_grad(
-        objective, argnums=(0, 1), has_aux=True)(weights, jax.numpy.asarray(case.x))
-    results = _results(outputs, terms, case.dtype)
-    for (prefix, layer), grads in zip(layers, grad_weights):
-        for w, value in zip(layer.trainable_variables, grads):
-            results[f"grads/{_key(prefix, w.name)}"] = value
-    results["grads/x"] = grad_x
-    return {k: np.asarray(v) for k, v in results.items()}
+        objective, argnums=(0, 1), has_aux=True)(weights, jax.numpy.asarray(x))
+    flat = [v for per_layer in grad_weights for v in per_layer]
+    return outputs, terms, {**dict(zip(_weight_keys(layers), flat)), "x": grad_x}
 
 
-def _torch_sample_and_grads(case, layers, noise):
-    """outputs/sample, kl/*, grads/* through eager calls and ``torch.autograd.grad``."""
+def _torch_evaluate(layers, x, g, noise, mode):
+    """(outputs, terms, grads) through eager calls and ``torch.autograd.grad``."""
     import torch
-    x = torch.tensor(case.x, requires_grad=True)
-    outputs, terms = _forward(layers, x, noise, "sample", _eager_call)
-    total = _total(terms, case.dtype)
-    weights = [(prefix, w) for prefix, layer in layers for w in layer.trainable_variables]
-    grads = torch.autograd.grad(torch.sum(torch.as_tensor(case.g) * outputs) + total,
-                                [w.value for _, w in weights] + [x])
-    results = _results(outputs, terms, case.dtype)
-    results.update({f"grads/{_key(prefix, w.name)}": grad for (prefix, w), grad
-                    in zip(weights, grads)})
-    results["grads/x"] = grads[-1]
-    return {k: v.detach().cpu().numpy() for k, v in results.items()}
+    x = torch.tensor(x, requires_grad=True)
+    outputs, terms = _forward(layers, x, noise, mode, _eager_call)
+    weights = [w.value for _, layer in layers for w in layer.trainable_variables]
+    grads = torch.autograd.grad(torch.sum(torch.as_tensor(g) * outputs)
+                                + _total(terms, str(x.dtype).replace("torch.", "")),
+                                weights + [x])
+    return outputs, terms, {**dict(zip(_weight_keys(layers), grads[:-1])), "x": grads[-1]}
 
 
 def _jax_statistical(case, layers, draws, seed):
