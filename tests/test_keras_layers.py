@@ -4,7 +4,8 @@ The in-process tests run on the Keras backend of this process (JAX unless KERAS_
 otherwise: a backend is fixed at Keras' first import); the conformance runs start a subprocess
 per backend (JAX, PyTorch). Default run: every case on PyTorch (seconds), a case per family on
 JAX (XLA compiles each new eager op, ~90 s for every case: ``-m slow``); the recorded real-TFP
-fixtures replay at 1e-10 (float64) and 1e-5 (float32) relative to each array's largest magnitude.
+fixtures replay on this process's backend at 1e-10 (float64) and 1e-5 (float32) relative to each
+array's largest magnitude (ten by default, all 60 with ``-m slow``, ~1 min).
 """
 import json
 import os
@@ -112,7 +113,21 @@ def max_rel(ours, ref):
     return float(np.max(np.abs(ours - ref)) / max(np.max(np.abs(ref)), 1e-300))
 
 
-@pytest.mark.parametrize("name", tfp_layers.CASES)
+# the default run replays these (each layer class, both dtypes, zero rows, mean mode, every kind
+# of prior and divergence, DenseVariational); -m slow replays every fixture
+REPLAYED_BY_DEFAULT = {
+    "lrt_f32_zero_rows", "lrt_f64_normal_bias_priors_tanh", "flipout_f64_rank3_relu",
+    "reparam_f32_mean_rank3", "dv_f64_mc_trainable_klw", "dv_f32_exact_trainable_klw",
+    "lrt_f64_laplace_mc_selfdraw_scaled_normal_bias", "flipout_f32_mixture_mc_selfdraw",
+    "reparam_f64_student_t_mc", "lrt_f32_trainable_prior_kl_scaled"}
+
+
+def fixtures(names):
+    return [pytest.param(n, marks=() if n in REPLAYED_BY_DEFAULT else pytest.mark.slow)
+            for n in names]
+
+
+@pytest.mark.parametrize("name", fixtures(tfp_layers.CASES))
 def test_replays_tfp_layers(name):
     """tests/fixtures/tfp: TFP's three estimators (outputs, KL, gradients; sample and mean)."""
     meta, a = tfp_layers.load_case(name)
@@ -138,7 +153,8 @@ def test_replays_tfp_layers(name):
     assert not bad, f"{name}: {bad}"
 
 
-@pytest.mark.parametrize("name", [c for c in tfp_priors.CASES if c not in tfp_priors.MULTI_SAMPLE])
+@pytest.mark.parametrize("name", fixtures(c for c in tfp_priors.CASES
+                                          if c not in tfp_priors.MULTI_SAMPLE))
 def test_replays_tfp_priors(name):
     """tests/fixtures/tfp_priors: priors, divergences and DenseVariational (TFP's own losses
     and the gradients w.r.t. every weight, a trainable prior's included)."""
