@@ -45,8 +45,15 @@ def _run(path, tmp_path, timeout=600):
 
 
 # ----------------------------------------------------------------------- the blocks run
+# documents whose blocks need an optional framework: skipped, saying which, when it is absent
+NEEDS_FRAMEWORK = {"keras.md": ("keras", "docs/keras.md needs Keras 3: pip install "
+                                         "'lrtdense[keras]'")}
+
+
 @pytest.mark.parametrize("name", [n for n in _markdown_files() if n != "tutorial.md"])
 def test_every_python_block_of_the_docs_runs(name, tmp_path):
+    if name in NEEDS_FRAMEWORK:
+        pytest.importorskip(*NEEDS_FRAMEWORK[name][:1], reason=NEEDS_FRAMEWORK[name][1])
     _run(os.path.join(DOCS, name), tmp_path)
 
 
