@@ -40,10 +40,10 @@ CASE_PER_FAMILY = ["lrt_64_zero_rows", "reparam_64_tie_relu", "flipout_64_softpl
                    "dv_64_mc_trainable_klw"]
 
 CONFORMANCE = """
-import collections, json, sys
+import collections, json, os, sys
 from lrtdense.conformance import check
 from lrtdense.keras.conformance import Adapter
-report = check(Adapter(), sys.argv[1:] or None)
+report = check(Adapter(), sys.argv[1:] or None, statistical="STATISTICAL" in os.environ)
 families = collections.defaultdict(collections.Counter)
 for row in report.rows:
     families[row.family][row.status] += 1
@@ -52,12 +52,14 @@ print(json.dumps({"families": families, "failures": [
 """
 
 
-def conformance(backend, cases=()):
+def conformance(backend, cases=(), statistical=False):
     """{"families": {family: {status: count}}, "failures": [...]} of the adapter on ``backend``,
     in a subprocess (XLA's optimisation passes off: each case is a few tiny graphs)."""
     pytest.importorskip(backend, reason=f"the {backend} backend is not installed")
     env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": ROOT,
            "XLA_FLAGS": "--xla_backend_optimization_level=0"}
+    if statistical:
+        env["STATISTICAL"] = "1"
     done = subprocess.run([sys.executable, "-c", CONFORMANCE, *cases], env=env,
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -87,6 +89,19 @@ def test_conformance_jax_every_case():
     summary = conformance("jax")
     assert_certified(summary, FAMILIES)
     assert sum(c.get("pass", 0) for c in summary["families"].values()) == 1010
+
+
+def test_statistical_mode_jax_one_case():
+    """SPEC.md section 7 with the layers' own keras.random draws (10000 calls, one
+    SeedGenerator state each): Flipout with a Normal bias (signs, one bias draw per call)."""
+    summary = conformance("jax", ["flipout_64_normal_bias_linear"], statistical=True)
+    assert_certified(summary, ["flipout"])
+
+
+@pytest.mark.slow
+def test_statistical_mode_jax_every_case():
+    summary = conformance("jax", statistical=True)
+    assert_certified(summary, ["lrt", "reparam", "flipout", "vdrop", "sparsevd"])
 
 
 def test_import_lrtdense_does_not_import_keras():
