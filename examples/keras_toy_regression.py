@@ -69,8 +69,9 @@ def build_model(hidden, num_train, seed):
 
 
 def run(seed=0, epochs=8000, hidden=50, learning_rate=0.003, num_samples=500, noise=3.0,
-        num_train=20, num_test=1000, verbose=True):
-    """Trains and evaluates; returns {"rmse", "nll", "coverage95", "loss"}."""
+        num_train=20, num_test=1000, verbose=True, return_model=False):
+    """Trains and evaluates; returns {"rmse", "nll", "coverage95", "loss"} (and the trained
+    model with ``return_model``)."""
     rng = np.random.default_rng(seed)
     x, y = toy_data(rng, num_train, noise)        # the demo's data for this seed
     x_test, y_test = toy_data(rng, num_test, noise)
@@ -97,7 +98,7 @@ def run(seed=0, epochs=8000, hidden=50, learning_rate=0.003, num_samples=500, no
         print(f"keras ({keras.backend.backend()}), seed {seed}, {epochs} epochs: held-out "
               f"(n={num_test}) RMSE {metrics['rmse']:.2f}  NLL {metrics['nll']:.3f}  95% "
               f"coverage {metrics['coverage95']:.3f}  (final loss {metrics['loss']:.4f})")
-    return metrics
+    return (metrics, model) if return_model else metrics
 
 
 def main(**overrides):

@@ -336,3 +336,19 @@ def test_toy_regression_example_short():
     metrics = example.main(epochs=1000, num_samples=100, verbose=False)
     assert metrics["rmse"] < 6.0                  # y's std on [-4, 4] is about 20
     assert 0.8 <= metrics["coverage95"] <= 1.0
+
+
+def test_data_parallel_example_matches_one_device():
+    """examples/keras_data_parallel.py, short: keras.distribution.DataParallel over two host
+    devices (a subprocess: XLA_FLAGS must be set before JAX starts) follows the single-device
+    run: the same final weights up to rounding, the divergence counted once per batch."""
+    pytest.importorskip("jax", reason="DataParallel is shown on the JAX backend")
+    code = ("import json, sys; sys.path.insert(0, 'examples'); import keras_data_parallel as k; "
+            "print(json.dumps(k.main(epochs=200, num_samples=20)))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": ROOT}, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["single"]["devices"] == 1 and result["data_parallel"]["devices"] == 2
+    assert result["max_diff"] < 1e-10
+    assert abs(result["single"]["loss"] - result["data_parallel"]["loss"]) < 1e-6
