@@ -22,7 +22,6 @@ SETTINGS = dict(
 # -------------------------------------------------------------------------------------------
 
 import os
-import subprocess
 import sys
 
 os.environ["KERAS_BACKEND"] = "jax"

@@ -59,10 +59,10 @@ def _key(prefix, name):
     return f"{prefix}/{name}" if prefix else name
 
 
-def _modes(case, layers):
-    """The modes besides "sample" whose outputs the case expects."""
-    sparse = all(type(layer).__name__ == "DenseSparseVariationalDropout" for _, layer in layers)
-    return ["mean"] + (["pruned"] if sparse else [])
+def _modes(layers):
+    """The modes besides "sample" of the network: "mean", and "pruned" when every layer has it."""
+    pruned = all("pruned" in layer.settings.MODES for _, layer in layers)
+    return ["mean"] + (["pruned"] if pruned else [])
 
 
 class Adapter:
@@ -76,7 +76,7 @@ class Adapter:
         layers = build(case)
         results = evaluate(layers, case.x, case.g, case.noise)
         results["outputs/sample"] = results.pop("outputs")
-        for mode in _modes(case, layers):
+        for mode in _modes(layers):
             outputs, terms = _forward(layers, case.x, None, mode, _eager_call)
             results[f"outputs/{mode}"] = _numpy(outputs)
             if mode == "mean" and "kl_mean/total" in case.expected:
