@@ -49,12 +49,24 @@ NAV = [("index.html", "README"), ("tutorial.html", "Tutorial"),
        ("tfp_semantics.html", "TFP semantics")]
 
 
+# subpackages that need an optional framework: documented when it is installed (Keras on the
+# JAX backend unless KERAS_BACKEND says otherwise: Keras' own default, TensorFlow, may be absent)
+OPTIONAL_FRAMEWORKS = {"lrtdense.keras": "keras"}
+
+
 def api_modules():
-    """lrtdense and every submodule (but ``__main__``), named explicitly: the package's
+    """lrtdense and every submodule (but ``__main__``, and a subpackage of
+    ``OPTIONAL_FRAMEWORKS`` whose framework is not installed), named explicitly: the package's
     ``__all__`` lists only some submodules, and pdoc would document only those."""
+    import importlib.util
     import lrtdense
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    missing = [package for package, framework in OPTIONAL_FRAMEWORKS.items()
+               if importlib.util.find_spec(framework) is None]
     names = ["lrtdense"] + [m.name for m in pkgutil.walk_packages(lrtdense.__path__, "lrtdense.")
-                            if not m.name.endswith("__main__")]
+                            if not m.name.endswith("__main__")
+                            and not any(m.name == p or m.name.startswith(p + ".")
+                                        for p in missing)]
     return names
 
 

@@ -69,6 +69,7 @@ class BayesianDense(keras.layers.Layer):
 
     @property
     def units(self):
+        """The output size (``settings.units``)."""
         return self.settings.units
 
     # --------------------------------------------------------------------------- weights
@@ -98,6 +99,7 @@ class BayesianDense(keras.layers.Layer):
         return self.settings.weight_names()
 
     def compute_output_shape(self, input_shape):
+        """(..., in) -> (..., units)."""
         self._input_dim(input_shape)
         return tuple(input_shape[:-1]) + (self.units,)
 
@@ -165,4 +167,5 @@ class BayesianDense(keras.layers.Layer):
 
     @classmethod
     def from_config(cls, config):
+        """The layer of ``get_config()``'s dict."""
         return cls(**config)

@@ -57,10 +57,14 @@ def posterior_scale(u):
     return softplus(u) + _EPS[dtype_of(u)]
 
 
-@ops.custom_gradient
 def zero_safe_sqrt(v):
     """s = sqrt(v), v >= 0 of any shape, with the cotangent v_bar = s_bar / (2 s) where s > 0
     and 0 where s == 0 (SPEC.md section 3, "Zero-variance convention")."""
+    return _zero_safe_sqrt(v)
+
+
+@ops.custom_gradient
+def _zero_safe_sqrt(v):
     s = ops.sqrt(v)
 
     def grad(*args, upstream=None):     # JAX and TF pass upstream positionally, PyTorch by name
