@@ -352,3 +352,15 @@ def test_data_parallel_example_matches_one_device():
     assert result["single"]["devices"] == 1 and result["data_parallel"]["devices"] == 2
     assert result["max_diff"] < 1e-10
     assert abs(result["single"]["loss"] - result["data_parallel"]["loss"]) < 1e-6
+
+
+def test_float64_on_jax_without_x64_is_refused():
+    """JAX would compute a float64 layer in float32, silently: the layer says what to do."""
+    pytest.importorskip("jax", reason="a JAX-backend check")
+    code = ("import numpy as np; from lrtdense.keras import DenseFlipout\n"
+            "try:\n    DenseFlipout(3, dtype='float64')(np.ones((2, 4)))\n"
+            "except ValueError as err:\n    print(err)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": ROOT, "KERAS_BACKEND": "jax"},
+                          timeout=300)
+    assert "jax.config.update('jax_enable_x64', True)" in done.stdout, done.stderr[-2000:]
