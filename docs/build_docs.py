@@ -46,7 +46,7 @@ nav.top a {{ margin-right: 1.2rem; }}
 
 NAV = [("index.html", "README"), ("tutorial.html", "Tutorial"),
        ("lrtdense.html", "API reference"), ("variance_study.html", "Variance study"),
-       ("tfp_semantics.html", "TFP semantics")]
+       ("tfp_semantics.html", "TFP semantics"), ("keras.html", "Keras 3")]
 
 
 # subpackages that need an optional framework: documented when it is installed (Keras on the
