@@ -48,7 +48,8 @@ nav.top a {{ margin-right: 1.2rem; }}
 
 NAV = [("index.html", "README"), ("tutorial.html", "Tutorial"), ("notebooks.html", "Notebooks"),
        ("lrtdense.html", "API reference"), ("SPEC.html", "Reference set (ports)"),
-       ("variance_study.html", "Variance study"), ("tfp_semantics.html", "TFP semantics")]
+       ("variance_study.html", "Variance study"), ("tfp_semantics.html", "TFP semantics"),
+       ("torch.html", "PyTorch"), ("keras.html", "Keras 3")]
 
 # Markdown files outside docs/ that the README and the docs link to: {page stem: path from the
 # checkout's root}. Links to any other file of the checkout become its path in plain text.
@@ -58,20 +59,24 @@ OTHER_PAGES = {"SPEC": "reference_data/SPEC.md", "notebooks": "notebooks/README.
                "benchmarks_results": "benchmarks/RESULTS.md"}
 COPIED = ["LICENSE"]          # linked from the README, copied as they are
 
+# subpackages that need an optional framework: documented when it is installed (Keras on the
+# JAX backend unless KERAS_BACKEND says otherwise: Keras' own default, TensorFlow, may be absent)
+OPTIONAL_FRAMEWORKS = {"lrtdense.keras": "keras", "lrtdense.torch": "torch"}
+
 
 def api_modules():
-    """lrtdense and every submodule (but ``__main__``), named explicitly: the package's
+    """lrtdense and every submodule (but ``__main__``, and a subpackage of
+    ``OPTIONAL_FRAMEWORKS`` whose framework is not installed), named explicitly: the package's
     ``__all__`` lists only some submodules, and pdoc would document only those."""
+    import importlib.util
     import lrtdense
-    # lrtdense.torch needs the optional torch (the torch extra): left out where it is missing
-    try:
-        import torch  # noqa: F401
-        no_torch = False
-    except ImportError:
-        no_torch = True
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    missing = [package for package, framework in OPTIONAL_FRAMEWORKS.items()
+               if importlib.util.find_spec(framework) is None]
     names = ["lrtdense"] + [m.name for m in pkgutil.walk_packages(lrtdense.__path__, "lrtdense.")
                             if not m.name.endswith("__main__")
-                            and not (no_torch and m.name.startswith("lrtdense.torch"))]
+                            and not any(m.name == p or m.name.startswith(p + ".")
+                                        for p in missing)]
     return names
 
 

@@ -4,6 +4,9 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
+# lrtdense.keras's tests and the docstring walk import Keras in this process: JAX unless told
+# otherwise (Keras' own default, TensorFlow, is not a test dependency)
+os.environ.setdefault("KERAS_BACKEND", "jax")
 
 
 @pytest.fixture

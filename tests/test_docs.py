@@ -46,10 +46,16 @@ def _run(path, tmp_path, timeout=600):
 
 
 # ----------------------------------------------------------------------- the blocks run
+# documents whose blocks need an optional framework: skipped, saying which, when it is absent
+NEEDS_FRAMEWORK = {"keras.md": ("keras", "docs/keras.md needs Keras 3: pip install "
+                                         "'lrtdense[keras]'"),
+                   "torch.md": ("torch", "docs/torch.md runs lrtdense.torch, which needs torch")}
+
+
 @pytest.mark.parametrize("name", [n for n in _markdown_files() if n != "tutorial.md"])
 def test_every_python_block_of_the_docs_runs(name, tmp_path):
-    if name == "torch.md":
-        pytest.importorskip("torch", reason="docs/torch.md runs lrtdense.torch, which needs torch")
+    if name in NEEDS_FRAMEWORK:
+        pytest.importorskip(*NEEDS_FRAMEWORK[name][:1], reason=NEEDS_FRAMEWORK[name][1])
     _run(os.path.join(DOCS, name), tmp_path)
 
 
@@ -255,16 +261,11 @@ def test_the_landing_page_says_where_to_start_for_each_reader(site):
 
 # -------------------------------------------------------------------------- docstrings
 def _modules():
-    # lrtdense.torch needs the optional torch (the torch extra): left out where it is missing
-    try:
-        import torch  # noqa: F401
-        no_torch = False
-    except ImportError:
-        no_torch = True
-    names = ["lrtdense"] + [m.name for m in pkgutil.walk_packages(lrtdense.__path__, "lrtdense.")
-                            if not m.name.endswith("__main__")
-                            and not (no_torch and m.name.startswith("lrtdense.torch"))]
-    return [importlib.import_module(name) for name in names]
+    """lrtdense's modules, as the API reference documents them (docs/build_docs.py)."""
+    spec = importlib.util.spec_from_file_location("build_docs", os.path.join(DOCS, "build_docs.py"))
+    build_docs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build_docs)
+    return [importlib.import_module(name) for name in build_docs.api_modules()]
 
 
 def _inherited_doc(cls, name):

@@ -1,0 +1,206 @@
+"""``lrtdense.keras`` as an adapter of the conformance kit (``lrtdense.conformance``).
+
+    KERAS_BACKEND=jax   pytest --lrtdense-port=lrtdense.keras.conformance:Adapter
+    KERAS_BACKEND=torch lrtdense reference verify --port lrtdense.keras.conformance:Adapter
+
+For each case the layers are built from ``case.model`` (the lrtdense/TFP JSON config) with
+``lrtdense.keras.from_lrtdense_config``, given ``case.params`` in TFP's order, and called with
+``noise=`` (sample mode) and ``mode="mean"`` / ``"pruned"``; the divergences are read from
+``layer.losses`` (``divergence_names()`` order). The gradients of
+L = sum(g * outputs/sample) + kl/total w.r.t. every weight and x come from the backend's own
+autodiff: ``layer.stateless_call`` under ``jax.value_and_grad`` on JAX, ``torch.autograd.grad``
+on PyTorch. Importing this module on the JAX backend turns on ``jax_enable_x64`` (the float64
+cases need it; float32 arrays stay float32).
+
+``sample(case, draws, seed)`` (SPEC.md section 7, JAX backend): ``draws`` calls, each with the
+layer's own ``keras.random`` draws from a ``SeedGenerator`` state of its own, and their gradients
+of L_s = sum(g * out) + 0.5 sum(out^2) + kl: ``jax.vmap`` of ``jax.grad`` over the seed states.
+"""
+import zlib
+
+import keras
+import numpy as np
+
+from lrtdense.keras import from_lrtdense_config
+
+__all__ = ["Adapter", "build", "evaluate"]
+
+BACKEND = keras.backend.backend()
+if BACKEND == "jax":
+    import jax
+    jax.config.update("jax_enable_x64", True)
+
+
+def _sub(tree, prefix):
+    """The arrays of one layer in a case's nested dict: ``tree[prefix]`` ("": all of it)."""
+    return dict(tree) if not prefix else dict(tree.get(prefix, {}))
+
+
+def build(case):
+    """[(prefix, layer)]: the case's layers, built for its input and holding its params."""
+    model = case.model
+    specs = ([("", model)] if model["class_name"] != "Sequential" else
+             [(f"layer_{i}", spec) for i, spec in enumerate(model["config"]["layers"])])
+    shape, layers = tuple(case.x.shape), []
+    for prefix, spec in specs:
+        layer = from_lrtdense_config(spec)
+        layer.build(shape)
+        params = _sub(case.params, prefix)
+        if sorted(params) != sorted(layer.weight_names()):
+            raise ValueError(f"{prefix or 'the layer'}: the case's params {sorted(params)} are not "
+                             f"the layer's weights {layer.weight_names()}")
+        layer.set_weights([params[name] for name in layer.weight_names()])
+        layers.append((prefix, layer))
+        shape = layer.compute_output_shape(shape)
+    return layers
+
+
+def _key(prefix, name):
+    return f"{prefix}/{name}" if prefix else name
+
+
+def _modes(layers):
+    """The modes besides "sample" of the network: "mean", and "pruned" when every layer has it."""
+    pruned = all("pruned" in layer.settings.MODES for _, layer in layers)
+    return ["mean"] + (["pruned"] if pruned else [])
+
+
+class Adapter:
+    """The conformance adapter of ``lrtdense.keras`` on the current Keras backend."""
+    name = f"lrtdense.keras ({BACKEND})"
+    implements = {"families": ["lrt", "reparam", "flipout", "vdrop", "sparsevd", "network",
+                               "priors", "dv"]}
+
+    def compute(self, case):
+        """Every expected quantity of a layer or network case: dict key -> array."""
+        layers = build(case)
+        results = evaluate(layers, case.x, case.g, case.noise)
+        results["outputs/sample"] = results.pop("outputs")
+        for mode in _modes(layers):
+            outputs, terms = _forward(layers, case.x, None, mode, _eager_call)
+            results[f"outputs/{mode}"] = _numpy(outputs)
+            if mode == "mean" and "kl_mean/total" in case.expected:
+                results["kl_mean/total"] = _numpy(_total(terms, case.dtype))
+        return results
+
+    def sample(self, case, draws, seed):
+        """SPEC.md section 7: the deterministic quantities and ``draws`` sample-mode calls."""
+        if BACKEND != "jax":
+            raise NotImplementedError("the statistical mode is implemented on the JAX backend")
+        results = self.compute(case)
+        results.update(_jax_statistical(case, build(case), draws,
+                                        (seed * 0x9E3779B1 + zlib.crc32(case.name.encode()))
+                                        % 2 ** 31))
+        return results
+
+
+def _numpy(value):
+    if hasattr(value, "detach"):
+        value = value.detach()
+    return keras.ops.convert_to_numpy(value)
+
+
+def _total(terms, dtype):
+    return sum(terms.values(), keras.ops.zeros((), dtype=dtype))
+
+
+def _forward(layers, x, noise, mode, call):
+    """(outputs, {"<prefix/>kernel": term, ...}) of the layers in ``mode``, each on the previous
+    one's output; ``call(index, layer, h, noise, mode) -> (h, losses)``."""
+    h, terms = x, {}
+    for index, (prefix, layer) in enumerate(layers):
+        layer_noise = None if noise is None else _sub(noise, prefix)
+        h, losses = call(index, layer, h, layer_noise, mode)
+        for name, loss in zip(layer.divergence_names(), losses):
+            terms[_key(prefix, name)] = loss
+    return h, terms
+
+
+def _eager_call(index, layer, h, noise, mode):
+    outputs = layer(h, noise=noise, mode=mode)
+    return outputs, list(layer.losses)
+
+
+def evaluate(layers, x, g, noise=None, mode="sample"):
+    """Outputs, divergences and gradients of the layers in ``mode`` on the backend's autodiff.
+
+    Args:
+      layers: [(prefix, layer)], built and holding their weights (``build``; prefix "" for one
+        layer, "layer_<i>" in a network).
+      x: NumPy input (..., in); g: NumPy cotangent of the outputs' shape.
+      noise: the case's (nested) noise dict for sample mode, else None.
+    Returns:
+      dict of NumPy arrays: "outputs", "kl/<prefix/>kernel" ..., "kl/total", and the gradients
+      of sum(g * outputs) + kl/total, "grads/<prefix/><weight>" and "grads/x".
+    """
+    run = _jax_evaluate if BACKEND == "jax" else _torch_evaluate
+    outputs, terms, grads = run(layers, x, g, noise, mode)
+    results = {"outputs": outputs, "kl/total": _total(terms, x.dtype.name)}
+    results.update({f"kl/{k}": v for k, v in terms.items()})
+    results.update({f"grads/{k}": v for k, v in grads.items()})
+    return {k: _numpy(v) for k, v in results.items()}
+
+
+def _weight_keys(layers):
+    return [_key(prefix, w.name) for prefix, layer in layers for w in layer.trainable_variables]
+
+
+def _jax_evaluate(layers, x, g, noise, mode):
+    """(outputs, terms, grads) through ``stateless_call`` and ``jax.value_and_grad``."""
+    weights = [[w.value for w in layer.trainable_variables] for _, layer in layers]
+    states = [[v.value for v in layer.non_trainable_variables] for _, layer in layers]
+
+    def objective(weights, x):
+        def call(index, layer, h, layer_noise, mode):
+            out, _, losses = layer.stateless_call(weights[index], states[index], h,
+                                                  noise=layer_noise, mode=mode,
+                                                  return_losses=True)
+            return out, losses
+        outputs, terms = _forward(layers, x, noise, mode, call)
+        return jax.numpy.sum(g * outputs) + _total(terms, x.dtype.name), (outputs, terms)
+
+    (_, (outputs, terms)), (grad_weights, grad_x) = jax.value_and_grad(
+        objective, argnums=(0, 1), has_aux=True)(weights, jax.numpy.asarray(x))
+    flat = [v for per_layer in grad_weights for v in per_layer]
+    return outputs, terms, {**dict(zip(_weight_keys(layers), flat)), "x": grad_x}
+
+
+def _torch_evaluate(layers, x, g, noise, mode):
+    """(outputs, terms, grads) through eager calls and ``torch.autograd.grad``."""
+    import torch
+    x = torch.tensor(x, requires_grad=True)
+    outputs, terms = _forward(layers, x, noise, mode, _eager_call)
+    weights = [w.value for _, layer in layers for w in layer.trainable_variables]
+    grads = torch.autograd.grad(torch.sum(torch.as_tensor(g) * outputs)
+                                + _total(terms, str(x.dtype).replace("torch.", "")),
+                                weights + [x])
+    return outputs, terms, {**dict(zip(_weight_keys(layers), grads[:-1])), "x": grads[-1]}
+
+
+def _jax_statistical(case, layers, draws, seed):
+    """samples/outputs, samples/grads/* of ``draws`` calls of a single layer, each seeded by its
+    own SeedGenerator state (``jax.vmap`` over the states)."""
+    (_, layer), = layers
+    weights = [w.value for w in layer.trainable_variables]
+    names = [w.name for w in layer.trainable_variables]
+    seeds = [v for v in layer.non_trainable_variables]
+    if len(seeds) != 1:
+        raise ValueError(f"expected one SeedGenerator state, got {len(seeds)} non-trainable "
+                         f"variables")
+    state = seeds[0].value
+    states = jax.random.randint(jax.random.PRNGKey(seed), (draws,) + tuple(state.shape), 0,
+                                2 ** 31 - 1).astype(state.dtype)
+    g = jax.numpy.asarray(case.g)
+
+    def objective(weights, x, state):
+        out, _, losses = layer.stateless_call(weights, [state], x, mode="sample",
+                                              return_losses=True)
+        total = _total(dict(enumerate(losses)), case.dtype)
+        return jax.numpy.sum(g * out) + 0.5 * jax.numpy.sum(out * out) + total, out
+
+    grad = jax.grad(objective, argnums=(0, 1), has_aux=True)
+    (grad_weights, grad_x), outputs = jax.jit(jax.vmap(grad, in_axes=(None, None, 0)))(
+        weights, jax.numpy.asarray(case.x), states)
+    results = {"samples/outputs": outputs, "samples/grads/x": grad_x}
+    results.update({f"samples/grads/{n}": v for n, v in zip(names, grad_weights)})
+    return {k: np.asarray(v) for k, v in results.items()}
