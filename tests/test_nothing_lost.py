@@ -210,7 +210,7 @@ def test_loads_racing_two_writers_each_see_one_save(tmp_path):
     path = str(tmp_path / "m")
     lio.save(path, model, versions["params"][0], state={"m": versions["params"][0]},
              meta={"version": 0})
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context("spawn")  # not fork: JAX or torch may run threads here
     writers = [ctx.Process(target=_writer, args=(path, versions, w, 150)) for w in (0, 1)]
     for w in writers:
         w.start()
