@@ -45,21 +45,47 @@ from lrtdense import estimators
 from lrtdense.reference.generation import model_from_meta
 from lrtdense.reference.statistical_rows import family_alpha, row, z_quantile
 
-__all__ = ["gradient_polynomial", "gradient_variance", "gradient_rows", "MAX_NOISE"]
+__all__ = ["gradient_polynomial", "gradient_variance", "gradient_rows", "untested", "MAX_NOISE"]
 
 MAX_NOISE = 200      # noise elements of one draw: the polynomial takes about MAX_NOISE**2 / 2 grads
+
+
+def _noise(layer, x_shape):
+    """(estimator or None, noise shapes) of the polynomial: the layer's own noise, its Monte
+    Carlo divergence's draws included, where its KL is random (never for Flipout: see
+    ``untested``); else its estimator's (Flipout's as SEPARATE's)."""
+    if layer.random_divergence:
+        return None, layer.noise_shapes(x_shape)
+    est = estimators.SEPARATE if layer.estimator is estimators.FLIPOUT else layer.estimator
+    return est, layer.estimator_noise_shapes(est, x_shape)
+
+
+def untested(meta, x):
+    """Why the per-draw gradient's variance is not computed (None where it is): more than
+    MAX_NOISE noise elements, or a Monte Carlo divergence whose gradient is not a quadratic
+    polynomial in the noise (a non-Normal prior; any under Flipout, whose SEPARATE form has no
+    room for the divergence's draw)."""
+    layer = model_from_meta(meta)
+    if layer.random_divergence:
+        priors = [getattr(layer, f"{n}_prior", None) for n in ("kernel", "bias")]
+        if layer.estimator is estimators.FLIPOUT or not all(
+                p is None or p.closed_form for p in priors):
+            return "a Monte Carlo divergence of a non-Normal prior (or under Flipout) makes the " \
+                   "gradient non-polynomial in the noise"
+    if sum(math.prod(s) for s in _noise(layer, x.shape)[1].values()) > MAX_NOISE:
+        return f"a draw has more than {MAX_NOISE} noise elements"
+    return None
 
 
 def _probe(meta, params, x, g):
     """(G, shapes): G(eta) the per-draw gradient, one flat float64 vector (params by
     sorted name, then x), of the noise ``eta`` flattened in ``shapes``' order."""
     layer = model_from_meta(meta)
-    est = estimators.SEPARATE if layer.estimator is estimators.FLIPOUT else layer.estimator
+    est, shapes = _noise(layer, x.shape)
     layer = dataclasses.replace(layer, dtype="float64")
     p64 = {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
     x64 = np.asarray(x, dtype=np.float64)
     g64 = np.asarray(g, dtype=np.float64)
-    shapes = layer.estimator_noise_shapes(est, x.shape)
 
     def objective(p, xx, noise):
         out, kl = layer.forward(p, xx, noise=noise, estimator=est)
@@ -122,10 +148,8 @@ _MEMO = {}  # content digest -> variances: verify and the tests check one case m
 def gradient_variance(meta, params, x, g):
     """{"samples/grads/<param>" and "samples/grads/x": the analytic variance of each element of
     the per-draw gradient, float64 of the parameter's (x's) shape} (module docstring), or None
-    when a draw has more than MAX_NOISE noise elements (the shipped cases have at most 75)."""
-    layer = model_from_meta(meta)
-    est = estimators.SEPARATE if layer.estimator is estimators.FLIPOUT else layer.estimator
-    if sum(math.prod(s) for s in layer.estimator_noise_shapes(est, x.shape).values()) > MAX_NOISE:
+    where ``untested`` says why not (the shipped cases have at most 75 noise elements)."""
+    if untested(meta, x) is not None:
         return None
     h = hashlib.sha256(json.dumps(meta, sort_keys=True, default=str).encode())
     for k, arr in sorted(params.items()) + [("x", x), ("g", g)]:
@@ -151,7 +175,7 @@ def _worst(zs_by_key):
     return float(zs.max()), f"{key[len('samples/grads/'):]}{index}"
 
 
-def gradient_rows(name, grads, mean, var, rtol):
+def gradient_rows(name, grads, mean, var, rtol, why=None):
     """The rows of the two gradient families.
 
     Args:
@@ -160,6 +184,7 @@ def gradient_rows(name, grads, mean, var, rtol):
         variance (``gradient_variance``) of each element; var None (a case too large for it):
         the mean is judged by the draws' own spread and the spread is not tested.
       rtol: the case dtype's relative rounding.
+      why: with var None, why it is (``untested``).
     Returns:
       [the "gradients" row: each element's mean within z * sqrt(var / S) of ``mean``;
        the "gradient_spread" row: each element's mean squared deviation d from ``mean`` at most
@@ -203,13 +228,12 @@ def gradient_rows(name, grads, mean, var, rtol):
         bad_v, wv, hi, lo = 0, 0.0, 1.0, 1.0
     return [row(name, "gradients", bad_m, wm, z_mean,
                 f"{total} gradient elements: worst |z| {wm:.2f} of {z_mean:.2f}"
-                + (f" (in the draws' own standard errors: more than {MAX_NOISE} noise elements)"
-                   if own else ""),
+                + (f" (in the draws' own standard errors: {why})" if own else ""),
                 f"{bad_m} of {total} mean per-draw gradient elements off the gradient of the "
                 f"expected objective by more than {z_mean:.2f} {errors} (worst {where_m}, "
                 f"|z| {wm:.3g})", where_m),
             row(name, "gradient_spread", bad_v, wv, z_var,
-                (f"not tested: a draw has more than {MAX_NOISE} noise elements" if own else
+                (f"not tested: {why}" if own else
                  f"{total} gradient variances: ratios to the analytic in [{lo:.4f}, {hi:.4f}], "
                  f"worst z {wv:.2f} of {z_var:.2f}"),
                 f"{bad_v} of {total} per-draw gradient variances above the analytic ones by more "
