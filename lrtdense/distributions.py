@@ -19,7 +19,9 @@ The posterior scale and the divergences are kernels of ``lrtdense.kernels``
 prior's own ``log_prob``).
 """
 import dataclasses
+import functools
 import math
+import statistics
 
 import autograd.numpy as anp
 import numpy as np
@@ -34,7 +36,7 @@ __all__ = [
     "TrainableNormalPrior", "ScaleMixturePrior", "LaplacePrior", "StudentTPrior",
     "ClosedFormKL", "MonteCarloKL", "divergence_from_config", "PRIORS", "DIVERGENCES",
     "INITIALIZERS", "POSTERIORS", "initializer_from_config", "initializer_field",
-    "posterior_from_config", "prior_from_config", "gauss_hermite", "GAUSS_HERMITE_NODES",
+    "posterior_from_config", "prior_from_config", "normal_nodes", "NORMAL_NODES",
 ]
 
 
@@ -153,23 +155,32 @@ class Prior(Record):
         raise NotImplementedError
 
     def expected_log_prob(self, loc, scale, params, name):
-        """`sum over elements of E[log p(w)]`, w ~ N(loc, scale**2) element-wise: Gauss-Hermite
-        quadrature of ``log_prob`` with GAUSS_HERMITE_NODES nodes (exact for a Normal prior, a
-        quadratic in w; accurate for a smooth one), differentiable in loc, scale and params.
-        loc, scale: arrays of one shape."""
-        nodes, weights = gauss_hermite()
-        return sum(float(wk) * self.log_prob(loc + scale * float(zk), params, name)
-                   for zk, wk in zip(nodes, weights))
+        """`sum over elements of E[log p(w)]`, w ~ N(loc, scale**2) element-wise, by the
+        equal-weight rule of ``normal_nodes`` (exact for a Normal prior, a quadratic in w;
+        robust to a narrow feature or a kink), in one call of ``log_prob`` on all the nodes;
+        differentiable in loc, scale and params. loc, scale: arrays of one shape."""
+        nodes = normal_nodes()
+        w = loc + scale * np.reshape(nodes, (-1,) + (1,) * np.ndim(loc)).astype(loc.dtype)
+        return self.log_prob(w, params, name) / nodes.size
 
 
-GAUSS_HERMITE_NODES = 200
+NORMAL_NODES = 32768
 
 
-def gauss_hermite(count=GAUSS_HERMITE_NODES):
-    """(nodes, weights) of Gauss-Hermite quadrature for E[f(Z)], Z ~ N(0, 1): `E f(Z) ~ sum_k
-    weights[k] f(nodes[k])`, exact for polynomials of degree < 2 count."""
-    nodes, weights = np.polynomial.hermite_e.hermegauss(count)
-    return nodes, weights / math.sqrt(2 * math.pi)
+@functools.lru_cache(maxsize=None)
+def normal_nodes(count=NORMAL_NODES):
+    """Nodes z_k for `E f(Z) ~ mean_k f(z_k)`, Z ~ N(0, 1): the midpoints of ``count`` cells of
+    equal probability, `z_k = Phi^-1((k - 1/2) / count)`, rescaled so that `mean z_k**2 = 1`
+    (symmetric, so exact for polynomials of degree <= 3). Equal weights: a sum over elements
+    of f at every node is one call. Unlike Gauss-Hermite the rule needs no smoothness: its error
+    is O(1 / count) for a step in f (a Laplace prior's derivative) and O(log(count) / count)
+    relative for the quartic growth of a narrow mixture component. Read-only (float64)."""
+    dist = statistics.NormalDist()
+    half = np.array([dist.inv_cdf((k + 0.5) / count) for k in range(count // 2)])
+    nodes = np.concatenate([half, -half[::-1]])
+    nodes = nodes / math.sqrt(np.mean(nodes * nodes))
+    nodes.setflags(write=False)
+    return nodes
 
 
 @dataclasses.dataclass(frozen=True)
