@@ -1,23 +1,25 @@
 """The statistical mode of ``verify``: for ports that cannot take noise as an input.
 
-For an eligible case (one layer of any of the five classes, linear activation: SPEC.md section 7)
+For an eligible case (one layer of any of the six classes, linear activation: SPEC.md section 7)
 the port runs S >= 10000 independent sample-mode calls on the case's x with its own generator
 and writes, per draw s:
 
 * ``samples/outputs`` (S, ..., units): the outputs;
 * ``samples/grads/<param>`` (S, *param.shape) and ``samples/grads/x`` (S, *x.shape): the
   gradients of the statistical objective of that draw,
-  `L_s = sum(g * out_s) + 0.5 * sum(out_s ** 2) + kl/total` (the quadratic term makes the expected
+  `L_s = sum(g * out_s) + 0.5 * sum(out_s ** 2) + kl_s` (the quadratic term makes the expected
   gradient depend on the variance, so a wrong scale gradient shows in its mean);
+* ``samples/kl`` (S,), where the KL is random (a Monte Carlo divergence): kl_s, the draw's own
+  kl/total (``statistical_kl``);
 
 every array in the case's dtype (another fails as ``report.compare`` fails it). The port's
 noise: standard normal N(0, 1) for every Gaussian draw and fair +-1 signs for Flipout's
 sign_input and sign_output, fresh for every call (independent across draws).
 
-With a linear activation every output element is exactly Gaussian for all five layers (for
+With a linear activation every output element is exactly Gaussian for all six layers (for
 Flipout, s_out * N(0, v) is N(0, v) whatever the signs), with mean and covariance known in closed
-form (``moments``). Ten families of tests, each at alpha = ALPHA_PER_CASE / 10, Bonferroni-split
-over its elements (two-sided):
+form (``moments``). Twelve families of tests, each at alpha = ALPHA_PER_CASE / 12,
+Bonferroni-split over its elements (two-sided); 11 and 12 are ``statistical_kl``'s:
 
 1. ``mean``: each element's sample mean within z * sigma / sqrt(S) of the analytic mean (exact:
    the sample mean of Gaussians is Gaussian). Elements with variance 0 (all-zero input rows) must
@@ -40,7 +42,7 @@ over its elements (two-sided):
    whose second moments are right.
 7. ``gradients``: the mean of the per-draw gradients of every parameter and of x within z
    analytic standard errors sqrt(Var / S) (CLT) of the gradient of the expected objective,
-   `E[L] = sum(g * mean) + 0.5 * sum(mean**2 + variance) + kl`, computed by autograd from the
+   `E[L] = sum(g * mean) + 0.5 * sum(mean**2 + variance) + E[kl]`, computed by autograd from the
    closed-form moments; Var is family 8's.
 8. ``gradient_spread``: each per-draw gradient element's mean squared deviation from that
    analytic mean at most z standard errors (CLT; from the draws' fourth moments about Var)
@@ -55,8 +57,10 @@ over its elements (two-sided):
 10. ``serial``: the lag-1 correlation of the standardized draws, averaged over the elements,
    within z analytic standard errors |R|_F / (L sqrt(S - 1)) of 0 (CLT). Catches each draw
    repeated in a row, and noise carried over from one call to the next.
+11. ``kl_mean``: a random KL's per-draw mean against its expectation (CLT, own standard errors).
+12. ``kl_covariance``: its covariance with each output element against Stein's (CLT).
 
-False alarms: families 1, 2, 4 and 9 are exact bounds; 3, 5, 6, 7, 8 and 10 use the normal
+False alarms: families 1, 2, 4 and 9 are exact bounds; 3, 5, 6, 7, 8, 10, 11 and 12 use the normal
 approximation to a mean of S >= 10000 terms with finite moments of every order (independent, or
 for 10 uncorrelated martingale differences), whose tail error at the thresholds used (|z| ~ 6 to
 7) is kept inside the budget by running them at a tenth of their share (``CLT_MARGIN``). So a
