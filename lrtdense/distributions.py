@@ -155,7 +155,7 @@ class Prior(Record):
         raise NotImplementedError
 
     def expected_log_prob(self, loc, scale, params, name):
-        """`sum over elements of E[log p(w)]`, w ~ N(loc, scale**2) element-wise, by the
+        """`sum over elements of E[log p(w)]`, `w ~ N(loc, scale**2)` element-wise, by the
         equal-weight rule of ``normal_nodes`` (exact for a Normal prior, a quadratic in w;
         robust to a narrow feature or a kink), in one call of ``log_prob`` on all the nodes;
         differentiable in loc, scale and params. loc, scale: arrays of one shape."""

@@ -255,11 +255,12 @@ class MeanFieldDense(Layer):
         return self._monte_carlo(name) and not self._extra_draw(name)
 
     def expected_divergences(self, params):
-        """dict "kernel" / "bias" -> the expectation over the noise of the sample-mode term:
-        a Monte Carlo term's is `weight * (E[log q(w)] - E[log p(w)])`, w ~ q = N(loc,
-        scale**2), with `E[log q(w)] = sum(-0.5 - log scale - 0.5 log 2 pi)` (E eps**2 = 1) and
-        the prior's ``expected_log_prob``; the other terms are not random (``divergences``).
-        Differentiable in params (autograd)."""
+        """dict "kernel" / "bias" -> the expectation over the noise of the sample-mode term.
+
+        A Monte Carlo term's is `weight * (E[log q(w)] - E[log p(w)])` for
+        `w ~ q = N(loc, scale**2)`, with `E[log q(w)] = sum(-0.5 - log scale - 0.5 log 2 pi)`
+        (as `E eps**2 = 1`) and the prior's ``expected_log_prob``; the other terms are not
+        random (``divergences``). Differentiable in params (autograd)."""
         out = self.divergences(params)
         moments = self.posterior_moments(params)
         for name, loc, scale in (("kernel", moments.kernel_loc, moments.kernel_scale),
