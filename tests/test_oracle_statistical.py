@@ -103,6 +103,7 @@ PLANTED = [
     ("grad_noisy_biased", "lrt_64_act_linear", "gradients"),
     ("grad_noisy_biased", "flipout_64_normal_bias_linear", "gradient_spread"),
     ("grad_noisy_biased", "sparsevd_64_linear", "gradient_spread"),
+    ("grad_noisy_biased", "priors_reparam_64_student_t_mc", "gradient_spread"),
     ("kl_other_draw", "priors_reparam_64_student_t_mc", "kl_covariance"),
     ("kl_other_draw", "priors_lrt_64_laplace_mc_normal_bias", "kl_covariance"),
     ("kl_other_draw", "dv_64_mc_trainable", "kl_covariance"),
@@ -253,7 +254,8 @@ def test_gradient_polynomial_mean_is_the_expected_objectives_gradient():
 @pytest.mark.parametrize("name", ["lrt_64_normal_bias_linear", "reparam_64_normal_bias_linear",
                                   "flipout_64_normal_bias_linear", "vdrop_64_linear",
                                   "sparsevd_64_linear", "priors_lrt_64_trainable_mc",
-                                  "dv_64_mc_trainable"])
+                                  "dv_64_mc_trainable", "priors_reparam_64_student_t_mc",
+                                  "priors_flipout_64_mixture_mc"])
 def test_gradient_variance_matches_the_independent_sampler(name):
     """The analytic per-element gradient variances (statistical_grads) against spec_port's
     per-draw gradients, 40000 draws: each element's mean squared deviation within 6 of its

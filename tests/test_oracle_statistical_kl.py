@@ -103,8 +103,8 @@ def test_expected_kl_and_its_covariance_against_lrtdense_itself(name):
 
 def test_verify_statistical_with_a_random_kl(tmp_path):
     """A Monte Carlo KL through verify's files: kl/* (the case's own draw) is not compared,
-    kl_mean/total is; the KL rows pass; without samples/kl the case fails by name; the
-    gradient spread of a non-Normal prior is not tested, and says why."""
+    kl_mean/total is; the KL rows pass (the gradient spread of a non-Normal prior's Monte Carlo
+    term tested too); without samples/kl the case fails by name."""
     name = "priors_reparam_64_student_t_mc"
     case = BY_NAME[name]
     res = {k: v for k, v in case.expected.items() if k.startswith(("outputs/mean", "kl_mean/"))}
@@ -115,10 +115,30 @@ def test_verify_statistical_with_a_random_kl(tmp_path):
                                           | {"outputs/mean", "kl_mean/total"})
     assert all(r.passed for r in rows), format_table(rows)
     spread = next(r for r in rows if r.quantity == "samples: gradient_spread")
-    assert spread.note.startswith("not tested: a Monte Carlo divergence of a non-Normal prior")
+    assert spread.note.startswith("47 gradient variances: ratios to the analytic in")
     del res["samples/kl"]
     np.savez(tmp_path / f"{name}.npz", **res)
     bad = [r for r in verify(default_dir(), str(tmp_path), [name], statistical=True)
            if not r.passed]
     assert [(r.quantity, r.note) for r in bad] == [("samples/kl", "missing from the port's "
                                                                   "results")]
+
+
+def test_a_non_polynomial_kl_adds_to_the_gradient_variance():
+    """A Student-t prior's Monte Carlo term at Reparameterization's own kernel draw: its gradient
+    is no polynomial in the noise, and what it adds to the variances (its own variance and its
+    covariance with the outputs' part, statistical_grads._kl_part) matters: the kernel gradients'
+    variances move by over 10% (the 40000-draw check of these variances against spec_port is
+    test_oracle_statistical.py's test_gradient_variance_matches_the_independent_sampler)."""
+    from lrtdense.reference import statistical_grads as sg
+    case = BY_NAME["priors_reparam_64_student_t_mc"]
+    g = case.inputs["g"]
+    var = sg.gradient_variance(case.meta, case.params, case.x, g)
+    _, b, c, _ = sg.gradient_polynomial(case.meta, case.params, case.x, g)
+    outputs_only = np.sum(b * b, 1) + 2 * np.sum(c * c, (1, 2))
+    keys = sorted(case.params) + ["x"]
+    flat = np.concatenate([np.ravel(var[f"samples/grads/{k}"]) for k in keys])
+    ends = np.cumsum([np.size(case.params[k]) if k != "x" else case.x.size for k in keys])
+    kernel = slice(ends[0], ends[2])        # after bias_posterior_loc: the two kernel params
+    assert np.max(np.abs(flat[kernel] / outputs_only[kernel] - 1)) > 0.1
+    assert np.allclose(flat[ends[2]:], outputs_only[ends[2]:])   # x: no KL

@@ -29,6 +29,10 @@ Var_flipout(grad_i) = |B_i|**2 + 2 |C_i|_F**2
 p = (n, j, k), q = (n', j, k).
 ```
 
+A random KL (``statistical_kl``) of Normal priors joins the polynomial: its draws are part of eta
+(the layer's own noise layout). One of another prior is no polynomial; ``_kl_part`` adds its
+gradient's variance and its covariance with the outputs' polynomial (one normal per element).
+
 The polynomial is computed in float64 (the variances are judged to a few percent; the case
 dtype's rounding would only add noise to C).
 """
@@ -43,6 +47,7 @@ from autograd import grad
 
 from lrtdense import estimators
 from lrtdense.reference.generation import model_from_meta
+from lrtdense.reference.statistical_kl import kl_gradient_moments
 from lrtdense.reference.statistical_rows import family_alpha, row, z_quantile
 
 __all__ = ["gradient_polynomial", "gradient_variance", "gradient_rows", "untested", "MAX_NOISE"]
@@ -50,11 +55,23 @@ __all__ = ["gradient_polynomial", "gradient_variance", "gradient_rows", "unteste
 MAX_NOISE = 200      # noise elements of one draw: the polynomial takes about MAX_NOISE**2 / 2 grads
 
 
+def polynomial_kl(layer):
+    """Whether the whole per-draw gradient, a random KL's included, is a quadratic polynomial in
+    the noise: no random KL, or one of Normal priors (DenseVariational's is) outside Flipout,
+    whose SEPARATE form has no room for the divergence's draw."""
+    if not layer.random_divergence:
+        return True
+    priors = [getattr(layer, f"{n}_prior", None) for n in ("kernel", "bias")]
+    return layer.estimator is not estimators.FLIPOUT and all(
+        p is None or p.closed_form for p in priors)
+
+
 def _noise(layer, x_shape):
     """(estimator or None, noise shapes) of the polynomial: the layer's own noise, its Monte
-    Carlo divergence's draws included, where its KL is random (never for Flipout: see
-    ``untested``); else its estimator's (Flipout's as SEPARATE's)."""
-    if layer.random_divergence:
+    Carlo divergence's draws included, where ``polynomial_kl`` and the KL is random; else its
+    estimator's (Flipout's as SEPARATE's), the KL then at the posterior mean (``kl_part``
+    adds the rest)."""
+    if layer.random_divergence and polynomial_kl(layer):
         return None, layer.noise_shapes(x_shape)
     est = estimators.SEPARATE if layer.estimator is estimators.FLIPOUT else layer.estimator
     return est, layer.estimator_noise_shapes(est, x_shape)
@@ -62,16 +79,8 @@ def _noise(layer, x_shape):
 
 def untested(meta, x):
     """Why the per-draw gradient's variance is not computed (None where it is): more than
-    MAX_NOISE noise elements, or a Monte Carlo divergence whose gradient is not a quadratic
-    polynomial in the noise (a non-Normal prior; any under Flipout, whose SEPARATE form has no
-    room for the divergence's draw)."""
+    MAX_NOISE noise elements."""
     layer = model_from_meta(meta)
-    if layer.random_divergence:
-        priors = [getattr(layer, f"{n}_prior", None) for n in ("kernel", "bias")]
-        if layer.estimator is estimators.FLIPOUT or not all(
-                p is None or p.closed_form for p in priors):
-            return "a Monte Carlo divergence of a non-Normal prior (or under Flipout) makes the " \
-                   "gradient non-polynomial in the noise"
     if sum(math.prod(s) for s in _noise(layer, x.shape)[1].values()) > MAX_NOISE:
         return f"a draw has more than {MAX_NOISE} noise elements"
     return None
@@ -130,6 +139,8 @@ def _variance(meta, params, x, g):
     """Var of every per-draw gradient element, flat (P,) (module docstring's formulas)."""
     _, b, c, shapes = gradient_polynomial(meta, params, x, g)
     var = np.sum(b * b, 1) + 2 * np.sum(c * c, (1, 2))
+    if not polynomial_kl(model_from_meta(meta)):
+        var = var + _kl_part(meta, params, x, b, c, shapes)
     if model_from_meta(meta).estimator is estimators.FLIPOUT:
         n, d, u = shapes["kernel"]                   # SEPARATE's kernel noise comes first
         ck = c[:, :n * d * u, :n * d * u].reshape(-1, n, d * u, n, d * u)
@@ -140,6 +151,33 @@ def _variance(meta, params, x, g):
         var = var + 2 * np.sum(np.einsum("tpn,tpm,nm->tp", diag, diag, off)
                                + 2 * np.einsum("tpnm,nm->tp", cross * cross, off), 0)
     return var
+
+
+def _kl_part(meta, params, x, b, c, shapes):
+    """What a non-polynomial random KL adds to the variances, flat (P,): its gradient K_i is a
+    function of one standard normal Z (its element's), so with the polynomial's B, C at that
+    element m where the forward shares the draw (``layer.shares_draw``),
+    `Var(K_i) + 2 (B_im E[Z K_i] + C_imm E[(Z**2 - 1) K_i])` (Isserlis; ``kl_gradient_moments``)."""
+    layer = model_from_meta(meta)
+    moments = kl_gradient_moments(meta, params, x.shape)
+    offsets, start = {}, 0
+    for key, shape in shapes.items():
+        offsets[key] = (start, shape)
+        start += math.prod(shape)
+    extra, at = [], 0
+    for name in sorted(params):
+        term = "kernel" if name.startswith("kernel") else "bias"
+        size = params[name].size
+        part = moments["var"][name].ravel().copy()
+        if layer.shares_draw(term):
+            first, shape = offsets[term]
+            m = first + np.arange(size)          # the element's own noise: the same index
+            rows = at + np.arange(size)
+            part += 2 * (b[rows, m] * moments["z"][name].ravel()
+                         + c[rows, m, m] * moments["z2"][name].ravel())
+        extra.append(part)
+        at += size
+    return np.concatenate(extra + [np.zeros(x.size)])
 
 
 _MEMO = {}  # content digest -> variances: verify and the tests check one case many times

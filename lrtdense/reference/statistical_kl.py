@@ -31,6 +31,7 @@ of their share (``statistical_rows.CLT_MARGIN``):
   an independent draw where it must use the forward's (0 instead of the covariance), and the
   reverse.
 """
+import dataclasses
 import math
 
 import autograd.numpy as anp
@@ -38,12 +39,15 @@ import numpy as np
 from autograd import grad
 
 from lrtdense.base import sum_terms
+from lrtdense.distributions import normal_nodes
 from lrtdense.reference.generation import model_from_meta
 from lrtdense.reference.statistical_rows import family_alpha, index_of, row, z_quantile
 
-__all__ = ["random_kl", "expected_kl", "kl_output_covariance", "kl_rows", "KL_FAMILIES"]
+__all__ = ["random_kl", "expected_kl", "kl_output_covariance", "kl_gradient_moments", "kl_rows",
+           "KL_FAMILIES", "MOMENT_NODES"]
 
 KL_FAMILIES = ("kl_mean", "kl_covariance")
+MOMENT_NODES = 2048        # nodes of the equal-weight rule for the KL gradient's moments
 
 
 def random_kl(meta):
@@ -96,6 +100,31 @@ def kl_output_covariance(meta, params, x):
         bscale = np.asarray(moments.bias_scale, dtype=np.float64)
         cov = cov + bscale ** 2 * grad(expected, 1)(kzero, bzero)
     return cov
+
+
+def kl_gradient_moments(meta, params, x_shape):
+    """Moments of the random KL's gradient K w.r.t. every parameter, each element a function of
+    its own standard normal Z (every Monte Carlo term is a sum over elements): {"var": Var K,
+    "z": E[Z K], "z2": E[(Z**2 - 1) K]}, each {param: float64 of its shape}. Setting every
+    noise element to one z gives every K_i at Z = z at once; the equal-weight rule of
+    ``distributions.normal_nodes`` (MOMENT_NODES nodes) averages over z."""
+    layer = dataclasses.replace(model_from_meta(meta), dtype="float64")
+    p64 = {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
+    shapes = layer.noise_shapes(x_shape)
+    kinds = layer.noise_kinds()
+    gradient = grad(lambda p, noise: sum_terms(layer.divergences(p, noise), "float64"))
+    total = {k: np.zeros((4,) + v.shape) for k, v in p64.items()}
+    nodes = normal_nodes(MOMENT_NODES)
+    for z in nodes:
+        noise = {k: np.full(v, 0.0 if kinds.get(k) == "sign" else z) for k, v in shapes.items()}
+        for k, gk in gradient(p64, noise).items():
+            total[k] += np.stack([gk, gk * gk, z * gk, (z * z - 1) * gk])
+    out = {"var": {}, "z": {}, "z2": {}}
+    for k, (mean, square, zk, z2k) in total.items():
+        mean, square = mean / nodes.size, square / nodes.size
+        out["var"][k] = np.maximum(square - mean * mean, 0.0)
+        out["z"][k], out["z2"][k] = zk / nodes.size, z2k / nodes.size
+    return out
 
 
 def kl_rows(name, meta, params, x, kl_draws, dev, var):
