@@ -481,32 +481,11 @@ def sample_statistical(meta, inputs, num_samples, rng, bug=None):
         s_out = (2 * rng.uniform(0, 2, (s, n, units)) - 1).astype(dtype)
     eps_b = normal((s, n, units)) if bug == "bias_per_example" else normal((s, 1, units))
     mean_field = cls not in ("DenseVariationalDropout", "DenseSparseVariationalDropout")
-
-    def kl_eps(name, forward_eps, shape):
-        """The standard normals of a Monte Carlo term: the forward's own, or an extra draw."""
-        if not _mc(cfg, name):
-            return None
-        shared = cfg[f"{name}_divergence"]["sample"] == "forward" and (
-            name == "bias" or cls == "DenseReparameterization")
-        return forward_eps if shared and bug != "kl_other_draw" else normal(shape)
-    random_kl = mean_field and (_mc(cfg, "kernel") or _mc(cfg, "bias") and
-                                (cfg["bias_posterior"] or {}).get("type") == "normal")
-    if random_kl:
-        eps_kl = {"kernel": kl_eps("kernel", eps_w, (s, d, units)),
-                  "bias": kl_eps("bias", eps_b[:, 0, :], (s, units))}
-
-    def kl_draws(p):
-        """(S,) each draw's kl/total: SPEC section 3's divergences of the copies, per draw."""
-        total = np.zeros(s, dtype)
-        for name in ("kernel", "bias"):
-            post = {"type": "normal"} if name == "kernel" else cfg["bias_posterior"]
-            if post is None or cfg[f"{name}_prior"] is None:
-                continue
-            scale = (_scale(p[f"{name}_posterior_untransformed_scale"], None)
-                     if post["type"] == "normal" else None)
-            total = total + divergence(name, cfg, p, p[f"{name}_posterior_loc"], scale,
-                                       eps_kl[name] if random_kl else None, bug, per_draw=True)
-        return total
+    random_kl = mean_field and _random_kl(cfg)
+    eps_kl = (_kl_eps(cls, cfg, {"kernel": eps_w, "bias": eps_b[:, 0, :]},
+                      {"kernel": (s, d, units), "bias": (s, units)}, normal, bug)
+              if random_kl else {})
+    kl_draws = lambda p: _kl_draws(cfg, p, eps_kl, s, dtype, bug)
 
     def kernel_variance(p):
         if cls == "DenseVariationalDropout":
@@ -597,6 +576,42 @@ def sample_statistical(meta, inputs, num_samples, rng, bug=None):
     if random_kl:
         res["samples/kl"] = np.asarray(kl_draws(rep))
     return _finish(res, s, rng, bug, dtype)
+
+
+def _random_kl(cfg):
+    """Whether a TFP-estimator layer's KL is random: a Monte Carlo term on a Normal posterior."""
+    return _mc(cfg, "kernel") or (_mc(cfg, "bias")
+                                  and (cfg["bias_posterior"] or {}).get("type") == "normal")
+
+
+def _kl_eps(cls, cfg, forward_eps, shapes, normal, bug=None):
+    """{term: the standard normals of its Monte Carlo divergence, (S, ...)}: the forward's own
+    (``forward_eps``) where SPEC section 3 shares it (``kl_other_draw``: never), else a fresh
+    extra draw ``normal(shape)``."""
+    out = {}
+    for name in ("kernel", "bias"):
+        if not _mc(cfg, name):
+            continue
+        shared = cfg[f"{name}_divergence"]["sample"] == "forward" and (
+            name == "bias" or cls == "DenseReparameterization")
+        out[name] = (forward_eps[name] if shared and bug != "kl_other_draw"
+                     else normal(shapes[name]))
+    return out
+
+
+def _kl_draws(cfg, p, eps_kl, s, dtype, bug=None):
+    """(S,) each draw's kl/total of a TFP-estimator layer: SPEC section 3's divergences of the
+    params' copies ``p`` (S, ...), per draw, Monte Carlo terms at ``eps_kl``."""
+    total = np.zeros(s, dtype)
+    for name in ("kernel", "bias"):
+        post = {"type": "normal"} if name == "kernel" else cfg["bias_posterior"]
+        if post is None or cfg[f"{name}_prior"] is None:
+            continue
+        scale = (_scale(p[f"{name}_posterior_untransformed_scale"], None)
+                 if post["type"] == "normal" else None)
+        total = total + divergence(name, cfg, p, p[f"{name}_posterior_loc"], scale,
+                                   eps_kl.get(name), bug, per_draw=True)
+    return total
 
 
 def _finish(res, s, rng, bug, dtype):
