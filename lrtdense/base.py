@@ -326,6 +326,17 @@ class Layer(LayerNoise):
     def _divergences(self, params, workspace):
         raise NotImplementedError
 
+    random_divergence = False      # a sample-mode call's divergence is random (Monte Carlo)
+
+    def shares_draw(self, name):
+        """Whether divergence term ``name`` is evaluated at the forward's own weight draw."""
+        return False
+
+    def expected_divergences(self, params):
+        """dict term -> the expectation over the noise of the sample-mode divergence (the
+        ``divergences`` themselves where none is random)."""
+        return self.divergences(params)
+
     def kl(self, params):
         """The sum of ``divergences`` (0 of the layer's dtype when there is none)."""
         return sum_terms(self.divergences(params), self.dtype)

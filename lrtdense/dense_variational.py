@@ -175,9 +175,27 @@ class DenseVariational(Layer):
         terms = self._terms(params, loc, scale, w, eps)
         return outputs, sum_terms(terms, self.dtype)
 
-    def _terms(self, params, loc, scale, w, eps):
+    @property
+    def random_divergence(self):
+        """Whether a sample-mode call's divergence is random (the Monte Carlo estimate)."""
+        return not self.kl_use_exact
+
+    def shares_draw(self, name):
+        """Whether the divergence is evaluated at the forward's own draw of the kernel ("kernel")
+        and of the bias ("bias"): always for the Monte Carlo estimate (one flat vector)."""
+        return name in ("kernel", "bias") and not self.kl_use_exact
+
+    def expected_divergences(self, params):
+        """{"kernel": the expectation over the noise of the sample-mode divergence}: the
+        Monte Carlo estimate's is the closed-form KL (E_q[log q - log p] = KL(q || p)), weighted
+        alike. Differentiable in params (autograd)."""
+        self.check_params(params)
+        loc, scale = self.weight_moments(params)
+        return self._terms(params, loc, scale, loc, np.zeros(loc.shape, self.dtype), exact=True)
+
+    def _terms(self, params, loc, scale, w, eps, exact=None):
         prior_loc = self._prior_loc(params)
-        if self.kl_use_exact:
+        if self.kl_use_exact if exact is None else exact:
             value = kernels.kl_normal_normal(loc, scale, prior_loc, 1.0)
         else:
             value = (kernels.normal_log_prob_of_sample(scale, eps)

@@ -19,9 +19,13 @@ The posterior scale and the divergences are kernels of ``lrtdense.kernels``
 prior's own ``log_prob``).
 """
 import dataclasses
+import functools
 import math
+import statistics
 
+import autograd.numpy as anp
 import numpy as np
+from autograd.scipy.special import erf
 
 from lrtdense import kernels
 from lrtdense.checks import check_float
@@ -32,7 +36,7 @@ __all__ = [
     "TrainableNormalPrior", "ScaleMixturePrior", "LaplacePrior", "StudentTPrior",
     "ClosedFormKL", "MonteCarloKL", "divergence_from_config", "PRIORS", "DIVERGENCES",
     "INITIALIZERS", "POSTERIORS", "initializer_from_config", "initializer_field",
-    "posterior_from_config", "prior_from_config",
+    "posterior_from_config", "prior_from_config", "normal_nodes", "NORMAL_NODES",
 ]
 
 
@@ -150,6 +154,34 @@ class Prior(Record):
         """sum over elements of log p(w)."""
         raise NotImplementedError
 
+    def expected_log_prob(self, loc, scale, params, name):
+        """`sum over elements of E[log p(w)]`, `w ~ N(loc, scale**2)` element-wise, by the
+        equal-weight rule of ``normal_nodes`` (exact for a Normal prior, a quadratic in w;
+        robust to a narrow feature or a kink), in one call of ``log_prob`` on all the nodes;
+        differentiable in loc, scale and params. loc, scale: arrays of one shape."""
+        nodes = normal_nodes()
+        w = loc + scale * np.reshape(nodes, (-1,) + (1,) * np.ndim(loc)).astype(loc.dtype)
+        return self.log_prob(w, params, name) / nodes.size
+
+
+NORMAL_NODES = 32768
+
+
+@functools.lru_cache(maxsize=None)
+def normal_nodes(count=NORMAL_NODES):
+    """Nodes z_k for `E f(Z) ~ mean_k f(z_k)`, Z ~ N(0, 1): the midpoints of ``count`` cells of
+    equal probability, `z_k = Phi^-1((k - 1/2) / count)`, rescaled so that `mean z_k**2 = 1`
+    (symmetric, so exact for polynomials of degree <= 3). Equal weights: a sum over elements
+    of f at every node is one call. Unlike Gauss-Hermite the rule needs no smoothness: its error
+    is O(1 / count) for a step in f (a Laplace prior's derivative) and O(log(count) / count)
+    relative for the quartic growth of a narrow mixture component. Read-only (float64)."""
+    dist = statistics.NormalDist()
+    half = np.array([dist.inv_cdf((k + 0.5) / count) for k in range(count // 2)])
+    nodes = np.concatenate([half, -half[::-1]])
+    nodes = nodes / math.sqrt(np.mean(nodes * nodes))
+    nodes.setflags(write=False)
+    return nodes
+
 
 @dataclasses.dataclass(frozen=True)
 class NormalPrior(Prior):
@@ -244,6 +276,15 @@ class LaplacePrior(Prior):
 
     def log_prob(self, w, params, name, workspace=None):
         return kernels.laplace_log_prob(w, self.loc, self.scale)
+
+    def expected_log_prob(self, loc, scale, params, name):
+        """`sum -E|w - loc_p| / scale_p - log(2 scale_p)` in closed form (|.| has a kink that
+        quadrature resolves slowly): `E|w - loc_p| = scale (2 phi(c) + c erf(c / sqrt 2))`,
+        c = (loc - loc_p) / scale, phi the standard normal density."""
+        c = (loc - self.loc) / scale
+        phi = anp.exp(-0.5 * c * c) / math.sqrt(2 * math.pi)
+        mean_abs = scale * (2 * phi + c * erf(c / math.sqrt(2)))
+        return anp.sum(-mean_abs / self.scale - math.log(2 * self.scale))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -244,6 +244,37 @@ class MeanFieldDense(Layer):
                    "bias": (bias_sample, None if noise is None else noise.get("bias"))}
         return self._divergence_terms(params, scale, bias_scale, noise, samples, workspace)
 
+    @property
+    def random_divergence(self):
+        """Whether a sample-mode call's divergence is random (a Monte Carlo term)."""
+        return self._monte_carlo("kernel") or self._monte_carlo("bias")
+
+    def shares_draw(self, name):
+        """Whether the Monte Carlo term of "kernel" / "bias" is evaluated at the forward's own
+        weight draw (so it covaries with the outputs), not at an extra one."""
+        return self._monte_carlo(name) and not self._extra_draw(name)
+
+    def expected_divergences(self, params):
+        """dict "kernel" / "bias" -> the expectation over the noise of the sample-mode term.
+
+        A Monte Carlo term's is `weight * (E[log q(w)] - E[log p(w)])` for
+        `w ~ q = N(loc, scale**2)`, with `E[log q(w)] = sum(-0.5 - log scale - 0.5 log 2 pi)`
+        (as `E eps**2 = 1`) and the prior's ``expected_log_prob``; the other terms are not
+        random (``divergences``). Differentiable in params (autograd)."""
+        out = self.divergences(params)
+        moments = self.posterior_moments(params)
+        for name, loc, scale in (("kernel", moments.kernel_loc, moments.kernel_scale),
+                                 ("bias", moments.bias_loc, moments.bias_scale)):
+            if not self._monte_carlo(name):
+                continue
+            log_q = (kernels.normal_log_prob_of_sample(scale, np.zeros(np.shape(scale), self.dtype))
+                     - 0.5 * np.size(scale))
+            value = log_q - getattr(self, f"{name}_prior").expected_log_prob(loc, scale, params,
+                                                                             name)
+            weight = getattr(self, f"{name}_divergence").weight
+            out[name] = value if weight == 1 else weight * value
+        return out
+
     def _divergence_terms(self, params, scale, bias_scale, noise, samples, workspace):
         """dict "kernel" / "bias" -> weight * divergence, for the terms with a prior."""
         out = {}

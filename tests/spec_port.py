@@ -52,49 +52,58 @@ TRAINING_BUGS = ("first_draw_only", "kl_summed_over_draws", "kl_recorded_weighte
                  "draw_axis_when_explicit_1")
 
 
-def log_prior(w, prior, p, name, broken=None):
-    """sum over elements of log p(w) for every prior type of SPEC section 3."""
+def _total(a, per_draw=False):
+    """The sum of ``a``'s elements; with ``per_draw``, per index of its leading (draw) axis."""
+    return np.sum(a, axis=tuple(range(1, np.ndim(a)))) if per_draw else np.sum(a)
+
+
+def log_prior(w, prior, p, name, broken=None, per_draw=False):
+    """sum over elements of log p(w) for every prior type of SPEC section 3 (``per_draw``: over
+    all but the leading axis)."""
     kind = prior["type"]
     if kind in ("normal", "trainable_normal"):
         mp, sp = _prior_loc_scale(prior, p, name)
-        return np.sum(-0.5 * ((w - mp) / sp) ** 2 - np.log(sp + 0 * w) - HALF_LOG_2PI)
+        return _total(-0.5 * ((w - mp) / sp) ** 2 - np.log(sp + 0 * w) - HALF_LOG_2PI, per_draw)
     if kind == "scale_mixture":
         pi, s1, s2 = prior["pi"], prior["sigma1"], prior["sigma2"]
         l1 = math.log(pi) - math.log(s1) - HALF_LOG_2PI - 0.5 * (w / s1) ** 2
         l2 = math.log(1 - pi) - math.log(s2) - HALF_LOG_2PI - 0.5 * (w / s2) ** 2
         if broken == "naive_mixture":
-            return np.sum(np.log(np.exp(l1) + np.exp(l2)))
-        return np.sum(np.logaddexp(l1, l2))
+            return _total(np.log(np.exp(l1) + np.exp(l2)), per_draw)
+        return _total(np.logaddexp(l1, l2), per_draw)
     if kind == "laplace":
         d = w - prior["loc"]
         # the planted bug's |d| has the derivative sign(d) with sign(0) = 1 (JAX's abs)
         a = np.where(d >= 0, d, -d) if broken == "laplace_sign_at_zero" else np.abs(d)
-        return np.sum(-a / prior["scale"] - math.log(2 * prior["scale"]))
+        return _total(-a / prior["scale"] - math.log(2 * prior["scale"]), per_draw)
     if kind == "student_t":
         df, loc, sc = prior["df"], prior["loc"], prior["scale"]
         y = (w - loc) / sc
         const = (math.log(sc) + 0.5 * math.log(df) + 0.5 * math.log(math.pi)
                  + math.lgamma(0.5 * df) - math.lgamma(0.5 * (df + 1)))
-        return np.sum(-0.5 * (df + 1) * np.log1p(y * y / df) - const)
+        return _total(-0.5 * (df + 1) * np.log1p(y * y / df) - const, per_draw)
     raise ValueError(f"unknown prior {kind!r}")
 
 
-def divergence(name, cfg, p, loc, scale, eps, broken=None):
+def divergence(name, cfg, p, loc, scale, eps, broken=None, per_draw=False):
     """The weighted divergence of the kernel or bias (SPEC section 3, "Priors and divergences"):
     a point mass -log p(loc); closed form KL; or Monte Carlo log q(w) - log p(w) at
-    w = loc + scale * eps (eps all zero in mean mode)."""
+    w = loc + scale * eps (eps all zero in mean mode). ``per_draw``: arrays with a leading draw
+    axis, one value per draw."""
     prior = cfg[f"{name}_prior"]
     spec = cfg.get(f"{name}_divergence") or {"type": "closed_form", "weight": 1.0}
     if scale is None:
-        value = -log_prior(loc, prior, p, name, broken)
+        value = -log_prior(loc, prior, p, name, broken, per_draw)
     elif spec["type"] == "closed_form":
         mp, sp = _prior_loc_scale(prior, p, name)
         d = np.log(scale) - np.log(sp + 0 * scale)
-        value = np.sum(0.5 * ((loc - mp) / sp) ** 2 + 0.5 * np.expm1(2 * d) - d)
+        value = _total(0.5 * ((loc - mp) / sp) ** 2 + 0.5 * np.expm1(2 * d) - d, per_draw)
     else:
         w = loc + scale * eps
-        log_q = np.sum(-0.5 * eps * eps - np.log(scale) - HALF_LOG_2PI)
-        value = log_q - log_prior(w, prior, p, name, broken)
+        log_q = _total(-0.5 * eps * eps - np.log(scale) - HALF_LOG_2PI, per_draw)
+        value = log_q - log_prior(w, prior, p, name, broken, per_draw)
+        if broken == "kl_mean_over_elements":
+            value = value / (np.size(eps) // (np.shape(eps)[0] if per_draw else 1))
     if broken == "no_divergence_weight":
         return value
     return value if spec["weight"] == 1 else spec["weight"] * value
@@ -421,7 +430,8 @@ STAT_BUGS = ("no_square", "shared_rows", "batch_weight", "per_example_weight", "
              "rademacher_noise", "bias_per_example", "flipout_no_sign_output", "no_alpha_cap",
              "sparse_alpha_variance", "grad_no_sigmoid", "grad_detached_noise",
              "grad_x_mean_only", "grad_no_kl", "nan_half", "edward2_sign_output",
-             "repeat_draws_4", "tiled_4", "grad_noisy_biased")
+             "repeat_draws_4", "tiled_4", "grad_noisy_biased", "kl_other_draw",
+             "kl_mean_over_elements", "dv_draw_per_example")
 
 
 def sample_statistical(meta, inputs, num_samples, rng, bug=None):
@@ -429,10 +439,14 @@ def sample_statistical(meta, inputs, num_samples, rng, bug=None):
     sample-mode outputs of the case's linear layer, each from fresh noise, and the per-draw
     gradients of L_s = sum(g * out_s) + 0.5 * sum(out_s**2) + kl, by autograd over parameters
     replicated along the draw axis (so the gradient of sum_s L_s w.r.t. copy s is draw s's).
-    ``bug`` plants one of STAT_BUGS."""
+    ``bug`` plants one of STAT_BUGS. A random (Monte Carlo) KL adds samples/kl, each draw's
+    kl/total, its Monte Carlo terms at the forward's own draw or an extra one (SPEC section 3)."""
     from autograd.tracer import getval
 
     cls = meta["model"]["class_name"]
+    if cls == "DenseVariational":
+        return _finish(_dv_statistical(meta, inputs, num_samples, rng, bug), num_samples, rng,
+                       bug, inputs["x"].dtype)
     cfg = meta["model"]["config"]
     s = num_samples
     x0 = inputs["x"]
@@ -440,7 +454,7 @@ def sample_statistical(meta, inputs, num_samples, rng, bug=None):
     flat = x0.reshape(-1, x0.shape[-1])
     n, d = flat.shape
     params = {k[len("params/"):]: v for k, v in inputs.items() if k.startswith("params/")}
-    units = next(v.shape[1] for k, v in params.items() if k.startswith("kernel"))
+    units = inputs["g"].shape[-1]
 
     def normal(shape):
         if bug == "uniform_noise":
@@ -466,6 +480,12 @@ def sample_statistical(meta, inputs, num_samples, rng, bug=None):
     if bug == "edward2_sign_output":  # 2 * U[0, 2) - 1, as Edward2's DenseFlipout draws it
         s_out = (2 * rng.uniform(0, 2, (s, n, units)) - 1).astype(dtype)
     eps_b = normal((s, n, units)) if bug == "bias_per_example" else normal((s, 1, units))
+    mean_field = cls not in ("DenseVariationalDropout", "DenseSparseVariationalDropout")
+    random_kl = mean_field and _random_kl(cfg)
+    eps_kl = (_kl_eps(cls, cfg, {"kernel": eps_w, "bias": eps_b[:, 0, :]},
+                      {"kernel": (s, d, units), "bias": (s, units)}, normal, bug)
+              if random_kl else {})
+    kl_draws = lambda p: _kl_draws(cfg, p, eps_kl, s, dtype, bug)
 
     def kernel_variance(p):
         if cls == "DenseVariationalDropout":
@@ -540,8 +560,8 @@ def sample_statistical(meta, inputs, num_samples, rng, bug=None):
     def objective(p, x):
         out = outputs(p, x)
         total = np.sum(g * out) + 0.5 * np.sum(out * out)
-        if bug != "grad_no_kl":
-            total = total + kl(p)  # a sum over elements: over the copies, the sum of their KLs
+        if bug != "grad_no_kl":  # a sum over elements: over the copies, the sum of their KLs
+            total = total + (np.sum(kl_draws(p)) if mean_field else kl(p))
         return total
 
     rep = {k: np.broadcast_to(v, (s,) + v.shape).copy() for k, v in params.items()}
@@ -553,6 +573,49 @@ def sample_statistical(meta, inputs, num_samples, rng, bug=None):
            "samples/grads/x": np.asarray(gx).reshape((s,) + x0.shape)}
     for k, v in gp.items():
         res[f"samples/grads/{k}"] = np.asarray(v)
+    if random_kl:
+        res["samples/kl"] = np.asarray(kl_draws(rep))
+    return _finish(res, s, rng, bug, dtype)
+
+
+def _random_kl(cfg):
+    """Whether a TFP-estimator layer's KL is random: a Monte Carlo term on a Normal posterior."""
+    return _mc(cfg, "kernel") or (_mc(cfg, "bias")
+                                  and (cfg["bias_posterior"] or {}).get("type") == "normal")
+
+
+def _kl_eps(cls, cfg, forward_eps, shapes, normal, bug=None):
+    """{term: the standard normals of its Monte Carlo divergence, (S, ...)}: the forward's own
+    (``forward_eps``) where SPEC section 3 shares it (``kl_other_draw``: never), else a fresh
+    extra draw ``normal(shape)``."""
+    out = {}
+    for name in ("kernel", "bias"):
+        if not _mc(cfg, name):
+            continue
+        shared = cfg[f"{name}_divergence"]["sample"] == "forward" and (
+            name == "bias" or cls == "DenseReparameterization")
+        out[name] = (forward_eps[name] if shared and bug != "kl_other_draw"
+                     else normal(shapes[name]))
+    return out
+
+
+def _kl_draws(cfg, p, eps_kl, s, dtype, bug=None):
+    """(S,) each draw's kl/total of a TFP-estimator layer: SPEC section 3's divergences of the
+    params' copies ``p`` (S, ...), per draw, Monte Carlo terms at ``eps_kl``."""
+    total = np.zeros(s, dtype)
+    for name in ("kernel", "bias"):
+        post = {"type": "normal"} if name == "kernel" else cfg["bias_posterior"]
+        if post is None or cfg[f"{name}_prior"] is None:
+            continue
+        scale = (_scale(p[f"{name}_posterior_untransformed_scale"], None)
+                 if post["type"] == "normal" else None)
+        total = total + divergence(name, cfg, p, p[f"{name}_posterior_loc"], scale,
+                                   eps_kl.get(name), bug, per_draw=True)
+    return total
+
+
+def _finish(res, s, rng, bug, dtype):
+    """The bugs that act on the written results, then every array in the case's dtype."""
     if bug == "nan_half":
         res["samples/outputs"] = res["samples/outputs"].copy()
         res["samples/outputs"][::2] = np.nan
@@ -569,3 +632,59 @@ def sample_statistical(meta, inputs, num_samples, rng, bug=None):
                 res[k] = (res[k] + 8 * sd / np.sqrt(s)
                           + 10 * sd * rng.standard_normal(res[k].shape))
     return {k: v.astype(dtype) for k, v in res.items()}
+
+
+def _dv_statistical(meta, inputs, s, rng, bug=None):
+    """sample_statistical's results for a linear DenseVariational (SPEC section 3): one draw of
+    the flat weight vector per call (``dv_draw_per_example``: one per example), its KL exact or
+    at that draw (``kl_other_draw``: at an independent one)."""
+    cfg = meta["model"]["config"]
+    x0, g0 = inputs["x"], inputs["g"]
+    dtype = x0.dtype
+    flat = x0.reshape(-1, x0.shape[-1])
+    n, d = flat.shape
+    units = g0.shape[-1]
+    half = inputs["params/posterior_constant"].shape[0] // 2
+    eps = rng.standard_normal((s, n if bug == "dv_draw_per_example" else 1, half)).astype(dtype)
+    eps_kl = (rng.standard_normal((s, half)).astype(dtype) if bug == "kl_other_draw"
+              else eps[:, 0, :])
+    g = g0.reshape(n, units)
+
+    def outputs_and_kl(p, x):
+        t = p["posterior_constant"]
+        loc = t[:, :half]
+        scale = 1e-5 + np.logaddexp(0 * t[:, half:], t[:, half:] + math.log(math.expm1(1.0)))
+        w = loc[:, None, :] + scale[:, None, :] * eps
+        kernel = np.reshape(w[..., :d * units], w.shape[:2] + (d, units))
+        z = np.sum(x[..., None] * kernel, axis=-2)
+        if cfg["use_bias"]:
+            z = z + w[..., d * units:]
+        mp = p["prior_constant"] if cfg["prior"] == "trainable" else 0.0
+        if cfg["kl_use_exact"]:
+            dl = np.log(scale)
+            kl = np.sum(0.5 * (loc - mp) ** 2 + 0.5 * np.expm1(2 * dl) - dl, axis=1)
+        else:
+            wk = loc + scale * eps_kl
+            kl = (np.sum(-0.5 * eps_kl * eps_kl - np.log(scale) - HALF_LOG_2PI, axis=1)
+                  - np.sum(-0.5 * (wk - mp) ** 2 - HALF_LOG_2PI, axis=1))
+            if bug == "kl_mean_over_elements":
+                kl = kl / half
+        if cfg["kl_weight"] is not None:
+            kl = float(np.float32(cfg["kl_weight"])) * kl
+        return z, kl
+
+    def objective(p, x):
+        z, kl = outputs_and_kl(p, x)
+        return np.sum(g * z) + 0.5 * np.sum(z * z) + np.sum(kl)
+
+    params = {k[len("params/"):]: v for k, v in inputs.items() if k.startswith("params/")}
+    rep = {k: np.broadcast_to(v, (s,) + v.shape).copy() for k, v in params.items()}
+    xr = np.broadcast_to(flat, (s, n, d)).copy()
+    out, kl = outputs_and_kl(rep, xr)
+    gp, gx = grad(objective, (0, 1))(rep, xr)
+    res = {"samples/outputs": np.asarray(out).reshape((s,) + x0.shape[:-1] + (units,)),
+           "samples/grads/x": np.asarray(gx).reshape((s,) + x0.shape)}
+    res.update({f"samples/grads/{k}": np.asarray(v) for k, v in gp.items()})
+    if not cfg["kl_use_exact"]:
+        res["samples/kl"] = np.asarray(kl)
+    return res

@@ -103,6 +103,15 @@ PLANTED = [
     ("grad_noisy_biased", "lrt_64_act_linear", "gradients"),
     ("grad_noisy_biased", "flipout_64_normal_bias_linear", "gradient_spread"),
     ("grad_noisy_biased", "sparsevd_64_linear", "gradient_spread"),
+    ("grad_noisy_biased", "priors_reparam_64_student_t_mc", "gradient_spread"),
+    ("kl_other_draw", "priors_reparam_64_student_t_mc", "kl_covariance"),
+    ("kl_other_draw", "priors_lrt_64_laplace_mc_normal_bias", "kl_covariance"),
+    ("kl_other_draw", "dv_64_mc_trainable", "kl_covariance"),
+    ("kl_mean_over_elements", "priors_lrt_64_trainable_mc", "kl_mean"),
+    ("kl_mean_over_elements", "priors_flipout_64_mixture_mc", "kl_mean"),
+    ("kl_mean_over_elements", "dv_32_mc_trainable", "kl_mean"),
+    ("dv_draw_per_example", "dv_64_exact_fixed", "covariance"),
+    ("dv_draw_per_example", "dv_32_mc_fixed_klw", "covariance"),
 ]
 
 
@@ -230,7 +239,8 @@ def test_gradient_polynomial_mean_is_the_expected_objectives_gradient():
     statistical.expected_objective, one case per class (two derivations of one number)."""
     from autograd import grad
     for name in ("lrt_64_normal_bias_linear", "reparam_64_normal_bias_linear",
-                 "flipout_64_units1", "vdrop_64_linear", "sparsevd_64_linear"):
+                 "flipout_64_units1", "vdrop_64_linear", "sparsevd_64_linear",
+                 "priors_lrt_64_trainable_mc", "dv_64_mc_trainable_klw"):
         case = BY_NAME[name]
         g = case.inputs["g"]
         a, _, c, _ = sg.gradient_polynomial(case.meta, case.params, case.x, g)
@@ -243,7 +253,9 @@ def test_gradient_polynomial_mean_is_the_expected_objectives_gradient():
 
 @pytest.mark.parametrize("name", ["lrt_64_normal_bias_linear", "reparam_64_normal_bias_linear",
                                   "flipout_64_normal_bias_linear", "vdrop_64_linear",
-                                  "sparsevd_64_linear"])
+                                  "sparsevd_64_linear", "priors_lrt_64_trainable_mc",
+                                  "dv_64_mc_trainable", "priors_reparam_64_student_t_mc",
+                                  "priors_flipout_64_mixture_mc"])
 def test_gradient_variance_matches_the_independent_sampler(name):
     """The analytic per-element gradient variances (statistical_grads) against spec_port's
     per-draw gradients, 40000 draws: each element's mean squared deviation within 6 of its
@@ -354,3 +366,4 @@ def test_a_case_too_large_for_the_exact_variance(monkeypatch):
     assert rows["samples: gradient_spread"].passed
     assert rows["samples: gradient_spread"].note == "not tested: a draw has more than 4 noise " \
                                                     "elements"
+

@@ -25,7 +25,16 @@ REFERENCE = default_dir()
 # The statistical-mode cases (SPEC section 7): one layer of any class, linear activation.
 STATISTICAL = ["lrt_64_units1", "lrt_64_act_linear", "*_zero_rows", "*_extreme_scales",
                "reparam_64_units1", "flipout_64_units1", "*_softplus_middle", "*_normal_bias_linear",
-               "vdrop_64_linear", "sparsevd_64_linear"]
+               "vdrop_64_linear", "sparsevd_64_linear",
+               "priors_flipout_64_mixture_mc", "priors_lrt_64_trainable_mc",
+               "priors_lrt_64_laplace_mc_normal_bias", "priors_reparam_64_student_t_mc",
+               "dv_32_mc_trainable", "dv_64_exact_fixed"]
+# ... and the other 11 linear priors / DenseVariational cases: the slow runs
+STATISTICAL_EVERY = STATISTICAL + [
+    "priors_flipout_32_mixture_mc", "priors_flipout_32_trainable_kl", "priors_lrt_32_trainable_mc",
+    "priors_lrt_64_mixture_narrow", "priors_reparam_32_mixture_narrow", "dv_32_exact_trainable",
+    "dv_32_mc_fixed_klw", "dv_64_exact_trainable_klw", "dv_64_mc_fixed_klw", "dv_64_mc_trainable",
+    "dv_64_mc_trainable_klw"]
 RTOL = {"float64": 1e-12, "float32": 2e-5}
 
 _modules = {}
@@ -50,9 +59,10 @@ def port(request):
 
 
 # JAX compiles each statistical case's vmap(grad) anew (~1 s a case): the default run samples one
-# case per layer class; the slow run (test_jax_statistical_mode_every_case) all of them
+# case per layer class; the slow run (test_statistical_mode_every_case) all of them
 JAX_STATISTICAL = ["lrt_64_units1", "lrt_32_zero_rows", "reparam_64_normal_bias_linear",
-                   "flipout_64_normal_bias_linear", "vdrop_64_linear", "sparsevd_64_linear"]
+                   "flipout_64_normal_bias_linear", "vdrop_64_linear", "sparsevd_64_linear",
+                   "priors_reparam_64_student_t_mc", "dv_64_mc_trainable"]
 
 
 def statistical_selection(port):
@@ -164,17 +174,18 @@ def test_statistical_mode_passes(port, results):
     expected = [c.name for c in reference_cases(*selection, check=False)
                 if statistical_cases(c.meta)]
     assert sorted({r.case for r in stat_rows}) == expected
-    assert len(expected) >= (24 if selection is STATISTICAL else 6)
+    assert len(expected) >= (30 if selection is STATISTICAL else 8)
     failed = [r for r in rows if not r.passed]
     assert not failed, format_table(failed)
 
 
 @pytest.mark.slow
-def test_jax_statistical_mode_every_case(tmp_path):
-    port = load_port("jax")
-    port.write_results(str(tmp_path), REFERENCE, STATISTICAL, statistical=True)
-    rows = verify(REFERENCE, str(tmp_path), STATISTICAL, statistical=True)
-    assert len({r.case for r in rows}) >= 24
+@pytest.mark.parametrize("framework", ["torch", "jax"])
+def test_statistical_mode_every_case(tmp_path, framework):
+    port = load_port(framework)
+    port.write_results(str(tmp_path), REFERENCE, STATISTICAL_EVERY, statistical=True)
+    rows = verify(REFERENCE, str(tmp_path), STATISTICAL_EVERY, statistical=True)
+    assert len({r.case for r in rows}) == 41
     assert all(r.passed for r in rows), format_table([r for r in rows if not r.passed])
 
 
@@ -213,5 +224,6 @@ def test_run_case_with_assert_case(port, case):
 
 def test_statistical_case_list_matches_the_spec():
     expected = {c.name for c in reference_cases(check=False) if statistical_cases(c.meta)}
-    selected = {n for n in _all_case_names() if any(fnmatch.fnmatch(n, p) for p in STATISTICAL)}
+    selected = {n for n in _all_case_names()
+                if any(fnmatch.fnmatch(n, p) for p in STATISTICAL_EVERY)}
     assert selected == expected

@@ -555,22 +555,34 @@ def run_case(meta, inputs, broken=None):
 # ---------------------------------------------------------------------------- statistical mode
 
 STATISTICAL_CLASSES = ("DenseLocalReparameterization", "DenseReparameterization", "DenseFlipout",
-                       "DenseVariationalDropout", "DenseSparseVariationalDropout")
+                       "DenseVariationalDropout", "DenseSparseVariationalDropout",
+                       "DenseVariational")
 
 
 def supports_statistical(meta):
-    """SPEC §7: a single layer of one of the five classes with a linear activation."""
+    """SPEC §7: a single layer of one of the six classes with a linear activation."""
     model = meta.get("model") or {}
-    return (meta["kind"] in ("layer", "edge", "dropout")
+    return (meta["kind"] in ("layer", "edge", "dropout", "priors", "dense_variational")
             and model.get("class_name") in STATISTICAL_CLASSES
             and model["config"].get("activation") in (None, "linear"))
+
+
+def random_kl(class_name, cfg):
+    """SPEC §7: whether a call's KL is random (a Monte Carlo divergence), so samples/kl is due."""
+    if class_name == "DenseVariational":
+        return not cfg["kl_use_exact"]
+    bias_normal = (cfg.get("bias_posterior") or {}).get("type") == "normal"
+    return any(cfg.get(f"{name}_prior") is not None
+               and divergence_spec(cfg, name)["type"] == "monte_carlo"
+               and (name == "kernel" or bias_normal) for name in ("kernel", "bias"))
 
 
 def sample_statistical(meta, inputs, num_samples=10000, seed=0, broken=None):
     """SPEC §7: ``num_samples`` independent sample-mode calls with noise from
     jax.random.PRNGKey(seed), and the per-draw gradients of
-    L_s = sum(g * out_s) + 0.5 * sum(out_s**2) + kl: ``jax.vmap`` of ``jax.grad`` over the draws'
-    noise, the parameters and x held unbatched."""
+    L_s = sum(g * out_s) + 0.5 * sum(out_s**2) + kl_s: ``jax.vmap`` of ``jax.grad`` over the
+    draws' noise, the parameters and x held unbatched; kl_s at the draw's own noise (SPEC §3:
+    a Monte Carlo term at the forward's draw or at its extra draw), written as samples/kl."""
     dtype = DTYPES[meta["dtype"]]
     class_name, cfg = meta["model"]["class_name"], meta["model"]["config"]
     arrays = {k: jnp.asarray(np.asarray(v), dtype=dtype) for k, v in inputs.items()}
@@ -581,10 +593,12 @@ def sample_statistical(meta, inputs, num_samples=10000, seed=0, broken=None):
     units = arrays["g"].shape[-1]
     g = arrays["g"].reshape(n, units)
     s = num_samples
-    keys = jax.random.split(jax.random.PRNGKey(seed), 5)
+    keys = jax.random.split(jax.random.PRNGKey(seed), 7)
     normal = lambda k, *shape: jax.random.normal(k, (s,) + shape, dtype=dtype)
     sign = lambda k, *shape: jax.random.rademacher(k, (s,) + shape, dtype=dtype)
-    if class_name == "DenseReparameterization":
+    if class_name == "DenseVariational":
+        noise = {"posterior": normal(keys[0], params["posterior_constant"].shape[0] // 2)}
+    elif class_name == "DenseReparameterization":
         noise = {"kernel": normal(keys[0], d, units)}
     elif class_name == "DenseFlipout":
         noise = {"kernel": normal(keys[0], d, units), "sign_input": sign(keys[1], n, d),
@@ -593,21 +607,26 @@ def sample_statistical(meta, inputs, num_samples=10000, seed=0, broken=None):
         noise = {"kernel": normal(keys[0], n, units)}
     if "bias_posterior_untransformed_scale" in params:
         noise["bias"] = normal(keys[3], units)
+    if class_name != "DenseVariational":   # extra draws of Monte Carlo divergences (SPEC §3)
+        noise["kernel_divergence"] = normal(keys[4], d, units)
+        noise["bias_divergence"] = normal(keys[5], units)
 
     def objective(p, x, nz):
         out = layer_forward(class_name, cfg, p, x, nz, "sample", broken)
-        kl = sum(layer_kl(class_name, cfg, p, broken).values(), jnp.zeros((), dtype))
-        return jnp.sum(g * out) + 0.5 * jnp.sum(out * out) + kl, out
+        kl = sum(layer_kl(class_name, cfg, p, broken, nz).values(), jnp.zeros((), dtype))
+        return jnp.sum(g * out) + 0.5 * jnp.sum(out * out) + kl, (out, kl)
 
     @jax.jit
     def draws(p, x, nz):
         grad_fn = jax.grad(objective, argnums=(0, 1), has_aux=True)
         return jax.vmap(grad_fn, in_axes=(None, None, 0))(p, x, nz)
 
-    (gp, gx), out = draws(params, flat, noise)
+    (gp, gx), (out, kl) = draws(params, flat, noise)
     results = {"samples/outputs": out.reshape((s,) + tuple(x0.shape[:-1]) + (units,)),
                "samples/grads/x": gx.reshape((s,) + tuple(x0.shape))}
     results.update({f"samples/grads/{k}": v for k, v in gp.items()})
+    if random_kl(class_name, cfg):
+        results["samples/kl"] = kl
     return {k: np.asarray(v) for k, v in results.items()}
 
 

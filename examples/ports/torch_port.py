@@ -137,27 +137,28 @@ def prior_loc_scale(prior, params, name):
     return prior["loc"], prior["scale"]
 
 
-def log_prior(w, prior, params, name):
-    """sum over elements of log p(w) (SPEC §3, "Priors")."""
+def log_prior(w, prior, params, name, total=torch.sum):
+    """sum over elements of log p(w) (SPEC §3, "Priors"); ``total`` sums (``per_draw``: one sum per
+    index of the leading draw axis)."""
     kind = prior["type"]
     if kind in ("normal", "trainable_normal"):
         mp, sp = prior_loc_scale(prior, params, name)
         log_sp = torch.log(sp) if torch.is_tensor(sp) else math.log(sp)
-        return torch.sum(-0.5 * ((w - mp) / sp) ** 2 - log_sp - HALF_LOG_2PI)
+        return total(-0.5 * ((w - mp) / sp) ** 2 - log_sp - HALF_LOG_2PI)
     if kind == "scale_mixture":
         parts = [math.log(weight) - math.log(sigma) - HALF_LOG_2PI - 0.5 * (w / sigma) ** 2
                  for weight, sigma in ((prior["pi"], prior["sigma1"]),
                                        (1 - prior["pi"], prior["sigma2"]))]
-        return torch.sum(torch.logsumexp(torch.stack(parts), dim=0))
+        return total(torch.logsumexp(torch.stack(parts), dim=0))
     if kind == "laplace":
-        return torch.sum(-torch.abs(w - prior["loc"]) / prior["scale"]
+        return total(-torch.abs(w - prior["loc"]) / prior["scale"]
                          - math.log(2 * prior["scale"]))
     if kind == "student_t":
         df, sc = prior["df"], prior["scale"]
         y = (w - prior["loc"]) / sc
         const = (math.log(sc) + 0.5 * math.log(df) + 0.5 * math.log(math.pi)
                  + math.lgamma(0.5 * df) - math.lgamma(0.5 * (df + 1)))
-        return torch.sum(-0.5 * (df + 1) * torch.log1p(y * y / df) - const)
+        return total(-0.5 * (df + 1) * torch.log1p(y * y / df) - const)
     raise ValueError(f"unknown prior {kind!r}")
 
 
@@ -175,21 +176,26 @@ def mc_eps(class_name, cfg, name, noise):
     return noise[f"{name}_divergence"]
 
 
-def divergence(class_name, cfg, params, name, loc, scale, noise):
+def per_draw(a):
+    """The sum of ``a`` over all but its leading (draw) axis."""
+    return a.reshape(a.shape[0], -1).sum(1)
+
+
+def divergence(class_name, cfg, params, name, loc, scale, noise, total=torch.sum):
     """One weighted divergence term: -log p(loc) for a point mass, the closed-form KL, or
     log q(w) - log p(w) at w = loc + scale * eps, log q = sum(-eps**2 / 2 - log scale - log(2 pi) / 2)
     (eps = 0 in mean mode, ``noise`` None)."""
     prior, spec = cfg[f"{name}_prior"], divergence_spec(cfg, name)
     if scale is None:
-        value = -log_prior(loc, prior, params, name)
+        value = -log_prior(loc, prior, params, name, total)
     elif spec["type"] == "closed_form":
         mp, sp = prior_loc_scale(prior, params, name)
         d = torch.log(scale) - (torch.log(sp) if torch.is_tensor(sp) else math.log(sp))
-        value = torch.sum(0.5 * ((loc - mp) / sp) ** 2 + 0.5 * torch.expm1(2 * d) - d)
+        value = total(0.5 * ((loc - mp) / sp) ** 2 + 0.5 * torch.expm1(2 * d) - d)
     else:
         eps = torch.zeros_like(loc) if noise is None else mc_eps(class_name, cfg, name, noise)
-        log_q = torch.sum(-0.5 * eps * eps - torch.log(scale) - HALF_LOG_2PI)
-        value = log_q - log_prior(loc + scale * eps, prior, params, name)
+        log_q = total(-0.5 * eps * eps - torch.log(scale) - HALF_LOG_2PI)
+        value = log_q - log_prior(loc + scale * eps, prior, params, name, total)
     return value if spec["weight"] == 1 else value * spec["weight"]
 
 
@@ -199,32 +205,35 @@ TUTORIAL_C = math.log(math.expm1(1.0))   # softplus^-1(1), posterior_mean_field'
 
 
 def dv_moments(params):
+    """(loc, scale) of the flat weight vector: the last axis of posterior_constant (a leading
+    axis: one copy per draw)."""
     t = params["posterior_constant"]
-    n = t.shape[0] // 2
-    return t[:n], 1e-5 + softplus(t[n:] + TUTORIAL_C)
+    n = t.shape[-1] // 2
+    return t[..., :n], 1e-5 + softplus(t[..., n:] + TUTORIAL_C)
 
 
 def dv_forward(cfg, params, x, noise, mode):
     loc, scale = dv_moments(params)
     w = noise["posterior"] * scale + loc if mode == "sample" else loc
     units, d = cfg["units"], x.shape[-1]
-    z = torch.matmul(x, w[:d * units].reshape(d, units))
+    z = torch.matmul(x, w[..., :d * units].reshape(w.shape[:-1] + (d, units)))
     if cfg["use_bias"]:
-        z = z + w[d * units:]
+        bias = w[..., d * units:]
+        z = z + (bias.unsqueeze(-2) if w.ndim > 1 else bias)   # a draw's bias: over its batch
     return activation(cfg.get("activation"), z)
 
 
-def dv_kl(cfg, params, noise):
+def dv_kl(cfg, params, noise, total=torch.sum):
     loc, scale = dv_moments(params)
     mp = params["prior_constant"] if cfg["prior"] == "trainable" else 0.0
     if cfg["kl_use_exact"]:
         d = torch.log(scale)
-        kl = torch.sum(0.5 * (loc - mp) ** 2 + 0.5 * torch.expm1(2 * d) - d)
+        kl = total(0.5 * (loc - mp) ** 2 + 0.5 * torch.expm1(2 * d) - d)
     else:
         eps = torch.zeros_like(loc) if noise is None else noise["posterior"]
         w = eps * scale + loc
-        kl = (torch.sum(-0.5 * eps * eps - torch.log(scale) - HALF_LOG_2PI)
-              - torch.sum(-0.5 * (w - mp) ** 2 - HALF_LOG_2PI))
+        kl = (total(-0.5 * eps * eps - torch.log(scale) - HALF_LOG_2PI)
+              - total(-0.5 * (w - mp) ** 2 - HALF_LOG_2PI))
     if cfg.get("kl_weight") is not None:
         kl = kl * float(np.float32(cfg["kl_weight"]))   # TFP's tf.cast of a Python float
     return kl
@@ -266,14 +275,14 @@ def dropout_forward(class_name, cfg, params, x, noise, mode):
     return activation(cfg.get("activation"), z)
 
 
-def dropout_kl(class_name, params):
+def dropout_kl(class_name, params, total=torch.sum):
     la = log_alpha(class_name, params)
     if class_name == "DenseVariationalDropout":
         c1, c2, c3 = KINGMA_C
         a = torch.exp(la)
-        return torch.sum(MOLCHANOV_K[0] - (0.5 * la + c1 * a + c2 * a ** 2 + c3 * a ** 3))
+        return total(MOLCHANOV_K[0] - (0.5 * la + c1 * a + c2 * a ** 2 + c3 * a ** 3))
     k1, k2, k3 = MOLCHANOV_K
-    return torch.sum(k1 - k1 * torch.sigmoid(k2 + k3 * la) + 0.5 * torch.log1p(torch.exp(-la)))
+    return total(k1 - k1 * torch.sigmoid(k2 + k3 * la) + 0.5 * torch.log1p(torch.exp(-la)))
 
 
 def layer_forward(class_name, cfg, params, x, noise, mode, broken=None):
@@ -313,24 +322,25 @@ def layer_forward(class_name, cfg, params, x, noise, mode, broken=None):
     return activation(cfg.get("activation"), z)
 
 
-def layer_kl(class_name, cfg, params, broken=None, noise=None):
+def layer_kl(class_name, cfg, params, broken=None, noise=None, total=torch.sum):
     """dict "kernel"/"bias" -> KL term, for the terms that exist. ``noise``: the sample-mode
-    noise a Monte Carlo term is evaluated at; None for the mean mode (at the posterior mean)."""
+    noise a Monte Carlo term is evaluated at; None for the mean mode (at the posterior mean).
+    ``total``: how a term sums its elements (``per_draw``: one KL per copy of the params)."""
     if class_name in DROPOUT:
-        return {"kernel": dropout_kl(class_name, params)}
+        return {"kernel": dropout_kl(class_name, params, total)}
     if class_name == "DenseVariational":
-        return {"kernel": dv_kl(cfg, params, noise)}
+        return {"kernel": dv_kl(cfg, params, noise, total)}
     terms = {}
     if cfg.get("kernel_prior") is not None:
         scale = posterior_scale(params["kernel_posterior_untransformed_scale"], broken)
         terms["kernel"] = divergence(class_name, cfg, params, "kernel",
-                                     params["kernel_posterior_loc"], scale, noise)
+                                     params["kernel_posterior_loc"], scale, noise, total)
     bias, prior = cfg.get("bias_posterior"), cfg.get("bias_prior")
     if bias is not None and prior is not None:
         scale = (posterior_scale(params["bias_posterior_untransformed_scale"], broken)
                  if bias["type"] == "normal" else None)
         terms["bias"] = divergence(class_name, cfg, params, "bias", params["bias_posterior_loc"],
-                                   scale, noise)
+                                   scale, noise, total)
     return terms
 
 
@@ -529,21 +539,33 @@ def run_case(meta, inputs, broken=None):
 # ---------------------------------------------------------------------------- statistical mode
 
 STATISTICAL_CLASSES = ("DenseLocalReparameterization", "DenseReparameterization", "DenseFlipout",
-                       "DenseVariationalDropout", "DenseSparseVariationalDropout")
+                       "DenseVariationalDropout", "DenseSparseVariationalDropout",
+                       "DenseVariational")
 
 
 def supports_statistical(meta):
-    """SPEC §7: a single layer of one of the five classes with a linear activation."""
+    """SPEC §7: a single layer of one of the six classes with a linear activation."""
     model = meta.get("model") or {}
-    return (meta["kind"] in ("layer", "edge", "dropout")
+    return (meta["kind"] in ("layer", "edge", "dropout", "priors", "dense_variational")
             and model.get("class_name") in STATISTICAL_CLASSES
             and model["config"].get("activation") in (None, "linear"))
+
+
+def random_kl(class_name, cfg):
+    """SPEC §7: whether a call's KL is random (a Monte Carlo divergence), so samples/kl is due."""
+    if class_name == "DenseVariational":
+        return not cfg["kl_use_exact"]
+    bias_normal = (cfg.get("bias_posterior") or {}).get("type") == "normal"
+    return any(cfg.get(f"{name}_prior") is not None
+               and divergence_spec(cfg, name)["type"] == "monte_carlo"
+               and (name == "kernel" or bias_normal) for name in ("kernel", "bias"))
 
 
 def sample_statistical(meta, inputs, num_samples=10000, seed=0, broken=None):
     """SPEC §7: ``num_samples`` independent sample-mode calls with noise from a seeded
     torch.Generator, and the per-draw gradients of L_s = sum(g * out_s) + 0.5 * sum(out_s**2)
-    + kl. All draws at once: every parameter (and x) is copied along a leading draw axis, so the
+    + kl_s, kl_s at the draw's own noise (SPEC §3), written as samples/kl where it is random.
+    All draws at once: every parameter (and x) is copied along a leading draw axis, so the
     gradient of sum_s L_s with respect to copy s is draw s's gradient."""
     dtype = TORCH_DTYPES[meta["dtype"]]
     class_name, cfg = meta["model"]["class_name"], meta["model"]["config"]
@@ -557,7 +579,9 @@ def sample_statistical(meta, inputs, num_samples=10000, seed=0, broken=None):
     gen = torch.Generator().manual_seed(seed)
     normal = lambda *shape: torch.randn(shape, generator=gen, dtype=dtype)
     sign = lambda *shape: torch.randint(0, 2, shape, generator=gen).to(dtype) * 2 - 1
-    if class_name == "DenseReparameterization":
+    if class_name == "DenseVariational":
+        noise = {"posterior": normal(s, params["posterior_constant"].shape[0] // 2)}
+    elif class_name == "DenseReparameterization":
         noise = {"kernel": normal(s, d, units)}
     elif class_name == "DenseFlipout":
         noise = {"kernel": normal(s, d, units), "sign_input": sign(s, n, d),
@@ -566,20 +590,28 @@ def sample_statistical(meta, inputs, num_samples=10000, seed=0, broken=None):
         noise = {"kernel": normal(s, n, units)}
     if "bias_posterior_untransformed_scale" in params:
         noise["bias"] = normal(s, 1, units)  # one draw per call, shared by its batch
-    # copies: kernels (S, in, units); biases (S, 1, units) to broadcast over the batch
-    rep = {k: (v.expand((s,) + v.shape) if v.ndim == 2 else v.expand(s, 1, *v.shape))
+    if class_name != "DenseVariational":     # extra draws of Monte Carlo divergences (SPEC §3)
+        noise["kernel_divergence"] = normal(s, d, units)
+        noise["bias_divergence"] = normal(s, 1, units)
+    # copies: kernels (and DenseVariational's flat vectors) (S, ...); biases (S, 1, units) to
+    # broadcast over the batch
+    flat_copy = lambda v: v.ndim == 2 or class_name == "DenseVariational"
+    rep = {k: (v.expand((s,) + v.shape) if flat_copy(v) else v.expand(s, 1, *v.shape))
            .clone().requires_grad_() for k, v in params.items()}
     xs = flat.expand(s, n, d).clone().requires_grad_()
     out = layer_forward(class_name, cfg, rep, xs, noise, "sample", broken)
-    kl = sum(layer_kl(class_name, cfg, rep, broken).values(), torch.zeros((), dtype=dtype))
+    kl = sum(layer_kl(class_name, cfg, rep, broken, noise, per_draw).values(),
+             torch.zeros(s, dtype=dtype))
     g = t["g"].reshape(n, units)
-    objective = torch.sum(g * out) + 0.5 * torch.sum(out * out) + kl
+    objective = torch.sum(g * out) + 0.5 * torch.sum(out * out) + torch.sum(kl)
     names = sorted(rep)
     grads = torch.autograd.grad(objective, [rep[k] for k in names] + [xs])
     results = {"samples/outputs": out.detach().reshape((s,) + tuple(x0.shape[:-1]) + (units,)),
                "samples/grads/x": grads[-1].reshape((s,) + tuple(x0.shape))}
     for k, gk in zip(names, grads[:-1]):
         results[f"samples/grads/{k}"] = gk.reshape((s,) + tuple(params[k].shape))
+    if random_kl(class_name, cfg):
+        results["samples/kl"] = kl.detach()
     return {k: val.numpy().copy() for k, val in results.items()}
 
 

@@ -45,7 +45,9 @@ class NormalResiduals(NamedTuple):
 @normal_log_prob.forward
 def _(w, loc, scale, *, workspace=None):
     z = (w - loc) / scale
-    log_scale = np.sum(np.log(scale)) if np.ndim(scale) else w.size * math.log(scale)
+    # a scale broadcast over w counts once per element of w (as its gradient does)
+    log_scale = (w.size // np.size(scale) * np.sum(np.log(scale)) if np.ndim(scale)
+                 else w.size * math.log(scale))
     lp = -0.5 * float(np.sum(z * z)) - log_scale - w.size * HALF_LOG_2PI
     return w.dtype.type(lp), NormalResiduals(z, w.shape, loc, scale)
 

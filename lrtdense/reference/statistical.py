@@ -1,23 +1,25 @@
 """The statistical mode of ``verify``: for ports that cannot take noise as an input.
 
-For an eligible case (one layer of any of the five classes, linear activation: SPEC.md section 7)
+For an eligible case (one layer of any of the six classes, linear activation: SPEC.md section 7)
 the port runs S >= 10000 independent sample-mode calls on the case's x with its own generator
 and writes, per draw s:
 
 * ``samples/outputs`` (S, ..., units): the outputs;
 * ``samples/grads/<param>`` (S, *param.shape) and ``samples/grads/x`` (S, *x.shape): the
   gradients of the statistical objective of that draw,
-  `L_s = sum(g * out_s) + 0.5 * sum(out_s ** 2) + kl/total` (the quadratic term makes the expected
+  `L_s = sum(g * out_s) + 0.5 * sum(out_s ** 2) + kl_s` (the quadratic term makes the expected
   gradient depend on the variance, so a wrong scale gradient shows in its mean);
+* ``samples/kl`` (S,), where the KL is random (a Monte Carlo divergence): kl_s, the draw's own
+  kl/total (``statistical_kl``);
 
 every array in the case's dtype (another fails as ``report.compare`` fails it). The port's
 noise: standard normal N(0, 1) for every Gaussian draw and fair +-1 signs for Flipout's
 sign_input and sign_output, fresh for every call (independent across draws).
 
-With a linear activation every output element is exactly Gaussian for all five layers (for
+With a linear activation every output element is exactly Gaussian for all six layers (for
 Flipout, s_out * N(0, v) is N(0, v) whatever the signs), with mean and covariance known in closed
-form (``moments``). Ten families of tests, each at alpha = ALPHA_PER_CASE / 10, Bonferroni-split
-over its elements (two-sided):
+form (``moments``). Twelve families of tests, each at alpha = ALPHA_PER_CASE / 12,
+Bonferroni-split over its elements (two-sided); 11 and 12 are ``statistical_kl``'s:
 
 1. ``mean``: each element's sample mean within z * sigma / sqrt(S) of the analytic mean (exact:
    the sample mean of Gaussians is Gaussian). Elements with variance 0 (all-zero input rows) must
@@ -40,7 +42,7 @@ over its elements (two-sided):
    whose second moments are right.
 7. ``gradients``: the mean of the per-draw gradients of every parameter and of x within z
    analytic standard errors sqrt(Var / S) (CLT) of the gradient of the expected objective,
-   `E[L] = sum(g * mean) + 0.5 * sum(mean**2 + variance) + kl`, computed by autograd from the
+   `E[L] = sum(g * mean) + 0.5 * sum(mean**2 + variance) + E[kl]`, computed by autograd from the
    closed-form moments; Var is family 8's.
 8. ``gradient_spread``: each per-draw gradient element's mean squared deviation from that
    analytic mean at most z standard errors (CLT; from the draws' fourth moments about Var)
@@ -55,8 +57,10 @@ over its elements (two-sided):
 10. ``serial``: the lag-1 correlation of the standardized draws, averaged over the elements,
    within z analytic standard errors |R|_F / (L sqrt(S - 1)) of 0 (CLT). Catches each draw
    repeated in a row, and noise carried over from one call to the next.
+11. ``kl_mean``: a random KL's per-draw mean against its expectation (CLT, own standard errors).
+12. ``kl_covariance``: its covariance with each output element against Stein's (CLT).
 
-False alarms: families 1, 2, 4 and 9 are exact bounds; 3, 5, 6, 7, 8 and 10 use the normal
+False alarms: families 1, 2, 4 and 9 are exact bounds; 3, 5, 6, 7, 8, 10, 11 and 12 use the normal
 approximation to a mean of S >= 10000 terms with finite moments of every order (independent, or
 for 10 uncorrelated martingale differences), whose tail error at the thresholds used (|z| ~ 6 to
 7) is kept inside the budget by running them at a tenth of their share (``CLT_MARGIN``). So a
@@ -72,7 +76,8 @@ from autograd import grad
 from lrtdense import kernels, tree
 from lrtdense.reference.generation import model_from_meta
 from lrtdense.reference.report import Row
-from lrtdense.reference.statistical_grads import gradient_rows, gradient_variance
+from lrtdense.reference.statistical_grads import gradient_rows, gradient_variance, untested
+from lrtdense.reference.statistical_kl import expected_kl, kl_rows, random_kl
 from lrtdense.reference.statistical_rows import (ALPHA_PER_CASE, ALPHA_PER_RUN, CLT_FAMILIES,
                                                  CLT_MARGIN, FAMILIES, MAX_CASES, covariance_row,
                                                  duplicates_row, family_alpha, kurtosis_row,
@@ -80,17 +85,18 @@ from lrtdense.reference.statistical_rows import (ALPHA_PER_CASE, ALPHA_PER_RUN, 
                                                  serial_row, variance_row, z_quantile)
 
 __all__ = ["eligible", "describe_eligible", "check", "moments", "expected_objective",
-           "sample_keys", "sample_shapes", "ALPHA_PER_RUN", "ALPHA_PER_CASE", "MAX_CASES",
+           "sample_keys", "sample_shapes", "deterministic_keys", "ALPHA_PER_RUN", "ALPHA_PER_CASE", "MAX_CASES",
            "MIN_SAMPLES", "FAMILIES", "CLT_FAMILIES", "CLT_MARGIN", "family_alpha"]
 
 MIN_SAMPLES = 10000
 CLASSES = ("DenseLocalReparameterization", "DenseReparameterization", "DenseFlipout",
-           "DenseVariationalDropout", "DenseSparseVariationalDropout")
+           "DenseVariationalDropout", "DenseSparseVariationalDropout", "DenseVariational")
+KINDS = ("layer", "edge", "dropout", "priors", "dense_variational")
 
 
 def eligible(meta):
     """True if a case supports the statistical mode: one layer of a known class, linear."""
-    if meta.get("kind") not in ("layer", "edge", "dropout"):
+    if meta.get("kind") not in KINDS:
         return False
     model = meta.get("model") or {}
     if not isinstance(model, dict) or model.get("class_name") not in CLASSES:
@@ -101,19 +107,25 @@ def eligible(meta):
 
 def describe_eligible():
     """A line saying which cases the statistical mode checks (for messages and ``list``)."""
-    return ("single-layer cases (any of the five layer classes) with a linear activation; "
-            "`lrtdense reference list` shows them with kind layer, edge or dropout")
+    return ("single-layer cases (any of the six layer classes, DenseVariational included) with a "
+            "linear activation; `lrtdense reference list` shows them with kind layer, edge, "
+            "dropout, priors or dense_variational")
 
 
-def sample_keys(inputs):
-    """The keys a port writes for a statistical case with these inputs."""
+def sample_keys(meta, inputs):
+    """The keys a port writes for a statistical case with these inputs: ``samples/kl`` too
+    where the case's KL is random (``statistical_kl.random_kl``)."""
     params = sorted(k[len("params/"):] for k in inputs if k.startswith("params/"))
-    return ["samples/outputs"] + [f"samples/grads/{p}" for p in params] + ["samples/grads/x"]
+    return (["samples/outputs"] + [f"samples/grads/{p}" for p in params] + ["samples/grads/x"]
+            + (["samples/kl"] if random_kl(meta) else []))
 
 
 def sample_shapes(inputs, expected):
-    """{key: the shape of one draw} for the keys of ``sample_keys``: a port writes (S, *shape)."""
+    """{key: the shape of one draw} for the keys of ``sample_keys``: a port writes (S, *shape)
+    (``samples/kl`` listed for every case with a ``kl_mean/total``, where it may be written)."""
     shapes = {"samples/outputs": expected["outputs/sample"].shape}
+    if "kl_mean/total" in expected:
+        shapes["samples/kl"] = ()
     shapes.update({f"samples/grads/{k[len('params/'):]}": v.shape
                    for k, v in inputs.items() if k.startswith("params/")})
     shapes["samples/grads/x"] = inputs["x"].shape
@@ -153,14 +165,46 @@ def moments(meta, params, x):
 
 
 def expected_objective(meta, params, x, g):
-    """`E[sum(g * out) + 0.5 * sum(out**2)] + KL`, differentiable in params and x (autograd)."""
-    layer = _layer(meta)
+    """`E[sum(g * out) + 0.5 * sum(out**2) + kl]`, differentiable in params and x (autograd);
+    a random KL's expectation is ``statistical_kl.expected_kl``."""
     mean, var, _ = moments(meta, params, x)
     g2 = anp.reshape(g, mean.shape)
-    return anp.sum(g2 * mean) + 0.5 * anp.sum(mean * mean + var) + layer.kl(params)
+    return anp.sum(g2 * mean) + 0.5 * anp.sum(mean * mean + var) + expected_kl(meta, params)
+
+
+def deterministic_keys(meta, expected):
+    """The expected keys a statistical case still compares exactly: the outputs but the sampled
+    ones, ``kl_mean/*``, and ``kl/*`` unless the KL is random (the case's own draw's KL, which a
+    port that draws its own noise cannot reproduce)."""
+    random = random_kl(meta)
+    return [k for k in expected if k.startswith("outputs/") and k != "outputs/sample"
+            or k.startswith("kl_mean/") or k.startswith("kl/") and not random]
 
 
 # ----------------------------------------------------------------------------------- tests
+
+def _present(name, key, results, shape, dtype):
+    """A failing row if ``key`` is missing from ``results`` or not ``_finite``, else None."""
+    if key not in results:
+        return Row(name, key, note="missing from the port's results")
+    return _finite(name, key, results[key], shape, dtype)
+
+
+def _kl_rows(name, meta, params, x, results, outputs):
+    """The two KL families' rows (``statistical_kl``), "not random" rows where the KL is not."""
+    if not random_kl(meta):
+        return [row(name, f, 0, 0.0, 1.0, "the KL is not random: kl/* compared exactly", "")
+                for f in ("kl_mean", "kl_covariance")]
+    problem = _present(name, "samples/kl", results, (), meta["dtype"])
+    if problem is None and np.shape(results["samples/kl"])[0] != outputs.shape[0]:
+        problem = Row(name, "samples/kl", note=f"{np.shape(results['samples/kl'])[0]} draws, "
+                                               f"samples/outputs has {outputs.shape[0]}")
+    if problem is not None:
+        return [problem]
+    mean, var, _ = (np.asarray(v, dtype=np.float64) for v in moments(meta, params, x))
+    dev = outputs.reshape((outputs.shape[0],) + mean.shape) - mean
+    return kl_rows(name, meta, params, x, np.asarray(results["samples/kl"], dtype=np.float64),
+                   dev, var)
 
 def _finite(name, key, arr, shape, dtype):
     """A failing row if ``arr`` is not (S >= MIN_SAMPLES, *shape) of finite numbers of the case's
@@ -183,8 +227,7 @@ def _finite(name, key, arr, shape, dtype):
 
 def check(name, meta, inputs, expected, results):
     """The statistical rows of one case. Returns (rows, deterministic keys still to compare)."""
-    keys = [k for k in expected if k.startswith("outputs/") and k != "outputs/sample"
-            or k.startswith("kl/")]
+    keys = deterministic_keys(meta, expected)
     params = tree.unflatten(inputs, "params")
     x = inputs["x"]
     out_shape = expected["outputs/sample"].shape
@@ -192,20 +235,16 @@ def check(name, meta, inputs, expected, results):
     shapes = {f"samples/grads/{p}": v.shape for p, v in params.items()}
     shapes["samples/grads/x"] = x.shape
     rows = []
-    problem = _finite(name, "samples/outputs", results.get("samples/outputs", np.zeros(0)),
-                      out_shape, meta["dtype"]) if "samples/outputs" in results else Row(
-        name, "samples/outputs", note="missing from the port's results")
+    problem = _present(name, "samples/outputs", results, out_shape, meta["dtype"])
     if problem is None:
-        rows.extend(_output_rows(name, meta, params, x, np.asarray(
-            results["samples/outputs"], dtype=np.float64)))
+        outputs = np.asarray(results["samples/outputs"], dtype=np.float64)
+        rows.extend(_output_rows(name, meta, params, x, outputs))
+        rows.extend(_kl_rows(name, meta, params, x, results, outputs))
     else:
         rows.append(problem)
     grads, bad = {}, []
     for key in grad_keys:
-        if key not in results:
-            bad.append(Row(name, key, note="missing from the port's results"))
-            continue
-        problem = _finite(name, key, results[key], shapes[key], meta["dtype"])
+        problem = _present(name, key, results, shapes[key], meta["dtype"])
         if problem is not None:
             bad.append(problem)
         else:
@@ -282,4 +321,5 @@ def _gradient_rows(name, meta, params, x, g, grads):
     mean["samples/grads/x"] = np.asarray(
         grad(lambda xx: expected_objective(meta, params, xx, g))(x), dtype=np.float64)
     rtol = {"float64": 1e-12, "float32": 2e-5}[meta["dtype"]]
-    return gradient_rows(name, grads, mean, gradient_variance(meta, params, x, g), rtol)
+    return gradient_rows(name, grads, mean, gradient_variance(meta, params, x, g), rtol,
+                         untested(meta, x))

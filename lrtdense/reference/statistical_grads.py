@@ -29,6 +29,10 @@ Var_flipout(grad_i) = |B_i|**2 + 2 |C_i|_F**2
 p = (n, j, k), q = (n', j, k).
 ```
 
+A random KL (``statistical_kl``) of Normal priors joins the polynomial: its draws are part of eta
+(the layer's own noise layout). One of another prior is no polynomial; ``_kl_part`` adds its
+gradient's variance and its covariance with the outputs' polynomial (one normal per element).
+
 The polynomial is computed in float64 (the variances are judged to a few percent; the case
 dtype's rounding would only add noise to C).
 """
@@ -43,23 +47,54 @@ from autograd import grad
 
 from lrtdense import estimators
 from lrtdense.reference.generation import model_from_meta
+from lrtdense.reference.statistical_kl import kl_gradient_moments
 from lrtdense.reference.statistical_rows import family_alpha, row, z_quantile
 
-__all__ = ["gradient_polynomial", "gradient_variance", "gradient_rows", "MAX_NOISE"]
+__all__ = ["gradient_polynomial", "gradient_variance", "gradient_rows", "untested", "MAX_NOISE"]
 
 MAX_NOISE = 200      # noise elements of one draw: the polynomial takes about MAX_NOISE**2 / 2 grads
+
+
+def polynomial_kl(layer):
+    """Whether the whole per-draw gradient, a random KL's included, is a quadratic polynomial in
+    the noise: no random KL, or one of Normal priors (DenseVariational's is) outside Flipout,
+    whose SEPARATE form has no room for the divergence's draw."""
+    if not layer.random_divergence:
+        return True
+    priors = [getattr(layer, f"{n}_prior", None) for n in ("kernel", "bias")]
+    return layer.estimator is not estimators.FLIPOUT and all(
+        p is None or p.closed_form for p in priors)
+
+
+def _noise(layer, x_shape):
+    """(estimator or None, noise shapes) of the polynomial: the layer's own noise, its Monte
+    Carlo divergence's draws included, where ``polynomial_kl`` and the KL is random; else its
+    estimator's (Flipout's as SEPARATE's), the KL then at the posterior mean (``kl_part``
+    adds the rest)."""
+    if layer.random_divergence and polynomial_kl(layer):
+        return None, layer.noise_shapes(x_shape)
+    est = estimators.SEPARATE if layer.estimator is estimators.FLIPOUT else layer.estimator
+    return est, layer.estimator_noise_shapes(est, x_shape)
+
+
+def untested(meta, x):
+    """Why the per-draw gradient's variance is not computed (None where it is): more than
+    MAX_NOISE noise elements."""
+    layer = model_from_meta(meta)
+    if sum(math.prod(s) for s in _noise(layer, x.shape)[1].values()) > MAX_NOISE:
+        return f"a draw has more than {MAX_NOISE} noise elements"
+    return None
 
 
 def _probe(meta, params, x, g):
     """(G, shapes): G(eta) the per-draw gradient, one flat float64 vector (params by
     sorted name, then x), of the noise ``eta`` flattened in ``shapes``' order."""
     layer = model_from_meta(meta)
-    est = estimators.SEPARATE if layer.estimator is estimators.FLIPOUT else layer.estimator
+    est, shapes = _noise(layer, x.shape)
     layer = dataclasses.replace(layer, dtype="float64")
     p64 = {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
     x64 = np.asarray(x, dtype=np.float64)
     g64 = np.asarray(g, dtype=np.float64)
-    shapes = layer.estimator_noise_shapes(est, x.shape)
 
     def objective(p, xx, noise):
         out, kl = layer.forward(p, xx, noise=noise, estimator=est)
@@ -104,6 +139,8 @@ def _variance(meta, params, x, g):
     """Var of every per-draw gradient element, flat (P,) (module docstring's formulas)."""
     _, b, c, shapes = gradient_polynomial(meta, params, x, g)
     var = np.sum(b * b, 1) + 2 * np.sum(c * c, (1, 2))
+    if not polynomial_kl(model_from_meta(meta)):
+        var = var + _kl_part(meta, params, x, b, c, shapes)
     if model_from_meta(meta).estimator is estimators.FLIPOUT:
         n, d, u = shapes["kernel"]                   # SEPARATE's kernel noise comes first
         ck = c[:, :n * d * u, :n * d * u].reshape(-1, n, d * u, n, d * u)
@@ -116,16 +153,41 @@ def _variance(meta, params, x, g):
     return var
 
 
+def _kl_part(meta, params, x, b, c, shapes):
+    """What a non-polynomial random KL adds to the variances, flat (P,): its gradient K_i is a
+    function of one standard normal Z (its element's), so with the polynomial's B, C at that
+    element m where the forward shares the draw (``layer.shares_draw``),
+    `Var(K_i) + 2 (B_im E[Z K_i] + C_imm E[(Z**2 - 1) K_i])` (Isserlis; ``kl_gradient_moments``)."""
+    layer = model_from_meta(meta)
+    moments = kl_gradient_moments(meta, params, x.shape)
+    offsets, start = {}, 0
+    for key, shape in shapes.items():
+        offsets[key] = (start, shape)
+        start += math.prod(shape)
+    extra, at = [], 0
+    for name in sorted(params):
+        term = "kernel" if name.startswith("kernel") else "bias"
+        size = params[name].size
+        part = moments["var"][name].ravel().copy()
+        if layer.shares_draw(term):
+            first, shape = offsets[term]
+            m = first + np.arange(size)          # the element's own noise: the same index
+            rows = at + np.arange(size)
+            part += 2 * (b[rows, m] * moments["z"][name].ravel()
+                         + c[rows, m, m] * moments["z2"][name].ravel())
+        extra.append(part)
+        at += size
+    return np.concatenate(extra + [np.zeros(x.size)])
+
+
 _MEMO = {}  # content digest -> variances: verify and the tests check one case many times
 
 
 def gradient_variance(meta, params, x, g):
     """{"samples/grads/<param>" and "samples/grads/x": the analytic variance of each element of
     the per-draw gradient, float64 of the parameter's (x's) shape} (module docstring), or None
-    when a draw has more than MAX_NOISE noise elements (the shipped cases have at most 75)."""
-    layer = model_from_meta(meta)
-    est = estimators.SEPARATE if layer.estimator is estimators.FLIPOUT else layer.estimator
-    if sum(math.prod(s) for s in layer.estimator_noise_shapes(est, x.shape).values()) > MAX_NOISE:
+    where ``untested`` says why not (the shipped cases have at most 75 noise elements)."""
+    if untested(meta, x) is not None:
         return None
     h = hashlib.sha256(json.dumps(meta, sort_keys=True, default=str).encode())
     for k, arr in sorted(params.items()) + [("x", x), ("g", g)]:
@@ -151,7 +213,7 @@ def _worst(zs_by_key):
     return float(zs.max()), f"{key[len('samples/grads/'):]}{index}"
 
 
-def gradient_rows(name, grads, mean, var, rtol):
+def gradient_rows(name, grads, mean, var, rtol, why=None):
     """The rows of the two gradient families.
 
     Args:
@@ -160,6 +222,7 @@ def gradient_rows(name, grads, mean, var, rtol):
         variance (``gradient_variance``) of each element; var None (a case too large for it):
         the mean is judged by the draws' own spread and the spread is not tested.
       rtol: the case dtype's relative rounding.
+      why: with var None, why it is (``untested``).
     Returns:
       [the "gradients" row: each element's mean within z * sqrt(var / S) of ``mean``;
        the "gradient_spread" row: each element's mean squared deviation d from ``mean`` at most
@@ -203,13 +266,12 @@ def gradient_rows(name, grads, mean, var, rtol):
         bad_v, wv, hi, lo = 0, 0.0, 1.0, 1.0
     return [row(name, "gradients", bad_m, wm, z_mean,
                 f"{total} gradient elements: worst |z| {wm:.2f} of {z_mean:.2f}"
-                + (f" (in the draws' own standard errors: more than {MAX_NOISE} noise elements)"
-                   if own else ""),
+                + (f" (in the draws' own standard errors: {why})" if own else ""),
                 f"{bad_m} of {total} mean per-draw gradient elements off the gradient of the "
                 f"expected objective by more than {z_mean:.2f} {errors} (worst {where_m}, "
                 f"|z| {wm:.3g})", where_m),
             row(name, "gradient_spread", bad_v, wv, z_var,
-                (f"not tested: a draw has more than {MAX_NOISE} noise elements" if own else
+                (f"not tested: {why}" if own else
                  f"{total} gradient variances: ratios to the analytic in [{lo:.4f}, {hi:.4f}], "
                  f"worst z {wv:.2f} of {z_var:.2f}"),
                 f"{bad_v} of {total} per-draw gradient variances above the analytic ones by more "

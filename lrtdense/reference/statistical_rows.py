@@ -22,8 +22,9 @@ ALPHA_PER_RUN = 1e-6
 MAX_CASES = 100                      # statistical cases one run can hold (the shipped set: fewer)
 ALPHA_PER_CASE = ALPHA_PER_RUN / MAX_CASES
 FAMILIES = ("mean", "variance", "covariance", "normality", "kurtosis", "quartic", "gradients",
-            "gradient_spread", "duplicates", "serial")
-CLT_FAMILIES = ("covariance", "kurtosis", "quartic", "gradients", "gradient_spread", "serial")
+            "gradient_spread", "duplicates", "serial", "kl_mean", "kl_covariance")
+CLT_FAMILIES = ("covariance", "kurtosis", "quartic", "gradients", "gradient_spread", "serial",
+                "kl_mean", "kl_covariance")
 CLT_MARGIN = 10.0
 
 

@@ -361,8 +361,7 @@ def case_rows(case, source, statistical=False, selection=families.ALL):
         raise store.ReferenceError(str(err)) from None
     keys = list(expected)
     if statistical:
-        keys = ["samples/*"] + [k for k in keys if k.startswith("outputs/") and k != "outputs/sample"
-                                or k.startswith("kl/")]
+        keys = ["samples/*"] + _statistical.deterministic_keys(meta, expected)
     wanted = [k for k in keys if selection.covers_case(family, meta["dtype"])
               and selection.covers_quantity(k)]
     rows = [Row(name, k, status=NOT_IMPLEMENTED) for k in keys if k not in wanted]
