@@ -163,8 +163,8 @@ class Adapter:
     def sample(self, case, draws, seed):
         """SPEC section 7: ``compute``'s quantities, and ``draws`` sample-mode calls with noise
         from a ``torch.Generator`` seeded by ``case_seed(seed, case.name)``: the outputs and the
-        per-draw gradients of L_s = sum(g * out_s) + 0.5 * sum(out_s**2) + kl (torch.func: vmap
-        of grad over the draws' noise)."""
+        per-draw gradients of `L_s = sum(g * out_s) + 0.5 * sum(out_s**2) + kl_s` (torch.func:
+        vmap of grad over the draws' noise), and each draw's KL `kl_s` (``samples/kl``)."""
         results = self.compute(case)
         if not eligible(case.meta):
             return results
@@ -177,13 +177,15 @@ class Adapter:
 
         def objective(params, x, noise):
             out = torch.func.functional_call(layer, params, (x,), {"noise": noise})
-            return torch.sum(g * out) + 0.5 * torch.sum(out * out) + layer.divergence, out
+            kl = layer.divergence
+            return torch.sum(g * out) + 0.5 * torch.sum(out * out) + kl, (out, kl.detach())
 
         per_draw = torch.func.vmap(torch.func.grad(objective, argnums=(0, 1), has_aux=True),
                                    in_dims=(None, None, 0))
-        (grads, grad_x), outputs = per_draw(params, x, noise)
+        (grads, grad_x), (outputs, kl) = per_draw(params, x, noise)
         layer.divergence, layer.divergence_terms = None, {}   # the transforms' wrapped values
         results["samples/outputs"] = outputs
+        results["samples/kl"] = kl            # each draw's kl/total (random under a Monte Carlo KL)
         results.update({f"samples/grads/{k}": v for k, v in grads.items()})
         results["samples/grads/x"] = grad_x
         return results
