@@ -178,8 +178,8 @@ def _torch_evaluate(layers, x, g, noise, mode):
 
 
 def _jax_statistical(case, layers, draws, seed):
-    """samples/outputs, samples/grads/* of ``draws`` calls of a single layer, each seeded by its
-    own SeedGenerator state (``jax.vmap`` over the states)."""
+    """samples/outputs, samples/grads/* and samples/kl (each draw's KL) of ``draws`` calls of a
+    single layer, each seeded by its own SeedGenerator state (``jax.vmap`` over the states)."""
     (_, layer), = layers
     weights = [w.value for w in layer.trainable_variables]
     names = [w.name for w in layer.trainable_variables]
@@ -196,11 +196,11 @@ def _jax_statistical(case, layers, draws, seed):
         out, _, losses = layer.stateless_call(weights, [state], x, mode="sample",
                                               return_losses=True)
         total = _total(dict(enumerate(losses)), case.dtype)
-        return jax.numpy.sum(g * out) + 0.5 * jax.numpy.sum(out * out) + total, out
+        return jax.numpy.sum(g * out) + 0.5 * jax.numpy.sum(out * out) + total, (out, total)
 
     grad = jax.grad(objective, argnums=(0, 1), has_aux=True)
-    (grad_weights, grad_x), outputs = jax.jit(jax.vmap(grad, in_axes=(None, None, 0)))(
+    (grad_weights, grad_x), (outputs, kl) = jax.jit(jax.vmap(grad, in_axes=(None, None, 0)))(
         weights, jax.numpy.asarray(case.x), states)
-    results = {"samples/outputs": outputs, "samples/grads/x": grad_x}
+    results = {"samples/outputs": outputs, "samples/grads/x": grad_x, "samples/kl": kl}
     results.update({f"samples/grads/{n}": v for n, v in zip(names, grad_weights)})
     return {k: np.asarray(v) for k, v in results.items()}
