@@ -7,9 +7,10 @@ on the 80 %, and the validation split's MC-mixture log-likelihood and RMSE are r
 never read. Prints a Markdown table of the mean over splits (and writes the rows as JSON).
 
   PYTHONPATH=. python benchmarks/uci_recipe_study.py --data ../shared/uci \\
-      --datasets yacht,energy,concrete --splits 2 --workers 2 --out /tmp/study.json
+      --datasets yacht,energy,concrete --splits 2 --workers 2 --out /tmp/study.json [--combined]
 
-Takes about 15 minutes on two shared cores with the defaults.
+Took 25 minutes (8 variants) and 10 minutes (``--combined``, 3) on two cores shared with other
+jobs; the tables are in docs/uci_benchmark.md.
 """
 import argparse
 import concurrent.futures
@@ -35,11 +36,20 @@ VARIANTS = {
     "learning_rate=3e-3": {"learning_rate": 3e-3},
 }
 
+# round 2: the single changes that won, together, with and without tempering
+COMBINED = {
+    "init -5 + warm-up 0.2": {"posterior_init": -5.0, "kl_warmup": 0.2},
+    "init -5 + warm-up 0.2 + kl_scale 0.3": {"posterior_init": -5.0, "kl_warmup": 0.2,
+                                             "kl_scale": 0.3},
+    "init -5 + warm-up 0.2 + kl_scale 0.1": {"posterior_init": -5.0, "kl_warmup": 0.2,
+                                             "kl_scale": 0.1},
+}
+
 
 def one(data, name, k, variant):
     x, y, _, _ = load_split(os.path.join(data, name), k)   # the test split is not used
     rng = np.random.default_rng([zlib.crc32(name.encode()), k])
-    _, table = select(x, y, rng=rng, grid={}, **BASE, **VARIANTS[variant])
+    _, table = select(x, y, rng=rng, grid={}, **BASE, **dict(VARIANTS, **COMBINED)[variant])
     return dict(dataset=name, split=k, variant=variant, **table[0])
 
 
@@ -50,9 +60,11 @@ def main():
     p.add_argument("--splits", type=int, default=2)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--out", default=None)
+    p.add_argument("--combined", action="store_true", help="round 2: the COMBINED variants")
     args = p.parse_args()
+    variants = COMBINED if args.combined else VARIANTS
     jobs = [(args.data, name, k, v) for name in args.datasets.split(",")
-            for k in range(args.splits) for v in VARIANTS]
+            for k in range(args.splits) for v in variants]
     with concurrent.futures.ProcessPoolExecutor(args.workers) as pool:
         rows = list(pool.map(one, *zip(*jobs)))
     if args.out:
@@ -62,7 +74,7 @@ def main():
     print("| variant | " + " | ".join(f"{n} val LL | {n} val RMSE | {n} epochs" for n in names)
           + " |")
     print("|---" + "|---|---|---" * len(names) + "|")
-    for v in VARIANTS:
+    for v in variants:
         cells = []
         for n in names:
             r = [row for row in rows if row["dataset"] == n and row["variant"] == v]

@@ -66,8 +66,8 @@ def add_arguments(parser):
     p.add_argument("--workers", type=integer(1), default=1, metavar="N",
                    help="splits trained at once, in N processes (default: 1)")
     p.add_argument("--grid", type=_grid, default=GRID, metavar="JSON",
-                   help="settings chosen per split on validation (default: %(default)s; '{}': "
-                        "none)")
+                   help=f"settings chosen per split on validation, with the epochs (default: "
+                        f"'{json.dumps(GRID)}'; '{{}}': none, the epochs as given)")
     p.add_argument("--out", type=functools.partial(output_folder, names=RESULT_FILES),
                    default="uci_results", metavar="DIR",
                    help="results folder; finished splits there are kept (default: %(default)s)")
