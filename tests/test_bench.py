@@ -29,7 +29,7 @@ def test_bench_uci_yacht_two_splits_from_the_command_line(tmp_path, capsys):
     assert len(rows) == 2 and results["settings"]["recipe"]["epochs"] == 5
     # each split chose its grid point on validation, and says so
     for row in rows:
-        assert row["chosen"]["prior_scale"] in bench.GRID["prior_scale"]
+        assert row["chosen"]["kl_scale"] in bench.GRID["kl_scale"]
         assert 1 <= row["chosen"]["epochs"] <= 5
         best = max(row["validation"], key=lambda r: r["validation_ll"])
         assert row["chosen"] == {k: v for k, v in best.items() if not k.startswith("valid")}

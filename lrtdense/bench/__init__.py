@@ -73,7 +73,7 @@ def add_arguments(parser):
                    help="results folder; finished splits there are kept (default: %(default)s)")
     p.add_argument("--epochs", type=integer(1), default=r["epochs"], metavar="N")
     p.add_argument("--max-steps", type=integer(1), default=r["max_steps"], metavar="N",
-                   help="cap on the minibatch steps of one training (default: none)")
+                   help="cap on the minibatch steps of one training (default: %(default)s)")
     p.add_argument("--hidden", type=integer(1), default=r["hidden"], metavar="N")
     p.add_argument("--learning-rate", type=number(0, 1), default=r["learning_rate"], metavar="LR")
     p.add_argument("--samples", type=integer(1), default=r["num_samples"], metavar="S")
