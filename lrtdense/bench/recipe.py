@@ -104,15 +104,16 @@ class _Standardised:
         return (y - self.y_mean) / self.y_std
 
 
-def _train(recipe, x, y, rng, epochs, callback=None):
-    """(model, params, standardisation) of a model trained on (x, y) in original units."""
+def _train(recipe, x, y, rng, epochs, make_callback=None):
+    """(model, params, standardisation) of a model trained on (x, y) in original units;
+    ``make_callback(model, standardisation)`` gives fit's callback."""
     data = _Standardised(x, y)
     model = build_model(recipe)
     params = model.init(rng, x.shape[1])
     params, _ = fit(model, params, data.x(x), data.y(y), rng=rng, epochs=epochs,
                     batch_size=recipe["batch_size"], optimizer=adam(recipe["learning_rate"]),
                     kl_weight=_kl_weight(recipe, epochs), verbose=False,
-                    callback=callback and callback(model, data))
+                    callback=make_callback and make_callback(model, data))
     return model, params, data
 
 
@@ -166,26 +167,38 @@ def select(x_train, y_train, *, rng, grid, validation_fraction=0.2, **recipe):
     for point in grid_points(grid):
         trial = dict(recipe, **point)
         epochs = _epochs(trial, len(x_fit))
-        curve = []
-
-        def monitor(model, data, every=max(1, epochs // 10)):
-            def callback(epoch, params, history):
-                if (epoch + 1) % every == 0 or epoch + 1 == epochs:
-                    score = _score(model, params, data, x_val, y_val, rng,
-                                   VALIDATION_SAMPLES)
-                    curve.append((score["test_ll"], -(epoch + 1), score["rmse"]))
-                    # stop once PATIENCE evaluations in a row have not improved on the best
-                    return len(curve) - 1 - curve.index(max(curve)) >= PATIENCE
-                return False
-            return callback
-
-        _train(trial, x_fit, y_fit, rng, epochs, monitor)
-        best_ll, best_epochs, best_rmse = max(curve)
-        table.append(dict(point, epochs=-best_epochs, validation_ll=best_ll,
-                          validation_rmse=best_rmse))
+        stopping = _EarlyStopping(x_val, y_val, rng, epochs)
+        _train(trial, x_fit, y_fit, rng, epochs, stopping.callback)
+        table.append(dict(point, **stopping.best()))
     best = max(table, key=lambda row: row["validation_ll"])
     chosen = {k: v for k, v in best.items() if not k.startswith("validation_")}
     return chosen, table
+
+
+class _EarlyStopping:
+    """Reads the validation log-likelihood every tenth of the epochs (and at the last); stops
+    the fit once ``PATIENCE`` readings in a row have not beaten the best."""
+
+    def __init__(self, x_val, y_val, rng, epochs):
+        self.x_val, self.y_val, self.rng, self.epochs = x_val, y_val, rng, epochs
+        self.every = max(1, epochs // 10)
+        self.readings = []          # (ll, -epochs, rmse): max() prefers the earlier of ties
+
+    def callback(self, model, data):
+        """fit's callback for ``model`` trained on data standardised by ``data``."""
+        def read(epoch, params, history):
+            if (epoch + 1) % self.every and epoch + 1 != self.epochs:
+                return False
+            score = _score(model, params, data, self.x_val, self.y_val, self.rng,
+                           VALIDATION_SAMPLES)
+            self.readings.append((score["test_ll"], -(epoch + 1), score["rmse"]))
+            return len(self.readings) - 1 - self.readings.index(max(self.readings)) >= PATIENCE
+        return read
+
+    def best(self):
+        """{"epochs", "validation_ll", "validation_rmse"} of the best reading."""
+        ll, minus_epochs, rmse = max(self.readings)
+        return {"epochs": -minus_epochs, "validation_ll": ll, "validation_rmse": rmse}
 
 
 def run_split_tuned(x_train, y_train, x_test, y_test, *, rng, grid, **recipe):
