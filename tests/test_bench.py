@@ -164,3 +164,13 @@ def test_the_figure_needs_matplotlib_and_says_so(tmp_path, monkeypatch, capsys):
     pytest.importorskip("matplotlib")
     assert bench.report.figure(results, str(tmp_path / "f.png")) is True
     assert (tmp_path / "f.png").stat().st_size > 0
+
+
+def test_max_steps_caps_the_epochs():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(100, 2)), rng.normal(size=(100, 1))
+    row = bench.run_split(x, y, x[:10], y[:10], rng=rng, hidden=4, epochs=50, max_steps=10,
+                          num_samples=3)
+    assert row["epochs"] == 10 // -(-100 // 32) == 2
+    assert bench.run_split(x, y, x[:10], y[:10], rng=rng, hidden=4, epochs=3, max_steps=10,
+                           num_samples=3)["epochs"] == 3
