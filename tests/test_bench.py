@@ -172,5 +172,5 @@ def test_max_steps_caps_the_epochs():
     row = bench.run_split(x, y, x[:10], y[:10], rng=rng, hidden=4, epochs=50, max_steps=10,
                           num_samples=3)
     assert row["epochs"] == 10 // -(-100 // 32) == 2
-    assert bench.run_split(x, y, x[:10], y[:10], rng=rng, hidden=4, epochs=3, max_steps=10,
+    assert bench.run_split(x, y, x[:10], y[:10], rng=rng, hidden=4, epochs=3, max_steps=None,
                            num_samples=3)["epochs"] == 3
