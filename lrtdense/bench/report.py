@@ -8,8 +8,12 @@ from lrtdense.bench.published import METHODS, PUBLISHED, SOURCES, published_name
 __all__ = ["markdown", "figure"]
 
 
-def _cell(pair, digits=3):
-    return "" if pair is None else f"{pair[0]:.{digits}f} ± {pair[1]:.{digits}f}"
+def _cell(pair, digits=None):
+    """"mean ± plus_minus"; lrtdense's (digits None) to 3 decimals, 4 below 0.1 (naval)."""
+    if pair is None:
+        return ""
+    digits = digits or (3 if abs(pair[0]) >= 0.1 else 4)
+    return f"{pair[0]:.{digits}f} ± {pair[1]:.{digits}f}"
 
 
 def _published(name, method, metric):
