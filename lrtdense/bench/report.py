@@ -7,6 +7,8 @@ from lrtdense.bench.published import METHODS, PUBLISHED, SOURCES, published_name
 
 __all__ = ["markdown", "figure"]
 
+COLORS = ["C3", "C0", "C1", "C2", "C4"]      # lrtdense, then METHODS' columns
+
 
 def _cell(pair, digits=None):
     """"mean ± plus_minus"; lrtdense's (digits None) to 3 decimals, 4 below 0.1 (naval)."""
@@ -75,10 +77,11 @@ def figure(results, path, *, file=None):
                         else _published(name, column, metric))
                 if pair is not None:
                     ax.errorbar([c], [pair[0]], yerr=[pair[1]], fmt="o", capsize=3,
-                                color="C3" if column == "lrtdense" else f"C{c - 1}")
+                                color=COLORS[c])
             ax.set_xticks(range(len(columns)))
             ax.set_xticklabels(columns, rotation=60, ha="right", fontsize=7)
-            ax.set_title(f"{name}\n{'RMSE' if metric == 'rmse' else 'test LL'}", fontsize=8)
+            ax.set_title(f"{name}\n{'RMSE' if metric == 'rmse' else 'test LL'} (lrtdense: "
+                         f"{len(results[name]['splits'])} splits)", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
