@@ -34,7 +34,7 @@ class FitWarning(UserWarning):
 
 
 def _warn(message):
-    warnings.warn(message, FitWarning, stacklevel=3)
+    warnings.warn(message, FitWarning, stacklevel=4)     # the caller of fit
 
 
 def check_kl_weight(kl_weight, num_examples, n, batch_size):

@@ -28,6 +28,8 @@ def _fit(**kwargs):
         warnings.simplefilter("always")
         params_after, history = L.fit(model, params, x, y, **settings)
     fit_warnings = [str(w.message) for w in caught if issubclass(w.category, FitWarning)]
+    # each points at the line that called fit
+    assert all(w.filename == __file__ for w in caught if issubclass(w.category, FitWarning))
     return fit_warnings, params, params_after, history
 
 
