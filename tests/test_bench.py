@@ -89,6 +89,16 @@ def test_bad_data_and_output_are_refused_before_training(tmp_path, capsys):
     assert info.value.code == 2 and "is not a folder" in capsys.readouterr().err
     with pytest.raises(ValueError, match="no data set 'yacht'"):
         bench.uci(str(tmp_path), ["yacht"], 1, None)
+    # bad settings and grids are refused before any data is read or any training starts
+    for grid, match in [({"kl_scale": [1.0, -1.0]}, "kl_scale"), ({"epochs": []}, "non-empty"),
+                        ({"dropout": [0.1]}, "recipe settings")]:
+        with pytest.raises(ValueError, match=match):
+            bench.uci(str(tmp_path / "none"), grid=grid)
+    with pytest.raises(ValueError, match="kl_warmup"):
+        bench.uci(str(tmp_path / "none"), recipe={"kl_warmup": 2.0})
+    assert cli.main(["bench", "uci", "--data", str(tmp_path), "--out", str(tmp_path / "o"),
+                     "--grid", '{"learn_noise": [1]}']) == 2
+    assert capsys.readouterr().err.count("\n") == 1
 
 
 @needs_uci

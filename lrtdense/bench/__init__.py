@@ -90,7 +90,7 @@ def main(args):
             download(args.data, datasets)
         results = uci(args.data, datasets, args.splits, args.out, recipe=recipe, grid=args.grid,
                       seed=args.seed, workers=args.workers)
-    except ValueError as err:
+    except (ValueError, TypeError) as err:
         print(f"lrtdense bench uci: error: {err}", file=sys.stderr)
         return 2
     print(markdown(results), end="")

@@ -34,6 +34,7 @@ import time
 
 import numpy as np
 
+from lrtdense.checks import check_bool, check_float, check_int
 from lrtdense.distributions import NormalPosterior, NormalPrior, RandomNormal
 from lrtdense.layers import DenseLocalReparameterization
 from lrtdense.losses import GaussianLikelihood
@@ -45,7 +46,7 @@ from lrtdense.predictive import predict
 from lrtdense.training import fit
 
 __all__ = ["RECIPE", "GRID", "build_model", "run_split", "select", "run_split_tuned",
-           "grid_points"]
+           "grid_points", "check_recipe"]
 
 # TFP's defaults but for the KL warm-up and the epochs; the recipe study (docs/uci_benchmark.md,
 # measured on validation splits only) chose the warm-up, the epochs and the grid.
@@ -223,6 +224,23 @@ def _complete(recipe):
     if unknown:
         raise ValueError(f"unknown recipe settings {unknown}; expected some of {sorted(RECIPE)}")
     return dict(RECIPE, **recipe)
+
+
+def check_recipe(recipe):
+    """``RECIPE`` updated by ``recipe``, each value checked (so that a bad one fails before any
+    training). Raises ValueError / TypeError naming the setting."""
+    r = _complete(recipe)
+    for name in ("hidden", "epochs", "batch_size", "num_samples"):
+        r[name] = check_int(r[name], name, 1)
+    if r["max_steps"] is not None:
+        r["max_steps"] = check_int(r["max_steps"], "max_steps", 1)
+    for name in ("learning_rate", "prior_scale", "initial_noise"):
+        r[name] = check_float(r[name], name, 0, open_low=True)
+    r["posterior_init"] = check_float(r["posterior_init"], "posterior_init")
+    r["kl_warmup"] = check_float(r["kl_warmup"], "kl_warmup", 0, 1)
+    r["kl_scale"] = check_float(r["kl_scale"], "kl_scale", 0)
+    r["learn_noise"] = bool(check_bool(r["learn_noise"], "learn_noise"))
+    return r
 
 
 def _nonzero(std):

@@ -19,7 +19,7 @@ import numpy as np
 
 from lrtdense.argtypes import check_output_folder
 from lrtdense.bench import data as data_lib
-from lrtdense.bench.recipe import GRID, RECIPE, run_split_tuned
+from lrtdense.bench.recipe import GRID, RECIPE, check_recipe, grid_points, run_split_tuned
 from lrtdense.bench.report import figure, markdown
 from lrtdense.checks import check_int
 
@@ -33,16 +33,17 @@ def check_settings(recipe, grid, seed):
     """The settings written into every split file: {"recipe", "grid", "seed"}, as JSON values.
 
     Raises:
-      ValueError: an unknown recipe setting, a grid that is not {known setting: non-empty list}.
+      ValueError / TypeError: a bad recipe setting, or a grid that is not {known setting:
+        non-empty list} or offers a bad value.
     """
-    unknown = sorted(set(recipe) - set(RECIPE))
-    if unknown:
-        raise ValueError(f"unknown recipe settings {unknown}; expected some of {sorted(RECIPE)}")
+    recipe = check_recipe(recipe)
     if not isinstance(grid, dict) or any(k not in RECIPE or not isinstance(v, (list, tuple))
                                          or not v for k, v in grid.items()):
         raise ValueError(f"the grid must map recipe settings to non-empty lists of values, "
                          f"got {grid!r}")
-    settings = {"recipe": dict(RECIPE, **recipe),
+    for point in grid_points(grid):
+        check_recipe(dict(recipe, **point))
+    settings = {"recipe": recipe,
                 "grid": {k: list(v) for k, v in sorted(grid.items())},
                 "seed": check_int(seed, "seed", 0)}
     return json.loads(json.dumps(settings))
