@@ -21,6 +21,7 @@ import time
 import numpy as np
 
 from lrtdense import checkpoint as checkpoint_lib
+from lrtdense import diagnostics
 from lrtdense import io as lrtdense_io
 from lrtdense import tree
 from lrtdense.autodiff import value_and_grad
@@ -141,8 +142,8 @@ def fit(model, params, x, y, *, rng, epochs, batch_size=32, optimizer=None, num_
         every ``checkpoint_every`` epochs, at the end and when stopped; a checkpoint of this
         training there is resumed bit for bit, anything else refused (``lrtdense.checkpoint``).
     Returns:
-      (params, history): history's lists "loss", "nll", "kl", "kl_weight", "time" (cumulative
-      seconds) per epoch, and "interrupted" (stopped by Ctrl-C).
+      (params, history): per epoch "loss", "nll" (mean per example), "kl" (unweighted),
+      "kl_weight", "time" (cumulative s), "interrupted" (Ctrl-C). Warns: ``diagnostics``.
     Raises:
       TypeError / ValueError: bad data, settings or checkpoint folder, before any training.
       FloatingPointError: a non-finite loss or gradient, naming the epoch, step and term.
@@ -151,15 +152,14 @@ def fit(model, params, x, y, *, rng, epochs, batch_size=32, optimizer=None, num_
         a ``FitState`` of the last completed step: no completed work is lost.
     """
     _check_loop_settings(rng, epochs, batch_size, checkpoint_every)
-    x, y = np.asarray(x), np.asarray(y)
-    if len(x) == 0:
-        raise ValueError("x is empty")
+    x, y = _as_data(x, y)
     num_examples = len(x) if num_examples is None else num_examples
     model.check_data(x, y, num_examples)
     model.check_params(params, x.shape[-1])
     x = np.ascontiguousarray(x, dtype=model.dtype)
     optimizer, out = optimizer or adam(1e-3), file or sys.stdout
     steps_per_epoch = math.ceil(len(x) / batch_size)
+    diagnostics.check_kl_weight(kl_weight, num_examples, len(x), batch_size)
     progress = _Progress(optimizer.init(tree.map(lambda a: np.asarray(a, order="C"), params)),
                          {"loss": [], "nll": [], "kl": [], "kl_weight": [], "time": [],
                           "interrupted": False}, rng_state=rng.bit_generator.state)
@@ -179,7 +179,16 @@ def fit(model, params, x, y, *, rng, epochs, batch_size=32, optimizer=None, num_
         except BaseException as err:
             loop.failed(progress, err)
             raise
+    diagnostics.check_fit(params, optimizer.get_params(progress.state), progress.history,
+                          num_examples, len(progress.history["loss"]) * steps_per_epoch)
     return optimizer.get_params(progress.state), progress.history
+
+
+def _as_data(x, y):
+    x, y = np.asarray(x), np.asarray(y)
+    if len(x) == 0:
+        raise ValueError("x is empty")
+    return x, y
 
 
 def _check_loop_settings(rng, epochs, batch_size, checkpoint_every):

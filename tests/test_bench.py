@@ -26,7 +26,15 @@ def test_bench_uci_yacht_two_splits_from_the_command_line(tmp_path, capsys):
     assert "yacht split 2/2" in printed and "| yacht | 2 |" in printed
     results = json.loads((out / "results.json").read_text())["yacht"]
     rows = results["splits"]
-    assert len(rows) == 2 and results["settings"]["epochs"] == 5
+    assert len(rows) == 2 and results["settings"]["recipe"]["epochs"] == 5
+    # each split chose its grid point on validation, and says so
+    for row in rows:
+        assert row["chosen"]["kl_scale"] in bench.GRID["kl_scale"]
+        assert 1 <= row["chosen"]["epochs"] <= 5
+        best = max(row["validation"], key=lambda r: r["validation_ll"])
+        assert row["chosen"] == {k: v for k, v in best.items() if not k.startswith("valid")}
+    assert "| lrtdense | VI | PBP | MC dropout | deep ensembles |" in printed
+    assert "1.02 ± 0.05" in printed      # the published PBP RMSE on yacht
     mean, se = results["summary"]["rmse"]["mean"], results["summary"]["rmse"]["se"]
     assert mean == pytest.approx(np.mean([r["rmse"] for r in rows]), rel=1e-12)
     assert se == pytest.approx(abs(rows[0]["rmse"] - rows[1]["rmse"]) / 2, rel=1e-12)
@@ -37,6 +45,7 @@ def test_bench_uci_yacht_two_splits_from_the_command_line(tmp_path, capsys):
     assert capsys.readouterr().out.count("(kept)") == 2
     assert (out / "yacht" / "split_1.json").read_text() == before
     assert not [p for p in (out / "yacht").iterdir() if p.suffix == ".tmp"]
+    assert not [p for p in out.iterdir() if ".tmp" in p.name]
     # other settings are not mixed in
     assert cli.main(argv[:-3] + ["6", "--samples", "20"]) == 2
     assert "was made with the settings" in capsys.readouterr().err
@@ -80,3 +89,98 @@ def test_bad_data_and_output_are_refused_before_training(tmp_path, capsys):
     assert info.value.code == 2 and "is not a folder" in capsys.readouterr().err
     with pytest.raises(ValueError, match="no data set 'yacht'"):
         bench.uci(str(tmp_path), ["yacht"], 1, None)
+    # bad settings and grids are refused before any data is read or any training starts
+    for grid, match in [({"kl_scale": [1.0, -1.0]}, "kl_scale"), ({"epochs": []}, "non-empty"),
+                        ({"dropout": [0.1]}, "recipe settings")]:
+        with pytest.raises(ValueError, match=match):
+            bench.uci(str(tmp_path / "none"), grid=grid)
+    with pytest.raises(ValueError, match="kl_warmup"):
+        bench.uci(str(tmp_path / "none"), recipe={"kl_warmup": 2.0})
+    assert cli.main(["bench", "uci", "--data", str(tmp_path), "--out", str(tmp_path / "o"),
+                     "--grid", '{"learn_noise": [1]}']) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+@needs_uci
+def test_the_choice_never_reads_the_test_split():
+    """Selection sees the training split only: other test targets change the test scores and
+    nothing of the choice."""
+    x_train, y_train, x_test, y_test = bench.load_split(os.path.join(UCI, "yacht"), 1)
+    grid = {"prior_scale": [1.0, 0.3], "kl_warmup": [0.0, 0.5]}
+    rows = [bench.recipe.run_split_tuned(x_train, y_train, x_test, y, rng=np.random.default_rng(3),
+                                         grid=grid, hidden=8, epochs=4, num_samples=5)
+            for y in (y_test, 10 * y_test + 7)]
+    assert rows[0]["chosen"] == rows[1]["chosen"]
+    assert rows[0]["validation"] == rows[1]["validation"]
+    assert len(rows[0]["validation"]) == 4 and rows[0]["rmse"] != rows[1]["rmse"]
+
+
+@needs_uci
+def test_results_do_not_depend_on_the_number_of_workers(tmp_path):
+    def run(workers):
+        results = bench.uci(UCI, ["yacht"], 3, str(tmp_path / f"w{workers}"), workers=workers,
+                            recipe=dict(hidden=8, epochs=3, num_samples=5), verbose=False)
+        return [{k: v for k, v in row.items() if not k.endswith("seconds")}
+                for row in results["yacht"]["splits"]]
+    assert run(1) == run(2)
+
+
+def test_download_without_a_network_is_one_line_and_leaves_nothing(tmp_path, capsys,
+                                                                    monkeypatch):
+    closed = "http://127.0.0.1:9/{name}/{file}"          # a port nothing listens on
+    with pytest.raises(ValueError, match=r"^could not download http://127\.0\.0\.1:9/yacht/"):
+        bench.download(str(tmp_path), ["yacht"], source=closed)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(bench.data, "SOURCE", closed)
+    assert cli.main(["bench", "uci", "--data", str(tmp_path / "d"), "--download", "--datasets",
+                     "yacht", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "could not download" in err
+    with pytest.raises(ValueError, match="cannot download"):
+        bench.download(str(tmp_path), ["mnist"])
+
+
+def test_the_published_columns_agree_with_a_second_printing():
+    """PBP's numbers come from Gal & Ghahramani 2016, Table 1; Lakshminarayanan et al. 2017,
+    Table 1, reprints them too (test NLL, so with the other sign): the two printings agree."""
+    ensembles_paper_pbp = {     # (RMSE, +-), (NLL, +-) as printed in arXiv 1612.01474, Table 1
+        "boston": ((3.01, 0.18), (2.57, 0.09)), "concrete": ((5.67, 0.09), (3.16, 0.02)),
+        "energy": ((1.80, 0.05), (2.04, 0.02)), "kin8nm": ((0.10, 0.00), (-0.90, 0.01)),
+        "naval": ((0.01, 0.00), (-3.73, 0.01)), "power": ((4.12, 0.03), (2.84, 0.01)),
+        "protein": ((4.73, 0.01), (2.97, 0.00)), "wine": ((0.64, 0.01), (0.97, 0.01)),
+        "yacht": ((1.02, 0.05), (1.63, 0.02))}
+    for name, ((rmse, rmse_pm), (nll, nll_pm)) in ensembles_paper_pbp.items():
+        pbp = bench.published.PUBLISHED[name]["PBP"]
+        assert pbp["rmse"] == (rmse, rmse_pm) and pbp["test_ll"] == (-nll, nll_pm), name
+    assert {bench.published.published_name(f) for f in bench.data.DOWNLOADABLE} == set(
+        bench.published.PUBLISHED)
+
+
+def test_the_figure_needs_matplotlib_and_says_so(tmp_path, monkeypatch, capsys):
+    import builtins
+    results = {"yacht": {"splits": [{}, {}], "settings": {}, "summary": {
+        m: {"mean": 1.0, "se": 0.1} for m in ("rmse", "test_ll", "test_ll_gaussian")}}}
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *args, **kwargs):
+        if name.startswith("matplotlib"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    assert bench.report.figure(results, str(tmp_path / "f.png")) is False
+    assert "matplotlib is not installed" in capsys.readouterr().err
+    assert not (tmp_path / "f.png").exists()
+    monkeypatch.setattr(builtins, "__import__", real_import)
+    pytest.importorskip("matplotlib")
+    assert bench.report.figure(results, str(tmp_path / "f.png")) is True
+    assert (tmp_path / "f.png").stat().st_size > 0
+
+
+def test_max_steps_caps_the_epochs():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(100, 2)), rng.normal(size=(100, 1))
+    row = bench.run_split(x, y, x[:10], y[:10], rng=rng, hidden=4, epochs=50, max_steps=10,
+                          num_samples=3)
+    assert row["epochs"] == 10 // -(-100 // 32) == 2
+    assert bench.run_split(x, y, x[:10], y[:10], rng=rng, hidden=4, epochs=3, max_steps=None,
+                           num_samples=3)["epochs"] == 3
