@@ -16,6 +16,7 @@ files (a port in another language writes result files and runs ``lrtdense refere
 
         def sample(self, case, draws, seed):               # optional: statistical mode
             return {"samples/outputs": ..., "samples/grads/<param>": ..., "samples/grads/x": ...,
+                    "samples/kl": ...,                 # each draw's KL (SPEC.md section 7)
                     "outputs/mean": ..., "kl/total": ...}
 
 ``compute`` returns the expected keys it computes (SPEC.md section 6), each an array of the
