@@ -67,7 +67,6 @@ for 10 uncorrelated martingale differences), whose tail error at the thresholds 
 correct port fails a case with probability <= ALPHA_PER_CASE = 1e-8 and a run of at most
 MAX_CASES = 100 statistical cases with probability <= 1e-6 (union bound).
 """
-import math
 
 import autograd.numpy as anp
 import numpy as np
@@ -81,8 +80,9 @@ from lrtdense.reference.statistical_kl import expected_kl, kl_rows, random_kl
 from lrtdense.reference.statistical_rows import (ALPHA_PER_CASE, ALPHA_PER_RUN, CLT_FAMILIES,
                                                  CLT_MARGIN, FAMILIES, MAX_CASES, covariance_row,
                                                  duplicates_row, family_alpha, kurtosis_row,
-                                                 live_covariance, mean_row, normality_row, row,
-                                                 serial_row, variance_row, z_quantile)
+                                                 live_covariance, mean_row, mean_z,
+                                                 normality_row, row, serial_row, variance_row,
+                                                 z_quantile)
 
 __all__ = ["eligible", "describe_eligible", "check", "moments", "expected_objective",
            "sample_keys", "sample_shapes", "deterministic_keys", "ALPHA_PER_RUN", "ALPHA_PER_CASE", "MAX_CASES",
@@ -303,7 +303,7 @@ def _quartic_row(name, meta, params, dev, var, cov):
     prod = (zstd[:, i][:, :, k] * zstd[:, i][:, :, k2] * zstd[:, j][:, :, k] * zstd[:, j][:, :, k2])
     t = prod.reshape(s, -1).mean(1)
     want = float(np.mean(corr[i, j][:, k] * corr[i, j][:, k2]))
-    zq = abs(t.mean() - want) / max(t.std(ddof=1) / math.sqrt(s), 1e-300)
+    zq = mean_z(t, want)
     z = z_quantile(family_alpha("quartic"), 1)
     return row(name, "quartic", int(zq > z), zq, z,
                 f"pooled 4th moment {t.mean():+.4f} ({want:+.4f} expected), |z| {zq:.2f} of {z:.2f}",

@@ -164,6 +164,13 @@ def normality_row(name, zstd):
                 f"KS distance up to {d.max():.4f} > {d_max:.4f} (DKW bound; S={s})")
 
 
+def mean_z(t, want):
+    """|mean(t) - want| in standard errors of the mean of the S per-draw values ``t`` (CLT over
+    independent draws); 0 or inf when the draws do not vary."""
+    se = t.std(ddof=1) / math.sqrt(t.shape[0])
+    return abs(t.mean() - want) / se if se > 0 else (0.0 if t.mean() == want else math.inf)
+
+
 def kurtosis_row(name, zstd):
     """Family 5, pooled kurtosis: the per-draw mean of `z**4` over the live elements has mean 3;
     its sample mean within z standard errors (CLT over the S draws). zstd: (S, number of live
@@ -172,8 +179,7 @@ def kurtosis_row(name, zstd):
     if not live_count:
         return row(name, "kurtosis", 0, 0.0, 1.0, "no random element", "")
     t = np.mean(zstd ** 4, axis=1)
-    se = t.std(ddof=1) / math.sqrt(s)
-    zk = abs(t.mean() - 3.0) / se if se > 0 else (0.0 if t.mean() == 3.0 else math.inf)
+    zk = mean_z(t, 3.0)
     z = z_quantile(family_alpha("kurtosis"), 1)
     return row(name, "kurtosis", int(zk > z), zk, z,
                 f"mean z**4 {t.mean():.4f} (3 expected), |z| {zk:.2f} of {z:.2f}",
