@@ -114,8 +114,7 @@ class _Session:
             return sorted(expected)
         if not statistical.eligible(meta):
             return None
-        return ["samples/*"] + sorted(k for k in expected if k.startswith("kl/")
-                                      or k.startswith("outputs/") and k != "outputs/sample")
+        return ["samples/*"] + sorted(statistical.deterministic_keys(meta, expected))
 
 
 class ConformanceItem(pytest.Item):
@@ -129,6 +128,9 @@ class ConformanceItem(pytest.Item):
         state = self.config.stash[_STASH]
         rows = state.rows_of(self.case)
         mine = rows.get(self.quantity, []) + rows.get("*", [])
+        if not mine:  # the oracle judged nothing here: never a silent pass
+            pytest.fail(f"{self.case} [{self.quantity}]: verify produced no row for this "
+                        f"quantity", pytrace=False)
         failing = [r for r in mine if r.failed]
         if failing:
             from lrtdense.reference.report import Row

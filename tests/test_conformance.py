@@ -274,3 +274,8 @@ def test_pytest_plugin_statistical_mode_through_the_adapters_sample(tmp_path):
     code, out = _pytest(tmp_path, f"--lrtdense-port={port}:Adapter", *common)
     assert code == 1 and "FAILED lrtdense::lrt_64_units1[samples/*]" in out, out[-3000:]
     assert "PASSED lrtdense::lrt_64_units1[outputs/mean]" in out
+    # a Monte Carlo KL is random: its kl/* are not compared, kl_mean/total is (SPEC section 7)
+    code, out = _pytest(tmp_path, f"--lrtdense-port={TORCH}", "--lrtdense-statistical",
+                        "--lrtdense-cases", "dv_32_mc_trainable", "-rA")
+    assert code == 0 and "PASSED lrtdense::dv_32_mc_trainable[kl_mean/total]" in out, out[-3000:]
+    assert "dv_32_mc_trainable[kl/" not in out
