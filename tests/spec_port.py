@@ -431,7 +431,8 @@ STAT_BUGS = ("no_square", "shared_rows", "batch_weight", "per_example_weight", "
              "sparse_alpha_variance", "grad_no_sigmoid", "grad_detached_noise",
              "grad_x_mean_only", "grad_no_kl", "nan_half", "edward2_sign_output",
              "repeat_draws_4", "tiled_4", "grad_noisy_biased", "kl_other_draw",
-             "kl_mean_over_elements", "dv_draw_per_example")
+             "kl_mean_over_elements", "dv_draw_per_example", "train_kl_not_over_n",
+             "train_nll_summed", "train_wrong_batch")
 
 
 def sample_statistical(meta, inputs, num_samples, rng, bug=None):
@@ -440,7 +441,50 @@ def sample_statistical(meta, inputs, num_samples, rng, bug=None):
     gradients of L_s = sum(g * out_s) + 0.5 * sum(out_s**2) + kl, by autograd over parameters
     replicated along the draw axis (so the gradient of sum_s L_s w.r.t. copy s is draw s's).
     ``bug`` plants one of STAT_BUGS. A random (Monte Carlo) KL adds samples/kl, each draw's
-    kl/total, its Monte Carlo terms at the forward's own draw or an extra one (SPEC section 3)."""
+    kl/total, its Monte Carlo terms at the forward's own draw or an extra one (SPEC section 3).
+    A training case: ``_training_statistical``."""
+    if meta["kind"] == "training":
+        return _training_statistical(meta, inputs, num_samples, rng, bug)
+    return _layer_statistical(meta, inputs, num_samples, rng, bug)
+
+
+def _training_statistical(meta, inputs, s, rng, bug=None):
+    """SPEC section 7, "A training step": S independent draws of the first step (the examples
+    order[0][:batch_size], kl_weights[0], the init parameters): each draw's loss (mean Gaussian
+    NLL over the batch + kl_weights[0] * KL / N) and its gradient w.r.t. the layer's
+    parameters, the layer sampled as ``_layer_statistical`` samples it."""
+    h = meta["hyperparameters"]
+    sigma = meta["model"]["likelihood"]["scale"]
+    b = h["batch_size"]
+    idx = inputs["order"][0][b:2 * b] if bug == "train_wrong_batch" else inputs["order"][0][:b]
+    xb, yb = inputs["x"][idx], inputs["y"][idx]
+    single = {"kind": "layer", "dtype": meta["dtype"],
+              "model": meta["model"]["network"]["layers"][0]}
+    head = "init/layer_0/"
+    layer_inputs = {"x": xb, "g": np.zeros_like(yb),
+                    **{"params/" + k[len(head):]: v for k, v in inputs.items()
+                       if k.startswith(head)}}
+    weight, n = h["kl_weights"][0], h["num_examples"]
+
+    def loss(out, kl):
+        """(S,) each draw's loss from its outputs (S, B, units) and KL (S,)."""
+        z = (yb - out) / sigma
+        nll = np.sum(0.5 * z * z + math.log(sigma) + 0.5 * math.log(2 * math.pi), axis=-1)
+        nll = np.sum(nll, -1) if bug == "train_nll_summed" else np.mean(nll, -1)
+        return nll + weight * kl / (1 if bug == "train_kl_not_over_n" else n)
+
+    if single["model"]["class_name"] == "DenseVariational":
+        res = _dv_statistical(single, layer_inputs, s, rng, bug, loss)
+    else:
+        res = _layer_statistical(single, layer_inputs, s, rng, bug, loss)
+    return _finish({k.replace("samples/grads/", "samples/grads/layer_0/"): v
+                    for k, v in res.items()}, s, rng, bug, xb.dtype)
+
+
+def _layer_statistical(meta, inputs, num_samples, rng, bug=None, loss=None):
+    """sample_statistical's results for a linear TFP-estimator or dropout layer; with ``loss``
+    ((S, n, units) outputs, (S,) KLs -> (S,) losses) instead ``samples/loss`` and the per-draw
+    gradients of that loss, unfinished (``_training_statistical``)."""
     from autograd.tracer import getval
 
     cls = meta["model"]["class_name"]
@@ -503,17 +547,17 @@ def sample_statistical(meta, inputs, num_samples, rng, bug=None):
                 - getval(p["kernel_posterior_untransformed_scale"]))
         return scale if bug == "no_square" else scale * scale
 
-    def kl(p):
+    def kl(p, per_draw=False):
         total = 0.0
         if cls == "DenseVariationalDropout":
             c1, c2, c3 = 1.16145124, -1.50204118, 0.58629921
             la = min0(p["kernel_log_alpha"])
             a = np.exp(la)
-            return np.sum(0.63576 - (0.5 * la + c1 * a + c2 * a ** 2 + c3 * a ** 3))
+            return _total(0.63576 - (0.5 * la + c1 * a + c2 * a ** 2 + c3 * a ** 3), per_draw)
         if cls == "DenseSparseVariationalDropout":
             la = np.clip(p["kernel_log_sigma2"] - np.log(p["kernel_theta"] ** 2 + 1e-8), -8, 8)
-            return np.sum(0.63576 - 0.63576 * expit(1.87320 + 1.48695 * la)
-                          + 0.5 * np.log1p(np.exp(-la)))
+            return _total(0.63576 - 0.63576 * expit(1.87320 + 1.48695 * la)
+                          + 0.5 * np.log1p(np.exp(-la)), per_draw)
         if cfg["kernel_prior"] is not None:
             total = total + _kl(p["kernel_posterior_loc"],
                                 _scale(p["kernel_posterior_untransformed_scale"], None),
@@ -559,6 +603,8 @@ def sample_statistical(meta, inputs, num_samples, rng, bug=None):
 
     def objective(p, x):
         out = outputs(p, x)
+        if loss is not None:
+            return np.sum(loss(out, kl_draws(p) if mean_field else kl(p, per_draw=True)))
         total = np.sum(g * out) + 0.5 * np.sum(out * out)
         if bug != "grad_no_kl":  # a sum over elements: over the copies, the sum of their KLs
             total = total + (np.sum(kl_draws(p)) if mean_field else kl(p))
@@ -568,6 +614,11 @@ def sample_statistical(meta, inputs, num_samples, rng, bug=None):
     xr = np.broadcast_to(flat, (s, n, d)).copy()
     out = outputs(rep, xr)
     gp = grad(objective)(rep, xr)
+    if loss is not None:
+        res = {"samples/loss": np.asarray(
+            loss(out, kl_draws(rep) if mean_field else kl(rep, per_draw=True)))}
+        res.update({f"samples/grads/{k}": np.asarray(v) for k, v in gp.items()})
+        return res
     gx = grad(objective, 1)(rep, xr)
     res = {"samples/outputs": np.asarray(out).reshape((s,) + x0.shape[:-1] + (units,)),
            "samples/grads/x": np.asarray(gx).reshape((s,) + x0.shape)}
@@ -617,8 +668,9 @@ def _kl_draws(cfg, p, eps_kl, s, dtype, bug=None):
 def _finish(res, s, rng, bug, dtype):
     """The bugs that act on the written results, then every array in the case's dtype."""
     if bug == "nan_half":
-        res["samples/outputs"] = res["samples/outputs"].copy()
-        res["samples/outputs"][::2] = np.nan
+        key = "samples/outputs" if "samples/outputs" in res else "samples/loss"
+        res[key] = res[key].copy()
+        res[key][::2] = np.nan
     if bug == "repeat_draws_4":  # each draw written 4 times in a row
         res = {k: np.repeat(v[:-(-s // 4)], 4, axis=0)[:s] for k, v in res.items()}
     if bug == "tiled_4":  # the first quarter of the draws, written 4 times over
@@ -634,10 +686,11 @@ def _finish(res, s, rng, bug, dtype):
     return {k: v.astype(dtype) for k, v in res.items()}
 
 
-def _dv_statistical(meta, inputs, s, rng, bug=None):
+def _dv_statistical(meta, inputs, s, rng, bug=None, loss=None):
     """sample_statistical's results for a linear DenseVariational (SPEC section 3): one draw of
     the flat weight vector per call (``dv_draw_per_example``: one per example), its KL exact or
-    at that draw (``kl_other_draw``: at an independent one)."""
+    at that draw (``kl_other_draw``: at an independent one); ``loss`` as
+    ``_layer_statistical``'s."""
     cfg = meta["model"]["config"]
     x0, g0 = inputs["x"], inputs["g"]
     dtype = x0.dtype
@@ -675,6 +728,8 @@ def _dv_statistical(meta, inputs, s, rng, bug=None):
 
     def objective(p, x):
         z, kl = outputs_and_kl(p, x)
+        if loss is not None:
+            return np.sum(loss(z, kl))
         return np.sum(g * z) + 0.5 * np.sum(z * z) + np.sum(kl)
 
     params = {k[len("params/"):]: v for k, v in inputs.items() if k.startswith("params/")}
@@ -682,6 +737,9 @@ def _dv_statistical(meta, inputs, s, rng, bug=None):
     xr = np.broadcast_to(flat, (s, n, d)).copy()
     out, kl = outputs_and_kl(rep, xr)
     gp, gx = grad(objective, (0, 1))(rep, xr)
+    if loss is not None:
+        return {"samples/loss": np.asarray(loss(out, kl)),
+                **{f"samples/grads/{k}": np.asarray(v) for k, v in gp.items()}}
     res = {"samples/outputs": np.asarray(out).reshape((s,) + x0.shape[:-1] + (units,)),
            "samples/grads/x": np.asarray(gx).reshape((s,) + x0.shape)}
     res.update({f"samples/grads/{k}": np.asarray(v) for k, v in gp.items()})

@@ -36,8 +36,13 @@ def test_the_budget_adds_up_to_one_in_a_million_per_run():
     assert math.isclose(shares, st.ALPHA_PER_CASE, rel_tol=1e-12)
     assert st.ALPHA_PER_CASE * st.MAX_CASES <= st.ALPHA_PER_RUN == 1e-6
     assert len(CASES) <= st.MAX_CASES
-    classes = {c.meta["model"]["class_name"] for c in CASES}
+    classes = {c.meta["model"]["class_name"] for c in CASES if c.meta["kind"] != "training"}
     assert classes == set(st.CLASSES)
+    # a training case runs four families at a layer case's shares: it spends less
+    from lrtdense.reference import statistical_training
+    spent = sum(st.family_alpha(f) * (st.CLT_MARGIN if f in st.CLT_FAMILIES else 1)
+                for f in statistical_training.FAMILIES)
+    assert spent < st.ALPHA_PER_CASE
 
 
 def test_moments_match_a_monte_carlo_of_lrtdense_itself():
@@ -112,6 +117,15 @@ PLANTED = [
     ("kl_mean_over_elements", "dv_32_mc_trainable", "kl_mean"),
     ("dv_draw_per_example", "dv_64_exact_fixed", "covariance"),
     ("dv_draw_per_example", "dv_32_mc_fixed_klw", "covariance"),
+    # the training step (statistical_training): the first step's loss and its gradients
+    ("train_kl_not_over_n", "train_64_lrt_linear", "gradients"),
+    ("train_kl_not_over_n", "train_32_reparam_linear", "loss_mean"),
+    ("train_nll_summed", "train_64_lrt_linear", "loss_mean"),
+    ("train_wrong_batch", "train_32_reparam_linear", "gradients"),
+    ("grad_no_sigmoid", "train_64_lrt_linear", "gradients"),
+    ("repeat_draws_4", "train_32_reparam_linear", "serial"),
+    ("grad_noisy_biased", "train_64_lrt_linear", "gradient_spread"),
+    ("nan_half", "train_64_lrt_linear", "samples/loss"),
 ]
 
 

@@ -229,6 +229,23 @@ def _training_cases():
                         DenseVariational(2, prior="fixed", kl_weight=SCALED, kl_use_exact=True,
                                          dtype="float64")]), GaussianLikelihood(0.5)), (10, 3),
                     training=_adam_steps("keras", [0.25, 1.0], num_samples=1)))
+    # one linear layer, closed-form KL: eligible for the statistical mode's training step
+    out.append(Case("train_64_lrt_linear", "6 Adam (kingma) steps of a 3 -> 2 (LRT, linear) "
+                    "Gaussian regression: N = 10, batches 4, 4, 2, 2 epochs, KL weights 0.25 "
+                    "then 1; statistical mode: the first step's loss and gradients",
+                    "training", "float64",
+                    lambda: Model(Sequential([_layers.DenseLocalReparameterization(
+                        2, dtype="float64")]), GaussianLikelihood(0.5)), (10, 3),
+                    training=_adam_steps("kingma", [0.25, 1.0])))
+    out.append(Case("train_32_reparam_linear", "6 Adam (keras) steps, float32, of a 3 -> 2 "
+                    "(Reparameterization, linear, Normal bias with a Normal prior: one weight "
+                    "draw shared by the batch) Gaussian regression: N = 10, batches 4, 4, 2, 2 "
+                    "epochs, KL weights 0.5 then 1; statistical mode: the first step's loss and "
+                    "gradients", "training", "float32",
+                    lambda: Model(Sequential([_layers.DenseReparameterization(
+                        2, bias_posterior="normal", bias_prior=NormalPrior(0.0, 1.0),
+                        dtype="float32")]), GaussianLikelihood(0.5)), (10, 3),
+                    training=_adam_steps("keras", [0.5, 1.0])))
     return out
 
 

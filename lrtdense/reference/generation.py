@@ -199,7 +199,7 @@ def _build_training(rng, meta, case, model):
     inputs = {"x": x, "y": y, **tree.flatten(params, "init/")}
     inputs["order"] = np.stack([rng.permutation(n) for _ in range(h["epochs"])]).astype(np.int64)
     samples = h.get("num_samples", 1)
-    for t, (epoch, idx) in enumerate(_minibatches(h, inputs["order"])):
+    for t, (epoch, idx) in enumerate(minibatches(h, inputs["order"])):
         draws = [model.network.sample_noise(rng, (len(idx), dim), normal=_ziggurat)
                  for _ in range(samples)]
         noise = draws[0] if samples == 1 else tree.map(lambda *d: np.stack(d), *draws)
@@ -207,7 +207,7 @@ def _build_training(rng, meta, case, model):
     return meta, inputs
 
 
-def _minibatches(h, order):
+def minibatches(h, order):
     """(epoch, example indices) of every step: each epoch's order cut into batch_size pieces,
     the last one shorter when batch_size does not divide N."""
     bs, n = h["batch_size"], order.shape[1]
@@ -231,7 +231,7 @@ def _compute_training(meta, inputs):
 
     grad_fn = grad(loss_fn)
     traj, terms = [], {"loss": [], "nll": [], "kl": []}
-    for t, (epoch, idx) in enumerate(_minibatches(h, inputs["order"])):
+    for t, (epoch, idx) in enumerate(minibatches(h, inputs["order"])):
         xb, yb = inputs["x"][idx], inputs["y"][idx]
         noise = tree.unflatten(inputs, f"noise/step_{t}")
         weight = h["kl_weights"][epoch]

@@ -72,11 +72,12 @@ import autograd.numpy as anp
 import numpy as np
 from autograd import grad
 
-from lrtdense import kernels, tree
-from lrtdense.reference.generation import model_from_meta
+from lrtdense import tree
+from lrtdense.reference import statistical_training as training
 from lrtdense.reference.report import Row
 from lrtdense.reference.statistical_grads import gradient_rows, gradient_variance, untested
 from lrtdense.reference.statistical_kl import expected_kl, kl_rows, random_kl
+from lrtdense.reference.statistical_moments import moments
 from lrtdense.reference.statistical_rows import (ALPHA_PER_CASE, ALPHA_PER_RUN, CLT_FAMILIES,
                                                  CLT_MARGIN, FAMILIES, MAX_CASES, covariance_row,
                                                  duplicates_row, family_alpha, kurtosis_row,
@@ -95,7 +96,10 @@ KINDS = ("layer", "edge", "dropout", "priors", "dense_variational")
 
 
 def eligible(meta):
-    """True if a case supports the statistical mode: one layer of a known class, linear."""
+    """True if a case supports the statistical mode: one layer of a known class, linear, or a
+    training case of one such layer (``statistical_training.eligible``)."""
+    if meta.get("kind") == "training":
+        return training.eligible(meta)
     if meta.get("kind") not in KINDS:
         return False
     model = meta.get("model") or {}
@@ -108,21 +112,27 @@ def eligible(meta):
 def describe_eligible():
     """A line saying which cases the statistical mode checks (for messages and ``list``)."""
     return ("single-layer cases (any of the six layer classes, DenseVariational included) with a "
-            "linear activation; `lrtdense reference list` shows them with kind layer, edge, "
-            "dropout, priors or dense_variational")
+            "linear activation, and training cases of one such layer with a closed-form KL; "
+            "`lrtdense reference list` shows them with kind layer, edge, dropout, priors, "
+            "dense_variational or training")
 
 
 def sample_keys(meta, inputs):
     """The keys a port writes for a statistical case with these inputs: ``samples/kl`` too
-    where the case's KL is random (``statistical_kl.random_kl``)."""
+    where the case's KL is random (``statistical_kl.random_kl``); a training case's
+    ``statistical_training.sample_shapes``."""
+    if meta.get("kind") == "training":
+        return list(training.sample_shapes(inputs))
     params = sorted(k[len("params/"):] for k in inputs if k.startswith("params/"))
     return (["samples/outputs"] + [f"samples/grads/{p}" for p in params] + ["samples/grads/x"]
             + (["samples/kl"] if random_kl(meta) else []))
 
 
-def sample_shapes(inputs, expected):
+def sample_shapes(meta, inputs, expected):
     """{key: the shape of one draw} for the keys of ``sample_keys``: a port writes (S, *shape)
     (``samples/kl`` listed for every case with a ``kl_mean/total``, where it may be written)."""
+    if meta.get("kind") == "training":
+        return training.sample_shapes(inputs)
     shapes = {"samples/outputs": expected["outputs/sample"].shape}
     if "kl_mean/total" in expected:
         shapes["samples/kl"] = ()
@@ -130,38 +140,6 @@ def sample_shapes(inputs, expected):
                    for k, v in inputs.items() if k.startswith("params/")})
     shapes["samples/grads/x"] = inputs["x"].shape
     return shapes
-
-
-# ----------------------------------------------------------------------------- the moments
-
-def _layer(meta):
-    return model_from_meta(meta)
-
-
-def moments(meta, params, x):
-    """Closed-form moments of the sample-mode outputs of a linear single-layer case.
-
-    Returns:
-      (mean (N, U), variance (N, U), cov (N, N, U)) with N the flattened batch: cov[i, j, k] is
-      Cov(out[i, k], out[j, k]); outputs of different units are uncorrelated for every class.
-      Computed in the case's dtype (its softplus thresholds and eps), as the port computes.
-      The variances are those of the posterior the layer itself samples
-      (``layer.posterior_moments``); examples covary only under an estimator that shares one
-      weight draw across the batch (``layer.estimator.examples_covary``).
-    """
-    layer = _layer(meta)
-    x2 = anp.reshape(x, (-1, x.shape[-1]))
-    mean = anp.reshape(layer.forward(params, x, mode="mean")[0], (x2.shape[0], -1))
-    posterior = layer.posterior_moments(params, x2.shape[-1])
-    kvar = posterior.kernel_scale * posterior.kernel_scale
-    bvar = 0.0 if posterior.bias_scale is None else posterior.bias_scale * posterior.bias_scale
-    var = kernels.dense(x2 * x2, kvar) + bvar
-    n = x2.shape[0]
-    if layer.estimator.examples_covary:                    # one weight draw for the batch
-        cross = anp.einsum("ij,kj,ju->iku", x2, x2, kvar)
-    else:                                                  # independent across examples
-        cross = anp.einsum("ij,iu->iju", anp.eye(n), kernels.dense(x2 * x2, kvar))
-    return mean, var, cross + bvar
 
 
 def expected_objective(meta, params, x, g):
@@ -175,7 +153,10 @@ def expected_objective(meta, params, x, g):
 def deterministic_keys(meta, expected):
     """The expected keys a statistical case still compares exactly: the outputs but the sampled
     ones, ``kl_mean/*``, and ``kl/*`` unless the KL is random (the case's own draw's KL, which a
-    port that draws its own noise cannot reproduce)."""
+    port that draws its own noise cannot reproduce); none of a training case (every step's
+    values follow the draws)."""
+    if meta.get("kind") == "training":
+        return []
     random = random_kl(meta)
     return [k for k in expected if k.startswith("outputs/") and k != "outputs/sample"
             or k.startswith("kl_mean/") or k.startswith("kl/") and not random]
@@ -228,6 +209,8 @@ def _finite(name, key, arr, shape, dtype):
 def check(name, meta, inputs, expected, results):
     """The statistical rows of one case. Returns (rows, deterministic keys still to compare)."""
     keys = deterministic_keys(meta, expected)
+    if meta.get("kind") == "training":
+        return training.check(name, meta, inputs, expected, results, _present), keys
     params = tree.unflatten(inputs, "params")
     x = inputs["x"]
     out_shape = expected["outputs/sample"].shape

@@ -24,7 +24,7 @@ ALPHA_PER_CASE = ALPHA_PER_RUN / MAX_CASES
 FAMILIES = ("mean", "variance", "covariance", "normality", "kurtosis", "quartic", "gradients",
             "gradient_spread", "duplicates", "serial", "kl_mean", "kl_covariance")
 CLT_FAMILIES = ("covariance", "kurtosis", "quartic", "gradients", "gradient_spread", "serial",
-                "kl_mean", "kl_covariance")
+                "kl_mean", "kl_covariance", "loss_mean")   # loss_mean: training cases only
 CLT_MARGIN = 10.0
 
 

@@ -315,6 +315,9 @@ def read_checked_case(ref, name, statistical=False):
 def _check_statistical_case(name, meta, inputs, expected):
     """Raises ReferenceError unless the case's model builds and its params, x and g fit it (what
     the statistical checks compute with: a re-signed set may hold anything there)."""
+    if meta.get("kind") == "training":
+        _statistical.training.check_case(name, meta, inputs, expected)
+        return
     if "x" not in inputs or "g" not in inputs or "outputs/sample" not in expected:
         raise store.ReferenceError(f"case {name}: a statistical case needs inputs/x, inputs/g "
                                    f"and expected/outputs/sample")
@@ -340,7 +343,7 @@ def _folder_source(results_root):
     """``results(case, statistical)`` reading ``RESULTS/<case>.npz`` or ``RESULTS/<case>/`` within
     ``port_results.result_bounds``."""
     def results(case, statistical):
-        samples = (_statistical.sample_shapes(case.inputs, case.expected) if statistical
+        samples = (_statistical.sample_shapes(case.meta, case.inputs, case.expected) if statistical
                    else None)
         found = port_results.load_results(
             results_root, case.name, port_results.result_bounds(case.expected, samples))
