@@ -10,7 +10,8 @@ DenseVariationalDropout, DenseSparseVariationalDropout), in float32 and float64,
 
 * step time, median ms, of: lrtdense's step exactly as ``fit`` runs it (``make_step``), for each
   estimator; the GEMM floor (the 16 matrix products the LRT step needs, on preallocated arrays);
-  when installed, the same steps in PyTorch eager and in JAX with ``jax.jit``; with
+  when installed, the same steps in PyTorch eager and in JAX with ``jax.jit``, and in
+  lrtdense.torch's modules (``ltorch``: the certified layers a user takes to PyTorch); with
   ``--oracle``, the plain autograd expression of the loss (``tests/oracle.py``) with
   ``autograd.grad`` and lrtdense's Adam, a diagnostic. All contenders of a configuration run in
   the same process, interleaved round-robin in a shuffled order each round, so that machine noise
@@ -81,7 +82,7 @@ def parse_args(argv=None):
                    help=f"also write the report to {os.path.relpath(RESULTS)} (committed)")
     p.add_argument("--json", default="", metavar="FILE", help="also write the raw numbers here")
     p.add_argument("--no-peers", action="store_true", help="skip PyTorch and JAX")
-    p.add_argument("--peers", default="torch,jax", help="which peers to try (if installed)")
+    p.add_argument("--peers", default="torch,jax,ltorch", help="which peers to try (if installed)")
     p.add_argument("--oracle", action="store_true",
                    help="also time tests/oracle.py's plain autograd loss + autograd.grad + "
                         "lrtdense's Adam (a diagnostic: what the kernels buy)")

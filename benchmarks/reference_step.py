@@ -67,7 +67,7 @@ ESTIMATORS = {
 }
 TFP_ESTIMATORS = ("lrt", "reparameterization", "flipout")
 LIBRARIES = {"lrtdense": "lrtdense", "torch": "PyTorch eager", "jax": "JAX jit",
-             "oracle": "autograd oracle"}
+             "ltorch": "lrtdense.torch", "oracle": "autograd oracle"}
 
 GEMM_FLOOR_PRODUCTS = (
     "forward, each layer l = 1..3:   x_l @ loc_l  and  (x_l**2) @ scale_l**2            (6)",
@@ -515,7 +515,65 @@ def _jax_value_and_grad(estimator):
     return jax.jit(jax.value_and_grad(_jax_loss(estimator)))
 
 
-PEERS = {"torch": torch_contender, "jax": jax_contender}
+# ----------------------------------------------------------------------------- lrtdense.torch
+def lrtdense_torch_contender(problem):
+    """lrtdense.torch's modules (the same layers, certified by the reference set) in PyTorch
+    eager: ``model(x)``, cross-entropy + ``LT.divergence(model) / N``, ``backward``,
+    ``torch.optim.Adam(lr=1e-3)``; the step a user who moves to torch runs.
+
+    Raises ImportError when torch is not installed.
+    """
+    import torch
+    import lrtdense.torch as LT
+
+    from lrtdense.registry import serialize
+
+    config = {"class_name": "Sequential",
+              "config": {"layers": [serialize(l) for l in problem.model.network.layers]}}
+    x = torch.from_numpy(problem.x)
+    y = torch.from_numpy(problem.y.astype(np.int64))
+
+    def fresh_model():
+        model = LT.from_config(config, problem.x.shape[-1])
+        with torch.no_grad():
+            for layer, arrays in zip(model, layer_params(problem)):
+                names = [n for n, _ in layer.named_parameters()]
+                for name, array in zip(names, arrays):
+                    getattr(layer, name).copy_(torch.from_numpy(np.array(array)))
+        return model
+
+    def loss_of(model, noise=None):
+        h = x
+        for i, layer in enumerate(model):
+            h = layer(h, noise=None if noise is None else noise[i])
+        return (torch.nn.functional.cross_entropy(h, y)
+                + LT.divergence(model) / NUM_EXAMPLES)
+
+    model = fresh_model()
+    LT.set_generator(model, torch.Generator().manual_seed(problem.seed + 3))
+    optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
+
+    def run():
+        optimizer.zero_grad(set_to_none=True)
+        loss_of(model).backward()
+        optimizer.step()
+
+    def loss_and_grads(noise_seed):
+        m = fresh_model()
+        noise = [{k: torch.from_numpy(a) for k, a in n.items()}
+                 for n in layer_noise(problem, lrtdense_noise(problem, noise_seed))]
+        loss = loss_of(m, noise)
+        loss.backward()
+        return loss.item(), as_params_dict(
+            problem, [[p.grad.numpy() for _, p in layer.named_parameters()] for layer in m])
+
+    notes = (f"lrtdense.torch on torch {torch.__version__}, torch.get_num_threads() = "
+             f"{torch.get_num_threads()}, torch.optim.Adam(lr=1e-3)")
+    return Contender(contender_name("ltorch", problem.estimator), LIBRARIES["ltorch"], run, notes,
+                     loss_and_grads, "ltorch", problem.estimator)
+
+
+PEERS = {"torch": torch_contender, "jax": jax_contender, "ltorch": lrtdense_torch_contender}
 
 
 # --------------------------------------------------------------------------------- sanity check

@@ -23,7 +23,7 @@ __all__ = ["ESTIMATOR_BARS", "ESTIMATOR_BAR_CONFIGS", "PEER_GOAL", "LRT_BARS", "
 ESTIMATOR_BARS = {"reparameterization": 1.25, "flipout": 1.6, "vd": 1.25, "svd": 1.25}
 ESTIMATOR_BAR_CONFIGS = (("float32", 100), ("float32", 1000))
 PEER_GOAL = 1.0
-PEERS = ("torch", "jax")
+PEERS = ("torch", "jax", "ltorch")
 # (dtype, batch) -> (what lrtdense's LRT step is compared with, the largest ratio allowed)
 LRT_BARS = {("float32", 100): ("jax", 1.0), ("float32", 1000): ("floor", 1.8),
             ("float64", 100): ("floor", 3.0), ("float64", 1000): ("floor", 1.7)}
@@ -35,7 +35,7 @@ MEMORY_BAR = 1.5
 # float32 contender, lrtdense's too, differs that much from float64 then); the float64 check of
 # the same math is the strict one.
 CHECK_TOL = {"float32": (1e-5, 0.1), "float64": (1e-10, 1e-8)}
-LIBRARY_ORDER = ("lrtdense", "torch", "jax", "oracle")
+LIBRARY_ORDER = ("lrtdense", "torch", "jax", "ltorch", "oracle")
 LRT = ref.contender_name("lrtdense", "lrt")
 
 

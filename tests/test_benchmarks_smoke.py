@@ -126,10 +126,11 @@ def test_torch_peer_computes_lrtdense_step(estimator):
     finally:
         sys.path.pop(0)
     problem = ref.reference_problem("float64", 4, SIZES, estimator=estimator)
-    lrt, peer = ref.lrtdense_contender(problem), ref.torch_contender(problem)
-    check = ref.check_peer(lrt, peer)
-    assert check["loss_rel"] <= 1e-12 and check["grad_rel"] <= 1e-12, check
-    peer.run()
+    lrt = ref.lrtdense_contender(problem)
+    for peer in (ref.torch_contender(problem), ref.lrtdense_torch_contender(problem)):
+        check = ref.check_peer(lrt, peer)
+        assert check["loss_rel"] <= 1e-12 and check["grad_rel"] <= 1e-12, (peer.name, check)
+        peer.run()
     lrt.run()
 
 
