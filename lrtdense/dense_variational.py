@@ -134,7 +134,7 @@ class DenseVariational(Layer):
         self.compute_output_shape(input_shape)
         return {"posterior": (self.size(input_shape[-1]),)}
 
-    def weight_moments(self, params, workspace=None):
+    def flat_moments(self, params, workspace=None):
         """(loc, scale) of the posterior of the flat weight vector, both (n,)."""
         t = params["posterior_constant"]
         n = t.shape[0] // 2
@@ -155,8 +155,14 @@ class DenseVariational(Layer):
         kernel = anp.reshape(flat[:k], (input_dim, self.units))
         return kernel, (flat[k:] if self.use_bias else None)
 
+    def weight_moments(self, params, workspace=None):
+        """(loc, scale) of the kernel's posterior, both (in, units), as every layer's (the flat
+        vector's: ``flat_moments``)."""
+        moments = self.posterior_moments(params, self.check_params(params), workspace)
+        return moments.kernel_loc, moments.kernel_scale
+
     def posterior_moments(self, params, input_dim, workspace=None):
-        loc, scale = self.weight_moments(params, workspace)
+        loc, scale = self.flat_moments(params, workspace)
         (kernel_loc, bias_loc), (kernel_scale, bias_scale) = (self.split(loc, input_dim),
                                                               self.split(scale, input_dim))
         return Moments(kernel_loc, kernel_scale, bias_loc, bias_scale)
@@ -165,7 +171,7 @@ class DenseVariational(Layer):
         return params["prior_constant"] if self.prior == "trainable" else 0.0
 
     def _forward(self, params, x, noise, mode, workspace):
-        loc, scale = self.weight_moments(params, workspace)
+        loc, scale = self.flat_moments(params, workspace)
         eps = noise["posterior"] if mode == "sample" else np.zeros(loc.shape, self.dtype)
         w = kernels.normal_sample(loc, scale, eps) if mode == "sample" else loc
         kernel, bias = self.split(w, x.shape[-1])
@@ -190,7 +196,7 @@ class DenseVariational(Layer):
         Monte Carlo estimate's is the closed-form KL (E_q[log q - log p] = KL(q || p)), weighted
         alike. Differentiable in params (autograd)."""
         self.check_params(params)
-        loc, scale = self.weight_moments(params)
+        loc, scale = self.flat_moments(params)
         return self._terms(params, loc, scale, loc, np.zeros(loc.shape, self.dtype), exact=True)
 
     def _terms(self, params, loc, scale, w, eps, exact=None):
@@ -207,7 +213,7 @@ class DenseVariational(Layer):
     def divergences(self, params, noise=None):
         """{"kernel": the (weighted) divergence}; the MC one at ``noise`` (or the mean)."""
         self.check_params(params)
-        loc, scale = self.weight_moments(params)
+        loc, scale = self.flat_moments(params)
         if noise is None:
             return self._terms(params, loc, scale, loc, np.zeros(loc.shape, self.dtype))
         eps = noise["posterior"]

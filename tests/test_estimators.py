@@ -49,6 +49,10 @@ def test_posterior_moments_are_in_units_of_the_kernel(family):
     assert np.all(np.asarray(m.kernel_scale) > 0)
     assert (m.bias_scale is not None) == layer.random_bias
     assert np.shape(m.bias_loc) == (3,)
+    # weight_moments means the kernel's (loc, scale) in every family, DenseVariational included
+    loc, scale = layer.weight_moments(params)
+    np.testing.assert_array_equal(loc, m.kernel_loc)
+    np.testing.assert_array_equal(scale, m.kernel_scale)
 
 
 @pytest.mark.parametrize("name", sorted(estimators.ESTIMATORS))

@@ -22,7 +22,7 @@ class DenseVariational(BayesianModule):
     ``prior`` "trainable" | "fixed", ``kl_weight``, ``kl_use_exact``, ``use_bias``)."""
     settings_class = numpy_dv.DenseVariational
 
-    def weight_moments(self):
+    def flat_moments(self):
         """(loc, scale) of the flat weight vector's posterior, both (n,)."""
         t = self.posterior_constant
         n = t.shape[0] // 2
@@ -30,7 +30,7 @@ class DenseVariational(BayesianModule):
 
     def _weights(self, noise):
         """(w, eps, loc, scale): the call's weight vector and its standard normals."""
-        loc, scale = self.weight_moments()
+        loc, scale = self.flat_moments()
         if noise is None:
             return loc, torch.zeros_like(loc), loc, scale
         eps = noise["posterior"]
