@@ -1,7 +1,9 @@
 """The contract every lrtdense layer follows, and the machinery that implements it once.
 
-* A layer is a frozen dataclass of settings (units, activation, priors, dtype, ...): its config,
-  repr, equality and hash follow from the declaration. It never holds parameters.
+* A layer is a settings record (``lrtdense.records.Record``: a frozen dataclass of units,
+  activation, priors, dtype, ...): its config (``get_config``, and the one way back,
+  ``from_config``), repr, equality and hash follow from the declaration. It never holds
+  parameters.
 * ``init(rng, input_dim) -> params``: a flat dict of named arrays (``weight_names()`` order, the
   order they are drawn in).
 * ``forward(params, x, rng=None, *, noise=None, mode="sample", workspace=None)
@@ -20,7 +22,6 @@ A subclass declares its settings as dataclass fields, checks them in ``_validate
 ``weight_names``, ``param_shapes``, ``initializers``, ``noise_shapes`` and ``_forward`` (the
 computation proper, on checked inputs) and ``_divergences``.
 """
-import dataclasses
 import math
 import typing
 
@@ -30,6 +31,7 @@ from autograd.tracer import getval
 from lrtdense import activations, estimators, kernels
 from lrtdense.checks import check_int, check_rng
 from lrtdense.layer_noise import DTYPES, LayerNoise
+from lrtdense.records import Record, record_field
 
 __all__ = ["Layer", "Moments", "dtype_name", "positive_int", "DTYPES"]
 
@@ -70,7 +72,13 @@ class Moments(typing.NamedTuple):
     bias_scale: object = None
 
 
-class Layer(LayerNoise):
+def activation_field():
+    """The ``activation`` setting of a layer: None (linear), a name of ``lrtdense.activations`` or
+    a callable; its config holds the name (``activations.config_name``: a callable is refused)."""
+    return record_field(default=None, to_json=activations.config_name)
+
+
+class Layer(LayerNoise, Record):
     """The shared machinery of every layer; see the module docstring for the contract (the
     noise of a call: ``lrtdense.layer_noise.LayerNoise``)."""
 
@@ -90,40 +98,6 @@ class Layer(LayerNoise):
 
     def _set(self, name, value):
         object.__setattr__(self, name, value)
-
-    def get_config(self):
-        """Plain JSON-serializable settings; ``type(self).from_config(cfg)`` rebuilds the layer.
-
-        Raises:
-          ValueError: the activation is a custom callable (configs never hold code).
-        """
-        config = {}
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            if field.name == "activation":
-                value = activations.config_name(value)
-            elif hasattr(value, "to_config"):
-                value = value.to_config()
-            config[field.name] = value
-        return config
-
-    @classmethod
-    def from_config(cls, config):
-        """Rebuilds a layer from ``get_config()``'s dict.
-
-        Raises:
-          TypeError / ValueError: not a dict, unknown keys, or bad settings.
-        """
-        if not isinstance(config, dict):
-            raise TypeError(f"config must be a dict, got {type(config).__name__}")
-        names = [f.name for f in dataclasses.fields(cls)]
-        extra = sorted(set(config) - set(names), key=str)
-        if extra:
-            raise ValueError(f"unexpected keys {extra} in a {cls.__name__} config; expected a "
-                             f"subset of {names}")
-        if "units" not in config:
-            raise ValueError(f"a {cls.__name__} config needs 'units'")
-        return cls(**config)
 
     # --------------------------------------------------------------------------- parameters
     def weight_names(self):

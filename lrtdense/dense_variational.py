@@ -29,7 +29,7 @@ import autograd.numpy as anp
 from autograd.tracer import getval
 
 from lrtdense import estimators, kernels
-from lrtdense.base import Layer, Moments, sum_terms
+from lrtdense.base import Layer, Moments, activation_field, sum_terms
 from lrtdense.checks import check_bool, check_float
 from lrtdense.distributions import Constant
 
@@ -57,7 +57,7 @@ class DenseVariational(Layer):
     Noise keys: "posterior" (n,).
     """
     units: int
-    activation: object = None
+    activation: object = activation_field()
     _: dataclasses.KW_ONLY
     prior: str = "trainable"
     kl_weight: object = None

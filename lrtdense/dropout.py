@@ -59,7 +59,7 @@ import numpy as np
 from autograd.tracer import getval
 
 from lrtdense import estimators, kernels
-from lrtdense.base import Layer, Moments, sum_terms
+from lrtdense.base import Layer, Moments, activation_field, sum_terms
 from lrtdense.checks import check_bool, check_float
 from lrtdense.distributions import Constant, RandomNormal, initializer_field
 from lrtdense.kernels import KINGMA_C, MOLCHANOV_K, THETA2_EPS, kl_kingma, kl_molchanov
@@ -76,7 +76,7 @@ class DropoutDense(Layer):
     """The settings and machinery both variational dropout layers share; each adds the
     initializer of its second kernel parameter (and the sparse layer its threshold)."""
     units: int
-    activation: object = None
+    activation: object = activation_field()
     _: dataclasses.KW_ONLY
     use_bias: bool = True
     theta_initializer: object = RandomNormal(0.0, 0.1)

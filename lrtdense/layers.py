@@ -44,7 +44,7 @@ import numpy as np
 from autograd.tracer import getval
 
 from lrtdense import estimators, kernels
-from lrtdense.base import Layer, Moments, sum_terms
+from lrtdense.base import Layer, Moments, activation_field, sum_terms
 from lrtdense.distributions import (ClosedFormKL, DeterministicPosterior, MonteCarloKL,
                                     NormalPosterior, divergence_from_config,
                                     posterior_from_config, prior_from_config)
@@ -75,7 +75,7 @@ class MeanFieldDense(Layer):
       dtype: "float32" (the default; also for None) or "float64".
     """
     units: int
-    activation: object = None
+    activation: object = activation_field()
     _: dataclasses.KW_ONLY
     kernel_posterior: object = "normal"
     kernel_prior: object = "normal"
