@@ -50,6 +50,26 @@ def test_the_regression_and_its_uncertainty_as_the_text_says(values):
         "kernel_posterior_loc", "kernel_posterior_untransformed_scale", "bias_posterior_loc"]
 
 
+def test_the_recipe_as_the_text_says(values):
+    """The learned-noise block: "the KL weight warmed up linearly from 1/80 to 1 over the first
+    20% of the epochs" (`noisy_history["kl_weight"]` starts 0.0125, 0.025); "a noise scale of
+    0.125"; "the best validation reading comes at epoch 320 of 400"; the stopping rule (three
+    readings without a new best) held wherever fit stopped."""
+    history, best = values["noisy_history"], values["best"]
+    weights = np.array(history["kl_weight"])
+    np.testing.assert_allclose(weights[:80], np.arange(1, 81) / 80, rtol=1e-12)
+    assert np.all(weights[80:] == 1.0)
+    n = len(values["x_fit"])
+    np.testing.assert_allclose(history["loss"], np.array(history["nll"])
+                               + weights * np.array(history["kl"]) / n, rtol=1e-6)
+    trained = len(history["loss"])
+    assert best["epochs"] % 40 == 0 and best["epochs"] <= trained <= 400
+    assert trained == 400 or trained - best["epochs"] >= 120
+    assert (best["epochs"], trained) == (320, 400)
+    assert abs(values["learned"] - 0.125) < 0.0015, values["learned"]
+    assert np.isfinite(best["ll"]) and best["ll"] > 0
+
+
 def test_the_classifier_as_the_text_says(values):
     """"both reach 96 to 97% test accuracy"; "mean confidence near 0.5 when wrong, above 0.8 when
     right"; the Monte Carlo predictive's calibration error "several times the mean network's"."""
