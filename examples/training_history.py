@@ -42,15 +42,6 @@ RUNS = {"elbo": "ELBO from the first step", "warmup": "KL warm-up"}
 FIGURE_TYPES = {".png", ".pdf", ".svg"}
 
 
-def kl_warmup(fraction, epochs):
-    """fit's ``kl_weight`` for a linear warm-up: epoch e (0-based) gets min(1, (e + 1) / w),
-    w = round(fraction * epochs); 1 throughout when w is 0 (the bench recipe's rule)."""
-    warm = round(fraction * epochs)
-    if warm == 0:
-        return 1.0
-    return lambda epoch: min(1.0, (epoch + 1) / warm)
-
-
 def load_diabetes_split(seed, test_fraction):
     """scikit-learn's diabetes (442 patients, 10 inputs, disease progression after a year),
     split with a seeded permutation: x_tr (n, 10), y_tr (n, 1), x_te (m, 10), y_te (m, 1).
@@ -74,7 +65,7 @@ def run(verbose=False, **overrides):
     s = {**SETTINGS, **overrides}
     x_tr, y_tr, x_te, y_te = load_diabetes_split(s["seed"], s["test_fraction"])
     x_mean, x_std, y_mean, y_std = x_tr.mean(0), x_tr.std(0), y_tr.mean(), y_tr.std()
-    weights = {"elbo": 1.0, "warmup": kl_warmup(s["warmup"], s["epochs"])}
+    weights = {"elbo": 1.0, "warmup": L.kl_warmup(s["warmup"], s["epochs"])}
     runs = {}
     for name, kl_weight in weights.items():
         rng = np.random.default_rng(s["seed"])

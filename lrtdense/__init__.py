@@ -38,7 +38,7 @@ from lrtdense.distributions import (RandomNormal, Constant, NormalPosterior,
 from lrtdense.losses import CategoricalLikelihood, GaussianLikelihood
 from lrtdense.model import Model
 from lrtdense.network import Sequential
-from lrtdense.optimizers import adam, polynomial_decay
+from lrtdense.optimizers import adam, kl_warmup, polynomial_decay
 from lrtdense.training import fit
 from lrtdense.predictive import predict, predict_mean
 from lrtdense import estimators, io, metrics, studies
@@ -51,5 +51,5 @@ __all__ = ["DenseLocalReparameterization", "DenseReparameterization", "DenseFlip
            "DenseSparseVariationalDropout", "DenseVariational", "TrainableNormalPrior",
            "ScaleMixturePrior", "LaplacePrior", "StudentTPrior", "ClosedFormKL", "MonteCarloKL",
            "CategoricalLikelihood", "GaussianLikelihood",
-           "Model", "Sequential", "adam", "polynomial_decay", "fit", "predict", "predict_mean",
+           "Model", "Sequential", "adam", "polynomial_decay", "kl_warmup", "fit", "predict", "predict_mean",
            "estimators", "io", "metrics", "studies", "__version__"]

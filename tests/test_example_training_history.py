@@ -44,8 +44,6 @@ def test_the_warm_up_sets_the_early_kl_weight_as_documented(example, short_run):
     assert elbo["kl_weight"] == [1.0] * EPOCHS
     # w = round(0.2 * 20) = 4 epochs: 1/4, 2/4, 3/4, then 1
     assert warm["kl_weight"] == [0.25, 0.5, 0.75] + [1.0] * (EPOCHS - 3)
-    assert example.kl_warmup(0.2, 1000)(0) == 1 / 200 and example.kl_warmup(0.2, 1000)(199) == 1
-    assert example.kl_warmup(0.0, 1000) == 1.0                  # no warm-up: the ELBO throughout
     # Same seed, same minibatches and noise: with the KL weighed less, the first epochs fit the
     # data better and keep the KL higher (measured: NLL 1.225 against 1.231 over the first four
     # epochs, KL 1222 against 1199 at the fourth).

@@ -6,6 +6,7 @@ import os
 import numpy as np
 import pytest
 
+import lrtdense as L
 from lrtdense.optimizers import adam
 from lrtdense.tree import flatten, map as tree_map, map_with_path
 
@@ -255,3 +256,17 @@ def test_eps_that_is_zero_or_infinite_in_the_params_dtype_is_refused_at_init():
     for g in (400.0, 1e-9):
         state = opt.update(state, {"a": np.full(2, g)})
     assert np.all(np.isfinite(state.params["a"]))
+
+
+def test_kl_warmup_rises_linearly_then_holds():
+    """kl_warmup(0.2, 400): 1/80, 2/80, ..., 1 at epoch 79, then 1; scaled; a constant when the
+    warm-up rounds to no epoch; bad settings refused in one line."""
+    w = L.kl_warmup(0.2, 400)
+    np.testing.assert_allclose([w(e) for e in range(82)], np.minimum(np.arange(1, 83) / 80, 1.0),
+                               rtol=0, atol=0)
+    assert L.kl_warmup(0.5, 10, scale=0.3)(0) == 0.3 * 1 / 5 and L.kl_warmup(0.5, 10, 0.3)(9) == 0.3
+    assert L.kl_warmup(0.0, 10) == 1.0 and L.kl_warmup(0.04, 10, 0.3) == 0.3   # round(0.4) = 0
+    for args, match in (((1.5, 10), "fraction"), ((0.2, 0), "epochs"), ((0.2, 10, -1), "scale"),
+                        ((True, 10), "fraction")):
+        with pytest.raises((TypeError, ValueError), match=match):
+            L.kl_warmup(*args)

@@ -41,7 +41,7 @@ from lrtdense.losses import GaussianLikelihood
 from lrtdense.metrics import gaussian_nll, mixture_nll, rmse
 from lrtdense.model import Model
 from lrtdense.network import Sequential
-from lrtdense.optimizers import adam
+from lrtdense.optimizers import adam, kl_warmup
 from lrtdense.predictive import predict
 from lrtdense.training import fit
 
@@ -84,11 +84,7 @@ def _epochs(recipe, n):
 
 
 def _kl_weight(recipe, epochs):
-    warm = round(recipe["kl_warmup"] * epochs)
-    scale = recipe["kl_scale"]
-    if warm == 0:
-        return scale
-    return lambda epoch: scale * min(1.0, (epoch + 1) / warm)
+    return kl_warmup(recipe["kl_warmup"], epochs, recipe["kl_scale"])
 
 
 class _Standardised:
