@@ -257,7 +257,8 @@ def test_the_ports_readme_shows_the_partial_ports_numbers():
 
 def test_pytest_plugin_statistical_mode_through_the_adapters_sample(tmp_path):
     """--lrtdense-statistical: one test for the sampled families of each eligible case (plus its
-    deterministic quantities); a sampler whose variance lacks the square fails exactly those."""
+    deterministic quantities; a training case has none); a sampler whose variance lacks the
+    square fails exactly those."""
     pytest.importorskip("torch", reason="the torch port needs torch")
     port = tmp_path / "sq_port.py"
     port.write_text(
@@ -271,6 +272,11 @@ def test_pytest_plugin_statistical_mode_through_the_adapters_sample(tmp_path):
     code, out = _pytest(tmp_path, f"--lrtdense-port={TORCH}", *common)
     assert code == 0 and "PASSED lrtdense::lrt_64_units1[samples/*]" in out, out[-3000:]
     assert "lrt_32_basic" not in out.replace("lrt_64_units1,lrt_32_basic", "")  # relu: not eligible
+    # a training case: its first step's samples, one test, no deterministic quantity
+    code, out = _pytest(tmp_path, f"--lrtdense-port={TORCH}", "--lrtdense-statistical",
+                        "--lrtdense-cases", "train_64_lrt_linear", "-rA")
+    assert code == 0 and "PASSED lrtdense::train_64_lrt_linear[samples/*]" in out, out[-3000:]
+    assert "1 passed" in out, out[-3000:]
     code, out = _pytest(tmp_path, f"--lrtdense-port={port}:Adapter", *common)
     assert code == 1 and "FAILED lrtdense::lrt_64_units1[samples/*]" in out, out[-3000:]
     assert "PASSED lrtdense::lrt_64_units1[outputs/mean]" in out

@@ -3,8 +3,9 @@
 Each port is an independent implementation of reference_data/SPEC.md (it does not import
 lrtdense). For each framework, skipped when it is not installed: the port's results for every
 case pass ``lrtdense.reference.verify``; the deliberately broken variants fail it, on the
-quantities the bug touches; statistical mode passes for the port and fails for no_square; and the
-port's ``run_case`` passes ``lrtdense.testing.assert_case``. The JAX port's default run holds
+quantities the bug touches; statistical mode passes for the port (the training step's rows too)
+and fails for no_square and for a training loss whose KL is not divided by N; and the port's
+``run_case`` passes ``lrtdense.testing.assert_case``. The JAX port's default run holds
 a representative 9 of the 39 priors / DenseVariational cases (``JAX_PRIORS``; all of them in
 the slow ``test_jax_priors_every_case``); torch runs every case.
 """
@@ -22,8 +23,12 @@ from lrtdense.testing import assert_case, reference_cases
 
 PORTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "examples", "ports")
 REFERENCE = default_dir()
+# The training cases of the statistical mode (its first step: statistical_training) and its rows
+TRAINING = ["train_64_lrt_linear", "train_32_reparam_linear"]
+TRAINING_ROWS = {(case, f"samples: {family}") for case in TRAINING
+                 for family in ("loss_mean", "serial", "gradients", "gradient_spread")}
 # The statistical-mode cases (SPEC section 7): one layer of any class, linear activation.
-STATISTICAL = ["lrt_64_units1", "lrt_64_act_linear", "*_zero_rows", "*_extreme_scales",
+STATISTICAL = TRAINING + ["lrt_64_units1", "lrt_64_act_linear", "*_zero_rows", "*_extreme_scales",
                "reparam_64_units1", "flipout_64_units1", "*_softplus_middle", "*_normal_bias_linear",
                "vdrop_64_linear", "sparsevd_64_linear",
                "priors_flipout_64_mixture_mc", "priors_lrt_64_trainable_mc",
@@ -62,7 +67,7 @@ def port(request):
 # case per layer class; the slow run (test_statistical_mode_every_case) all of them
 JAX_STATISTICAL = ["lrt_64_units1", "lrt_32_zero_rows", "reparam_64_normal_bias_linear",
                    "flipout_64_normal_bias_linear", "vdrop_64_linear", "sparsevd_64_linear",
-                   "priors_reparam_64_student_t_mc", "dv_64_mc_trainable"]
+                   "priors_reparam_64_student_t_mc", "dv_64_mc_trainable"] + TRAINING
 
 
 def statistical_selection(port):
@@ -177,6 +182,7 @@ def test_statistical_mode_passes(port, results):
     assert len(expected) >= (30 if selection is STATISTICAL else 8)
     failed = [r for r in rows if not r.passed]
     assert not failed, format_table(failed)
+    assert TRAINING_ROWS <= {(r.case, r.quantity) for r in rows if r.passed}
 
 
 @pytest.mark.slow
@@ -185,7 +191,7 @@ def test_statistical_mode_every_case(tmp_path, framework):
     port = load_port(framework)
     port.write_results(str(tmp_path), REFERENCE, STATISTICAL_EVERY, statistical=True)
     rows = verify(REFERENCE, str(tmp_path), STATISTICAL_EVERY, statistical=True)
-    assert len({r.case for r in rows}) == 41
+    assert len({r.case for r in rows}) == 43
     assert all(r.passed for r in rows), format_table([r for r in rows if not r.passed])
 
 
@@ -204,6 +210,18 @@ def test_statistical_mode_catches_no_square(port, tmp_path):
     assert not any(variance[n].passed for n in lrt)
     assert all("outside the chi-square interval" in variance[n].note for n in lrt)
     assert all(r.passed for r in rows if r.case == "sparsevd_64_linear")
+
+
+def test_statistical_mode_catches_a_kl_not_divided_by_n(port, tmp_path, monkeypatch):
+    """A training loss nll + w * KL (no / num_examples): the first step's mean loss or its mean
+    gradients fail, for both training cases."""
+    monkeypatch.setattr(port, "training_loss", lambda nll, kl, kl_weight, n: nll + kl_weight * kl)
+    port.write_results(str(tmp_path), REFERENCE, TRAINING, statistical=True)
+    rows = verify(REFERENCE, str(tmp_path), TRAINING, statistical=True)
+    failed = _failures(rows)
+    for case in TRAINING:
+        assert {(case, "samples: loss_mean"), (case, "samples: gradients")} & failed, \
+            format_table(rows)
 
 
 def test_cli_writes_verifiable_results(port, tmp_path, capsys):

@@ -1,7 +1,8 @@
 """lrtdense.torch: certified by the reference set and by the recorded real TFP, and idiomatic.
 
 * every reference case through ``lrtdense.torch.conformance.Adapter`` (conformance kit), every
-  family declared and passing, and the statistical mode with the modules' own torch.Generator;
+  family declared and passing, and the statistical mode with the modules' own torch.Generator
+  (the training step's too);
 * the recorded real-TFP fixtures (tests/fixtures/tfp*) replayed through the torch modules at the
   NumPy layers' tolerances (max |torch - TFP| / max |TFP| <= 1e-10 float64, 1e-5 float32);
 * the PyTorch idioms: state_dict, nn.Sequential, generators, dtypes, modes, errors, devices.
@@ -24,6 +25,7 @@ from lrtdense.conformance import FAMILIES, check                           # noq
 from lrtdense.reference import default_dir, store                          # noqa: E402
 from lrtdense.reference.verify import compare                              # noqa: E402
 from lrtdense.testing import reference_cases                               # noqa: E402
+import lrtdense.torch.conformance as torch_conformance                    # noqa: E402
 from lrtdense.torch.conformance import Adapter                             # noqa: E402
 
 from helpers import load_example                                          # noqa: E402
@@ -67,12 +69,29 @@ def test_every_reference_case_passes_and_every_family_is_declared():
     assert worst["float64"] < 1.0 and worst["float32"] < 1.0, worst
 
 
+# the training cases of the statistical mode (its first step) and the rows each must pass
+TRAINING = ["train_64_lrt_linear", "train_32_reparam_linear"]
+TRAINING_ROWS = {(case, f"samples: {family}") for case in TRAINING
+                 for family in ("loss_mean", "serial", "gradients", "gradient_spread")}
+
+
 def test_statistical_mode_passes_with_torch_generators():
     report = check(Adapter(), statistical=True, draws=10000, seed=1)
     failed = [f"{r.case}[{r.quantity}]: {r.note}" for r in report.rows if not r.passed]
     assert not failed, "\n".join(failed[:20])
     cases = {r.case for r in report.rows if r.quantity.startswith("samples")}
-    assert len(cases) >= 20
+    assert len(cases) == 43           # every eligible case, the two training cases included
+    assert TRAINING_ROWS <= {(r.case, r.quantity) for r in report.rows if r.passed}
+
+
+def test_statistical_mode_catches_a_kl_not_divided_by_n(monkeypatch):
+    """The training step's loss without / num_examples on the KL: its mean loss or its mean
+    gradients fail, for both training cases."""
+    monkeypatch.setattr(torch_conformance, "training_loss", lambda nll, kl, w, n: nll + w * kl)
+    report = check(Adapter(), TRAINING, statistical=True)
+    failed = {(r.case, r.quantity) for r in report.rows if r.failed}
+    for case in TRAINING:
+        assert {(case, "samples: loss_mean"), (case, "samples: gradients")} & failed
 
 
 def test_a_planted_bug_fails_its_rows():

@@ -20,8 +20,9 @@ writes one RESULTS/<case>.npz per case, which ``lrtdense reference verify RESULT
 ``--broken`` injects a deliberate bug (no_square: LRT variance (x*x) @ scale instead of
 (x*x) @ scale**2; no_eps: scale = softplus(u) without + eps) to show that verify catches it.
 ``--statistical`` also writes ``samples/outputs`` and the per-draw gradients ``samples/grads/*``
-(S draws from ``jax.random``) for every single-layer case with a linear activation (SPEC §7,
-"Statistical mode").
+(S draws from ``jax.random``) for every single-layer case with a linear activation, and
+``samples/loss`` and ``samples/grads/layer_0/*`` (S draws of the first step) for a training case
+of one such layer (SPEC §7, "Statistical mode").
 
 Importing this module turns on ``jax_enable_x64`` (the float64 cases need it; float32 arrays stay
 float32) and, unless XLA_FLAGS already sets it and only if no JAX computation has run yet in the
@@ -472,6 +473,18 @@ def run_adam(meta, inputs):
     return {k: np.asarray(v) for k, v in trajectories(init, grads).items()}
 
 
+def gaussian_nll(y, f, sigma):
+    """The mean over the batch of the sum over outputs of
+    0.5 ((y - f) / sigma)**2 + log sigma + 0.5 log(2 pi); y, f (batch, out)."""
+    z = (y - f) / sigma
+    return jnp.mean(jnp.sum(0.5 * z * z + math.log(sigma) + 0.5 * math.log(2 * math.pi), -1))
+
+
+def training_loss(nll, kl, kl_weight, num_examples):
+    """A step's loss (SPEC §3 "Training"): the mean NLL + kl_weight * KL / N."""
+    return nll + kl_weight * kl / num_examples
+
+
 def run_training(meta, inputs, broken=None):
     """A training case (SPEC §3 "Training"): for each step t, the minibatch order[epoch][...] of
     batch_size examples, loss = mean Gaussian NLL + kl_weight[epoch] * KL / N with the step's
@@ -491,9 +504,7 @@ def run_training(meta, inputs, broken=None):
     def one_draw(params, xb, yb, noise):
         f = _network(net, params, noise, xb, "sample", broken)
         kl = sum(_kl_terms(net, params, broken, noise).values(), jnp.zeros((), dtype))
-        z = (yb - f) / sigma
-        nll = jnp.mean(jnp.sum(0.5 * z * z + math.log(sigma) + 0.5 * math.log(2 * math.pi), -1))
-        return nll, kl
+        return gaussian_nll(yb, f, sigma), kl
 
     def loss_fn(params, xb, yb, noise, weight):
         if samples == 1:
@@ -503,7 +514,7 @@ def run_training(meta, inputs, broken=None):
                      for s in range(samples)]
             nll = sum(d[0] for d in draws) / samples
             kl = sum(d[1] for d in draws) / samples
-        return nll + weight * kl / n, (nll, kl)
+        return training_loss(nll, kl, weight, n), (nll, kl)
 
     step_grad = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))
     params = _sub(arrays, "init")
@@ -560,11 +571,23 @@ STATISTICAL_CLASSES = ("DenseLocalReparameterization", "DenseReparameterization"
 
 
 def supports_statistical(meta):
-    """SPEC §7: a single layer of one of the six classes with a linear activation."""
+    """SPEC §7: a single layer of one of the six classes with a linear activation, or a training
+    case of one such layer with a KL that is not random, a Gaussian likelihood of fixed scale and
+    one sample per step."""
     model = meta.get("model") or {}
+    if meta["kind"] == "training":
+        layers, likelihood = model["network"]["layers"], model["likelihood"]
+        return (len(layers) == 1 and _linear(layers[0])
+                and not random_kl(layers[0]["class_name"], layers[0]["config"])
+                and likelihood["type"] == "gaussian" and not likelihood.get("learn_scale")
+                and meta["hyperparameters"].get("num_samples", 1) == 1)
     return (meta["kind"] in ("layer", "edge", "dropout", "priors", "dense_variational")
-            and model.get("class_name") in STATISTICAL_CLASSES
-            and model["config"].get("activation") in (None, "linear"))
+            and _linear(model))
+
+
+def _linear(layer):
+    return (layer.get("class_name") in STATISTICAL_CLASSES
+            and layer["config"].get("activation") in (None, "linear"))
 
 
 def random_kl(class_name, cfg):
@@ -577,22 +600,9 @@ def random_kl(class_name, cfg):
                and (name == "kernel" or bias_normal) for name in ("kernel", "bias"))
 
 
-def sample_statistical(meta, inputs, num_samples=10000, seed=0, broken=None):
-    """SPEC §7: ``num_samples`` independent sample-mode calls with noise from
-    jax.random.PRNGKey(seed), and the per-draw gradients of
-    L_s = sum(g * out_s) + 0.5 * sum(out_s**2) + kl_s: ``jax.vmap`` of ``jax.grad`` over the
-    draws' noise, the parameters and x held unbatched; kl_s at the draw's own noise (SPEC §3:
-    a Monte Carlo term at the forward's draw or at its extra draw), written as samples/kl."""
-    dtype = DTYPES[meta["dtype"]]
-    class_name, cfg = meta["model"]["class_name"], meta["model"]["config"]
-    arrays = {k: jnp.asarray(np.asarray(v), dtype=dtype) for k, v in inputs.items()}
-    params = _sub(arrays, "params")
-    x0 = arrays["x"]
-    flat = x0.reshape(-1, x0.shape[-1])
-    n, d = flat.shape
-    units = arrays["g"].shape[-1]
-    g = arrays["g"].reshape(n, units)
-    s = num_samples
+def draw_noise(class_name, params, n, d, units, s, seed, dtype):
+    """The noise of ``s`` independent sample-mode calls on n rows of d inputs, from
+    jax.random.PRNGKey(seed): dict key -> (s, *shape of one call's array)."""
     keys = jax.random.split(jax.random.PRNGKey(seed), 7)
     normal = lambda k, *shape: jax.random.normal(k, (s,) + shape, dtype=dtype)
     sign = lambda k, *shape: jax.random.rademacher(k, (s,) + shape, dtype=dtype)
@@ -610,6 +620,28 @@ def sample_statistical(meta, inputs, num_samples=10000, seed=0, broken=None):
     if class_name != "DenseVariational":   # extra draws of Monte Carlo divergences (SPEC §3)
         noise["kernel_divergence"] = normal(keys[4], d, units)
         noise["bias_divergence"] = normal(keys[5], units)
+    return noise
+
+
+def sample_statistical(meta, inputs, num_samples=10000, seed=0, broken=None):
+    """SPEC §7: ``num_samples`` independent sample-mode calls with noise from ``draw_noise``,
+    and the per-draw gradients of L_s = sum(g * out_s) + 0.5 * sum(out_s**2) + kl_s: ``jax.vmap``
+    of ``jax.grad`` over the draws' noise, the parameters and x held unbatched; kl_s at the draw's
+    own noise (SPEC §3: a Monte Carlo term at the forward's draw or at its extra draw), written as
+    samples/kl. For a training case ``sample_training``."""
+    if meta["kind"] == "training":
+        return sample_training(meta, inputs, num_samples, seed, broken)
+    dtype = DTYPES[meta["dtype"]]
+    class_name, cfg = meta["model"]["class_name"], meta["model"]["config"]
+    arrays = {k: jnp.asarray(np.asarray(v), dtype=dtype) for k, v in inputs.items()}
+    params = _sub(arrays, "params")
+    x0 = arrays["x"]
+    flat = x0.reshape(-1, x0.shape[-1])
+    n, d = flat.shape
+    units = arrays["g"].shape[-1]
+    g = arrays["g"].reshape(n, units)
+    s = num_samples
+    noise = draw_noise(class_name, params, n, d, units, s, seed, dtype)
 
     def objective(p, x, nz):
         out = layer_forward(class_name, cfg, p, x, nz, "sample", broken)
@@ -627,6 +659,40 @@ def sample_statistical(meta, inputs, num_samples=10000, seed=0, broken=None):
     results.update({f"samples/grads/{k}": v for k, v in gp.items()})
     if random_kl(class_name, cfg):
         results["samples/kl"] = kl
+    return {k: np.asarray(v) for k, v in results.items()}
+
+
+def sample_training(meta, inputs, num_samples=10000, seed=0, broken=None):
+    """SPEC §7, "A training step": ``num_samples`` independent draws of the first step (the
+    examples order[0][:batch_size], kl_weights[0], the init parameters) of the case's one layer,
+    its noise from ``draw_noise``: each draw's loss (``training_loss``, as ``run_training``
+    computes it) and its gradient w.r.t. the layer's parameters (vmap of grad)."""
+    h = meta["hyperparameters"]
+    dtype = DTYPES[meta["dtype"]]
+    layer = meta["model"]["network"]["layers"][0]
+    class_name, cfg = layer["class_name"], layer["config"]
+    sigma = meta["model"]["likelihood"]["scale"]
+    params = {k: jnp.asarray(v, dtype=dtype) for k, v in _sub(inputs, "init/layer_0").items()}
+    idx = np.asarray(inputs["order"][0][:h["batch_size"]])
+    xb = jnp.asarray(inputs["x"][idx], dtype=dtype)
+    yb = jnp.asarray(inputs["y"][idx], dtype=dtype)
+    noise = draw_noise(class_name, params, xb.shape[0], xb.shape[1], yb.shape[-1],
+                       num_samples, seed, dtype)
+
+    def loss(p, nz):
+        f = layer_forward(class_name, cfg, p, xb, nz, "sample", broken)
+        kl = sum(layer_kl(class_name, cfg, p, broken, nz).values(), jnp.zeros((), dtype))
+        value = training_loss(gaussian_nll(yb, f, sigma), kl, h["kl_weights"][0],
+                              h["num_examples"])
+        return value, value
+
+    @jax.jit
+    def draws(p, nz):
+        return jax.vmap(jax.grad(loss, has_aux=True), in_axes=(None, 0))(p, nz)
+
+    grads, losses = draws(params, noise)
+    results = {"samples/loss": losses}
+    results.update({f"samples/grads/layer_0/{k}": v for k, v in grads.items()})
     return {k: np.asarray(v) for k, v in results.items()}
 
 

@@ -19,8 +19,9 @@ writes one RESULTS/<case>.npz per case, which ``lrtdense reference verify RESULT
 ``--broken`` injects a deliberate bug (no_square: LRT variance (x*x) @ scale instead of
 (x*x) @ scale**2; no_eps: scale = softplus(u) without + eps) to show that verify catches it.
 ``--statistical`` also writes ``samples/outputs`` and the per-draw gradients ``samples/grads/*``
-(S draws from torch's own generator) for every single-layer case with a linear activation
-(SPEC §7, "Statistical mode").
+(S draws from torch's own generator) for every single-layer case with a linear activation, and
+``samples/loss`` and ``samples/grads/layer_0/*`` (S draws of the first step) for a training case
+of one such layer (SPEC §7, "Statistical mode").
 
 From Python: ``run_case(meta, inputs) -> dict`` (``meta`` the parsed case.json, ``inputs`` the
 flat dict key -> array, e.g. a ``lrtdense.testing.ReferenceCase``'s ``meta`` and ``inputs``).
@@ -457,6 +458,19 @@ def run_adam(meta, inputs):
     return {k: val.numpy().copy() for k, val in results.items()}
 
 
+def gaussian_nll(y, f, sigma):
+    """The mean over the batch (axis -2) of the sum over outputs of
+    0.5 ((y - f) / sigma)**2 + log sigma + 0.5 log(2 pi); f (..., batch, out)."""
+    z = (y - f) / sigma
+    return torch.mean(torch.sum(0.5 * z * z + math.log(sigma) + 0.5 * math.log(2 * math.pi),
+                                dim=-1), dim=-1)
+
+
+def training_loss(nll, kl, kl_weight, num_examples):
+    """A step's loss (SPEC §3 "Training"): the mean NLL + kl_weight * KL / N."""
+    return nll + kl_weight * kl / num_examples
+
+
 def run_training(meta, inputs, broken=None):
     """A training case (SPEC §3 "Training"): for each step t, the minibatch order[epoch][...] of
     batch_size examples, loss = mean Gaussian NLL + kl_weight[epoch] * KL / N with the step's noise,
@@ -496,13 +510,11 @@ def run_training(meta, inputs, broken=None):
                     for term in layer_kl(class_name, cfg, _sub(params, prefix.rstrip("/")),
                                          broken, _sub(ns, prefix.rstrip("/"))).values():
                         kl = kl + term
-                z = (yb - f) / sigma
-                nll = nll + torch.mean(torch.sum(0.5 * z * z + math.log(sigma)
-                                                 + 0.5 * math.log(2 * math.pi), dim=-1))
+                nll = nll + gaussian_nll(yb, f, sigma)
             if samples > 1:
                 nll, kl = nll / samples, kl / samples
             kl = kl + torch.zeros((), dtype=dtype)
-            loss = nll + h["kl_weights"][epoch] * kl / n
+            loss = training_loss(nll, kl, h["kl_weights"][epoch], n)
             for key, val in (("loss", loss), ("nll", nll), ("kl", kl)):
                 out[key].append(val.detach().clone())
             grads = torch.autograd.grad(loss, [params[k] for k in names])
@@ -544,11 +556,23 @@ STATISTICAL_CLASSES = ("DenseLocalReparameterization", "DenseReparameterization"
 
 
 def supports_statistical(meta):
-    """SPEC §7: a single layer of one of the six classes with a linear activation."""
+    """SPEC §7: a single layer of one of the six classes with a linear activation, or a training
+    case of one such layer with a KL that is not random, a Gaussian likelihood of fixed scale and
+    one sample per step."""
     model = meta.get("model") or {}
+    if meta["kind"] == "training":
+        layers, likelihood = model["network"]["layers"], model["likelihood"]
+        return (len(layers) == 1 and _linear(layers[0])
+                and not random_kl(layers[0]["class_name"], layers[0]["config"])
+                and likelihood["type"] == "gaussian" and not likelihood.get("learn_scale")
+                and meta["hyperparameters"].get("num_samples", 1) == 1)
     return (meta["kind"] in ("layer", "edge", "dropout", "priors", "dense_variational")
-            and model.get("class_name") in STATISTICAL_CLASSES
-            and model["config"].get("activation") in (None, "linear"))
+            and _linear(model))
+
+
+def _linear(layer):
+    return (layer.get("class_name") in STATISTICAL_CLASSES
+            and layer["config"].get("activation") in (None, "linear"))
 
 
 def random_kl(class_name, cfg):
@@ -561,21 +585,14 @@ def random_kl(class_name, cfg):
                and (name == "kernel" or bias_normal) for name in ("kernel", "bias"))
 
 
-def sample_statistical(meta, inputs, num_samples=10000, seed=0, broken=None):
-    """SPEC §7: ``num_samples`` independent sample-mode calls with noise from a seeded
-    torch.Generator, and the per-draw gradients of L_s = sum(g * out_s) + 0.5 * sum(out_s**2)
-    + kl_s, kl_s at the draw's own noise (SPEC §3), written as samples/kl where it is random.
-    All draws at once: every parameter (and x) is copied along a leading draw axis, so the
-    gradient of sum_s L_s with respect to copy s is draw s's gradient."""
-    dtype = TORCH_DTYPES[meta["dtype"]]
-    class_name, cfg = meta["model"]["class_name"], meta["model"]["config"]
-    t = {k: torch.tensor(np.asarray(v), dtype=dtype) for k, v in inputs.items()}
-    params = _sub(t, "params")
-    x0 = t["x"]
-    flat = x0.reshape(-1, x0.shape[-1])
+def sampled_calls(class_name, cfg, params, flat, units, s, seed, broken=None):
+    """``s`` independent sample-mode calls on ``flat`` (n, d), all at once, with noise from a
+    torch.Generator seeded by ``seed``: every parameter (and x) is copied along a leading draw
+    axis, so the gradient of sum_s L_s with respect to copy s is draw s's gradient. Returns
+    (the params' copies, x's copy (s, n, d), the outputs (s, n, units), each draw's KL (s,)),
+    the copies requiring grad; the KL at the draw's own noise (SPEC §3)."""
+    dtype = flat.dtype
     n, d = flat.shape
-    units = t["g"].shape[-1]
-    s = num_samples
     gen = torch.Generator().manual_seed(seed)
     normal = lambda *shape: torch.randn(shape, generator=gen, dtype=dtype)
     sign = lambda *shape: torch.randint(0, 2, shape, generator=gen).to(dtype) * 2 - 1
@@ -602,6 +619,25 @@ def sample_statistical(meta, inputs, num_samples=10000, seed=0, broken=None):
     out = layer_forward(class_name, cfg, rep, xs, noise, "sample", broken)
     kl = sum(layer_kl(class_name, cfg, rep, broken, noise, per_draw).values(),
              torch.zeros(s, dtype=dtype))
+    return rep, xs, out, kl
+
+
+def sample_statistical(meta, inputs, num_samples=10000, seed=0, broken=None):
+    """SPEC §7: ``num_samples`` independent sample-mode calls (``sampled_calls``) and the
+    per-draw gradients of L_s = sum(g * out_s) + 0.5 * sum(out_s**2) + kl_s, kl_s written as
+    samples/kl where it is random; for a training case ``sample_training``."""
+    if meta["kind"] == "training":
+        return sample_training(meta, inputs, num_samples, seed, broken)
+    dtype = TORCH_DTYPES[meta["dtype"]]
+    class_name, cfg = meta["model"]["class_name"], meta["model"]["config"]
+    t = {k: torch.tensor(np.asarray(v), dtype=dtype) for k, v in inputs.items()}
+    params = _sub(t, "params")
+    x0 = t["x"]
+    flat = x0.reshape(-1, x0.shape[-1])
+    n = flat.shape[0]
+    units = t["g"].shape[-1]
+    s = num_samples
+    rep, xs, out, kl = sampled_calls(class_name, cfg, params, flat, units, s, seed, broken)
     g = t["g"].reshape(n, units)
     objective = torch.sum(g * out) + 0.5 * torch.sum(out * out) + torch.sum(kl)
     names = sorted(rep)
@@ -612,6 +648,31 @@ def sample_statistical(meta, inputs, num_samples=10000, seed=0, broken=None):
         results[f"samples/grads/{k}"] = gk.reshape((s,) + tuple(params[k].shape))
     if random_kl(class_name, cfg):
         results["samples/kl"] = kl.detach()
+    return {k: val.numpy().copy() for k, val in results.items()}
+
+
+def sample_training(meta, inputs, num_samples=10000, seed=0, broken=None):
+    """SPEC §7, "A training step": ``num_samples`` independent draws of the first step (the
+    examples order[0][:batch_size], kl_weights[0], the init parameters) of the case's one layer
+    (``sampled_calls``): each draw's loss (``training_loss``, as ``run_training`` computes it)
+    and its gradient w.r.t. the layer's parameters."""
+    h = meta["hyperparameters"]
+    dtype = TORCH_DTYPES[meta["dtype"]]
+    layer = meta["model"]["network"]["layers"][0]
+    t = {k: torch.tensor(np.asarray(v)) for k, v in inputs.items()}
+    params = {k: v.to(dtype) for k, v in _sub(t, "init/layer_0").items()}
+    idx = torch.tensor(inputs["order"][0][:h["batch_size"]])
+    xb, yb = t["x"].to(dtype)[idx], t["y"].to(dtype)[idx]
+    s = num_samples
+    rep, _, out, kl = sampled_calls(layer["class_name"], layer["config"], params, xb,
+                                    yb.shape[-1], s, seed, broken)
+    loss = training_loss(gaussian_nll(yb, out, meta["model"]["likelihood"]["scale"]), kl,
+                         h["kl_weights"][0], h["num_examples"])
+    names = sorted(rep)
+    grads = torch.autograd.grad(torch.sum(loss), [rep[k] for k in names])
+    results = {"samples/loss": loss.detach()}
+    for k, gk in zip(names, grads):
+        results[f"samples/grads/layer_0/{k}"] = gk.reshape((s,) + tuple(params[k].shape))
     return {k: val.numpy().copy() for k, val in results.items()}
 
 

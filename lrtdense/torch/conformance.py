@@ -2,7 +2,8 @@
 section 9): every reference case is built with the package's own modules from the case's JSON
 config (``from_config``), loaded through ``load_state_dict``, called with the case's noise, and
 differentiated with ``backward``; training cases run ``torch.optim.Adam`` (kingma) or
-``KerasAdam`` (keras); the statistical mode draws from a ``torch.Generator``.
+``KerasAdam`` (keras); the statistical mode draws from a ``torch.Generator`` (for a training case,
+the first step's loss and gradients).
 
     pytest --lrtdense-port=lrtdense.torch.conformance:Adapter
     lrtdense reference verify --port lrtdense.torch.conformance:Adapter [--statistical]
@@ -17,13 +18,19 @@ from lrtdense.torch import KerasAdam, divergence, from_config
 from lrtdense.torch.base import torch_dtype
 from lrtdense.torch.functional import gaussian_nll
 
-__all__ = ["Adapter", "case_seed"]
+__all__ = ["Adapter", "case_seed", "training_loss"]
 
 
 def case_seed(seed, name):
     """The statistical seed of one case: ``seed`` mixed with the crc32 of its name, so a case
     draws the same samples whichever cases run."""
     return (seed * 0x9E3779B1 + zlib.crc32(name.encode())) % 2 ** 32
+
+
+def training_loss(nll, kl, kl_weight, num_examples):
+    """A training step's loss (SPEC section 3, "Training cases"): `nll + kl_weight * kl / N`,
+    nll the batch's mean Gaussian NLL (``gaussian_nll``), kl the step's divergence."""
+    return nll + kl_weight * kl / num_examples
 
 
 class Adapter:
@@ -144,7 +151,7 @@ class Adapter:
                     nll = nll + gaussian_nll(y[index], self._run(layers, x[index], noises), sigma)
                     kl = kl + divergence(net)
                 nll, kl = (nll, kl) if draws == 1 else (nll / draws, kl / draws)
-                loss = nll + h["kl_weights"][epoch] * kl / n
+                loss = training_loss(nll, kl, h["kl_weights"][epoch], n)
                 for key, value in (("loss", loss), ("nll", nll), ("kl", kl)):
                     records[key].append(value.detach().clone())
                 opt.zero_grad()
@@ -164,7 +171,10 @@ class Adapter:
         """SPEC section 7: ``compute``'s quantities, and ``draws`` sample-mode calls with noise
         from a ``torch.Generator`` seeded by ``case_seed(seed, case.name)``: the outputs and the
         per-draw gradients of `L_s = sum(g * out_s) + 0.5 * sum(out_s**2) + kl_s` (torch.func:
-        vmap of grad over the draws' noise), and each draw's KL `kl_s` (``samples/kl``)."""
+        vmap of grad over the draws' noise), and each draw's KL `kl_s` (``samples/kl``); for a
+        training case ``_sample_training``'s draws of its first step instead."""
+        if case.kind == "training" and eligible(case.meta):
+            return self._sample_training(case, draws, seed)
         results = self.compute(case)
         if not eligible(case.meta):
             return results
@@ -190,3 +200,32 @@ class Adapter:
         results["samples/grads/x"] = grad_x
         return results
 
+    def _sample_training(self, case, draws, seed):
+        """SPEC section 7, "A training step": ``draws`` independent draws of the first step (the
+        examples order[0][:batch_size], kl_weights[0], the ``init/layer_0`` parameters) of the
+        case's one layer, its noise from the same generator as a layer case's: each draw's loss
+        (``training_loss``, as ``_training`` computes it) and its gradient w.r.t. the layer's
+        parameters (vmap of grad over the draws' noise)."""
+        h, dtype = case.meta["hyperparameters"], torch_dtype(case.dtype)
+        index = torch.as_tensor(case.inputs["order"][0][:h["batch_size"]], device=self.device)
+        x = self._tensor(case.inputs["x"], dtype)[index]
+        y = self._tensor(case.inputs["y"], dtype)[index]
+        init = tree.unflatten(case.inputs, "init")["layer_0"]
+        layer = self.build(case.model["network"]["layers"][0], init, x.shape[-1], dtype)[0]
+        generator = torch.Generator(self.device).manual_seed(case_seed(seed, case.name))
+        noise = layer.sample_noise(x.shape, generator, sample_shape=(draws,))
+        params = {k: v.detach() for k, v in layer.named_parameters()}
+        sigma, weight = case.model["likelihood"]["scale"], h["kl_weights"][0]
+
+        def loss(params, noise):
+            out = torch.func.functional_call(layer, params, (x,), {"noise": noise})
+            value = training_loss(gaussian_nll(y, out, sigma), divergence(layer), weight,
+                                  h["num_examples"])
+            return value, value.detach()
+
+        per_draw = torch.func.vmap(torch.func.grad(loss, has_aux=True), in_dims=(None, 0))
+        grads, losses = per_draw(params, noise)
+        layer.divergence, layer.divergence_terms = None, {}   # the transforms' wrapped values
+        results = {"samples/loss": losses}
+        results.update({f"samples/grads/layer_0/{k}": v for k, v in grads.items()})
+        return results
