@@ -386,6 +386,20 @@ def test_toy_regression_parity_with_lrtdense_short():
         assert np.all(np.isfinite(ours))
 
 
+def test_digits_parity_with_lrtdense_short():
+    """examples/torch_digits.py at a short configuration: the digits classifier trained by
+    torch's loop reaches lrtdense's accuracy and calibration error (Monte Carlo predictive and
+    mean network) within lrtdense's own seed-to-seed spread, as the regression parity above."""
+    pytest.importorskip("sklearn", reason="the digits ship with scikit-learn")
+    runs = load_example("torch_digits").main(seeds=(0, 1, 2), epochs=10)
+    for key in ("accuracy", "ece", "mean_mode_accuracy", "mean_mode_ece"):
+        ours = np.array([r[key] for r in runs["torch"]])
+        theirs = np.array([r[key] for r in runs["numpy"]])
+        margin = 2 * theirs.std(ddof=1)
+        assert theirs.min() - margin <= ours.mean() <= theirs.max() + margin, (key, ours, theirs)
+    assert np.mean([r["accuracy"] for r in runs["torch"]]) > 0.9      # and it learned
+
+
 @pytest.mark.slow
 def test_ddp_two_processes_match_one_process_with_the_combined_batch():
     """examples/torch_ddp.py: DistributedDataParallel (gloo, 2 CPU processes) and one process
