@@ -1,13 +1,14 @@
 """The contended run of ``bench_step.py --contended``: lrtdense's step while another process keeps
 one core busy.
 
-Issue 26's bar: with one core busy, lrtdense's step (the automatic thread count, as ``fit`` runs
-it) takes at most 1.5x its own idle one-thread time, in every configuration.
+Issue 26's bar: with one core busy, lrtdense's step (as ``fit`` runs it: one BLAS thread by
+default, or ``threads="auto"``) takes at most 1.5x its own idle one-thread time, in every
+configuration.
 
 For each configuration and estimator, in one process, timed round-robin like the main run:
 
-1. idle: the step with ``threads=1``, with the BLAS's default count fixed, and with the
-   automatic count (``make_step``'s default; its trials run idle, before the timing);
+1. idle: the step with ``threads=1`` (``fit``'s default), with the BLAS's default count fixed,
+   and with ``threads="auto"`` (its trials run idle, before the timing);
 2. contended: a busy process is started (one Python thread spinning ``np.sin`` over a small
    array, one BLAS thread, pinned to the last usable CPU where the OS allows), and the same
    three steps are timed again, with a fourth: a new automatic step whose trials run under the
@@ -63,13 +64,13 @@ def measure(problem, timer):
              "auto": f"lrtdense:{est}:auto", "auto_contended": f"lrtdense:{est}:auto (new)"}
     steps = [ref.lrtdense_contender(problem, 1, names["one"]),
              ref.lrtdense_contender(problem, default, names["default"]),
-             ref.lrtdense_contender(problem, None, names["auto"])]
+             ref.lrtdense_contender(problem, "auto", names["auto"])]
     auto = steps[2].run.step.threads
     idle_choice = auto.count
     with machine.CpuShare() as idle_share:
         idle = timer(steps)
     with busy_core():
-        fresh = ref.lrtdense_contender(problem, None, names["auto_contended"])
+        fresh = ref.lrtdense_contender(problem, "auto", names["auto_contended"])
         with machine.CpuShare() as busy_share:
             busy = timer(steps + [fresh])
     one = idle[names["one"]]["median_ms"]

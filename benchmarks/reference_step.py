@@ -174,8 +174,8 @@ def as_params_dict(problem, layers):
 def lrtdense_contender(problem, threads=None, name=None):
     """The step exactly as ``fit`` runs it (``make_step`` + ``adam(1e-3)``, Adam state owned).
 
-    ``threads``: make_step's (None: the automatic count, whose trial steps run here, untimed,
-    so that the timings are of the count it keeps). ``name``: the contender's, if not the
+    ``threads``: make_step's (None: fit's default, one BLAS thread; "auto": the automatic
+    count, whose trial steps run here, untimed, so that the timings are of the count it keeps). ``name``: the contender's, if not the
     default "lrtdense:<estimator>". ``run.step`` is the step (``run.step.threads.count``)."""
     from lrtdense.optimizers import adam
     from lrtdense.training import make_step

@@ -1,16 +1,19 @@
-"""How many BLAS threads a training step runs with: as many as asked, or the faster of one and
-the default, measured on the first steps.
+"""How many BLAS threads a training step runs with: one by default, as many as asked, or the
+faster of one and the default, measured on the first steps.
 
 About half of a step's time goes to matrix products (NumPy's BLAS, OpenBLAS in NumPy's wheels).
 On an idle machine the BLAS's default, one thread per core, makes the larger products faster.
 When another process keeps a core busy, the BLAS's threads wait for one another and a step can
-take many times as long as with one thread. Which count is faster depends on the machine, the
-sizes and the other load, so by default the step measures it.
+take many times as long as with one thread.
 
-* ``threads=N`` (an int >= 1), or ``LRTDENSE_THREADS=N`` in the environment when ``threads`` is
-  None: every step runs with N BLAS threads (``Fixed``). Nothing is measured; this is how the
-  automatic choice is switched off.
-* ``threads=None`` without that variable (or with ``LRTDENSE_THREADS=auto``): ``AutoThreads``.
+* ``threads=None`` (the default) without ``LRTDENSE_THREADS`` in the environment: every step
+  runs with **one** BLAS thread (``Fixed(1)``). One thread cannot collapse under another
+  process's load, and it makes a run's bits independent of the machine: OpenBLAS blocks long
+  sums differently with one thread and with several (below), so a count that followed the
+  machine would make the same seed give other last bits on another day.
+* ``threads=N`` (an int >= 1), or ``LRTDENSE_THREADS=N`` when ``threads`` is None: every step
+  with N BLAS threads (``Fixed``); faster for large products on an idle machine.
+* ``threads="auto"``, or ``LRTDENSE_THREADS=auto``: ``AutoThreads``.
   The first step runs untimed (it allocates the step's workspace); the next ``2 * trials``
   steps alternate one thread and the default count (the BLAS's count when the step was made),
   each timed, and the count with the smaller median is kept. The default must be faster by
@@ -30,12 +33,11 @@ sizes and the other load, so by default the step measures it.
 What the count does to results: a given count gives the same bits every run. Different counts
 give the same bits where every matrix product sums over few enough terms (``tests/
 test_threads.py``: a 128-256-10 network, float32 and float64, LRT and Flipout, one, two and the
-automatic count), but not in general: OpenBLAS blocks long sums differently with one thread and
-with several, so at the reference network's 784 inputs the last bits of a product differ with
-the count (the test says where), and training carries them on. There
-the automatic choice, which follows the machine's load, can change the last bits of a run; a run
-that must repeat bit for bit on any load (or resume from a checkpoint bit for bit) fixes the
-count: ``threads=1`` or ``LRTDENSE_THREADS=1``.
+automatic count), but not in general: at the reference network's 784 inputs the last bits of a
+product differ with the count (the test says where), and training carries them on. So the
+automatic choice, which follows the machine's load, can change the last bits of a run, and a
+run resumed from a checkpoint repeats bit for bit only with the count it was trained with (the
+default's one, or the same fixed N).
 
 The limits are set through threadpoolctl around each step and restored after it; they are
 process-wide, so two steps running at once in two Python threads would set each other's.
@@ -58,22 +60,26 @@ def policy(threads):
     """The thread policy of one step from ``make_step``'s ``threads``.
 
     Args:
-      threads: None (``$LRTDENSE_THREADS`` if set, else ``AutoThreads()``), an int >= 1
-        (``Fixed(threads)``) or an ``AutoThreads`` (its own trials or clock; one per step).
+      threads: None (``$LRTDENSE_THREADS`` if set, else ``Fixed(1)``), an int >= 1
+        (``Fixed(threads)``), "auto" (``AutoThreads()``) or an ``AutoThreads`` (its own trials
+        or clock; one per step).
     Raises:
       ValueError: threads, or ``$LRTDENSE_THREADS``, is neither an integer >= 1 nor automatic.
     """
     if isinstance(threads, AutoThreads):
         return threads
+    if isinstance(threads, str) and threads == "auto":
+        return AutoThreads()
     if threads is None:
         setting = os.environ.get(ENV, "").strip()
-        if setting in ("", "auto"):
+        if setting == "auto":
             return AutoThreads()
-        if not setting.isdigit() or int(setting) < 1:
+        if setting and (not setting.isdigit() or int(setting) < 1):
             raise ValueError(f"${ENV} must be an integer >= 1 or 'auto', got {setting!r}")
-        threads = int(setting)
+        threads = int(setting) if setting else 1
     return Fixed(check_int(threads, "threads", low=1,
-                           expected="None (automatic), an integer >= 1 or an AutoThreads"))
+                           expected="None (one thread, or $LRTDENSE_THREADS), 'auto', an "
+                                    "integer >= 1 or an AutoThreads"))
 
 
 def _blas():

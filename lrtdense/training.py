@@ -9,8 +9,7 @@ every call) differentiated by autograd through the kernels of ``lrtdense.kernels
 (``lrtdense.autodiff.value_and_grad``), then Adam in place. What makes it fast is memory, not a
 second statement of the math: every array of a step lives in a ``Workspace`` kept from one step
 to the next, so that after the first step a step allocates nothing. How many BLAS threads a
-step runs with is ``lrtdense.threads``' concern (``threads=``): by default the faster of one
-and the default count, measured on the first steps.
+step runs with is ``lrtdense.threads``' concern (``threads=``): one by default.
 """
 import contextlib
 import dataclasses
@@ -53,13 +52,13 @@ def make_step(model, optimizer, num_examples, num_samples=1, *, return_grads=Fal
     ``return_grads``: the step also returns the gradients it applied, ``(state, loss, nll, kl,
     grads)``, as a fresh copy (the step's own live in its workspace and are overwritten by the
     next step).
-    ``threads``: BLAS threads: None chooses (``$LRTDENSE_THREADS`` if set, else the faster of
-    one and the default count, measured on the first steps), an int >= 1 fixes the count
+    ``threads``: BLAS threads: None is one (or ``$LRTDENSE_THREADS``), an int >= 1 that many,
+    "auto" the faster of one and the default count, measured on the first steps
     (``lrtdense.threads``, which says when the count can move the last bits of a result).
 
     Raises:
-      ValueError: num_examples or num_samples is not an integer >= 1, or threads is not None or
-        an integer >= 1.
+      ValueError: num_examples or num_samples is not an integer >= 1, or threads is not None,
+        "auto" or an integer >= 1.
     """
     num_examples = check_num_examples(num_examples)
     num_samples = check_num_samples(num_samples)
@@ -148,11 +147,11 @@ def fit(model, params, x, y, *, rng, epochs, batch_size=32, optimizer=None, num_
       kl_weight: a number >= 0, or a function epoch -> number (KL warm-up).
       verbose, file: one progress line per epoch, to ``file`` (default sys.stdout), with the
         steps per second and BLAS threads.
-      threads: BLAS threads of the steps (``make_step``): None measures the first steps with one
-        thread and with the default count and keeps the faster (``$LRTDENSE_THREADS`` overrides
-        that), an int >= 1 fixes the count. A fixed count repeats bit for bit; where OpenBLAS
-        sums long products differently with one thread and with several (``lrtdense.threads``),
-        the automatic count, which follows the machine's load, can move the last bits.
+      threads: BLAS threads of the steps (``make_step``): None one (``$LRTDENSE_THREADS``
+        overrides it), an int >= 1 that many, "auto" the faster of one and the default count on
+        the first steps. A fixed count repeats bit for bit; where OpenBLAS sums long products
+        differently with one thread and with several (``lrtdense.threads``), "auto", which
+        follows the machine's load, can move the last bits.
       callback: ``callback(epoch, params, history)`` after each epoch, params a copy; return
         True to stop.
       checkpoint, checkpoint_every: a folder (Adam only) checked before training and written

@@ -98,11 +98,12 @@ def test_nothing_is_measured_when_the_default_is_one_thread():
 
 def test_settings_and_the_environment_variable(monkeypatch):
     monkeypatch.delenv(threads.ENV, raising=False)
-    assert isinstance(threads.policy(None), threads.AutoThreads)
+    assert isinstance(threads.policy(None), threads.Fixed) and threads.policy(None).count == 1
+    assert isinstance(threads.policy("auto"), threads.AutoThreads)
     assert threads.policy(3).count == 3 and threads.policy(np.int64(1)).count == 1
     given = threads.AutoThreads(trials=1)
     assert threads.policy(given) is given
-    for bad in (0, -1, 1.5, True, "2"):
+    for bad in (0, -1, 1.5, True, "2", "Auto"):
         with pytest.raises(ValueError, match="threads must be None"):
             threads.policy(bad)
     monkeypatch.setenv(threads.ENV, "1")
