@@ -5,8 +5,8 @@ What it measures (issues 6 and 12): the reference step (an MLP 784 -> 400 -> 400
 hidden layers, softmax cross-entropy + KL / 60000 on one minibatch: forward, all gradients, one
 Adam update with lr 1e-3; see ``reference_step.py``) with every layer of one class, for each of
 the five estimators (DenseLocalReparameterization "LRT", DenseReparameterization, DenseFlipout,
-DenseVariationalDropout, DenseSparseVariationalDropout), in float32 and float64, batch 100 and
-1000, on random data (x ~ U[0, 1), labels 0..9; nothing is downloaded):
+DenseVariationalDropout, DenseSparseVariationalDropout), in float32 and float64, batch 10, 100
+and 1000, on random data (x ~ U[0, 1), labels 0..9; nothing is downloaded):
 
 * step time, median ms, of: lrtdense's step exactly as ``fit`` runs it (``make_step``), for each
   estimator; the GEMM floor (the 16 matrix products the LRT step needs, on preallocated arrays);
@@ -27,7 +27,11 @@ DenseVariationalDropout, DenseSparseVariationalDropout), in float32 and float64,
   step on the same params, minibatch and noise: in the timed dtype, and for float32 also the
   same contender's math in float64 on the same (cast) values, where rounding cannot hide a
   difference (float64 ~1e-15 relative). A mismatch is marked in the report and makes the
-  command exit with status 1.
+  command exit with status 1;
+* with ``--contended``, lrtdense's step while another process keeps one core busy: one BLAS
+  thread, the default count and the automatic count (``fit``'s default), each against the
+  same step's idle one-thread time (issue 26's bar: <= 1.5x), with the load average
+  (``contended.py``).
 
 Run (from the repository root; the peers need torch and jax installed, else they are skipped
 with a note):
@@ -37,6 +41,7 @@ with a note):
     python benchmarks/bench_step.py --quick              # 5 rounds
     python benchmarks/bench_step.py --dtypes float32 --batches 100 --estimators lrt,flipout
     python benchmarks/bench_step.py --no-peers --oracle  # lrtdense and the autograd oracle
+    python benchmarks/bench_step.py --contended --no-peers --batches 100 --estimators lrt
 
 It prints a Markdown report to stdout; ``--out FILE`` also writes it to FILE, ``--write-results``
 to ``benchmarks/RESULTS.md`` (nothing committed is written otherwise); ``--json FILE`` adds the
@@ -54,6 +59,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import contended  # noqa: E402
 import machine  # noqa: E402
 import memory_stats  # noqa: E402
 import reference_step as ref  # noqa: E402
@@ -68,7 +74,7 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true",
                    help="a short run: 5 rounds, 1 warm-up round, fewer memory steps")
     p.add_argument("--dtypes", default="float32,float64")
-    p.add_argument("--batches", default="100,1000")
+    p.add_argument("--batches", default="10,100,1000")
     p.add_argument("--estimators", default=",".join(ref.ESTIMATORS),
                    help=f"comma-separated, some of {', '.join(ref.ESTIMATORS)} (default all; "
                         f"the ratios to the LRT step need lrt)")
@@ -93,6 +99,10 @@ def parse_args(argv=None):
                    help="limit NumPy's BLAS (threadpoolctl) and torch to N threads, and JAX to "
                         "one when N is 1 (default: each library's own default). A diagnostic "
                         "for busy machines; the issues' bars are for the defaults")
+    p.add_argument("--contended", action="store_true",
+                   help="also time lrtdense's step (1 thread, the default count, automatic) "
+                        "while another process keeps one core busy, against its idle "
+                        "one-thread time (contended.py)")
     p.add_argument("--sizes", default=",".join(map(str, ref.LAYERS)),
                    help="layer sizes input,hidden...,classes (the bars apply to 784,400,400,10 "
                         "only; smaller sizes are for smoke tests)")
@@ -273,6 +283,24 @@ def run_config(problems, factories, args, rng):
                            for c in contenders}}
 
 
+def run_contended(configs, problems_of, args, rng):
+    """``contended.measure`` for every configuration and estimator, with the load around it."""
+    def timer(contenders):
+        times, _ = time_round_robin(contenders, args.repeats, args.warmup, rng)
+        return {name: summarize(t) for name, t in times.items()}
+
+    load_before, runs = os.getloadavg(), []
+    for dtype, batch in configs:
+        for est, problem in problems_of(dtype, batch).items():
+            run = contended.measure(problem, timer)
+            runs.append((dtype, batch, run))
+            print(f"  contended {dtype} B{batch} {est}: " + ", ".join(
+                f"{key} {value:.2f}x" for key, value in run["over_idle_one"].items())
+                + " of the idle one-thread time", file=sys.stderr, flush=True)
+    return {"runs": runs, "load_before": load_before,
+            "load_after": os.getloadavg()}
+
+
 def main(argv=None):
     """Runs the benchmark; prints (and, if asked, writes) the report. Returns the results.
 
@@ -316,10 +344,15 @@ def main(argv=None):
             + f"; other processes {report.pct(run['others_cpu'])} of the CPUs",
             file=sys.stderr, flush=True)
     results["rss_end"] = memory_stats.peak_rss_bytes()
+    if args.contended:
+        results["contended"] = run_contended(configs, problems_of, args, rng)
     results["seconds"] = time.perf_counter() - started
     report.add_ratios(results)
 
     text = report.format_report(results)
+    if args.contended:
+        c = results["contended"]
+        text += contended.format_section(c["runs"], c["load_before"], c["load_after"])
     print(text, end="")
     for path in [args.out] + ([RESULTS] if args.write_results else []):
         if path:

@@ -171,20 +171,28 @@ def as_params_dict(problem, layers):
 
 
 # ------------------------------------------------------------------------------------ lrtdense
-def lrtdense_contender(problem):
-    """The step exactly as ``fit`` runs it (``make_step`` + ``adam(1e-3)``, Adam state owned)."""
+def lrtdense_contender(problem, threads=None, name=None):
+    """The step exactly as ``fit`` runs it (``make_step`` + ``adam(1e-3)``, Adam state owned).
+
+    ``threads``: make_step's (None: fit's default, one BLAS thread; "auto": the automatic
+    count, whose trial steps run here, untimed, so that the timings are of the count it keeps). ``name``: the contender's, if not the
+    default "lrtdense:<estimator>". ``run.step`` is the step (``run.step.threads.count``)."""
     from lrtdense.optimizers import adam
     from lrtdense.training import make_step
 
     model, x, y = problem.model, problem.x, problem.y
     optimizer = adam(LEARNING_RATE)
-    step = make_step(model, optimizer, num_examples=NUM_EXAMPLES)
+    step = make_step(model, optimizer, num_examples=NUM_EXAMPLES, threads=threads)
     state = optimizer.init(problem.params)
     rng = np.random.default_rng([problem.seed, 2])
 
     def run():
         nonlocal state
         state, *_ = step(state, x, y, rng)
+
+    run.step = step
+    while getattr(step.threads, "deciding", False):
+        run()
 
     def loss_and_grads(noise_seed):
         # the real step, its noise drawn from default_rng(noise_seed), returning its gradients
@@ -194,7 +202,7 @@ def lrtdense_contender(problem):
         return float(loss), grads
 
     notes = "make_step(model, adam(1e-3), num_examples=60000), as fit runs it"
-    return Contender(contender_name("lrtdense", problem.estimator), "lrtdense", run, notes,
+    return Contender(name or contender_name("lrtdense", problem.estimator), "lrtdense", run, notes,
                      loss_and_grads, "lrtdense", problem.estimator)
 
 

@@ -8,8 +8,9 @@ digests in its config) holding the params, Adam's moments as the state, and in `
 * ``run``: a random id of the run that wrote it. A training owns its folder: before every write
   it checks that the checkpoint there is its own (or that there is none), so two trainings given
   one folder never overwrite each other's work; a resumed training takes over the id it resumes;
-* ``step``: Adam's step count; ``history``: the completed epochs; ``rng``: the generator's state
-  after the last completed step;
+* ``step``: Adam's step count; ``history``: the completed epochs (checkpoints written before
+  fit recorded "threads" have none: read back, their epochs' threads are 0, not recorded);
+  ``rng``: the generator's state after the last completed step;
 * ``position``: ``None`` at the end of an epoch, or, for a checkpoint written when a training was
   stopped in the middle of one (Ctrl-C, SIGTERM), ``{"epoch", "step", "order_rng", "sums"}``: the
   0-based epoch, the steps of it done, the generator's state before the epoch's shuffle (the
@@ -32,7 +33,7 @@ from lrtdense import tree
 __all__ = ["fingerprint", "Position", "Resumed", "save", "resume", "check_owner", "new_run_id",
            "order"]
 
-_HISTORY_LISTS = ("loss", "nll", "kl", "kl_weight", "time")
+_HISTORY_LISTS = ("loss", "nll", "kl", "kl_weight", "time", "threads")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,6 +137,9 @@ def _checked(fit_meta, rng, steps_per_epoch):
     if not isinstance(fit_meta["run"], str) or not 1 <= len(fit_meta["run"]) <= 64:
         raise ValueError(f"run must be an id string, got {_short(fit_meta['run'])}")
     history = fit_meta["history"]
+    if isinstance(history, dict) and "threads" not in history and isinstance(
+            history.get("loss"), list):              # written before "threads" was recorded
+        history = {**history, "threads": [0] * len(history["loss"])}
     if not isinstance(history, dict) or set(history) != {*_HISTORY_LISTS, "interrupted"}:
         raise ValueError(f"history must hold {sorted(_HISTORY_LISTS)} and 'interrupted'")
     epochs = len(history["loss"]) if isinstance(history["loss"], list) else -1

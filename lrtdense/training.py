@@ -8,7 +8,8 @@ There is one training step, ``make_step``: the model's own ``loss`` (its checks 
 every call) differentiated by autograd through the kernels of ``lrtdense.kernels``
 (``lrtdense.autodiff.value_and_grad``), then Adam in place. What makes it fast is memory, not a
 second statement of the math: every array of a step lives in a ``Workspace`` kept from one step
-to the next, so that after the first step a step allocates nothing.
+to the next, so that after the first step a step allocates nothing. How many BLAS threads a
+step runs with is ``lrtdense.threads``' concern (``threads=``): one by default.
 """
 import contextlib
 import dataclasses
@@ -23,6 +24,7 @@ import numpy as np
 from lrtdense import checkpoint as checkpoint_lib
 from lrtdense import diagnostics
 from lrtdense import io as lrtdense_io
+from lrtdense import threads as threads_lib
 from lrtdense import tree
 from lrtdense.autodiff import value_and_grad
 from lrtdense.checks import check_int, check_rng
@@ -34,7 +36,8 @@ from lrtdense.workspace import Workspace
 __all__ = ["fit", "make_step", "FitState", "Terminated"]
 
 
-def make_step(model, optimizer, num_examples, num_samples=1, *, return_grads=False):
+def make_step(model, optimizer, num_examples, num_samples=1, *, return_grads=False,
+              threads=None):
     """The training step ``step(state, xb, yb, rng, kl_weight=1.0) -> (state, loss, nll, kl)``.
 
     Computes the minibatch negative ELBO ``model.loss(params, xb, yb, rng, num_examples=...,
@@ -42,18 +45,24 @@ def make_step(model, optimizer, num_examples, num_samples=1, *, return_grads=Fal
     untouched), then applies the optimizer update in place (fit owns the state) with Ctrl-C
     deferred until the update is complete, so an interrupt never leaves a half-applied step.
     This is the step ``fit`` runs and the one the benchmarks time; ``step.workspace`` is the
-    Workspace its arrays live in.
+    Workspace its arrays live in; ``step.threads`` its thread policy (its ``count``: the BLAS
+    threads of the last step).
 
     ``num_samples``: the loss averaged over that many draws of the noise (``Model.loss``).
     ``return_grads``: the step also returns the gradients it applied, ``(state, loss, nll, kl,
     grads)``, as a fresh copy (the step's own live in its workspace and are overwritten by the
     next step).
+    ``threads``: BLAS threads: None is one (or ``$LRTDENSE_THREADS``), an int >= 1 that many,
+    "auto" the faster of one and the default count, measured on the first steps
+    (``lrtdense.threads``, which says when the count can move the last bits of a result).
 
     Raises:
-      ValueError: num_examples or num_samples is not an integer >= 1.
+      ValueError: num_examples or num_samples is not an integer >= 1, or threads is not None,
+        "auto" or an integer >= 1.
     """
     num_examples = check_num_examples(num_examples)
     num_samples = check_num_samples(num_samples)
+    blas_threads = threads_lib.policy(threads)
     workspace = Workspace()
 
     def objective(params, xb, yb, rng, kl_weight):
@@ -63,15 +72,16 @@ def make_step(model, optimizer, num_examples, num_samples=1, *, return_grads=Fal
         return loss, (nll, kl)
 
     def step(state, xb, yb, rng, kl_weight=1.0):
-        loss, (nll, kl), grads = value_and_grad(objective, optimizer.get_params(state), xb, yb,
-                                                rng, kl_weight, workspace=workspace)
-        _check_finite(loss, nll, kl, grads)
-        copied = tree.map(np.copy, grads) if return_grads else None
-        with _deferred_interrupt():
-            state = optimizer.update(state, grads, inplace=True)
+        with blas_threads.step(key=np.shape(xb)):
+            loss, (nll, kl), grads = value_and_grad(objective, optimizer.get_params(state), xb,
+                                                    yb, rng, kl_weight, workspace=workspace)
+            _check_finite(loss, nll, kl, grads)
+            copied = tree.map(np.copy, grads) if return_grads else None
+            with _deferred_interrupt():
+                state = optimizer.update(state, grads, inplace=True)
         return (state, loss, nll, kl) + ((copied,) if return_grads else ())
 
-    step.workspace = workspace
+    step.workspace, step.threads = workspace, blas_threads
     return step
 
 
@@ -125,7 +135,7 @@ class _Progress:
 
 def fit(model, params, x, y, *, rng, epochs, batch_size=32, optimizer=None, num_examples=None,
         kl_weight=1.0, num_samples=1, verbose=True, callback=None, file=None, checkpoint=None,
-        checkpoint_every=1):
+        checkpoint_every=1, threads=None):
     """Trains ``model`` from ``params`` (not modified; any memory order; 0-d arrays stay 0-d).
 
     Args:
@@ -135,15 +145,23 @@ def fit(model, params, x, y, *, rng, epochs, batch_size=32, optimizer=None, num_
       optimizer: an (init, update, get_params) triple; default ``adam(1e-3)``.
       num_examples: N in KL / N; defaults to len(x). num_samples: noise draws per step.
       kl_weight: a number >= 0, or a function epoch -> number (KL warm-up).
-      verbose, file: one progress line per epoch, to ``file`` (default sys.stdout).
+      verbose, file: one progress line per epoch, to ``file`` (default sys.stdout), with the
+        steps per second and BLAS threads.
+      threads: BLAS threads of the steps (``make_step``): None one (``$LRTDENSE_THREADS``
+        overrides it), an int >= 1 that many, "auto" the faster of one and the default count on
+        the first steps. A fixed count repeats bit for bit; where OpenBLAS sums long products
+        differently with one thread and with several (``lrtdense.threads``), "auto", which
+        follows the machine's load, can move the last bits.
       callback: ``callback(epoch, params, history)`` after each epoch, params a copy; return
         True to stop.
       checkpoint, checkpoint_every: a folder (Adam only) checked before training and written
         every ``checkpoint_every`` epochs, at the end and when stopped; a checkpoint of this
-        training there is resumed bit for bit, anything else refused (``lrtdense.checkpoint``).
+        training there is resumed bit for bit (with a fixed ``threads`` where the count moves
+        the last bits), anything else refused (``lrtdense.checkpoint``).
     Returns:
       (params, history): per epoch "loss", "nll" (mean per example), "kl" (unweighted),
-      "kl_weight", "time" (cumulative s), "interrupted" (Ctrl-C). Warns: ``diagnostics``.
+      "kl_weight", "time" (cumulative s), "threads" (BLAS threads of the epoch's last step),
+      "interrupted" (Ctrl-C). Warns: ``diagnostics``.
     Raises:
       TypeError / ValueError: bad data, settings or checkpoint folder, before any training.
       FloatingPointError: a non-finite loss or gradient, naming the epoch, step and term.
@@ -162,15 +180,15 @@ def fit(model, params, x, y, *, rng, epochs, batch_size=32, optimizer=None, num_
     diagnostics.check_kl_weight(kl_weight, num_examples, len(x), batch_size)
     progress = _Progress(optimizer.init(tree.map(lambda a: np.asarray(a, order="C"), params)),
                          {"loss": [], "nll": [], "kl": [], "kl_weight": [], "time": [],
-                          "interrupted": False}, rng_state=rng.bit_generator.state)
+                          "threads": [], "interrupted": False}, rng_state=rng.bit_generator.state)
+    step = make_step(model, optimizer, num_examples, num_samples, threads=threads)
     saver = None
     if checkpoint is not None:
         saver = _Saver(checkpoint, model, checkpoint_lib.fingerprint(
             model, x, y, batch_size, num_examples, num_samples, optimizer))
         progress = saver.resume(optimizer, rng, steps_per_epoch, verbose and out) or progress
-    loop = _Loop(model, optimizer, make_step(model, optimizer, num_examples, num_samples), x, y,
-                 rng, epochs, batch_size, kl_weight, verbose, callback, out, saver,
-                 checkpoint_every)
+    loop = _Loop(model, optimizer, step, x, y, rng, epochs, batch_size, kl_weight, verbose,
+                 callback, out, saver, checkpoint_every)
     with _sigterm_flag() as terminated:
         try:
             loop.run(progress, terminated)
@@ -260,6 +278,7 @@ class _Loop:
         n, start = len(self.x), time.perf_counter() - sum(progress.history["time"][-1:])
         steps_per_epoch = math.ceil(n / self.batch_size)
         for epoch in range(progress.epoch, self.epochs):
+            epoch_start, first_step = time.perf_counter(), progress.step
             weight = self.kl_weight(epoch) if callable(self.kl_weight) else self.kl_weight
             with _deferred_interrupt():
                 if progress.step == 0:
@@ -287,10 +306,14 @@ class _Loop:
                     progress.history[key].append(float(value))
                 progress.history["kl_weight"].append(float(weight))
                 progress.history["time"].append(time.perf_counter() - start)
+                progress.history["threads"].append(self.step.threads.count)
                 progress.epoch, progress.step = epoch + 1, 0
             if self.verbose:
+                rate = (steps_per_epoch - first_step) / (time.perf_counter() - epoch_start)
+                count = self.step.threads.count
                 print(f"epoch {epoch + 1:>4}/{self.epochs}  loss {means[0]:.4f}  nll "
-                      f"{means[1]:.4f}  kl {means[2]:.1f}  ({progress.history['time'][-1]:.1f}s)",
+                      f"{means[1]:.4f}  kl {means[2]:.1f}  ({progress.history['time'][-1]:.1f}s, "
+                      f"{rate:.0f} steps/s, {count} thread{'s' if count > 1 else ''})",
                       file=self.out, flush=True)
             if self.saver is not None and ((epoch + 1) % self.checkpoint_every == 0
                                            or epoch + 1 == self.epochs):

@@ -94,6 +94,18 @@ def test_bench_step_tiny_configuration(tmp_path):
     assert not os.path.exists(tmp_path / "RESULTS.md")
 
 
+def test_bench_step_contended_reports_every_thread_setting_against_its_idle_time(tmp_path):
+    proc, results = _run(["--no-peers", "--dtypes", "float64", "--batches", "4",
+                          "--estimators", "lrt", "--contended"], tmp_path)
+    assert "## Contended: one core busy with another process" in proc.stdout
+    assert "Load average (1, 5, 15 min) before:" in proc.stdout
+    (dtype, batch, run), = results["contended"]["runs"]
+    assert (dtype, batch) == ("float64", 4)
+    assert sorted(run["over_idle_one"]) == ["auto", "auto_contended", "default", "one"]
+    assert all(_positive(v) for v in run["over_idle_one"].values())
+    assert all(c >= 1 for c in (run["auto_choice"]["idle"], run["auto_choice"]["new"]))
+
+
 @pytest.mark.skipif(not PEERS, reason="neither torch nor jax is installed")
 def test_bench_step_peers_agree_with_lrtdense(tmp_path):
     """The installed peers through the command line, their sanity checks passing: normal noise
