@@ -11,18 +11,16 @@ second statement of the math: every array of a step lives in a ``Workspace`` kep
 to the next, so that after the first step a step allocates nothing. How many BLAS threads a
 step runs with is ``lrtdense.threads``' concern (``threads=``): one by default.
 """
-import contextlib
 import dataclasses
 import math
 import signal
 import sys
-import threading
 import time
 
 import numpy as np
 
 from lrtdense import checkpoint as checkpoint_lib
-from lrtdense import diagnostics
+from lrtdense import diagnostics, interrupts
 from lrtdense import io as lrtdense_io
 from lrtdense import threads as threads_lib
 from lrtdense import tree
@@ -77,7 +75,7 @@ def make_step(model, optimizer, num_examples, num_samples=1, *, return_grads=Fal
                                                     yb, rng, kl_weight, workspace=workspace)
             _check_finite(loss, nll, kl, grads)
             copied = tree.map(np.copy, grads) if return_grads else None
-            with _deferred_interrupt():
+            with interrupts.deferred_interrupt():
                 state = optimizer.update(state, grads, inplace=True)
         return (state, loss, nll, kl) + ((copied,) if return_grads else ())
 
@@ -147,17 +145,11 @@ def fit(model, params, x, y, *, rng, epochs, batch_size=32, optimizer=None, num_
       kl_weight: a number >= 0, or a function epoch -> number (KL warm-up).
       verbose, file: one progress line per epoch, to ``file`` (default sys.stdout), with the
         steps per second and BLAS threads.
-      threads: BLAS threads of the steps (``make_step``): None one (``$LRTDENSE_THREADS``
-        overrides it), an int >= 1 that many, "auto" the faster of one and the default count on
-        the first steps. A fixed count repeats bit for bit; where OpenBLAS sums long products
-        differently with one thread and with several (``lrtdense.threads``), "auto", which
-        follows the machine's load, can move the last bits.
-      callback: ``callback(epoch, params, history)`` after each epoch, params a copy; return
-        True to stop.
+      threads: BLAS threads of the steps (``make_step``; ``lrtdense.threads``): one by default.
+      callback: ``callback(epoch, params, history)`` after each epoch (a copy); True stops.
       checkpoint, checkpoint_every: a folder (Adam only) checked before training and written
         every ``checkpoint_every`` epochs, at the end and when stopped; a checkpoint of this
-        training there is resumed bit for bit (with a fixed ``threads`` where the count moves
-        the last bits), anything else refused (``lrtdense.checkpoint``).
+        training there is resumed bit for bit, anything else refused (``lrtdense.checkpoint``).
     Returns:
       (params, history): per epoch "loss", "nll" (mean per example), "kl" (unweighted),
       "kl_weight", "time" (cumulative s), "threads" (BLAS threads of the epoch's last step),
@@ -175,21 +167,20 @@ def fit(model, params, x, y, *, rng, epochs, batch_size=32, optimizer=None, num_
     model.check_data(x, y, num_examples)
     model.check_params(params, x.shape[-1])
     x = np.ascontiguousarray(x, dtype=model.dtype)
-    optimizer, out = optimizer or adam(1e-3), file or sys.stdout
-    steps_per_epoch = math.ceil(len(x) / batch_size)
+    optimizer, out, steps_per_epoch = optimizer or adam(1e-3), file or sys.stdout, math.ceil(
+        len(x) / batch_size)
     diagnostics.check_kl_weight(kl_weight, num_examples, len(x), batch_size)
+    history = {k: [] for k in ("loss", "nll", "kl", "kl_weight", "time", "threads")}
     progress = _Progress(optimizer.init(tree.map(lambda a: np.asarray(a, order="C"), params)),
-                         {"loss": [], "nll": [], "kl": [], "kl_weight": [], "time": [],
-                          "threads": [], "interrupted": False}, rng_state=rng.bit_generator.state)
+                         {**history, "interrupted": False}, rng_state=rng.bit_generator.state)
     step = make_step(model, optimizer, num_examples, num_samples, threads=threads)
-    saver = None
-    if checkpoint is not None:
-        saver = _Saver(checkpoint, model, checkpoint_lib.fingerprint(
-            model, x, y, batch_size, num_examples, num_samples, optimizer))
+    saver = None if checkpoint is None else _Saver(checkpoint, model, checkpoint_lib.fingerprint(
+        model, x, y, batch_size, num_examples, num_samples, optimizer))
+    if saver is not None:
         progress = saver.resume(optimizer, rng, steps_per_epoch, verbose and out) or progress
     loop = _Loop(model, optimizer, step, x, y, rng, epochs, batch_size, kl_weight, verbose,
                  callback, out, saver, checkpoint_every)
-    with _sigterm_flag() as terminated:
+    with interrupts.sigterm_flag() as terminated:
         try:
             loop.run(progress, terminated)
         except KeyboardInterrupt:
@@ -280,7 +271,7 @@ class _Loop:
         for epoch in range(progress.epoch, self.epochs):
             epoch_start, first_step = time.perf_counter(), progress.step
             weight = self.kl_weight(epoch) if callable(self.kl_weight) else self.kl_weight
-            with _deferred_interrupt():
+            with interrupts.deferred_interrupt():
                 if progress.step == 0:
                     progress.order_rng = self.rng.bit_generator.state
                     progress.sums = np.zeros(3)
@@ -289,7 +280,7 @@ class _Loop:
                     order = checkpoint_lib.order(progress.order_rng, self.rng, n)
             for i in range(progress.step, steps_per_epoch):
                 idx = order[i * self.batch_size:(i + 1) * self.batch_size]
-                with _deferred_interrupt():
+                with interrupts.deferred_interrupt():
                     try:
                         state, *values = self.step(progress.state, self.x[idx], self.y[idx],
                                                    self.rng, weight)
@@ -300,7 +291,7 @@ class _Loop:
                     progress.sums += [float(v) for v in values]
                     progress.rng_state = self.rng.bit_generator.state
                 _check_terminated(terminated)
-            with _deferred_interrupt():
+            with interrupts.deferred_interrupt():
                 means = progress.sums / steps_per_epoch
                 for key, value in zip(("loss", "nll", "kl"), means):
                     progress.history[key].append(float(value))
@@ -340,7 +331,7 @@ class _Loop:
         """After Ctrl-C or SIGTERM: the final checkpoint (when asked for) and a progress line."""
         saved = ""
         if self.saver is not None:
-            with _deferred_interrupt():
+            with interrupts.deferred_interrupt():
                 self.saver.save(progress)
             saved = f"; checkpoint written to {self.saver.path}"
         progress.history["interrupted"] = how == "interrupted"
@@ -350,46 +341,9 @@ class _Loop:
                   file=self.out, flush=True)
 
 
-@contextlib.contextmanager
-def _sigterm_flag():
-    """Within the block, SIGTERM appends to the yielded list instead of ending the process
-    (main thread only, and only where SIGTERM has its default action: a handler the user
-    installed is left alone)."""
-    flag = []
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
-        yield flag
-        return
-    previous = signal.signal(signal.SIGTERM, lambda *args: flag.append(args))
-    try:
-        yield flag
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def _check_terminated(flag):
     if flag:
         raise Terminated("fit stopped on SIGTERM after the step in progress completed")
-
-
-@contextlib.contextmanager
-def _deferred_interrupt():
-    """Holds back SIGINT (Ctrl-C) until the block ends, then hands it to the handler that was
-    installed before (Python's default raises KeyboardInterrupt; a user's own runs)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught = []
-    previous = signal.signal(signal.SIGINT, lambda *args: caught.append(args))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if caught:
-        if callable(previous):
-            previous(*caught[0])
-        elif previous != signal.SIG_IGN:
-            raise KeyboardInterrupt
 
 
 def _check_finite(loss, nll, kl, grads):

@@ -52,10 +52,33 @@ def add_arguments(parser):
     # lrtdense.cli.ArgumentParser: a bad flag prints the usage of its own sub-command
     sub = parser.add_subparsers(dest="reference_command", required=True,
                                 parser_class=ArgumentParser)
-    v = sub.add_parser("verify", help="verify a port's results against the reference",
-                       description="Compare a port's results with the reference set and print "
-                                   "a summary per family, hints, the failing rows (--all: every "
-                                   "row), the coverage and the totals (SPEC.md section 6).")
+    _add_verify(sub.add_parser(
+        "verify", help="verify a port's results against the reference",
+        description="Compare a port's results with the reference set and print a summary per "
+                    "family, hints, the failing rows (--all: every row), the coverage and the "
+                    "totals (SPEC.md section 6)."))
+    ls = sub.add_parser("list", help="list the reference cases",
+                        description="List the cases of the reference set.")
+    ls.add_argument("patterns", nargs="*", metavar="GLOB", help="only cases matching these globs")
+    ls.add_argument("--reference", default=None, metavar="DIR", help="another reference set")
+    sub.add_parser("path", help="print the folder of the shipped reference set",
+                   description="Print the folder of the shipped reference set.")
+    sp = sub.add_parser("spec", help="print where SPEC.md is (--show: print it)",
+                        description="Print the path of the shipped SPEC.md.")
+    sp.add_argument("--show", action="store_true", help="print SPEC.md itself")
+    g = sub.add_parser("generate", help="write the reference set into a folder",
+                       description="Write every reference case and the manifest into DIR, which "
+                                   "must be new, empty, or a set written by generate.")
+    g.add_argument("dir", help="output folder (required: generate never picks one itself)")
+    g.add_argument("--cases", action="append", default=None, metavar="GLOB",
+                   help="(re)write only the cases of lrtdense.reference.cases matching these "
+                        "globs; the folder's other cases are kept as they are")
+    g.add_argument("--pin", action="store_true",
+                   help="DIR is the package's own reference_data: also rewrite the pinned sha256")
+
+
+def _add_verify(v):
+    """The arguments of ``reference verify``."""
     what = v.add_mutually_exclusive_group(required=True)
     what.add_argument("results", nargs="?", default=None,
                       help="folder with <case>.npz (or <case>/<key>.npy) per case")
@@ -93,24 +116,6 @@ def add_arguments(parser):
     v.add_argument("--junit", default=None, metavar="FILE", type=argtypes.output_file(),
                    help="also write JUnit XML: one testcase per row (classname family.case, name "
                         "the quantity; not implemented: skipped)")
-    ls = sub.add_parser("list", help="list the reference cases",
-                        description="List the cases of the reference set.")
-    ls.add_argument("patterns", nargs="*", metavar="GLOB", help="only cases matching these globs")
-    ls.add_argument("--reference", default=None, metavar="DIR", help="another reference set")
-    sub.add_parser("path", help="print the folder of the shipped reference set",
-                   description="Print the folder of the shipped reference set.")
-    sp = sub.add_parser("spec", help="print where SPEC.md is (--show: print it)",
-                        description="Print the path of the shipped SPEC.md.")
-    sp.add_argument("--show", action="store_true", help="print SPEC.md itself")
-    g = sub.add_parser("generate", help="write the reference set into a folder",
-                       description="Write every reference case and the manifest into DIR, which "
-                                   "must be new, empty, or a set written by generate.")
-    g.add_argument("dir", help="output folder (required: generate never picks one itself)")
-    g.add_argument("--cases", action="append", default=None, metavar="GLOB",
-                   help="(re)write only the cases of lrtdense.reference.cases matching these "
-                        "globs; the folder's other cases are kept as they are")
-    g.add_argument("--pin", action="store_true",
-                   help="DIR is the package's own reference_data: also rewrite the pinned sha256")
 
 
 def _emit(text):

@@ -73,6 +73,9 @@ import numpy as np
 from autograd import grad
 
 from lrtdense import tree
+from lrtdense.bounded import short
+from lrtdense.reference import store
+from lrtdense.reference.generation import model_from_meta
 from lrtdense.reference import statistical_training as training
 from lrtdense.reference.report import Row
 from lrtdense.reference.statistical_grads import gradient_rows, gradient_variance, untested
@@ -85,7 +88,7 @@ from lrtdense.reference.statistical_rows import (ALPHA_PER_CASE, ALPHA_PER_RUN, 
                                                  normality_row, row, serial_row, variance_row,
                                                  z_quantile)
 
-__all__ = ["eligible", "describe_eligible", "check", "moments", "expected_objective",
+__all__ = ["eligible", "describe_eligible", "check", "check_case", "moments", "expected_objective",
            "sample_keys", "sample_shapes", "deterministic_keys", "ALPHA_PER_RUN", "ALPHA_PER_CASE", "MAX_CASES",
            "MIN_SAMPLES", "FAMILIES", "CLT_FAMILIES", "CLT_MARGIN", "family_alpha"]
 
@@ -160,6 +163,33 @@ def deterministic_keys(meta, expected):
     random = random_kl(meta)
     return [k for k in expected if k.startswith("outputs/") and k != "outputs/sample"
             or k.startswith("kl_mean/") or k.startswith("kl/") and not random]
+
+
+def check_case(name, meta, inputs, expected):
+    """Raises ReferenceError unless the case's model builds and its params, x and g fit it (what
+    the statistical checks compute with: a re-signed set may hold anything there)."""
+    if meta.get("kind") == "training":
+        training.check_case(name, meta, inputs, expected)
+        return
+    if "x" not in inputs or "g" not in inputs or "outputs/sample" not in expected:
+        raise store.ReferenceError(f"case {name}: a statistical case needs inputs/x, inputs/g "
+                                   f"and expected/outputs/sample")
+    try:
+        layer = model_from_meta(meta)
+        x = inputs["x"]
+        layer.check_params(tree.unflatten(inputs, "params"), x.shape[-1])
+        out_shape = layer.compute_output_shape(x.shape)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError,
+            RecursionError) as err:
+        raise store.ReferenceError(f"case {name}: its model and params do not fit together "
+                                   f"({type(err).__name__}: {short(str(err))}); the "
+                                   f"reference set is corrupt") from None
+    for key in ("outputs/sample", "g"):
+        shape = expected[key].shape if key in expected else inputs[key].shape
+        if tuple(shape) != tuple(out_shape) or inputs["x"].dtype != np.dtype(layer.dtype):
+            raise store.ReferenceError(f"case {name}: {key} has shape {tuple(shape)} and x dtype "
+                                       f"{inputs['x'].dtype}; the model gives {tuple(out_shape)} "
+                                       f"{layer.dtype}: the reference set is corrupt")
 
 
 # ----------------------------------------------------------------------------------- tests

@@ -229,12 +229,8 @@ def gradient_rows(name, grads, mean, var, rtol, why=None):
        z standard errors above ``var``, the errors from the draws' own fourth moments about
        ``var`` (a self-normalized sum)].
 
-    The spread test is one-sided. d >= 0 is strongly right-skewed (a degree-4 polynomial in
-    the noise), and a self-normalized mean of right-skewed terms has a light upper tail and a
-    heavy lower one (first Edgeworth term `-+ skew (2 z**2 + 1) phi(z) / (6 sqrt(S))`; SPEC
-    section 7 gives the measurement), so only "too much spread" keeps the budget. Too little
-    spread (noise the gradient ignores) moves the expected objective's gradient, which the
-    "gradients" row checks.
+    One-sided: d (degree 4 in the noise) is so right-skewed that its self-normalized mean has a
+    heavy lower tail (Edgeworth; SPEC section 7), and too little spread moves the mean anyway.
     """
     total = sum(v.size for v in mean.values())
     s = next(iter(grads.values())).shape[0]

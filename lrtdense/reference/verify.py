@@ -23,8 +23,6 @@ import os
 
 import numpy as np
 
-from lrtdense import tree
-from lrtdense.bounded import short
 from lrtdense.reference import SHIPPED_MANIFEST_SHA256, default_dir
 from lrtdense.reference import cases as _cases
 from lrtdense.reference import families, generation
@@ -308,35 +306,8 @@ def read_checked_case(ref, name, statistical=False):
         return None
     _check_case(case.meta, case.expected, name)
     if statistical:
-        _check_statistical_case(name, case.meta, case.inputs, case.expected)
+        _statistical.check_case(name, case.meta, case.inputs, case.expected)
     return case
-
-
-def _check_statistical_case(name, meta, inputs, expected):
-    """Raises ReferenceError unless the case's model builds and its params, x and g fit it (what
-    the statistical checks compute with: a re-signed set may hold anything there)."""
-    if meta.get("kind") == "training":
-        _statistical.training.check_case(name, meta, inputs, expected)
-        return
-    if "x" not in inputs or "g" not in inputs or "outputs/sample" not in expected:
-        raise store.ReferenceError(f"case {name}: a statistical case needs inputs/x, inputs/g "
-                                   f"and expected/outputs/sample")
-    try:
-        layer = generation.model_from_meta(meta)
-        x = inputs["x"]
-        layer.check_params(tree.unflatten(inputs, "params"), x.shape[-1])
-        out_shape = layer.compute_output_shape(x.shape)
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError,
-            RecursionError) as err:
-        raise store.ReferenceError(f"case {name}: its model and params do not fit together "
-                                   f"({type(err).__name__}: {short(str(err))}); the "
-                                   f"reference set is corrupt") from None
-    for key in ("outputs/sample", "g"):
-        shape = expected[key].shape if key in expected else inputs[key].shape
-        if tuple(shape) != tuple(out_shape) or inputs["x"].dtype != np.dtype(layer.dtype):
-            raise store.ReferenceError(f"case {name}: {key} has shape {tuple(shape)} and x dtype "
-                                       f"{inputs['x'].dtype}; the model gives {tuple(out_shape)} "
-                                       f"{layer.dtype}: the reference set is corrupt")
 
 
 def _folder_source(results_root):
