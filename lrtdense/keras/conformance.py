@@ -20,10 +20,17 @@ import zlib
 
 import keras
 import numpy as np
+from keras import ops
 
-from lrtdense.keras import from_lrtdense_config
+from lrtdense import tree
+from lrtdense.keras import from_lrtdense_config, kernels
+from lrtdense.keras.gradients import value_and_grad
+from lrtdense.keras.optimizers import KingmaAdam, TFKerasAdam
+from lrtdense.losses import neg_elbo
 
-__all__ = ["Adapter", "build", "evaluate"]
+__all__ = ["Adapter", "build", "build_layers", "evaluate", "minibatch_nll_kl", "OPTIMIZERS"]
+
+OPTIMIZERS = {"kingma": KingmaAdam, "keras": TFKerasAdam}   # SPEC.md section 3's two forms
 
 BACKEND = keras.backend.backend()
 if BACKEND == "jax":
@@ -38,18 +45,23 @@ def _sub(tree, prefix):
 
 def build(case):
     """[(prefix, layer)]: the case's layers, built for its input and holding its params."""
-    model = case.model
+    return build_layers(case.model, case.params, tuple(case.x.shape))
+
+
+def build_layers(model, params, input_shape):
+    """[(prefix, layer)] of a layer or Sequential config, built for ``input_shape`` and holding
+    ``params`` (nested by "layer_<i>" for a network)."""
     specs = ([("", model)] if model["class_name"] != "Sequential" else
              [(f"layer_{i}", spec) for i, spec in enumerate(model["config"]["layers"])])
-    shape, layers = tuple(case.x.shape), []
+    shape, layers = tuple(input_shape), []
     for prefix, spec in specs:
         layer = from_lrtdense_config(spec)
         layer.build(shape)
-        params = _sub(case.params, prefix)
-        if sorted(params) != sorted(layer.weight_names()):
-            raise ValueError(f"{prefix or 'the layer'}: the case's params {sorted(params)} are not "
-                             f"the layer's weights {layer.weight_names()}")
-        layer.set_weights([params[name] for name in layer.weight_names()])
+        layer_params = _sub(params, prefix)
+        if sorted(layer_params) != sorted(layer.weight_names()):
+            raise ValueError(f"{prefix or 'the layer'}: the case's params {sorted(layer_params)} "
+                             f"are not the layer's weights {layer.weight_names()}")
+        layer.set_weights([layer_params[name] for name in layer.weight_names()])
         layers.append((prefix, layer))
         shape = layer.compute_output_shape(shape)
     return layers
@@ -69,10 +81,14 @@ class Adapter:
     """The conformance adapter of ``lrtdense.keras`` on the current Keras backend."""
     name = f"lrtdense.keras ({BACKEND})"
     implements = {"families": ["lrt", "reparam", "flipout", "vdrop", "sparsevd", "network",
-                               "priors", "dv"]}
+                               "priors", "dv", "train", "adam"]}
 
     def compute(self, case):
-        """Every expected quantity of a layer or network case: dict key -> array."""
+        """Every expected quantity of a case: dict key -> array."""
+        if case.kind == "adam":
+            return _adam(case)
+        if case.kind == "training":
+            return _training(case)
         layers = build(case)
         results = evaluate(layers, case.x, case.g, case.noise)
         results["outputs/sample"] = results.pop("outputs")
@@ -92,6 +108,96 @@ class Adapter:
                                         (seed * 0x9E3779B1 + zlib.crc32(case.name.encode()))
                                         % 2 ** 31))
         return results
+
+
+def _optimizer(form, hyperparameters, eps):
+    """The case's optimizer (``OPTIMIZERS[form]``), its learning-rate variable made in float64
+    (Keras makes it in floatx, whose float32 would round the kingma form's lr)."""
+    floatx = keras.config.floatx()
+    keras.config.set_floatx("float64")
+    try:
+        return OPTIMIZERS[form](learning_rate=hyperparameters["step_size"],
+                                beta_1=hyperparameters["b1"], beta_2=hyperparameters["b2"],
+                                epsilon=eps)
+    finally:
+        keras.config.set_floatx(floatx)
+
+
+def _snapshot(variable):
+    """A NumPy copy of a variable's value (PyTorch's shares memory, and the optimizer updates
+    it in place)."""
+    return np.array(_numpy(variable.value), copy=True)
+
+
+def _adam(case):
+    """SPEC.md section 3, "Adam cases": both forms on the case's gradients, one
+    ``optimizer.apply`` per step; "<form>/params/<p>" (T, ...) the parameters after each."""
+    hp = case.meta["hyperparameters"]
+    names = sorted(k[len("init/"):] for k in case.inputs if k.startswith("init/"))
+    results = {}
+    for form in OPTIMIZERS:
+        variables = [keras.Variable(case.inputs[f"init/{n}"], dtype=case.dtype, name=n)
+                     for n in names]
+        optimizer = _optimizer(form, hp, hp["eps"][form])
+        trajectory = {n: [] for n in names}
+        for t in range(hp["steps"]):
+            optimizer.apply([case.inputs[f"grads/{n}"][t] for n in names], variables)
+            for n, variable in zip(names, variables):
+                trajectory[n].append(_snapshot(variable))
+        results.update({f"{form}/params/{n}": np.stack(v) for n, v in trajectory.items()})
+    return results
+
+
+def minibatch_nll_kl(layers, x, y, noise, sigma, num_samples=1):
+    """(nll, kl) of one training step (SPEC.md section 3, "Training cases", "Several samples per
+    step"): the minibatch's mean Gaussian NLL (sum over outputs) and the network's KL (its
+    layers' terms as each weights them), each averaged over the ``num_samples`` draws of
+    ``noise`` (a leading draw axis when num_samples > 1). The step's loss is
+    ``lrtdense.losses.neg_elbo(nll, kl, N, kl_weight)``."""
+    y = ops.convert_to_tensor(y)
+    nll = kl = 0.0
+    for s in range(num_samples):
+        draw = noise if num_samples == 1 else tree.map(lambda v: v[s], noise)
+        outputs, terms = _forward(layers, x, draw, "sample", _eager_call)
+        per_example = ops.sum(kernels.gaussian_nll(y, outputs, sigma), axis=-1)
+        nll = nll + ops.sum(per_example) / ops.shape(per_example)[0]   # ops.mean: float32
+        kl = kl + _total(terms, kernels.dtype_of(outputs))
+    return (nll, kl) if num_samples == 1 else (nll / num_samples, kl / num_samples)
+
+
+def _training(case):
+    """SPEC.md section 3, "Training cases": the case's network in a ``keras.Sequential``, its
+    minibatches in the case's order, each step's noise, loss = ``neg_elbo`` of
+    ``minibatch_nll_kl``, gradients by ``value_and_grad``, one ``optimizer.apply`` per step."""
+    h = case.meta["hyperparameters"]
+    x, y, order = case.inputs["x"], case.inputs["y"], case.inputs["order"]
+    network = {"class_name": "Sequential", "config": case.model["network"]}
+    layers = build_layers(network, tree.unflatten(case.inputs, "init"), x.shape)
+    model = keras.Sequential([layer for _, layer in layers])
+    variables = model.trainable_variables
+    keys = [f"params/{k}" for k in _weight_keys(layers)]
+    optimizer = _optimizer(h["form"], h, h["eps"])
+    sigma, n, size = case.model["likelihood"]["scale"], h["num_examples"], h["batch_size"]
+    noise = case.noise
+    records = {"loss": [], "nll": [], "kl": [], **{k: [] for k in keys}}
+    t = 0
+    for epoch, kl_weight in enumerate(h["kl_weights"][:h["epochs"]]):
+        for start in range(0, n, size):
+            index = order[epoch][start:start + size]
+
+            def objective():
+                nll, kl = minibatch_nll_kl(layers, x[index], y[index], noise[f"step_{t}"],
+                                           sigma, h.get("num_samples", 1))
+                return neg_elbo(nll, kl, n, kl_weight), (nll, kl)
+
+            (loss, (nll, kl)), grads = value_and_grad(objective, variables, has_aux=True)
+            optimizer.apply(grads, variables)
+            for key, value in zip(("loss", "nll", "kl"), (loss, nll, kl)):
+                records[key].append(_numpy(value))
+            for key, variable in zip(keys, variables):
+                records[key].append(_snapshot(variable))
+            t += 1
+    return {k: np.stack(v) for k, v in records.items()}
 
 
 def _numpy(value):
