@@ -100,13 +100,16 @@ class Adapter:
         return results
 
     def sample(self, case, draws, seed):
-        """SPEC.md section 7: the deterministic quantities and ``draws`` sample-mode calls."""
+        """SPEC.md section 7: the deterministic quantities and ``draws`` sample-mode calls; for a
+        training case ("A training step") ``draws`` draws of its first step's loss and
+        gradients."""
         if BACKEND != "jax":
             raise NotImplementedError("the statistical mode is implemented on the JAX backend")
+        seed = (seed * 0x9E3779B1 + zlib.crc32(case.name.encode())) % 2 ** 31
+        if case.kind == "training":
+            return _jax_statistical_training(case, draws, seed)
         results = self.compute(case)
-        results.update(_jax_statistical(case, build(case), draws,
-                                        (seed * 0x9E3779B1 + zlib.crc32(case.name.encode()))
-                                        % 2 ** 31))
+        results.update(_jax_statistical(case, build(case), draws, seed))
         return results
 
 
@@ -141,24 +144,26 @@ def _adam(case):
         optimizer = _optimizer(form, hp, hp["eps"][form])
         trajectory = {n: [] for n in names}
         for t in range(hp["steps"]):
-            optimizer.apply([case.inputs[f"grads/{n}"][t] for n in names], variables)
+            optimizer.apply([ops.convert_to_tensor(case.inputs[f"grads/{n}"][t]) for n in names],
+                            variables)
             for n, variable in zip(names, variables):
                 trajectory[n].append(_snapshot(variable))
         results.update({f"{form}/params/{n}": np.stack(v) for n, v in trajectory.items()})
     return results
 
 
-def minibatch_nll_kl(layers, x, y, noise, sigma, num_samples=1):
+def minibatch_nll_kl(layers, x, y, noise, sigma, num_samples=1, call=None):
     """(nll, kl) of one training step (SPEC.md section 3, "Training cases", "Several samples per
     step"): the minibatch's mean Gaussian NLL (sum over outputs) and the network's KL (its
     layers' terms as each weights them), each averaged over the ``num_samples`` draws of
     ``noise`` (a leading draw axis when num_samples > 1). The step's loss is
-    ``lrtdense.losses.neg_elbo(nll, kl, N, kl_weight)``."""
+    ``lrtdense.losses.neg_elbo(nll, kl, N, kl_weight)``. ``noise`` None: the layers' own draws;
+    ``call``: how a layer is called (``_forward``'s; default: eagerly)."""
     y = ops.convert_to_tensor(y)
     nll = kl = 0.0
     for s in range(num_samples):
-        draw = noise if num_samples == 1 else tree.map(lambda v: v[s], noise)
-        outputs, terms = _forward(layers, x, draw, "sample", _eager_call)
+        draw = noise if num_samples == 1 or noise is None else tree.map(lambda v: v[s], noise)
+        outputs, terms = _forward(layers, x, draw, "sample", call or _eager_call)
         per_example = ops.sum(kernels.gaussian_nll(y, outputs, sigma), axis=-1)
         nll = nll + ops.sum(per_example) / ops.shape(per_example)[0]   # ops.mean: float32
         kl = kl + _total(terms, kernels.dtype_of(outputs))
@@ -283,19 +288,56 @@ def _torch_evaluate(layers, x, g, noise, mode):
     return outputs, terms, {**dict(zip(_weight_keys(layers), grads[:-1])), "x": grads[-1]}
 
 
+def _seed_states(layer, draws, seed):
+    """(the layer's SeedGenerator variable, ``draws`` random states for it)."""
+    seeds = list(layer.non_trainable_variables)
+    if len(seeds) != 1:
+        raise ValueError(f"expected one SeedGenerator state, got {len(seeds)} non-trainable "
+                         f"variables")
+    state = seeds[0].value
+    return seeds[0], jax.random.randint(jax.random.PRNGKey(seed), (draws,) + tuple(state.shape),
+                                        0, 2 ** 31 - 1).astype(state.dtype)
+
+
+def _jax_statistical_training(case, draws, seed):
+    """SPEC.md section 7, "A training step": samples/loss (each draw's ``neg_elbo`` of
+    ``minibatch_nll_kl``, as ``_training`` computes a step's loss) and
+    samples/grads/layer_0/* of ``draws`` draws of the first step (the examples
+    order[0][:batch_size], kl_weights[0], the init/ parameters) of the case's one layer, each
+    with the layer's own keras.random draws from a SeedGenerator state of its own
+    (``jax.vmap`` of ``jax.grad`` over the states)."""
+    h = case.meta["hyperparameters"]
+    index = case.inputs["order"][0][:h["batch_size"]]
+    x, y = jax.numpy.asarray(case.inputs["x"][index]), case.inputs["y"][index]
+    (_, layer), = layers = build_layers(case.model["network"]["layers"][0],
+                                        tree.unflatten(case.inputs, "init")["layer_0"], x.shape)
+    names = [w.name for w in layer.trainable_variables]
+    _, states = _seed_states(layer, draws, seed)
+    sigma = case.model["likelihood"]["scale"]
+
+    def loss(weights, state):
+        def call(index, layer, h, layer_noise, mode):
+            out, _, losses = layer.stateless_call(weights, [state], h, mode=mode,
+                                                  return_losses=True)
+            return out, losses
+        nll, kl = minibatch_nll_kl(layers, x, y, None, sigma, call=call)
+        value = neg_elbo(nll, kl, h["num_examples"], h["kl_weights"][0])
+        return value, value
+
+    grads, losses = jax.jit(jax.vmap(jax.grad(loss, has_aux=True), in_axes=(None, 0)))(
+        [w.value for w in layer.trainable_variables], states)
+    results = {"samples/loss": losses}
+    results.update({f"samples/grads/layer_0/{n}": v for n, v in zip(names, grads)})
+    return {k: np.asarray(v) for k, v in results.items()}
+
+
 def _jax_statistical(case, layers, draws, seed):
     """samples/outputs, samples/grads/* and samples/kl (each draw's KL) of ``draws`` calls of a
     single layer, each seeded by its own SeedGenerator state (``jax.vmap`` over the states)."""
     (_, layer), = layers
     weights = [w.value for w in layer.trainable_variables]
     names = [w.name for w in layer.trainable_variables]
-    seeds = [v for v in layer.non_trainable_variables]
-    if len(seeds) != 1:
-        raise ValueError(f"expected one SeedGenerator state, got {len(seeds)} non-trainable "
-                         f"variables")
-    state = seeds[0].value
-    states = jax.random.randint(jax.random.PRNGKey(seed), (draws,) + tuple(state.shape), 0,
-                                2 ** 31 - 1).astype(state.dtype)
+    _, states = _seed_states(layer, draws, seed)
     g = jax.numpy.asarray(case.g)
 
     def objective(weights, x, state):

@@ -13,8 +13,9 @@ conventions, which the reference cases pin and which each backend's own primitiv
   the derivative 0 at w == loc (TF's ``Abs``).
 
 Keras' own ``tanh`` and ``logaddexp`` (JAX, PyTorch), ``mean`` (JAX), ``matmul`` and ``maximum``
-(PyTorch) round float64 to float32 (Keras' type promotion maps float64 to float32 there); this module writes them
-with ops that keep the dtype, and ``tests/test_keras_layers.py`` checks every op's dtype in float64.
+(PyTorch) round float64 to float32 (Keras' type promotion maps float64 to float32 there); this
+module writes them with ops that keep the dtype, and ``tests/test_keras_layers.py`` checks every
+op's dtype in float64.
 
 Every function takes and returns backend tensors (or Keras variables); x has shape (..., in),
 kernels (in, units), biases (units,); a divergence or log density is the scalar sum over all
