@@ -12,9 +12,17 @@ autodiff: ``layer.stateless_call`` under ``jax.value_and_grad`` on JAX, ``torch.
 on PyTorch. Importing this module on the JAX backend turns on ``jax_enable_x64`` (the float64
 cases need it; float32 arrays stay float32).
 
+Adam cases run ``KingmaAdam`` (kingma) and ``TFKerasAdam`` (keras) on the case's gradients.
+Training cases (SPEC.md section 3, "Training cases") put the network in a ``keras.Sequential``
+with the case's initial weights; each step calls it on its minibatch with its noise, takes the
+loss ``lrtdense.losses.neg_elbo`` of ``minibatch_nll_kl`` (mean Gaussian NLL, KL / N, both
+averaged over the step's draws), its gradients by ``lrtdense.keras.value_and_grad`` and one
+``optimizer.apply``.
+
 ``sample(case, draws, seed)`` (SPEC.md section 7, JAX backend): ``draws`` calls, each with the
 layer's own ``keras.random`` draws from a ``SeedGenerator`` state of its own, and their gradients
-of L_s = sum(g * out) + 0.5 sum(out^2) + kl: ``jax.vmap`` of ``jax.grad`` over the seed states.
+of L_s = sum(g * out) + 0.5 sum(out^2) + kl: ``jax.vmap`` of ``jax.grad`` over the seed states;
+for a training case, the first step's loss and gradients, drawn the same way.
 """
 import zlib
 
@@ -180,7 +188,9 @@ def _training(case):
     layers = build_layers(network, tree.unflatten(case.inputs, "init"), x.shape)
     model = keras.Sequential([layer for _, layer in layers])
     variables = model.trainable_variables
-    keys = [f"params/{k}" for k in _weight_keys(layers)]
+    key_of = {id(w): f"params/{_key(prefix, w.name)}"
+              for prefix, layer in layers for w in layer.trainable_variables}
+    keys = [key_of[id(v)] for v in variables]
     optimizer = _optimizer(h["form"], h, h["eps"])
     sigma, n, size = case.model["likelihood"]["scale"], h["num_examples"], h["batch_size"]
     noise = case.noise

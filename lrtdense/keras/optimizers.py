@@ -14,11 +14,11 @@ lr32, b1_32, b2_32 of lr, b1, b2 (tf-keras holds them in float32)::
     alpha = lr32 sqrt(1 - b2_32^t) / (1 - b1_32^t)
     m = m + (g - m) (1 - b1);  v = v + (g^2 - v) (1 - b2);  p = p - m alpha / (sqrt(v) + eps)
 
-Why not ``keras.optimizers.Adam`` for the second: it is that form but for the betas of the
-bias corrections, which it casts to the variable's dtype, so a float64 variable gets
-0.9^t where tf-keras has float32(0.9)^t = 0.89999998^t: alpha moves by 2.4e-7 relative at
-t = 1, far beyond the float64 cases' 1e-12 (``tests/test_keras_layers.py`` measures it). On a
-float32 variable the two agree to rounding.
+Why not ``keras.optimizers.Adam`` for the second: it is that form but for the bias corrections,
+where it raises the betas in the variable's dtype, so a float64 variable gets 0.999^t where
+tf-keras has float32(0.999)^t = 0.99900001^t: sqrt(1 - b2^t) moves by 6e-6 relative at t = 1,
+far beyond the float64 cases' 1e-12 (``tests/test_keras_layers.py`` measures it; docs/keras.md
+has the numbers). On a float32 variable the two agree to rounding.
 
 Precision (SPEC.md section 3, "Precision of the Adam state"): the moments are zeros of each
 variable's dtype and stay in it; the scalars of the bias corrections (lr / (1 - b1^t),
