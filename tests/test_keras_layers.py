@@ -391,8 +391,9 @@ def test_value_and_grad_matches_finite_differences():
                          seed=4)
     x, g = rng.standard_normal((5, 4)), rng.standard_normal((5, 3))
     layer.build(x.shape)
+    shapes = layer.settings.noise_shapes(x.shape)
     noise = {k: rng.choice([-1.0, 1.0], shape) if k.startswith("sign") else
-             rng.standard_normal(shape) for k, shape in layer.settings.noise_shapes(x.shape).items()}
+             rng.standard_normal(shape) for k, shape in shapes.items()}
 
     def objective():
         out = layer(x, noise=noise)
