@@ -2,8 +2,8 @@
 
 The in-process tests run on the Keras backend of this process (JAX unless KERAS_BACKEND says
 otherwise: a backend is fixed at Keras' first import); the conformance runs start a subprocess
-per backend (JAX, PyTorch). Default run: every case on PyTorch (seconds), a case per family on
-JAX (XLA compiles each new eager op, ~90 s for every case: ``-m slow``); the recorded real-TFP
+per backend (JAX, PyTorch). Default run: every case on PyTorch (seconds), a case per family and
+every adam/train case on JAX (XLA compiles each new eager op, ~90 s for every case: ``-m slow``); the recorded real-TFP
 fixtures replay on this process's backend at 1e-10 (float64) and 1e-5 (float32) relative to each
 array's largest magnitude (ten by default, all 60 with ``-m slow``, ~1 min).
 """
