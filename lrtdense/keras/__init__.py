@@ -11,18 +11,24 @@ The six layers of ``lrtdense`` (``DenseLocalReparameterization``, ``DenseReparam
 ``DenseFlipout``, ``DenseVariational``, ``DenseVariationalDropout``,
 ``DenseSparseVariationalDropout``) with the NumPy layers' settings and numbers, TFP's weight
 names and order, divergences as ``layer.losses``, ``get_config`` and the ``.keras`` format, seeded
-by ``keras.random.SeedGenerator`` (``lrtdense.keras.base`` states the contract). Certified by the
-reference set: ``lrtdense.keras.conformance.Adapter``. Importing ``lrtdense`` never imports Keras;
+by ``keras.random.SeedGenerator`` (``lrtdense.keras.base`` states the contract). For custom
+training loops: the reference set's two Adam forms as Keras optimizers (``KingmaAdam``,
+``TFKerasAdam``: ``lrtdense.keras.optimizers``) and the gradients on every backend
+(``value_and_grad``: ``lrtdense.keras.gradients``). Certified by the reference set, training
+included: ``lrtdense.keras.conformance.Adapter``. Importing ``lrtdense`` never imports Keras;
 importing ``lrtdense.keras`` does (the backend is Keras', ``KERAS_BACKEND``).
 """
 from lrtdense.keras.base import BayesianDense
+from lrtdense.keras.gradients import value_and_grad
 from lrtdense.keras.layers import (LAYERS, DenseFlipout, DenseLocalReparameterization,
                                    DenseReparameterization, DenseSparseVariationalDropout,
                                    DenseVariational, DenseVariationalDropout)
+from lrtdense.keras.optimizers import KingmaAdam, TFKerasAdam
 
 __all__ = ["DenseLocalReparameterization", "DenseReparameterization", "DenseFlipout",
            "DenseVariational", "DenseVariationalDropout", "DenseSparseVariationalDropout",
-           "BayesianDense", "LAYERS", "from_lrtdense_config", "divergence"]
+           "BayesianDense", "LAYERS", "from_lrtdense_config", "divergence", "KingmaAdam",
+           "TFKerasAdam", "value_and_grad"]
 
 
 def from_lrtdense_config(data, **kwargs):

@@ -12,18 +12,33 @@ autodiff: ``layer.stateless_call`` under ``jax.value_and_grad`` on JAX, ``torch.
 on PyTorch. Importing this module on the JAX backend turns on ``jax_enable_x64`` (the float64
 cases need it; float32 arrays stay float32).
 
+Adam cases run ``KingmaAdam`` (kingma) and ``TFKerasAdam`` (keras) on the case's gradients.
+Training cases (SPEC.md section 3, "Training cases") put the network in a ``keras.Sequential``
+with the case's initial weights; each step calls it on its minibatch with its noise, takes the
+loss ``lrtdense.losses.neg_elbo`` of ``minibatch_nll_kl`` (mean Gaussian NLL, KL / N, both
+averaged over the step's draws), its gradients by ``lrtdense.keras.value_and_grad`` and one
+``optimizer.apply``.
+
 ``sample(case, draws, seed)`` (SPEC.md section 7, JAX backend): ``draws`` calls, each with the
 layer's own ``keras.random`` draws from a ``SeedGenerator`` state of its own, and their gradients
-of L_s = sum(g * out) + 0.5 sum(out^2) + kl: ``jax.vmap`` of ``jax.grad`` over the seed states.
+of L_s = sum(g * out) + 0.5 sum(out^2) + kl: ``jax.vmap`` of ``jax.grad`` over the seed states;
+for a training case, the first step's loss and gradients, drawn the same way.
 """
 import zlib
 
 import keras
 import numpy as np
+from keras import ops
 
-from lrtdense.keras import from_lrtdense_config
+from lrtdense import tree
+from lrtdense.keras import from_lrtdense_config, kernels
+from lrtdense.keras.gradients import value_and_grad
+from lrtdense.keras.optimizers import KingmaAdam, TFKerasAdam
+from lrtdense.losses import neg_elbo
 
-__all__ = ["Adapter", "build", "evaluate"]
+__all__ = ["Adapter", "build", "build_layers", "evaluate", "minibatch_nll_kl", "OPTIMIZERS"]
+
+OPTIMIZERS = {"kingma": KingmaAdam, "keras": TFKerasAdam}   # SPEC.md section 3's two forms
 
 BACKEND = keras.backend.backend()
 if BACKEND == "jax":
@@ -38,18 +53,23 @@ def _sub(tree, prefix):
 
 def build(case):
     """[(prefix, layer)]: the case's layers, built for its input and holding its params."""
-    model = case.model
+    return build_layers(case.model, case.params, tuple(case.x.shape))
+
+
+def build_layers(model, params, input_shape):
+    """[(prefix, layer)] of a layer or Sequential config, built for ``input_shape`` and holding
+    ``params`` (nested by "layer_<i>" for a network)."""
     specs = ([("", model)] if model["class_name"] != "Sequential" else
              [(f"layer_{i}", spec) for i, spec in enumerate(model["config"]["layers"])])
-    shape, layers = tuple(case.x.shape), []
+    shape, layers = tuple(input_shape), []
     for prefix, spec in specs:
         layer = from_lrtdense_config(spec)
         layer.build(shape)
-        params = _sub(case.params, prefix)
-        if sorted(params) != sorted(layer.weight_names()):
-            raise ValueError(f"{prefix or 'the layer'}: the case's params {sorted(params)} are not "
-                             f"the layer's weights {layer.weight_names()}")
-        layer.set_weights([params[name] for name in layer.weight_names()])
+        layer_params = _sub(params, prefix)
+        if sorted(layer_params) != sorted(layer.weight_names()):
+            raise ValueError(f"{prefix or 'the layer'}: the case's params {sorted(layer_params)} "
+                             f"are not the layer's weights {layer.weight_names()}")
+        layer.set_weights([layer_params[name] for name in layer.weight_names()])
         layers.append((prefix, layer))
         shape = layer.compute_output_shape(shape)
     return layers
@@ -69,10 +89,14 @@ class Adapter:
     """The conformance adapter of ``lrtdense.keras`` on the current Keras backend."""
     name = f"lrtdense.keras ({BACKEND})"
     implements = {"families": ["lrt", "reparam", "flipout", "vdrop", "sparsevd", "network",
-                               "priors", "dv"]}
+                               "priors", "dv", "train", "adam"]}
 
     def compute(self, case):
-        """Every expected quantity of a layer or network case: dict key -> array."""
+        """Every expected quantity of a case: dict key -> array."""
+        if case.kind == "adam":
+            return _adam(case)
+        if case.kind == "training":
+            return _training(case)
         layers = build(case)
         results = evaluate(layers, case.x, case.g, case.noise)
         results["outputs/sample"] = results.pop("outputs")
@@ -84,14 +108,111 @@ class Adapter:
         return results
 
     def sample(self, case, draws, seed):
-        """SPEC.md section 7: the deterministic quantities and ``draws`` sample-mode calls."""
+        """SPEC.md section 7: the deterministic quantities and ``draws`` sample-mode calls; for a
+        training case ("A training step") ``draws`` draws of its first step's loss and
+        gradients."""
         if BACKEND != "jax":
             raise NotImplementedError("the statistical mode is implemented on the JAX backend")
+        seed = (seed * 0x9E3779B1 + zlib.crc32(case.name.encode())) % 2 ** 31
+        if case.kind == "training":
+            return _jax_statistical_training(case, draws, seed)
         results = self.compute(case)
-        results.update(_jax_statistical(case, build(case), draws,
-                                        (seed * 0x9E3779B1 + zlib.crc32(case.name.encode()))
-                                        % 2 ** 31))
+        results.update(_jax_statistical(case, build(case), draws, seed))
         return results
+
+
+def _optimizer(form, hyperparameters, eps):
+    """The case's optimizer (``OPTIMIZERS[form]``), its learning-rate variable made in float64
+    (Keras makes it in floatx, whose float32 would round the kingma form's lr)."""
+    floatx = keras.config.floatx()
+    keras.config.set_floatx("float64")
+    try:
+        return OPTIMIZERS[form](learning_rate=hyperparameters["step_size"],
+                                beta_1=hyperparameters["b1"], beta_2=hyperparameters["b2"],
+                                epsilon=eps)
+    finally:
+        keras.config.set_floatx(floatx)
+
+
+def _snapshot(variable):
+    """A NumPy copy of a variable's value (PyTorch's shares memory, and the optimizer updates
+    it in place)."""
+    return np.array(_numpy(variable.value), copy=True)
+
+
+def _adam(case):
+    """SPEC.md section 3, "Adam cases": both forms on the case's gradients, one
+    ``optimizer.apply`` per step; "<form>/params/<p>" (T, ...) the parameters after each."""
+    hp = case.meta["hyperparameters"]
+    names = sorted(k[len("init/"):] for k in case.inputs if k.startswith("init/"))
+    results = {}
+    for form in OPTIMIZERS:
+        variables = [keras.Variable(case.inputs[f"init/{n}"], dtype=case.dtype, name=n)
+                     for n in names]
+        optimizer = _optimizer(form, hp, hp["eps"][form])
+        trajectory = {n: [] for n in names}
+        for t in range(hp["steps"]):
+            optimizer.apply([ops.convert_to_tensor(case.inputs[f"grads/{n}"][t]) for n in names],
+                            variables)
+            for n, variable in zip(names, variables):
+                trajectory[n].append(_snapshot(variable))
+        results.update({f"{form}/params/{n}": np.stack(v) for n, v in trajectory.items()})
+    return results
+
+
+def minibatch_nll_kl(layers, x, y, noise, sigma, num_samples=1, call=None):
+    """(nll, kl) of one training step (SPEC.md section 3, "Training cases", "Several samples per
+    step"): the minibatch's mean Gaussian NLL (sum over outputs) and the network's KL (its
+    layers' terms as each weights them), each averaged over the ``num_samples`` draws of
+    ``noise`` (a leading draw axis when num_samples > 1). The step's loss is
+    ``lrtdense.losses.neg_elbo(nll, kl, N, kl_weight)``. ``noise`` None: the layers' own draws;
+    ``call``: how a layer is called (``_forward``'s; default: eagerly)."""
+    y = ops.convert_to_tensor(y)
+    nll = kl = 0.0
+    for s in range(num_samples):
+        draw = noise if num_samples == 1 or noise is None else tree.map(lambda v: v[s], noise)
+        outputs, terms = _forward(layers, x, draw, "sample", call or _eager_call)
+        per_example = ops.sum(kernels.gaussian_nll(y, outputs, sigma), axis=-1)
+        nll = nll + ops.sum(per_example) / ops.shape(per_example)[0]   # ops.mean: float32
+        kl = kl + _total(terms, kernels.dtype_of(outputs))
+    return (nll, kl) if num_samples == 1 else (nll / num_samples, kl / num_samples)
+
+
+def _training(case):
+    """SPEC.md section 3, "Training cases": the case's network in a ``keras.Sequential``, its
+    minibatches in the case's order, each step's noise, loss = ``neg_elbo`` of
+    ``minibatch_nll_kl``, gradients by ``value_and_grad``, one ``optimizer.apply`` per step."""
+    h = case.meta["hyperparameters"]
+    x, y, order = case.inputs["x"], case.inputs["y"], case.inputs["order"]
+    network = {"class_name": "Sequential", "config": case.model["network"]}
+    layers = build_layers(network, tree.unflatten(case.inputs, "init"), x.shape)
+    model = keras.Sequential([layer for _, layer in layers])
+    variables = model.trainable_variables
+    key_of = {id(w): f"params/{_key(prefix, w.name)}"
+              for prefix, layer in layers for w in layer.trainable_variables}
+    keys = [key_of[id(v)] for v in variables]
+    optimizer = _optimizer(h["form"], h, h["eps"])
+    sigma, n, size = case.model["likelihood"]["scale"], h["num_examples"], h["batch_size"]
+    noise = case.noise
+    records = {"loss": [], "nll": [], "kl": [], **{k: [] for k in keys}}
+    t = 0
+    for epoch, kl_weight in enumerate(h["kl_weights"][:h["epochs"]]):
+        for start in range(0, n, size):
+            index = order[epoch][start:start + size]
+
+            def objective():
+                nll, kl = minibatch_nll_kl(layers, x[index], y[index], noise[f"step_{t}"],
+                                           sigma, h.get("num_samples", 1))
+                return neg_elbo(nll, kl, n, kl_weight), (nll, kl)
+
+            (loss, (nll, kl)), grads = value_and_grad(objective, variables, has_aux=True)
+            optimizer.apply(grads, variables)
+            for key, value in zip(("loss", "nll", "kl"), (loss, nll, kl)):
+                records[key].append(_numpy(value))
+            for key, variable in zip(keys, variables):
+                records[key].append(_snapshot(variable))
+            t += 1
+    return {k: np.stack(v) for k, v in records.items()}
 
 
 def _numpy(value):
@@ -177,19 +298,56 @@ def _torch_evaluate(layers, x, g, noise, mode):
     return outputs, terms, {**dict(zip(_weight_keys(layers), grads[:-1])), "x": grads[-1]}
 
 
+def _seed_states(layer, draws, seed):
+    """(the layer's SeedGenerator variable, ``draws`` random states for it)."""
+    seeds = list(layer.non_trainable_variables)
+    if len(seeds) != 1:
+        raise ValueError(f"expected one SeedGenerator state, got {len(seeds)} non-trainable "
+                         f"variables")
+    state = seeds[0].value
+    return seeds[0], jax.random.randint(jax.random.PRNGKey(seed), (draws,) + tuple(state.shape),
+                                        0, 2 ** 31 - 1).astype(state.dtype)
+
+
+def _jax_statistical_training(case, draws, seed):
+    """SPEC.md section 7, "A training step": samples/loss (each draw's ``neg_elbo`` of
+    ``minibatch_nll_kl``, as ``_training`` computes a step's loss) and
+    samples/grads/layer_0/* of ``draws`` draws of the first step (the examples
+    order[0][:batch_size], kl_weights[0], the init/ parameters) of the case's one layer, each
+    with the layer's own keras.random draws from a SeedGenerator state of its own
+    (``jax.vmap`` of ``jax.grad`` over the states)."""
+    h = case.meta["hyperparameters"]
+    index = case.inputs["order"][0][:h["batch_size"]]
+    x, y = jax.numpy.asarray(case.inputs["x"][index]), case.inputs["y"][index]
+    (_, layer), = layers = build_layers(case.model["network"]["layers"][0],
+                                        tree.unflatten(case.inputs, "init")["layer_0"], x.shape)
+    names = [w.name for w in layer.trainable_variables]
+    _, states = _seed_states(layer, draws, seed)
+    sigma = case.model["likelihood"]["scale"]
+
+    def loss(weights, state):
+        def call(index, layer, h, layer_noise, mode):
+            out, _, losses = layer.stateless_call(weights, [state], h, mode=mode,
+                                                  return_losses=True)
+            return out, losses
+        nll, kl = minibatch_nll_kl(layers, x, y, None, sigma, call=call)
+        value = neg_elbo(nll, kl, h["num_examples"], h["kl_weights"][0])
+        return value, value
+
+    grads, losses = jax.jit(jax.vmap(jax.grad(loss, has_aux=True), in_axes=(None, 0)))(
+        [w.value for w in layer.trainable_variables], states)
+    results = {"samples/loss": losses}
+    results.update({f"samples/grads/layer_0/{n}": v for n, v in zip(names, grads)})
+    return {k: np.asarray(v) for k, v in results.items()}
+
+
 def _jax_statistical(case, layers, draws, seed):
     """samples/outputs, samples/grads/* and samples/kl (each draw's KL) of ``draws`` calls of a
     single layer, each seeded by its own SeedGenerator state (``jax.vmap`` over the states)."""
     (_, layer), = layers
     weights = [w.value for w in layer.trainable_variables]
     names = [w.name for w in layer.trainable_variables]
-    seeds = [v for v in layer.non_trainable_variables]
-    if len(seeds) != 1:
-        raise ValueError(f"expected one SeedGenerator state, got {len(seeds)} non-trainable "
-                         f"variables")
-    state = seeds[0].value
-    states = jax.random.randint(jax.random.PRNGKey(seed), (draws,) + tuple(state.shape), 0,
-                                2 ** 31 - 1).astype(state.dtype)
+    _, states = _seed_states(layer, draws, seed)
     g = jax.numpy.asarray(case.g)
 
     def objective(weights, x, state):

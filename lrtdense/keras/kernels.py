@@ -12,9 +12,10 @@ conventions, which the reference cases pin and which each backend's own primitiv
   passes it at its bounds (``tf.minimum``'s and ``tf.clip_by_value``'s rules); |w - loc| has
   the derivative 0 at w == loc (TF's ``Abs``).
 
-Keras' own ``tanh`` and ``logaddexp`` (JAX, PyTorch), ``matmul`` and ``maximum`` (PyTorch) round
-float64 to float32 (Keras' type promotion maps float64 to float32 there); this module writes them
-with ops that keep the dtype, and ``tests/test_keras_layers.py`` checks every op's dtype in float64.
+Keras' own ``tanh`` and ``logaddexp`` (JAX, PyTorch), ``mean`` (JAX), ``matmul`` and ``maximum``
+(PyTorch) round float64 to float32 (Keras' type promotion maps float64 to float32 there); this
+module writes them with ops that keep the dtype, and ``tests/test_keras_layers.py`` checks every
+op's dtype in float64.
 
 Every function takes and returns backend tensors (or Keras variables); x has shape (..., in),
 kernels (in, units), biases (units,); a divergence or log density is the scalar sum over all
@@ -27,7 +28,7 @@ from keras import ops
 
 __all__ = ["softplus", "posterior_scale", "zero_safe_sqrt", "activation", "ACTIVATIONS",
            "dense", "min0", "clip", "kl_normal", "normal_log_prob_of_sample", "LOG_PRIORS",
-           "kl_kingma", "kl_molchanov", "HALF_LOG_2PI", "dtype_of"]
+           "kl_kingma", "kl_molchanov", "gaussian_nll", "HALF_LOG_2PI", "dtype_of"]
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 _EPS = {"float32": 1.1920928955078125e-07, "float64": 2.220446049250313e-16}
@@ -196,3 +197,9 @@ def kl_molchanov(log_alpha):
     sum(k1 - k1 sigmoid(k2 + k3 la) + 0.5 log1p(exp(-la)))."""
     k1, k2, k3 = MOLCHANOV_K
     return ops.sum(k1 - k1 * ops.sigmoid(k2 + k3 * log_alpha) + 0.5 * ops.log1p(ops.exp(-log_alpha)))
+
+
+def gaussian_nll(y, mean, scale):
+    """-log N(y; mean, scale^2) = 0.5 ((y - mean) / scale)^2 + log(scale) + 0.5 log(2 pi),
+    element-wise (``lrtdense.kernels.gaussian_nll``); scale a number > 0."""
+    return 0.5 * ops.square((y - mean) / scale) + (math.log(scale) + HALF_LOG_2PI)
