@@ -486,3 +486,22 @@ def test_float64_on_jax_without_x64_is_refused():
                           env={**os.environ, "PYTHONPATH": ROOT, "KERAS_BACKEND": "jax"},
                           timeout=300)
     assert "jax.config.update('jax_enable_x64', True)" in done.stdout, done.stderr[-2000:]
+
+
+@pytest.mark.skipif(not os.environ.get("LRTDENSE_TF_PYTHON"),
+                    reason="the TensorFlow backend runs in an environment of its own: set "
+                           "LRTDENSE_TF_PYTHON to its Python (docs/keras.md, 'TensorFlow backend')")
+def test_tensorflow_backend_in_its_own_environment():
+    """KERAS_BACKEND=tensorflow in the environment LRTDENSE_TF_PYTHON names (tensorflow-cpu
+    2.18.1, keras 3.15.1, this checkout installed --no-deps): a layer case per family, both Adam
+    forms and the training cases through the adapter, every row passing."""
+    cases = ("lrt_64_basic,reparam_32_basic,flipout_64_normal_bias_prior,vdrop_64_basic,"
+             "sparsevd_64_network3,dv_64_mc_trainable,priors_lrt_64_trainable_mc,adam_*,train_*")
+    done = subprocess.run(
+        [os.environ["LRTDENSE_TF_PYTHON"], "-m", "lrtdense", "reference", "verify", "--port",
+         "lrtdense.keras.conformance:Adapter", "--cases", cases],
+        capture_output=True, text=True, timeout=900,
+        env={**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2",
+             "PYTHONPATH": ROOT})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert " 0 failed" in done.stdout and "not implemented" not in done.stdout.splitlines()[-1]

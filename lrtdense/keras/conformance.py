@@ -254,48 +254,23 @@ def evaluate(layers, x, g, noise=None, mode="sample"):
       dict of NumPy arrays: "outputs", "kl/<prefix/>kernel" ..., "kl/total", and the gradients
       of sum(g * outputs) + kl/total, "grads/<prefix/><weight>" and "grads/x".
     """
-    run = _jax_evaluate if BACKEND == "jax" else _torch_evaluate
-    outputs, terms, grads = run(layers, x, g, noise, mode)
-    results = {"outputs": outputs, "kl/total": _total(terms, x.dtype.name)}
+    x_var = keras.Variable(x, dtype=x.dtype.name, name="x")    # x differentiated as a weight
+    g = ops.convert_to_tensor(g, dtype=x.dtype.name)
+    weights = [w for _, layer in layers for w in layer.trainable_variables]
+
+    def objective():
+        outputs, terms = _forward(layers, x_var.value, noise, mode, _eager_call)
+        return ops.sum(g * outputs) + _total(terms, x.dtype.name), (outputs, terms)
+
+    (_, (outputs, terms)), grads = value_and_grad(objective, weights + [x_var], has_aux=True)
+    results = {"outputs": outputs, "kl/total": _total(terms, x.dtype.name), "grads/x": grads[-1]}
     results.update({f"kl/{k}": v for k, v in terms.items()})
-    results.update({f"grads/{k}": v for k, v in grads.items()})
+    results.update({f"grads/{k}": v for k, v in zip(_weight_keys(layers), grads[:-1])})
     return {k: _numpy(v) for k, v in results.items()}
 
 
 def _weight_keys(layers):
     return [_key(prefix, w.name) for prefix, layer in layers for w in layer.trainable_variables]
-
-
-def _jax_evaluate(layers, x, g, noise, mode):
-    """(outputs, terms, grads) through ``stateless_call`` and ``jax.value_and_grad``."""
-    weights = [[w.value for w in layer.trainable_variables] for _, layer in layers]
-    states = [[v.value for v in layer.non_trainable_variables] for _, layer in layers]
-
-    def objective(weights, x):
-        def call(index, layer, h, layer_noise, mode):
-            out, _, losses = layer.stateless_call(weights[index], states[index], h,
-                                                  noise=layer_noise, mode=mode,
-                                                  return_losses=True)
-            return out, losses
-        outputs, terms = _forward(layers, x, noise, mode, call)
-        return jax.numpy.sum(g * outputs) + _total(terms, x.dtype.name), (outputs, terms)
-
-    (_, (outputs, terms)), (grad_weights, grad_x) = jax.value_and_grad(
-        objective, argnums=(0, 1), has_aux=True)(weights, jax.numpy.asarray(x))
-    flat = [v for per_layer in grad_weights for v in per_layer]
-    return outputs, terms, {**dict(zip(_weight_keys(layers), flat)), "x": grad_x}
-
-
-def _torch_evaluate(layers, x, g, noise, mode):
-    """(outputs, terms, grads) through eager calls and ``torch.autograd.grad``."""
-    import torch
-    x = torch.tensor(x, requires_grad=True)
-    outputs, terms = _forward(layers, x, noise, mode, _eager_call)
-    weights = [w.value for _, layer in layers for w in layer.trainable_variables]
-    grads = torch.autograd.grad(torch.sum(torch.as_tensor(g) * outputs)
-                                + _total(terms, str(x.dtype).replace("torch.", "")),
-                                weights + [x])
-    return outputs, terms, {**dict(zip(_weight_keys(layers), grads[:-1])), "x": grads[-1]}
 
 
 def _seed_states(layer, draws, seed):

@@ -15,8 +15,7 @@ a custom training loop, written as Keras 3's "writing a training loop from scrat
   scope keeps every variable unchanged: the variables of ``state`` (a ``SeedGenerator``'s, for
   layers that draw their own noise) get the values ``fn`` left them, after the call.
 * PyTorch: ``fn`` runs eagerly and ``torch.autograd.grad`` differentiates it.
-* TensorFlow: ``tf.GradientTape`` (not run here: TensorFlow is not installed on this project's
-  machines).
+* TensorFlow: ``tf.GradientTape`` (certified in an environment of its own: docs/keras.md).
 """
 import keras
 
@@ -82,7 +81,7 @@ def _torch(fn, variables, has_aux):
     return ((value, aux) if has_aux else value), grads
 
 
-def _tensorflow(fn, variables, has_aux):   # untested here: TensorFlow is not installed
+def _tensorflow(fn, variables, has_aux):
     import tensorflow as tf
 
     with tf.GradientTape() as tape:

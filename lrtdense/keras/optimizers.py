@@ -72,8 +72,11 @@ class _Adam(keras.optimizers.Optimizer):
         scalar = _scalar_dtype()
         # the formula on tensors, not on the variables: a Keras variable times a Python float
         # goes through keras.ops, which rounds the float to floatx first (PyTorch backend)
-        p_new, m_new, v_new = self._update(variable.value, ops.cast(gradient, variable.dtype),
-                                           m.value, v.value, ops.cast(learning_rate, scalar),
+        # (convert_to_tensor: on TensorFlow the optimizer updates the backend's tf.Variable,
+        # whose ``value`` is a method)
+        p, m_t, v_t = (ops.convert_to_tensor(a) for a in (variable, m, v))
+        p_new, m_new, v_new = self._update(p, ops.cast(gradient, p.dtype), m_t, v_t,
+                                           ops.cast(learning_rate, scalar),
                                            ops.cast(self.iterations + 1, scalar))
         self.assign(m, m_new)
         self.assign(v, v_new)
@@ -105,7 +108,10 @@ class KingmaAdam(_Adam):
         super().__init__(learning_rate, beta_1, beta_2, epsilon, **kwargs)
 
     def _update(self, p, g, m, v, lr, t):
-        b1, b2, dtype = ops.cast(self.beta_1, t.dtype), ops.cast(self.beta_2, t.dtype), p.dtype
+        # convert_to_tensor with the dtype, not cast: TensorFlow's cast of a Python float
+        # makes a floatx (float32) tensor first, which rounds 0.9 to 0.89999998
+        b1, b2, dtype = (ops.convert_to_tensor(self.beta_1, dtype=t.dtype),
+                         ops.convert_to_tensor(self.beta_2, dtype=t.dtype), p.dtype)
         step_size = ops.cast(lr / (1 - ops.power(b1, t)), dtype)        # scalars rounded where
         root_correction = ops.cast(ops.sqrt(1 - ops.power(b2, t)), dtype)   # they meet p
         m = m + (g - m) * (1 - self.beta_1)                              # first moment
@@ -127,8 +133,8 @@ class TFKerasAdam(_Adam):
 
     def _update(self, p, g, m, v, lr, t):
         lr32 = ops.cast(ops.cast(lr, "float32"), t.dtype)
-        b1_32, b2_32 = (ops.cast(float(np.float32(b)), t.dtype) for b in (self.beta_1,
-                                                                            self.beta_2))
+        b1_32, b2_32 = (ops.convert_to_tensor(float(np.float32(b)), dtype=t.dtype)
+                        for b in (self.beta_1, self.beta_2))
         alpha = ops.cast(lr32 * ops.sqrt(1 - ops.power(b2_32, t)) / (1 - ops.power(b1_32, t)),
                          p.dtype)                                        # rounded where it meets p
         m = m + (g - m) * (1 - self.beta_1)                              # first moment
