@@ -43,14 +43,15 @@ import math
 
 import numpy as np
 
-from lrtdense import tree
+from lrtdense import parallel, tree
 from lrtdense.checks import check_float, check_int, is_finite_number
 
 __all__ = ["adam", "polynomial_decay", "kl_warmup", "Optimizer", "AdamState"]
 
 Optimizer = collections.namedtuple("Optimizer", ["init", "update", "get_params", "hyperparams"],
                                    defaults=(None,))
-# scratch: two small work buffers per dtype, allocated by the first in-place update and reused.
+# scratch: two small work buffers per dtype and worker, allocated by the first in-place update
+# and reused.
 AdamState = collections.namedtuple("AdamState", ["step", "params", "m", "v", "scratch"],
                                    defaults=(None,))
 
@@ -235,28 +236,36 @@ def _check_leaf(p, g):
         raise TypeError(f"gradient of shape {np.shape(g)} for a parameter of shape {np.shape(p)}")
 
 
-# In place, each parameter is updated in chunks of this many bytes per array (65536 float32 or
-# 32768 float64 elements), so that the dozen element-wise passes of one update run on the five
-# arrays involved (p, m, v, g, work) while they sit in a 2 MB L2 cache; same results, bit for bit.
-CHUNK_BYTES = 262144
-
-
 def _chunked(leaf, p, m, v, g, scratch):
-    """Updates p, m, v in place, chunk by chunk, with work buffers from ``scratch``."""
+    """Updates p, m, v in place over ``lrtdense.parallel``'s fixed chunks (on its workers, when
+    the step has more than one), with work buffers from ``scratch``: the dozen element-wise
+    passes of one update run on the five arrays involved (p, m, v, g, work) while a chunk of
+    each sits in the L2 cache. Same results, bit for bit, with any chunking and any workers."""
     for a in (p, m, v):
         if not (isinstance(a, np.ndarray) and a.flags.c_contiguous and a.flags.writeable):
             raise TypeError("in-place Adam needs C-contiguous writeable numpy arrays")
-    chunk = max(1, CHUNK_BYTES // p.dtype.itemsize)
-    buffers = scratch.get(p.dtype.str)
-    if buffers is None or buffers[0].size != chunk:
-        buffers = scratch[p.dtype.str] = (np.empty(chunk, p.dtype), np.empty(chunk, p.dtype))
     pf, mf, vf = p.reshape(-1), m.reshape(-1), v.reshape(-1)
     gf = np.ascontiguousarray(g, dtype=p.dtype).reshape(-1)
-    for start in range(0, pf.size, chunk):
-        stop = min(start + chunk, pf.size)
+    work = _work_buffers(scratch, p.dtype, parallel.count())
+
+    def chunk(start, stop, lane):
         n = stop - start
         leaf(pf[start:stop], mf[start:stop], vf[start:stop], gf[start:stop],
-             (buffers[0][:n], buffers[1][:n]))
+             (work[lane][0][:n], work[lane][1][:n]))
+
+    parallel.for_chunks(chunk, pf.size, pf.itemsize)
+
+
+def _work_buffers(scratch, dtype, lanes):
+    """Two chunk-sized work buffers of ``dtype`` for each of ``lanes`` workers, made on first
+    use and kept in ``scratch``."""
+    size = parallel.chunk_size(dtype.itemsize)
+    buffers = scratch.setdefault(dtype.str, [])
+    if buffers and buffers[0][0].size != size:          # made under another chunk size
+        buffers.clear()
+    while len(buffers) < lanes:
+        buffers.append((np.empty(size, dtype), np.empty(size, dtype)))
+    return buffers
 
 
 def _kingma(p, m, v, g, work, b1, b2, eps, step_size_t, bc2_sqrt):

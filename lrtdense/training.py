@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 from lrtdense import checkpoint as checkpoint_lib
-from lrtdense import diagnostics, interrupts
+from lrtdense import diagnostics, interrupts, parallel
 from lrtdense import io as lrtdense_io
 from lrtdense import threads as threads_lib
 from lrtdense import tree
@@ -35,7 +35,7 @@ __all__ = ["fit", "make_step", "FitState", "Terminated"]
 
 
 def make_step(model, optimizer, num_examples, num_samples=1, *, return_grads=False,
-              threads=None):
+              threads=None, workers=None):
     """The training step ``step(state, xb, yb, rng, kl_weight=1.0) -> (state, loss, nll, kl)``.
 
     Computes the minibatch negative ELBO ``model.loss(params, xb, yb, rng, num_examples=...,
@@ -53,14 +53,18 @@ def make_step(model, optimizer, num_examples, num_samples=1, *, return_grads=Fal
     ``threads``: BLAS threads: None is one (or ``$LRTDENSE_THREADS``), an int >= 1 that many,
     "auto" the faster of one and the default count, measured on the first steps
     (``lrtdense.threads``, which says when the count can move the last bits of a result).
+    ``workers``: threads for the element-wise work of large arrays (``lrtdense.parallel``):
+    None is ``$LRTDENSE_WORKERS``, else 1 (inline); an int >= 1 that many. Unlike BLAS threads
+    they never change a bit of the results, so they are a setting of their own.
 
     Raises:
-      ValueError: num_examples or num_samples is not an integer >= 1, or threads is not None,
-        "auto" or an integer >= 1.
+      ValueError: num_examples or num_samples is not an integer >= 1, threads is not None,
+        "auto" or an integer >= 1, or workers is not None or an integer >= 1.
     """
     num_examples = check_num_examples(num_examples)
     num_samples = check_num_samples(num_samples)
     blas_threads = threads_lib.policy(threads)
+    workers = parallel.from_setting(workers)
     workspace = Workspace()
 
     def objective(params, xb, yb, rng, kl_weight):
@@ -70,7 +74,7 @@ def make_step(model, optimizer, num_examples, num_samples=1, *, return_grads=Fal
         return loss, (nll, kl)
 
     def step(state, xb, yb, rng, kl_weight=1.0):
-        with blas_threads.step(key=np.shape(xb)):
+        with blas_threads.step(key=np.shape(xb)), parallel.workers(workers):
             loss, (nll, kl), grads = value_and_grad(objective, optimizer.get_params(state), xb,
                                                     yb, rng, kl_weight, workspace=workspace)
             _check_finite(loss, nll, kl, grads)
@@ -79,7 +83,7 @@ def make_step(model, optimizer, num_examples, num_samples=1, *, return_grads=Fal
                 state = optimizer.update(state, grads, inplace=True)
         return (state, loss, nll, kl) + ((copied,) if return_grads else ())
 
-    step.workspace, step.threads = workspace, blas_threads
+    step.workspace, step.threads, step.workers = workspace, blas_threads, workers
     return step
 
 
@@ -133,7 +137,7 @@ class _Progress:
 
 def fit(model, params, x, y, *, rng, epochs, batch_size=32, optimizer=None, num_examples=None,
         kl_weight=1.0, num_samples=1, verbose=True, callback=None, file=None, checkpoint=None,
-        checkpoint_every=1, threads=None):
+        checkpoint_every=1, threads=None, workers=None):
     """Trains ``model`` from ``params`` (not modified; any memory order; 0-d arrays stay 0-d).
 
     Args:
@@ -146,6 +150,8 @@ def fit(model, params, x, y, *, rng, epochs, batch_size=32, optimizer=None, num_
       verbose, file: one progress line per epoch, to ``file`` (default sys.stdout), with the
         steps per second and BLAS threads.
       threads: BLAS threads of the steps (``make_step``; ``lrtdense.threads``): one by default.
+      workers: element-wise threads of the steps (``make_step``; ``lrtdense.parallel``): one by
+        default; any count gives the same bits.
       callback: ``callback(epoch, params, history)`` after each epoch (a copy); True stops.
       checkpoint, checkpoint_every: a folder (Adam only) checked before training and written
         every ``checkpoint_every`` epochs, at the end and when stopped; a checkpoint of this
@@ -173,7 +179,8 @@ def fit(model, params, x, y, *, rng, epochs, batch_size=32, optimizer=None, num_
     history = {k: [] for k in ("loss", "nll", "kl", "kl_weight", "time", "threads")}
     progress = _Progress(optimizer.init(tree.map(lambda a: np.asarray(a, order="C"), params)),
                          {**history, "interrupted": False}, rng_state=rng.bit_generator.state)
-    step = make_step(model, optimizer, num_examples, num_samples, threads=threads)
+    step = make_step(model, optimizer, num_examples, num_samples, threads=threads,
+                     workers=workers)
     saver = None if checkpoint is None else _Saver(checkpoint, model, checkpoint_lib.fingerprint(
         model, x, y, batch_size, num_examples, num_samples, optimizer))
     if saver is not None:

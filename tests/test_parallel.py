@@ -1,0 +1,159 @@
+"""Element-wise work on a pool of threads (lrtdense.parallel): the chunks are fixed whatever the
+worker count, small arrays and one worker run inline, and ``fit`` gives the same bits with the
+pool off, with one worker and with several."""
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+import lrtdense as L
+from helpers import directional_fd_check
+from lrtdense import parallel
+from lrtdense.losses import CategoricalLikelihood
+from lrtdense.model import Model
+from lrtdense.network import Sequential
+from lrtdense.training import fit, make_step
+from lrtdense.tree import flatten
+
+SIZES = (784, 400, 400, 10)          # the reference network's layers
+
+
+def calls(size, itemsize, n):
+    """[(start, stop, lane, thread id)] of ``for_chunks`` with n workers."""
+    seen, lock = [], threading.Lock()
+
+    def f(start, stop, lane):
+        with lock:
+            seen.append((start, stop, lane, threading.get_ident()))
+
+    with parallel.workers(n):
+        parallel.for_chunks(f, size, itemsize)
+    return seen
+
+
+@pytest.mark.parametrize("itemsize", [4, 8])
+def test_chunk_boundaries_do_not_depend_on_the_worker_count(itemsize):
+    size = 784 * 400 + 3
+    expected = parallel.chunks(size, itemsize)
+    assert expected[0] == (0, parallel.CHUNK_BYTES // itemsize) and expected[-1][1] == size
+    assert all(a[1] == b[0] for a, b in zip(expected, expected[1:]))
+    for n in (1, 2, 3, 8):
+        seen = calls(size, itemsize, n)
+        assert sorted((start, stop) for start, stop, _, _ in seen) == expected
+        assert {lane for _, _, lane, _ in seen} == set(range(min(n, len(expected))))
+
+
+def test_several_workers_use_other_threads():
+    seen = calls(10 * parallel.chunk_size(4), 4, 2)
+    assert len({thread for *_, thread in seen}) == 2
+    assert {thread for _, _, lane, thread in seen if lane == 0} == {threading.get_ident()}
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_small_arrays_and_one_worker_run_inline_in_order(n):
+    small = (parallel.MIN_CHUNKS - 1) * parallel.chunk_size(4)
+    large = 10 * parallel.chunk_size(4)
+    for size in (small, large) if n == 1 else (small,):
+        seen = calls(size, 4, n)
+        assert [(a, b) for a, b, _, _ in seen] == parallel.chunks(size, 4)
+        assert {(lane, thread) for *_, lane, thread in seen} == {(0, threading.get_ident())}
+
+
+def test_apply_is_the_whole_operation_and_lets_go_of_its_arrays():
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((2, 3 * parallel.chunk_size(8) + 5))
+    expected = np.add(a * b, 1.5)
+    for n in (1, 2, 3):
+        out = np.empty_like(a)
+        refs = sys.getrefcount(out), sys.getrefcount(a)
+        with parallel.workers(n):
+            parallel.apply(np.multiply, a, b, out=out)
+            parallel.apply(np.add, out, 1.5, out=out)
+        assert np.array_equal(out, expected)
+        assert (sys.getrefcount(out), sys.getrefcount(a)) == refs
+
+
+def test_workers_see_the_callers_errstate_and_their_errors_reach_it():
+    x = np.ones(4 * parallel.chunk_size(8))
+    x[-1] = 0.0                                     # in the last chunk, which worker 1 runs
+    with parallel.workers(2), np.errstate(divide="raise"):
+        with pytest.raises(FloatingPointError):
+            parallel.apply(np.divide, 1.0, x, out=np.empty_like(x))
+
+
+def test_the_setting_and_its_environment_variable(monkeypatch):
+    monkeypatch.delenv(parallel.ENV, raising=False)
+    assert parallel.count() == 1 and parallel.from_setting(None) == 1
+    assert parallel.from_setting(3) == 3
+    monkeypatch.setenv(parallel.ENV, "2")
+    assert parallel.from_setting(None) == 2 and parallel.from_setting(1) == 1
+    monkeypatch.setenv(parallel.ENV, "two")
+    with pytest.raises(ValueError, match=parallel.ENV):
+        parallel.from_setting(None)
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="workers"):
+            parallel.from_setting(bad)
+
+
+def _model(cls, dtype):
+    layers = [cls(units, activation="relu", dtype=dtype) for units in SIZES[1:-1]]
+    return Model(Sequential(layers + [cls(SIZES[-1], dtype=dtype)]), CategoricalLikelihood())
+
+
+def _fit(cls, dtype, workers):
+    model = _model(cls, dtype)
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((12, SIZES[0])).astype(dtype)
+    y = rng.integers(0, SIZES[-1], 12)
+    params = model.init(np.random.default_rng(0), SIZES[0])
+    out, _ = fit(model, params, x, y, rng=np.random.default_rng(1), epochs=3, batch_size=4,
+                 num_examples=60000, verbose=False, workers=workers)
+    return flatten(out)
+
+
+@pytest.mark.filterwarnings("ignore::lrtdense.diagnostics.FitWarning")   # 12 examples, N 60000
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("cls", [L.DenseLocalReparameterization, L.DenseFlipout])
+def test_fit_gives_the_same_bits_with_the_pool_off_and_any_workers(cls, dtype, monkeypatch):
+    off = _fit(cls, dtype, workers=1)
+    for workers in (2, 3):
+        runs = [_fit(cls, dtype, workers)]
+        with monkeypatch.context() as m:        # many more chunks, and every array through the pool
+            m.setattr(parallel, "CHUNK_BYTES", 4096)
+            m.setattr(parallel, "MIN_CHUNKS", 1)
+            runs.append(_fit(cls, dtype, workers))
+        for run in runs:
+            assert off.keys() == run.keys()
+            for name in off:
+                assert np.array_equal(off[name], run[name]), name
+
+
+def test_make_step_sets_the_workers_of_its_steps(monkeypatch):
+    monkeypatch.delenv(parallel.ENV, raising=False)
+    model = _model(L.DenseLocalReparameterization, "float64")
+    assert make_step(model, L.adam(1e-3), 10).workers == 1
+    assert make_step(model, L.adam(1e-3), 10, workers=2).workers == 2
+    monkeypatch.setenv(parallel.ENV, "3")
+    assert make_step(model, L.adam(1e-3), 10).workers == 3
+    with pytest.raises(ValueError, match="workers"):
+        make_step(model, L.adam(1e-3), 10, workers=0)
+
+
+def test_gradients_match_finite_differences_with_the_pool_on(monkeypatch):
+    monkeypatch.setattr(parallel, "CHUNK_BYTES", 64)
+    monkeypatch.setattr(parallel, "MIN_CHUNKS", 1)
+    rng = np.random.default_rng(3)
+    layer = L.DenseLocalReparameterization(7, "tanh", bias_posterior="normal",
+                                           bias_prior="normal", dtype="float64")
+    params = {k: v + rng.normal(0, 0.5, v.shape) for k, v in layer.init(rng, 9).items()}
+    x, g = rng.standard_normal((6, 9)), rng.standard_normal((6, 7))
+    noise = layer.sample_noise(rng, x.shape)
+
+    def loss(p, x):
+        out, kl = layer.forward(p, x, noise=noise)
+        return np.sum(g * out) + kl
+
+    with parallel.workers(2):
+        directional_fd_check(loss, (params, x), 0, rng)
+        directional_fd_check(loss, (params, x), 1, rng)
