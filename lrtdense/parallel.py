@@ -12,12 +12,17 @@ the bits of the whole operation, with 1, 2 or N workers (``tests/test_parallel.p
 Workers: 1 (the default) runs everything inline in the calling thread, exactly as without this
 module. ``workers(n)`` sets the count for a block (a context variable: per thread and per task);
 ``make_step(workers=...)`` sets it around each training step; ``$LRTDENSE_WORKERS`` is the
-default when a step is given None. Worker k of n runs chunks k, k + n, k + 2n, ...; the calling
-thread is worker 0 and the other n - 1 wait in a pool kept for the process (one call at a
-time: a call made while another thread's holds the pool, or from inside a chunk, runs inline,
-with the same bits). Arrays of fewer than
-``MIN_CHUNKS`` chunks run inline: handing a chunk to another thread costs about as much as a
-pass over a few thousand elements.
+default when a step is given None. The calling thread and n - 1 threads of a pool kept for the
+process each take the next chunk not yet taken until none is left, so a worker that another
+process keeps off the CPU takes fewer chunks instead of holding the others up; one it has not
+started is taken back. The pool serves one call at a time: a call made while another
+thread's holds it, or from inside a chunk, runs inline, with the same bits. Arrays of fewer than
+``MIN_CHUNKS`` chunks run inline: waking another thread has a fixed cost that a small array
+does not repay.
+
+A kernel would map a pass ``np.op(a, b, out=out)`` over the chunks of the flattened arrays with
+one ``for_chunks`` call; the training step's Adam update is the one user so far (its dozen passes
+per chunk amortize the hand-over; single passes of the kernels were not measured to pay).
 
 Each worker runs its chunks in a copy of the caller's context, so ``numpy.errstate`` set by the
 caller applies in the workers too and a ``FloatingPointError`` reaches the caller. A worker
@@ -30,12 +35,11 @@ import os
 import queue
 import threading
 
-import numpy as np
 
 from lrtdense.checks import check_int
 
 __all__ = ["ENV", "CHUNK_BYTES", "MIN_CHUNKS", "workers", "count", "from_setting", "chunk_size",
-           "chunks", "for_chunks", "apply"]
+           "chunks", "for_chunks"]
 
 ENV = "LRTDENSE_WORKERS"
 CHUNK_BYTES = 262144        # 65536 float32 or 32768 float64 elements: a few chunks sit in L2
@@ -90,86 +94,60 @@ def chunks(size, itemsize):
 def for_chunks(f, size, itemsize):
     """Calls ``f(start, stop, lane)`` once for each of ``chunks(size, itemsize)``.
 
-    ``lane`` (0 <= lane < the worker count) names the worker running the chunk, for per-worker
+    ``lane`` (0 <= lane < the worker count) names the thread running the chunk, for per-worker
     scratch; calls with the same lane never overlap. Inline (lane 0, in order) with one worker
     or fewer than ``MIN_CHUNKS`` chunks. Returns when every chunk is done; raises the first
-    worker's exception, if any.
+    exception of a chunk, if any.
     """
     bounds = chunks(size, itemsize)
     n = min(count(), len(bounds))
     if n == 1 or len(bounds) < MIN_CHUNKS or not _BUSY.acquire(blocking=False):
-        _run_lane(f, bounds, 0)             # (a pool busy with another thread's call: inline)
+        _run_lane(f, _claims(bounds), 0)    # (a pool busy with another thread's call: inline)
         return
-    errors = []
     try:
-        lanes = _pool(n - 1)
-        for lane in range(1, n):
-            lanes[lane - 1].submit(contextvars.copy_context().run, _run_lane, f,
-                                   bounds[lane::n], lane)
-        try:
-            _run_lane(f, bounds[0::n], 0)
-        except BaseException as err:        # noqa: BLE001 - the workers are waited for first
-            errors.append(err)
-        errors += [e for e in (lanes[lane - 1].wait() for lane in range(1, n)) if e is not None]
+        claim, helpers = _claims(bounds), _pool(n - 1)
+        for lane, helper in enumerate(helpers, start=1):
+            helper.submit(contextvars.copy_context().run, _run_lane, f, claim, lane)
+        errors = [_error_of(_run_lane, f, claim, 0)]
+        errors += [None if helper.cancel() else helper.wait() for helper in helpers]
     finally:
         _BUSY.release()
-    if errors:
-        raise errors[0]
+    for error in errors:
+        if error is not None:
+            raise error
 
 
-def apply(f, *args, out):
-    """``f(*args, out=out)`` for an element-wise ``f`` (a ufunc, or a function of arrays that is
-    element-wise), computed over the fixed chunks of ``out`` by the workers.
+def _claims(bounds):
+    """A thread-safe ``claim()``: the next chunk not yet claimed, None when none is left."""
+    lock, remaining = threading.Lock(), iter(bounds)
 
-    Args:
-      f: called as ``f(*chunk_args, out=chunk_out)``; it must write ``out`` and touch nothing
-        else.
-      args: arrays of ``out``'s shape, or Python/NumPy scalars (passed whole to every chunk).
-      out: a C-contiguous array.
-    Returns:
-      out. Any other shape or layout runs as one call in the calling thread.
-    """
-    flat = _flat_views(args, out)
-    if flat is None or count() == 1 or out.nbytes < MIN_CHUNKS * CHUNK_BYTES:
-        f(*args, out=out)
-        return out
-    flat_args, flat_out = flat
+    def claim():
+        with lock:
+            return next(remaining, None)
 
-    def chunk(start, stop, lane):
-        f(*(a if np.ndim(a) == 0 else a[start:stop] for a in flat_args),
-          out=flat_out[start:stop])
-
-    for_chunks(chunk, flat_out.size, flat_out.itemsize)
-    return out
+    return claim
 
 
-def _flat_views(args, out):
-    """(args, out) as 1-d views when every array argument has out's shape and all are
-    C-contiguous; else None."""
-    if not (isinstance(out, np.ndarray) and out.flags.c_contiguous):
-        return None
-    flat = []
-    for a in args:
-        if np.ndim(a) == 0:
-            flat.append(a)
-        elif isinstance(a, np.ndarray) and a.shape == out.shape and a.flags.c_contiguous:
-            flat.append(a.reshape(-1))
-        else:
-            return None
-    return flat, out.reshape(-1)
-
-
-def _run_lane(f, bounds, lane):
+def _run_lane(f, claim, lane):
     token = _WORKERS.set(1)                 # what a chunk calls in turn runs inline
     try:
-        for start, stop in bounds:
+        for start, stop in iter(claim, None):
             f(start, stop, lane)
     finally:
         _WORKERS.reset(token)
 
 
+def _error_of(fn, *args):
+    try:
+        fn(*args)
+    except BaseException as err:            # noqa: BLE001 - handed to the caller
+        return err
+    return None
+
+
 class _Worker:
-    """A thread that runs one task at a time; ``wait`` returns the task's exception or None."""
+    """A thread that runs one task at a time: ``submit`` it, then ``cancel`` it if the thread has
+    not taken it yet (True), else ``wait`` for it (its exception, or None)."""
 
     def __init__(self):
         self._tasks, self._done = queue.SimpleQueue(), queue.SimpleQueue()
@@ -178,17 +156,20 @@ class _Worker:
     def submit(self, fn, *args):
         self._tasks.put((fn, args))
 
+    def cancel(self):
+        try:
+            self._tasks.get_nowait()
+        except queue.Empty:
+            return False
+        return True
+
     def wait(self):
         return self._done.get()
 
     def _loop(self):
         while True:
             task = self._tasks.get()
-            try:
-                task[0](*task[1])
-                error = None
-            except BaseException as err:    # noqa: BLE001 - handed to the caller
-                error = err
+            error = _error_of(task[0], *task[1])
             del task                        # the arrays' references go before the report
             self._done.put(error)
 

@@ -149,9 +149,7 @@ def fit(model, params, x, y, *, rng, epochs, batch_size=32, optimizer=None, num_
       kl_weight: a number >= 0, or a function epoch -> number (KL warm-up).
       verbose, file: one progress line per epoch, to ``file`` (default sys.stdout), with the
         steps per second and BLAS threads.
-      threads: BLAS threads of the steps (``make_step``; ``lrtdense.threads``): one by default.
-      workers: element-wise threads of the steps (``make_step``; ``lrtdense.parallel``): one by
-        default; any count gives the same bits.
+      threads, workers: BLAS and element-wise threads of the steps (``make_step``): one each.
       callback: ``callback(epoch, params, history)`` after each epoch (a copy); True stops.
       checkpoint, checkpoint_every: a folder (Adam only) checked before training and written
         every ``checkpoint_every`` epochs, at the end and when stopped; a checkpoint of this
@@ -179,8 +177,7 @@ def fit(model, params, x, y, *, rng, epochs, batch_size=32, optimizer=None, num_
     history = {k: [] for k in ("loss", "nll", "kl", "kl_weight", "time", "threads")}
     progress = _Progress(optimizer.init(tree.map(lambda a: np.asarray(a, order="C"), params)),
                          {**history, "interrupted": False}, rng_state=rng.bit_generator.state)
-    step = make_step(model, optimizer, num_examples, num_samples, threads=threads,
-                     workers=workers)
+    step = make_step(model, optimizer, num_examples, num_samples, threads=threads, workers=workers)
     saver = None if checkpoint is None else _Saver(checkpoint, model, checkpoint_lib.fingerprint(
         model, x, y, batch_size, num_examples, num_samples, optimizer))
     if saver is not None:
