@@ -460,6 +460,27 @@ def test_toy_regression_example_short():
     assert 0.8 <= metrics["coverage95"] <= 1.0
 
 
+def test_digits_parity_with_lrtdense_short():
+    """examples/keras_digits.py at a short configuration (3 seeds, 10 epochs, this process's
+    backend): the digits classifier trained by ``model.fit`` with keras.optimizers.Adam reaches
+    lrtdense's accuracy and calibration error (Monte Carlo predictive and mean network) within
+    lrtdense's seed range widened by two standard deviations; the full run is in
+    docs/keras.md."""
+    pytest.importorskip("sklearn", reason="the digits ship with scikit-learn")
+    sys.path.insert(0, os.path.join(ROOT, "examples"))
+    try:
+        import keras_digits as example
+    finally:
+        sys.path.pop(0)
+    runs = example.main(seeds=(0, 1, 2), epochs=10)
+    for key in example.METRICS:
+        ours = np.array([r[key] for r in runs["keras"]])
+        theirs = np.array([r[key] for r in runs["numpy"]])
+        margin = 2 * theirs.std(ddof=1)
+        assert theirs.min() - margin <= ours.mean() <= theirs.max() + margin, (key, ours, theirs)
+    assert np.mean([r["accuracy"] for r in runs["keras"]]) > 0.9      # and it learned
+
+
 def test_data_parallel_example_matches_one_device():
     """examples/keras_data_parallel.py, short: keras.distribution.DataParallel over two host
     devices (a subprocess: XLA_FLAGS must be set before JAX starts) follows the single-device
