@@ -19,10 +19,11 @@ loss ``lrtdense.losses.neg_elbo`` of ``minibatch_nll_kl`` (mean Gaussian NLL, KL
 averaged over the step's draws), its gradients by ``lrtdense.keras.value_and_grad`` and one
 ``optimizer.apply``.
 
-``sample(case, draws, seed)`` (SPEC.md section 7, JAX backend): ``draws`` calls, each with the
-layer's own ``keras.random`` draws from a ``SeedGenerator`` state of its own, and their gradients
-of L_s = sum(g * out) + 0.5 sum(out^2) + kl: ``jax.vmap`` of ``jax.grad`` over the seed states;
-for a training case, the first step's loss and gradients, drawn the same way.
+``sample(case, draws, seed)`` (SPEC.md section 7, JAX and PyTorch backends): ``draws`` calls,
+each with the layer's own ``keras.random`` draws from a ``SeedGenerator`` state of its own, and
+their gradients of L_s = sum(g * out) + 0.5 sum(out^2) + kl by ``per_draw_grad`` (``jax.vmap``
+of ``jax.grad`` over the seed states on JAX, a loop of ``torch.autograd.grad`` on PyTorch); for a
+training case, the first step's loss and gradients, drawn the same way.
 """
 import zlib
 
@@ -32,7 +33,7 @@ from keras import ops
 
 from lrtdense import tree
 from lrtdense.keras import from_lrtdense_config, kernels
-from lrtdense.keras.gradients import value_and_grad
+from lrtdense.keras.gradients import per_draw_grad, value_and_grad
 from lrtdense.keras.optimizers import KingmaAdam, TFKerasAdam
 from lrtdense.losses import neg_elbo
 
@@ -111,13 +112,11 @@ class Adapter:
         """SPEC.md section 7: the deterministic quantities and ``draws`` sample-mode calls; for a
         training case ("A training step") ``draws`` draws of its first step's loss and
         gradients."""
-        if BACKEND != "jax":
-            raise NotImplementedError("the statistical mode is implemented on the JAX backend")
         seed = (seed * 0x9E3779B1 + zlib.crc32(case.name.encode())) % 2 ** 31
         if case.kind == "training":
-            return _jax_statistical_training(case, draws, seed)
+            return _statistical_training(case, draws, seed)
         results = self.compute(case)
-        results.update(_jax_statistical(case, build(case), draws, seed))
+        results.update(_statistical(case, build(case), draws, seed))
         return results
 
 
@@ -274,30 +273,33 @@ def _weight_keys(layers):
 
 
 def _seed_states(layer, draws, seed):
-    """(the layer's SeedGenerator variable, ``draws`` random states for it)."""
+    """(draws, 2): a state [s_d, 0] per draw for the layer's one ``SeedGenerator``, in its
+    dtype, as ``SeedGenerator(s_d)`` starts. The s_d are distinct random multiples of 64: a
+    call's k-th random array is seeded by s_d + k (on PyTorch, ``torch.Generator.manual_seed``
+    of the state's sum), so no two arrays of any draws share a seed (random pairs would, now
+    and then: the kit flags the repeated draw)."""
     seeds = list(layer.non_trainable_variables)
-    if len(seeds) != 1:
-        raise ValueError(f"expected one SeedGenerator state, got {len(seeds)} non-trainable "
-                         f"variables")
-    state = seeds[0].value
-    return seeds[0], jax.random.randint(jax.random.PRNGKey(seed), (draws,) + tuple(state.shape),
-                                        0, 2 ** 31 - 1).astype(state.dtype)
+    if len(seeds) != 1 or tuple(seeds[0].shape) != (2,):
+        raise ValueError(f"expected one SeedGenerator state of shape (2,), got "
+                         f"{[tuple(v.shape) for v in seeds]}")
+    starts = np.random.default_rng(seed).choice(2 ** 24, draws, replace=False) * 64
+    states = np.stack([starts, np.zeros_like(starts)], axis=1)
+    return ops.convert_to_tensor(states, dtype=seeds[0].dtype)
 
 
-def _jax_statistical_training(case, draws, seed):
+def _statistical_training(case, draws, seed):
     """SPEC.md section 7, "A training step": samples/loss (each draw's ``neg_elbo`` of
     ``minibatch_nll_kl``, as ``_training`` computes a step's loss) and
     samples/grads/layer_0/* of ``draws`` draws of the first step (the examples
     order[0][:batch_size], kl_weights[0], the init/ parameters) of the case's one layer, each
     with the layer's own keras.random draws from a SeedGenerator state of its own
-    (``jax.vmap`` of ``jax.grad`` over the states)."""
+    (``per_draw_grad`` over the states)."""
     h = case.meta["hyperparameters"]
     index = case.inputs["order"][0][:h["batch_size"]]
-    x, y = jax.numpy.asarray(case.inputs["x"][index]), case.inputs["y"][index]
+    x, y = ops.convert_to_tensor(case.inputs["x"][index]), case.inputs["y"][index]
     (_, layer), = layers = build_layers(case.model["network"]["layers"][0],
                                         tree.unflatten(case.inputs, "init")["layer_0"], x.shape)
     names = [w.name for w in layer.trainable_variables]
-    _, states = _seed_states(layer, draws, seed)
     sigma = case.model["likelihood"]["scale"]
 
     def loss(weights, state):
@@ -309,31 +311,30 @@ def _jax_statistical_training(case, draws, seed):
         value = neg_elbo(nll, kl, h["num_examples"], h["kl_weights"][0])
         return value, value
 
-    grads, losses = jax.jit(jax.vmap(jax.grad(loss, has_aux=True), in_axes=(None, 0)))(
-        [w.value for w in layer.trainable_variables], states)
+    grads, losses = per_draw_grad(loss, [w.value for w in layer.trainable_variables],
+                                  _seed_states(layer, draws, seed))
     results = {"samples/loss": losses}
     results.update({f"samples/grads/layer_0/{n}": v for n, v in zip(names, grads)})
-    return {k: np.asarray(v) for k, v in results.items()}
+    return {k: _numpy(v) for k, v in results.items()}
 
 
-def _jax_statistical(case, layers, draws, seed):
+def _statistical(case, layers, draws, seed):
     """samples/outputs, samples/grads/* and samples/kl (each draw's KL) of ``draws`` calls of a
-    single layer, each seeded by its own SeedGenerator state (``jax.vmap`` over the states)."""
+    single layer, each seeded by its own SeedGenerator state (``per_draw_grad`` over the
+    states, x differentiated as the last of the params)."""
     (_, layer), = layers
-    weights = [w.value for w in layer.trainable_variables]
     names = [w.name for w in layer.trainable_variables]
-    _, states = _seed_states(layer, draws, seed)
-    g = jax.numpy.asarray(case.g)
+    g = ops.convert_to_tensor(case.g)
 
-    def objective(weights, x, state):
+    def objective(params, state):
+        *weights, x = params
         out, _, losses = layer.stateless_call(weights, [state], x, mode="sample",
                                               return_losses=True)
         total = _total(dict(enumerate(losses)), case.dtype)
-        return jax.numpy.sum(g * out) + 0.5 * jax.numpy.sum(out * out) + total, (out, total)
+        return ops.sum(g * out) + 0.5 * ops.sum(out * out) + total, (out, total)
 
-    grad = jax.grad(objective, argnums=(0, 1), has_aux=True)
-    (grad_weights, grad_x), (outputs, kl) = jax.jit(jax.vmap(grad, in_axes=(None, None, 0)))(
-        weights, jax.numpy.asarray(case.x), states)
-    results = {"samples/outputs": outputs, "samples/grads/x": grad_x, "samples/kl": kl}
-    results.update({f"samples/grads/{n}": v for n, v in zip(names, grad_weights)})
-    return {k: np.asarray(v) for k, v in results.items()}
+    params = [w.value for w in layer.trainable_variables] + [ops.convert_to_tensor(case.x)]
+    grads, (outputs, kl) = per_draw_grad(objective, params, _seed_states(layer, draws, seed))
+    results = {"samples/outputs": outputs, "samples/grads/x": grads[-1], "samples/kl": kl}
+    results.update({f"samples/grads/{n}": v for n, v in zip(names, grads[:-1])})
+    return {k: _numpy(v) for k, v in results.items()}

@@ -16,10 +16,15 @@ a custom training loop, written as Keras 3's "writing a training loop from scrat
   layers that draw their own noise) get the values ``fn`` left them, after the call.
 * PyTorch: ``fn`` runs eagerly and ``torch.autograd.grad`` differentiates it.
 * TensorFlow: ``tf.GradientTape`` (certified in an environment of its own: docs/keras.md).
+
+``per_draw_grad`` maps a gradient over random states (the statistical mode's draws, one
+``SeedGenerator`` state each): ``jax.vmap`` of ``jax.grad`` on JAX; a loop on PyTorch, where
+``keras.random`` seeds a ``torch.Generator`` with the state's Python value, which
+``torch.func.vmap`` cannot batch.
 """
 import keras
 
-__all__ = ["value_and_grad"]
+__all__ = ["value_and_grad", "per_draw_grad"]
 
 
 def value_and_grad(fn, variables, *, has_aux=False, state=()):
@@ -88,3 +93,43 @@ def _tensorflow(fn, variables, has_aux):
         value, aux = _split(fn(), has_aux)
     grads = tape.gradient(value, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
     return ((value, aux) if has_aux else value), list(grads)
+
+
+def per_draw_grad(fn, params, states):
+    """The gradient of ``fn(params, state)`` w.r.t. ``params`` at each state, by the backend's
+    autodiff: one draw per state, each independent of the others.
+
+    Args:
+      fn: ``fn(params, state) -> (scalar, aux)``, pure in its arguments (a layer's
+        ``stateless_call`` with ``state`` its ``SeedGenerator``'s value).
+      params: a list of tensors.
+      states: (draws, ...) tensor, one state per draw.
+    Returns:
+      (grads, aux): grads a list, one (draws, *p.shape) tensor per param; aux ``fn``'s aux with
+      a leading draws axis on each tensor.
+    Raises:
+      NotImplementedError: a backend other than JAX and PyTorch.
+    """
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+        return jax.jit(jax.vmap(jax.grad(fn, has_aux=True), in_axes=(None, 0)))(
+            list(params), states)
+    if backend == "torch":
+        return _torch_per_draw_grad(fn, list(params), states)
+    raise NotImplementedError(f"per_draw_grad: no per-draw gradients on the {backend!r} backend "
+                              f"(JAX and PyTorch have them)")
+
+
+def _torch_per_draw_grad(fn, params, states):
+    import torch
+
+    grads, auxes = [], []
+    for state in states:
+        leaves = [p.detach().requires_grad_() for p in params]
+        value, aux = fn(leaves, state)
+        draw = torch.autograd.grad(value, leaves, allow_unused=True)
+        grads.append([torch.zeros_like(t) if g is None else g for g, t in zip(draw, leaves)])
+        auxes.append(keras.tree.map_structure(lambda t: t.detach(), aux))
+    stack = lambda *draws: torch.stack(draws)             # noqa: E731
+    return [stack(*g) for g in zip(*grads)], keras.tree.map_structure(stack, *auxes)
