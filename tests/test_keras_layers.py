@@ -147,6 +147,7 @@ def test_statistical_mode_torch_one_case():
     assert_certified(summary, ["flipout"])
 
 
+@pytest.mark.slow      # ~70 s on two shared cores: PyTorch differentiates each draw alone
 def test_statistical_mode_torch_training_cases():
     cases = ["train_64_lrt_linear", "train_32_reparam_linear"]
     summary = conformance("torch", cases, statistical=True)
@@ -164,7 +165,7 @@ def test_statistical_mode_torch_every_case():
 LRT_STATISTICAL = "lrt_64_act_linear"     # 6 rows of noise (6, 4): the planted bug's case
 
 
-@pytest.mark.parametrize("backend", ["jax", "torch"])
+@pytest.mark.parametrize("backend", ["jax", pytest.param("torch", marks=pytest.mark.slow)])
 def test_statistical_mode_catches_planted_bugs(backend):
     """Noise shared across the batch's rows (an LRT case: its outputs' rows correlate) and the
     training step's KL not divided by N (its mean loss or gradients move) fail their rows."""
