@@ -32,7 +32,7 @@ import keras
 import numpy as np
 from keras import ops
 
-__all__ = ["KingmaAdam", "TFKerasAdam"]
+__all__ = ["AdamForm", "KingmaAdam", "TFKerasAdam"]
 
 
 def _scalar_dtype():
@@ -44,9 +44,10 @@ def _scalar_dtype():
     return "float64"
 
 
-class _Adam(keras.optimizers.Optimizer):
-    """What both forms share: the hyperparameters, the moments m and v (zeros of each variable's
-    dtype) and the config; a subclass writes one update in ``_update``."""
+class AdamForm(keras.optimizers.Optimizer):
+    """The base of the two Adam forms (``KingmaAdam``, ``TFKerasAdam``): the hyperparameters,
+    the moments m and v (zeros of each variable's dtype) and the config; a subclass writes one
+    update in ``_update``."""
 
     def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
                  name=None, **kwargs):
@@ -93,7 +94,7 @@ class _Adam(keras.optimizers.Optimizer):
 
 
 @keras.saving.register_keras_serializable(package="lrtdense")
-class KingmaAdam(_Adam):
+class KingmaAdam(AdamForm):
     """Adam as Kingma & Ba write it and ``torch.optim.Adam`` computes it (eps 1e-8, its default):
     `p -= (lr / (1 - b1^t)) m / (sqrt(v) / sqrt(1 - b2^t) + eps)`.
 
@@ -120,7 +121,7 @@ class KingmaAdam(_Adam):
 
 
 @keras.saving.register_keras_serializable(package="lrtdense")
-class TFKerasAdam(_Adam):
+class TFKerasAdam(AdamForm):
     """Adam as tf-keras 2 computes it (eps 1e-7, its default):
     `p -= m alpha / (sqrt(v) + eps)`, alpha = lr32 sqrt(1 - b2_32^t) / (1 - b1_32^t).
 
