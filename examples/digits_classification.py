@@ -71,6 +71,30 @@ def main(verbose=True, **overrides):
     return result
 
 
+PARITY_METRICS = ("accuracy", "ece", "mean_mode_accuracy", "mean_mode_ece")
+
+
+def parity_run(seed, epochs):
+    """This example's metrics for one seed, no plot: the NumPy side of the framework parity
+    examples (examples/torch_digits.py, examples/keras_digits.py)."""
+    result = main(verbose=False, seed=seed, epochs=epochs, output="")
+    return {k: result[k] for k in PARITY_METRICS}
+
+
+def print_parity(title, runs):
+    """Prints ``runs`` ({package: [metrics per seed]}) as mean ± std [min, max] per metric."""
+    print(f"{title}: held-out metrics (mean ± std [min, max])")
+    print(f"{'':8}" + "".join(f"{k:>32}" for k in PARITY_METRICS))
+    for package, results in runs.items():
+        cells = []
+        for key in PARITY_METRICS:
+            values = np.array([r[key] for r in results])
+            spread = values.std(ddof=1) if len(values) > 1 else float("nan")
+            cells.append(f"{values.mean():.4f} ± {spread:.4f} "
+                         f"[{values.min():.3f}, {values.max():.3f}]")
+        print(f"{package:8}" + "".join(f"{c:>32}" for c in cells))
+
+
 def reliability_bins(labels, probs, num_bins):
     """Per equal-width confidence bin (the ECE's bins): {"count", "accuracy", "confidence"},
     arrays of num_bins (accuracy and confidence NaN in empty bins)."""

@@ -25,7 +25,6 @@ SETTINGS = dict(
 )
 # -------------------------------------------------------------------------------------------
 
-import math
 import os
 import sys
 
@@ -38,11 +37,10 @@ import digits_classification as numpy_run  # noqa: E402
 from lrtdense.datasets import load_digits_split  # noqa: E402
 from lrtdense.metrics import accuracy, expected_calibration_error  # noqa: E402
 
-METRICS = ("accuracy", "ece", "mean_mode_accuracy", "mean_mode_ece")
 
 
 def train_keras(seed, epochs, recipe=numpy_run.SETTINGS):
-    """One Keras run of the NumPy example's recipe; returns its ``METRICS``."""
+    """One Keras run of the NumPy example's recipe; returns its ``PARITY_METRICS``."""
     import keras
     from lrtdense import ClosedFormKL
     from lrtdense.keras import DenseLocalReparameterization
@@ -72,30 +70,14 @@ def train_keras(seed, epochs, recipe=numpy_run.SETTINGS):
             "mean_mode_ece": expected_calibration_error(y_te, mean_probs, bins)}
 
 
-def train_numpy(seed, epochs):
-    """lrtdense's own run of the same seed (examples/digits_classification.py, no plot)."""
-    result = numpy_run.main(verbose=False, seed=seed, epochs=epochs, output="")
-    return {k: result[k] for k in METRICS}
-
-
 def main(**overrides):
     """Runs every seed with both packages; prints and returns {"keras": [...], "numpy": [...]}."""
     import keras
     s = {**SETTINGS, **overrides}
     runs = {"keras": [train_keras(seed, s["epochs"]) for seed in s["seeds"]]}
     if s["compare_numpy"]:
-        runs["numpy"] = [train_numpy(seed, s["epochs"]) for seed in s["seeds"]]
-    print(f"digits, keras ({keras.backend.backend()}), {s['epochs']} epochs, seeds "
-          f"{list(s['seeds'])}: held-out metrics (mean ± std [min, max])")
-    print(f"{'':8}" + "".join(f"{k:>32}" for k in METRICS))
-    for package, results in runs.items():
-        cells = []
-        for key in METRICS:
-            values = np.array([r[key] for r in results])
-            spread = values.std(ddof=1) if len(values) > 1 else math.nan
-            cells.append(f"{values.mean():.4f} ± {spread:.4f} "
-                         f"[{values.min():.3f}, {values.max():.3f}]")
-        print(f"{package:8}" + "".join(f"{c:>32}" for c in cells))
+        runs["numpy"] = [numpy_run.parity_run(seed, s["epochs"]) for seed in s["seeds"]]
+    numpy_run.print_parity(f"digits, keras ({keras.backend.backend()}), {s['epochs']} epochs, seeds {list(s['seeds'])}", runs)
     return runs
 
 

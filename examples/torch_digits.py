@@ -20,11 +20,8 @@ SETTINGS = dict(
 )
 # -------------------------------------------------------------------------------------------
 
-import math
 import os
 import sys
-
-import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import digits_classification as numpy_run  # noqa: E402
@@ -32,11 +29,9 @@ import digits_classification as numpy_run  # noqa: E402
 from lrtdense.datasets import load_digits_split  # noqa: E402
 from lrtdense.metrics import accuracy, expected_calibration_error  # noqa: E402
 
-METRICS = ("accuracy", "ece", "mean_mode_accuracy", "mean_mode_ece")
-
 
 def train_torch(seed, epochs, recipe=numpy_run.SETTINGS):
-    """One torch run of the NumPy example's recipe; returns its ``METRICS``."""
+    """One torch run of the NumPy example's recipe; returns its ``PARITY_METRICS``."""
     import torch
     import torch.nn.functional as F
     import lrtdense.torch as LT
@@ -71,29 +66,13 @@ def train_torch(seed, epochs, recipe=numpy_run.SETTINGS):
             "mean_mode_ece": expected_calibration_error(y_te, mean_probs, bins)}
 
 
-def train_numpy(seed, epochs):
-    """lrtdense's own run of the same seed (examples/digits_classification.py, no plot)."""
-    result = numpy_run.main(verbose=False, seed=seed, epochs=epochs, output="")
-    return {k: result[k] for k in METRICS}
-
-
 def main(**overrides):
     """Runs every seed with both packages; prints and returns {"torch": [...], "numpy": [...]}."""
     s = {**SETTINGS, **overrides}
     runs = {"torch": [train_torch(seed, s["epochs"]) for seed in s["seeds"]]}
     if s["compare_numpy"]:
-        runs["numpy"] = [train_numpy(seed, s["epochs"]) for seed in s["seeds"]]
-    print(f"digits, {s['epochs']} epochs, seeds {list(s['seeds'])}: held-out metrics "
-          f"(mean ± std [min, max])")
-    print(f"{'':8}" + "".join(f"{k:>32}" for k in METRICS))
-    for package, results in runs.items():
-        cells = []
-        for key in METRICS:
-            values = np.array([r[key] for r in results])
-            spread = values.std(ddof=1) if len(values) > 1 else math.nan
-            cells.append(f"{values.mean():.4f} ± {spread:.4f} "
-                         f"[{values.min():.3f}, {values.max():.3f}]")
-        print(f"{package:8}" + "".join(f"{c:>32}" for c in cells))
+        runs["numpy"] = [numpy_run.parity_run(seed, s["epochs"]) for seed in s["seeds"]]
+    numpy_run.print_parity(f"digits, {s['epochs']} epochs, seeds {list(s['seeds'])}", runs)
     return runs
 
 

@@ -526,7 +526,7 @@ def test_digits_parity_with_lrtdense_short():
     finally:
         sys.path.pop(0)
     runs = example.main(seeds=(0, 1, 2), epochs=10)
-    for key in example.METRICS:
+    for key in example.numpy_run.PARITY_METRICS:
         ours = np.array([r[key] for r in runs["keras"]])
         theirs = np.array([r[key] for r in runs["numpy"]])
         margin = 2 * theirs.std(ddof=1)
