@@ -54,10 +54,7 @@ def main(verbose=True, **overrides):
     probs = predict(model, params, x_te32, rng=rng, num_samples=s["num_samples"])["probs"]
     mean_probs = predict_mean(model, params, x_te32)
     bins = s["num_bins"]
-    result = {"accuracy": accuracy(y_te, probs),
-              "ece": expected_calibration_error(y_te, probs, bins),
-              "mean_mode_accuracy": accuracy(y_te, mean_probs),
-              "mean_mode_ece": expected_calibration_error(y_te, mean_probs, bins),
+    result = {**parity_metrics(y_te, probs, mean_probs, bins),
               "seconds": history["time"][-1] if history["time"] else 0.0,
               "bins": {"mc": reliability_bins(y_te, probs, bins),
                        "mean": reliability_bins(y_te, mean_probs, bins)}}
@@ -72,6 +69,15 @@ def main(verbose=True, **overrides):
 
 
 PARITY_METRICS = ("accuracy", "ece", "mean_mode_accuracy", "mean_mode_ece")
+
+
+def parity_metrics(labels, probs, mean_probs, num_bins):
+    """``PARITY_METRICS`` of the Monte Carlo predictive's ``probs`` and the mean network's
+    ``mean_probs``: accuracy and ECE (``num_bins`` bins) of each."""
+    return {"accuracy": accuracy(labels, probs),
+            "ece": expected_calibration_error(labels, probs, num_bins),
+            "mean_mode_accuracy": accuracy(labels, mean_probs),
+            "mean_mode_ece": expected_calibration_error(labels, mean_probs, num_bins)}
 
 
 def parity_run(seed, epochs):

@@ -35,7 +35,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import digits_classification as numpy_run  # noqa: E402
 
 from lrtdense.datasets import load_digits_split  # noqa: E402
-from lrtdense.metrics import accuracy, expected_calibration_error  # noqa: E402
 
 
 
@@ -63,11 +62,7 @@ def train_keras(seed, epochs, recipe=numpy_run.SETTINGS):
     for layer in model.layers:
         h = layer(h, mode="mean")
     mean_probs = keras.ops.convert_to_numpy(keras.ops.softmax(h))
-    bins = recipe["num_bins"]
-    return {"accuracy": accuracy(y_te, probs),
-            "ece": expected_calibration_error(y_te, probs, bins),
-            "mean_mode_accuracy": accuracy(y_te, mean_probs),
-            "mean_mode_ece": expected_calibration_error(y_te, mean_probs, bins)}
+    return numpy_run.parity_metrics(y_te, probs, mean_probs, recipe["num_bins"])
 
 
 def main(**overrides):
@@ -77,7 +72,8 @@ def main(**overrides):
     runs = {"keras": [train_keras(seed, s["epochs"]) for seed in s["seeds"]]}
     if s["compare_numpy"]:
         runs["numpy"] = [numpy_run.parity_run(seed, s["epochs"]) for seed in s["seeds"]]
-    numpy_run.print_parity(f"digits, keras ({keras.backend.backend()}), {s['epochs']} epochs, seeds {list(s['seeds'])}", runs)
+    numpy_run.print_parity(f"digits, keras ({keras.backend.backend()}), {s['epochs']} epochs, "
+                           f"seeds {list(s['seeds'])}", runs)
     return runs
 
 

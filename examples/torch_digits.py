@@ -27,7 +27,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import digits_classification as numpy_run  # noqa: E402
 
 from lrtdense.datasets import load_digits_split  # noqa: E402
-from lrtdense.metrics import accuracy, expected_calibration_error  # noqa: E402
 
 
 def train_torch(seed, epochs, recipe=numpy_run.SETTINGS):
@@ -59,11 +58,7 @@ def train_torch(seed, epochs, recipe=numpy_run.SETTINGS):
         probs = torch.stack([F.softmax(model(xs), -1)
                              for _ in range(recipe["num_samples"])]).mean(0).numpy()
         mean_probs = F.softmax(LT.set_mode(model, "mean")(xs), -1).numpy()
-    bins = recipe["num_bins"]
-    return {"accuracy": accuracy(y_te, probs),
-            "ece": expected_calibration_error(y_te, probs, bins),
-            "mean_mode_accuracy": accuracy(y_te, mean_probs),
-            "mean_mode_ece": expected_calibration_error(y_te, mean_probs, bins)}
+    return numpy_run.parity_metrics(y_te, probs, mean_probs, recipe["num_bins"])
 
 
 def main(**overrides):
