@@ -145,7 +145,7 @@ def kernel_calls(problem, seed=5):
                      (noise["kernel"], noise["sign_input"], noise["sign_output"]))
             z = call(tag + est, term, (h, loc, scale) + extra, xs + (1, 2))
             prior = layer.kernel_prior
-            divergence = (tag + "kl_normal_fixed_prior", kernels.kl_normal_fixed_prior,
+            divergence = (tag + "kl_normal_normal", kernels.kl_normal_normal,
                           (loc, scale, prior.loc, prior.scale), (0, 1))
         else:
             theta, bias = p["kernel_theta"], p["bias"]

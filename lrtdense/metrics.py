@@ -12,9 +12,10 @@ AUROC / AUPR) live in ``lrtdense.uncertainty`` and are re-exported here.
 import math
 
 import numpy as np
-from scipy import special, stats
+from scipy import special
 
 from lrtdense.checks import check_float, check_int
+from lrtdense.kernels.densities import normal_nll
 from lrtdense.metric_inputs import (MAX_BINS, PROB_SUM_TOLERANCE, ceil_of_product,
                                     classification_pair, std_array, target_pair)
 
@@ -75,20 +76,22 @@ def gaussian_nll(y, mean, std):
     """
     y, mean = target_pair(y, mean)
     std = std_array(std, mean.shape)
+    log_std = np.log(std)
     with np.errstate(over="ignore"):
-        nll = np.mean(-stats.norm.logpdf(y, mean, std))
+        z = (y - mean) / std
+        nll = np.mean(normal_nll(0.5 * z * z, log_std))
     if np.isfinite(nll):
         return float(nll)
-    # -log N(y; m, s**2) = z**2 / 2 + log s + log(2 pi) / 2 with z = (y - m) / s: z**2 (or y - m,
-    # or the sum over targets) overflowed. With h = z / 2 and its largest magnitude H,
-    # mean(z**2 / 2) = 2 H**2 mean((h / H)**2), in float64's range whenever the NLL is.
+    # z**2 (or y - m, or the sum over targets) overflowed. With h = z / 2 and its largest
+    # magnitude H, mean(z**2 / 2) = 2 H**2 mean((h / H)**2), in float64's range whenever the
+    # NLL is.
     with np.errstate(over="ignore", under="ignore"):    # inf: the NLL is past the range too
         half_z = (0.5 * y - 0.5 * mean) / std
         largest = np.max(np.abs(half_z))
         if not np.isfinite(largest):
             return math.inf
         quadratic = (2 * largest) * (largest * np.mean((half_z / largest) ** 2))
-    return float(quadratic + np.mean(np.log(std)) + 0.5 * math.log(2 * math.pi))
+    return float(normal_nll(quadratic, np.mean(log_std)))
 
 
 def interval_coverage(y, mean, std, level=0.95):

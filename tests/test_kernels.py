@@ -104,8 +104,7 @@ EXTRA = {"kl_normal_normal": (0.3, 0.7),
          "normal_log_prob_of_sample": (FIXED_EPS,), "scale_mixture_log_prob": (0.25, 1.5, 0.1),
          "laplace_log_prob": (0.1, 0.5), "student_t_log_prob": (3.0, 0.1, 0.5),
          "categorical_nll": (np.array([0, 2, 1, 1, 0]),)}
-KERNEL_OF = {"kl_normal_normal": "kl_normal_fixed_prior",
-             "kl_normal_normal_trainable": "kl_normal_trainable_prior"}
+KERNEL_OF = {"kl_normal_normal_trainable": "kl_normal_normal"}
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -142,11 +141,12 @@ def test_float32_stays_float32_and_workspace_gives_the_same_bits(name):
     assert np.array_equal(with_ws, out) and np.asarray(with_ws).dtype == np.float32
 
 
-@pytest.mark.parametrize("name", sorted(set(CASES) - {"kl_normal_normal_0"}))
+@pytest.mark.parametrize("name", sorted(set(CASES) - {"kl_normal_normal_0", "reparameterization"}))
 def test_a_vjp_returns_the_cotangent_itself_or_fresh_arrays(name):
     """The contract value_and_grad sums in place on: a gradient marked Fresh shares no memory
     with the cotangent, an input, a residual, or another gradient; one not marked is the
-    cotangent itself (or an add_into gradient)."""
+    cotangent itself (or an add_into gradient). (``reparameterization`` is no kernel of its own:
+    ``dense`` of ``normal_sample``, both checked here.)"""
     kernel = getattr(K, KERNEL_OF.get(name, name))
     _, reference, make = CASES[name]
     args = make(np.random.default_rng(2))

@@ -28,11 +28,10 @@ from lrtdense.kernels.dense import (normal_sample, dense, lrt, reparameterizatio
                                     per_example, add_bias)
 from lrtdense.kernels.elementwise import (posterior_scale, softplus, relu, tanh, sigmoid, elu,
                                           ACTIVATIONS, clip)
-from lrtdense.kernels.divergences import (kl_normal_normal, kl_normal_fixed_prior,
-                                          kl_normal_trainable_prior, kl_kingma, kl_molchanov,
+from lrtdense.kernels.divergences import (kl_normal_normal, kl_kingma, kl_molchanov,
                                           scale_from_log_alpha, scale_from_log_variance,
                                           sparse_log_alpha, KINGMA_C, MOLCHANOV_K, THETA2_EPS)
-from lrtdense.kernels.densities import (normal_log_prob, normal_log_prob_of_sample,
+from lrtdense.kernels.densities import (normal_nll, normal_log_prob, normal_log_prob_of_sample,
                                         scale_mixture_log_prob, laplace_log_prob,
                                         student_t_log_prob)
 from lrtdense.kernels.likelihoods import categorical_nll, gaussian_nll
@@ -40,9 +39,9 @@ from lrtdense.kernels.likelihoods import categorical_nll, gaussian_nll
 __all__ = [
     "posterior_scale", "softplus", "normal_sample", "dense", "lrt", "reparameterization",
     "flipout", "per_example", "add_bias", "relu", "tanh", "sigmoid", "elu", "ACTIVATIONS",
-    "clip", "kl_normal_normal", "kl_normal_fixed_prior", "kl_normal_trainable_prior",
-    "kl_kingma", "kl_molchanov", "scale_from_log_alpha", "scale_from_log_variance",
-    "sparse_log_alpha", "KINGMA_C", "MOLCHANOV_K", "THETA2_EPS", "categorical_nll",
-    "gaussian_nll", "normal_log_prob", "normal_log_prob_of_sample", "scale_mixture_log_prob",
-    "laplace_log_prob", "student_t_log_prob",
+    "clip", "kl_normal_normal", "kl_kingma", "kl_molchanov", "scale_from_log_alpha",
+    "scale_from_log_variance", "sparse_log_alpha", "KINGMA_C", "MOLCHANOV_K", "THETA2_EPS",
+    "categorical_nll", "gaussian_nll", "normal_nll", "normal_log_prob",
+    "normal_log_prob_of_sample", "scale_mixture_log_prob", "laplace_log_prob",
+    "student_t_log_prob",
 ]

@@ -144,16 +144,12 @@ class SampleResiduals(NamedTuple):
     workspace: object
 
 
-def _sample(loc, scale, eps, ws):
-    w = np.multiply(eps, scale, out=like(ws, loc, np.broadcast_shapes(loc.shape, np.shape(scale),
-                                                                      eps.shape)))
-    w += loc
-    return w
-
-
 @normal_sample.forward
 def _(loc, scale, eps, *, workspace=None):
-    return _sample(loc, scale, eps, workspace), SampleResiduals(loc, scale, eps, workspace)
+    shape = np.broadcast_shapes(loc.shape, np.shape(scale), eps.shape)
+    w = np.multiply(eps, scale, out=like(workspace, loc, shape))
+    w += loc
+    return w, SampleResiduals(loc, scale, eps, workspace)
 
 
 @normal_sample.backward
@@ -207,50 +203,16 @@ def _(res, g, wanted):
 
 
 # ----------------------------------------------------------------- reparameterization
-@kernel
 def reparameterization(x, loc, scale, eps, *, workspace=None):
     """x @ W with W = eps * scale + loc: one kernel sample for the whole batch.
 
-    TFP's DenseReparameterization. Gradients (dW = x^T g): dx = g @ W^T, dloc = dW,
-    dscale = dW * eps, deps = dW * scale.
+    TFP's DenseReparameterization: ``dense(x, normal_sample(loc, scale, eps))``, so its
+    gradients are theirs: dW = x^T g, dx = g @ W^T, dloc = dW, dscale = dW * eps,
+    deps = dW * scale.
 
     Args: x (..., in); loc, scale, eps (in, units); workspace. Returns (..., units).
     """
-
-
-class ReparameterizationResiduals(NamedTuple):
-    x: Array            # (n, in)
-    w: Array            # eps * scale + loc
-    scale: Array
-    eps: Array
-    x_shape: tuple
-    workspace: object
-
-
-@reparameterization.forward
-def _(x, loc, scale, eps, *, workspace=None):
-    ws, x_shape, x = workspace, x.shape, as_matrix(x)
-    w = _sample(loc, scale, eps, ws)
-    out = np.matmul(x, w, out=like(ws, x, (x.shape[0], loc.shape[1])))
-    res = ReparameterizationResiduals(x, w, scale, eps, x_shape, ws)
-    return out.reshape(x_shape[:-1] + (loc.shape[1],)), res
-
-
-@reparameterization.backward
-def _(res, g, wanted):
-    ws, g = res.workspace, as_matrix(g)
-    grads = {}
-    if "x" in wanted:
-        grads["x"] = Fresh(np.matmul(g, res.w.T, out=like(ws, res.x)).reshape(res.x_shape))
-    if "loc" in wanted or "scale" in wanted or "eps" in wanted:
-        dw = np.matmul(res.x.T, g, out=like(ws, res.w))                # dW = x^T g
-        if "scale" in wanted:
-            grads["scale"] = Fresh(np.multiply(dw, res.eps, out=like(ws, dw)))
-        if "eps" in wanted:
-            grads["eps"] = Fresh(np.multiply(dw, res.scale, out=like(ws, dw)))
-        if "loc" in wanted:
-            grads["loc"] = Fresh(dw)
-    return grads
+    return dense(x, normal_sample(loc, scale, eps, workspace=workspace), workspace=workspace)
 
 
 # ---------------------------------------------------------------------------- flipout

@@ -12,10 +12,22 @@ import numpy as np
 from lrtdense.autodiff import Fresh, add_into, kernel
 from lrtdense.kernels.common import HALF_LOG_2PI, like, softplus_and_sigmoid, summed_to
 
-__all__ = ["normal_log_prob", "normal_log_prob_of_sample", "scale_mixture_log_prob",
-           "laplace_log_prob", "student_t_log_prob"]
+__all__ = ["normal_nll", "normal_log_prob", "normal_log_prob_of_sample",
+           "scale_mixture_log_prob", "laplace_log_prob", "student_t_log_prob"]
 
 Array = np.ndarray
+
+
+def normal_nll(half_z2, log_scale, count=1):
+    """``half_z2 + log_scale + count 0.5 log(2 pi)``: -log N(y; mean, scale**2), half_z2 = 0.5 ((y - mean) / scale)**2.
+
+    The Normal density's one statement. Element-wise on arrays (count 1: the Gaussian
+    likelihood, ``likelihoods.gaussian_nll``), or over ``count`` elements when given the sums
+    ``sum 0.5 z**2`` and ``sum log scale`` (the Normal prior's ``normal_log_prob``, a
+    posterior's ``normal_log_prob_of_sample``, the predictive's ``metrics.gaussian_nll``, the
+    oracle's expected loss). Plain arithmetic, so autograd differentiates it too.
+    """
+    return half_z2 + (log_scale + count * HALF_LOG_2PI)
 
 
 def _only(wanted, name, kernel_name):
@@ -48,7 +60,7 @@ def _(w, loc, scale, *, workspace=None):
     # a scale broadcast over w counts once per element of w (as its gradient does)
     log_scale = (w.size // np.size(scale) * np.sum(np.log(scale)) if np.ndim(scale)
                  else w.size * math.log(scale))
-    lp = -0.5 * float(np.sum(z * z)) - log_scale - w.size * HALF_LOG_2PI
+    lp = -normal_nll(0.5 * float(np.sum(z * z)), log_scale, w.size)
     return w.dtype.type(lp), NormalResiduals(z, w.shape, loc, scale)
 
 
@@ -92,7 +104,7 @@ class ScaleResiduals(NamedTuple):
 def _(scale, eps, *, workspace=None):
     flat = eps.reshape(-1)
     log_scale = np.log(scale, out=like(workspace, scale))
-    lp = -0.5 * float(flat @ flat) - float(log_scale.sum()) - eps.size * HALF_LOG_2PI
+    lp = -normal_nll(0.5 * float(flat @ flat), float(log_scale.sum()), eps.size)
     return scale.dtype.type(lp), ScaleResiduals(scale, workspace)
 
 
@@ -112,9 +124,8 @@ def scale_mixture_log_prob(w, pi, sigma1, sigma2, *, workspace=None):
     """``sum log(pi N(w; 0, sigma1**2) + (1 - pi) N(w; 0, sigma2**2))`` (Blundell et al. 2015, arXiv 1505.05424, eq. 7).
 
     The scale-mixture prior, by a stable logsumexp: ``a + softplus(b - a)`` with
-    ``a = log p_wide - log s_wide - w**2 / (2 s_wide**2)`` the wider component's log density
-    (+ 0.5 log(2 pi)) and
-    b the narrower's (TFP's MixtureSameFamily.log_prob). b - a <= log(p_narrow s_wide / (p_wide
+    ``a = log p_wide + log N(w; 0, s_wide**2)`` the wider component's weighted log density
+    (``normal_nll``) and b the narrower's (TFP's MixtureSameFamily.log_prob). b - a <= log(p_narrow s_wide / (p_wide
     s_narrow)) for every w, so exp(b - a) never overflows. Differentiable in w only.
 
     Args:
@@ -150,8 +161,8 @@ def _(w, pi, sigma1, sigma2, *, workspace=None):
     # below the dtype's smallest normal number: clamping there changes no sum and no gradient
     np.maximum(d, math.log(np.finfo(w.dtype).tiny) + 1.0, out=d)
     sp, share = softplus_and_sigmoid(d, ws)
-    lp = (w.size * (math.log(pw) - math.log(sw) - HALF_LOG_2PI) - 0.5 * sq / sw ** 2
-          + float(sp.sum()))
+    a = w.size * math.log(pw) - normal_nll(0.5 * sq / sw ** 2, w.size * math.log(sw), w.size)
+    lp = a + float(sp.sum())                            # sum a + softplus(b - a)
     return w.dtype.type(lp), MixtureResiduals(w, share, sw, sn, ws)
 
 

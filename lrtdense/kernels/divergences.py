@@ -8,13 +8,11 @@ import math
 from typing import NamedTuple
 
 import numpy as np
-from autograd.tracer import isbox
 
 from lrtdense.autodiff import Fresh, add_into, kernel
 from lrtdense.kernels.common import like, sigmoid_of_negated_into, softplus_and_sigmoid, summed_to
 
-__all__ = ["kl_normal_normal", "kl_normal_fixed_prior", "kl_normal_trainable_prior",
-           "kl_kingma", "kl_molchanov", "scale_from_log_alpha", "scale_from_log_variance",
+__all__ = ["kl_normal_normal", "kl_kingma", "kl_molchanov", "scale_from_log_alpha", "scale_from_log_variance",
            "sparse_log_alpha", "KINGMA_C", "MOLCHANOV_K", "THETA2_EPS"]
 
 Array = np.ndarray
@@ -24,75 +22,74 @@ THETA2_EPS = 1e-8                                     # in log(theta**2 + eps) (
 
 
 # ---------------------------------------------------------------------------- KL(N || N)
+@kernel
 def kl_normal_normal(loc, scale, prior_loc, prior_scale, *, workspace=None):
-    """sum over elements of ``KL(N(loc, scale**2) || N(mp, sp**2))``, mp, sp = prior_loc, prior_scale.
+    """``sum 0.5 ((loc - mp) / sp)**2 + 0.5 (scale / sp)**2 - 0.5 - log(scale / sp)``: KL(N(loc, scale**2) || N(mp, sp**2)).
 
-    Per element ``0.5 ((loc - mp) / sp)**2 + 0.5 (scale / sp)**2 - 0.5 - log(scale / sp)``, which
-    is TFP's ``_kl_normal_normal``
-    (``0.5 ((loc - mp) / sp)**2 + 0.5 expm1(2 d) - d, d = log scale - log sp``) rearranged. A
-    fixed prior (numbers) is summed by reductions
-    (``kl_normal_fixed_prior``); a trainable one (arrays, or differentiated) per element in
-    TFP's form (``kl_normal_trainable_prior``).
+    Summed over the elements of loc; mp, sp = prior_loc, prior_scale. This is TFP's
+    ``_kl_normal_normal`` (``0.5 ((loc - mp) / sp)**2 + 0.5 expm1(2 d) - d``,
+    ``d = log scale - log sp``) rearranged into three sums: ``0.5 (sum z**2 + sum r**2) -
+    sum log scale + sum log sp - 0.5 n`` with z = (loc - mp) / sp, r = scale / sp. For a prior
+    of numbers (the layers' fixed prior) the squares are summed by BLAS dots before the one
+    division by sp**2; a prior of arrays (a trainable prior, broadcastable to loc's shape) is
+    divided element by element.
+
+    Gradients: ``dloc = g (loc - mp) / sp**2``, ``dscale = g (scale / sp**2 - 1 / scale)`` (each
+    added into the other gradient of the same array, ``add_into``), ``dmp = -dloc`` and
+    ``dsp = g (1 - z**2 - r**2) / sp``, summed to the prior's shapes.
 
     Args:
-      loc, scale: arrays of one shape, scale > 0.
-      prior_loc, prior_scale: numbers, or arrays broadcastable to loc's shape; prior_scale > 0.
+      loc, scale: arrays of one shape, scale > 0 (differentiable).
+      prior_loc, prior_scale: numbers, or arrays broadcastable to loc's shape (differentiable);
+        prior_scale > 0.
       workspace: optional Workspace.
     Returns:
       a scalar of loc's dtype.
     """
-    if isbox(prior_loc) or isbox(prior_scale) or np.ndim(prior_loc) or np.ndim(prior_scale):
-        return kl_normal_trainable_prior(loc, scale, prior_loc, prior_scale)
-    return kl_normal_fixed_prior(loc, scale, prior_loc, prior_scale, workspace=workspace)
 
 
-@kernel
-def kl_normal_fixed_prior(loc, scale, prior_loc, prior_scale, *, workspace=None):
-    """``0.5 (sum (loc - mp)**2 + sum scale**2) / sp**2 - sum log scale + n (log sp - 0.5)``.
-
-    ``KL(N(loc, scale**2) || N(mp, sp**2))`` summed over n elements for numbers mp, sp (not
-    differentiated), by reductions (BLAS dots and one log pass) instead of ~8 passes per element.
-    Gradients: ``dloc = g (loc - mp) / sp**2, dscale = g (scale / sp**2 - 1 / scale)``, each added
-    into the other gradient of the same array (``add_into``).
-    """
-
-
-class FixedPriorResiduals(NamedTuple):
+class KLResiduals(NamedTuple):
     loc: Array
     scale: Array
-    prior_loc: float
-    prior_scale: float
+    prior_loc: object
+    prior_scale: object
     workspace: object
 
 
-@kl_normal_fixed_prior.forward
+def _sum_of_squares_over(a, sp, workspace):
+    """``sum (a / sp)**2``: for a number sp, one dot and one division."""
+    if np.ndim(sp) == 0:
+        flat = a.reshape(-1)
+        return float(flat @ flat) / float(sp) ** 2
+    t = np.divide(a, sp, out=like(workspace, a))
+    return float(np.sum(t * t))
+
+
+@kl_normal_normal.forward
 def _(loc, scale, prior_loc, prior_scale, *, workspace=None):
-    mp, sp = float(prior_loc), float(prior_scale)
-    flat = loc.reshape(-1)
-    if mp == 0:
-        sq = float(flat @ flat)
-    else:
-        d = np.subtract(flat, mp, out=like(workspace, flat))
-        sq = float(d @ d)
-    flat_scale = scale.reshape(-1)
-    ss = float(flat_scale @ flat_scale)
-    log_scale = np.log(scale, out=like(workspace, scale))
-    kl = 0.5 * (sq + ss) / sp ** 2 - float(log_scale.sum()) + loc.size * (math.log(sp) - 0.5)
-    return loc.dtype.type(kl), FixedPriorResiduals(loc, scale, mp, sp, workspace)
+    mp, sp = _number_or_array(prior_loc), _number_or_array(prior_scale)
+    d = loc if np.ndim(mp) == 0 and mp == 0 else np.subtract(loc, mp, out=like(workspace, loc))
+    sum_z2 = _sum_of_squares_over(d, sp, workspace)
+    sum_r2 = _sum_of_squares_over(scale, sp, workspace)
+    sum_log_scale = float(np.log(scale, out=like(workspace, scale)).sum())
+    sum_log_sp = (loc.size * math.log(sp) if np.ndim(sp) == 0
+                  else loc.size // np.size(sp) * float(np.sum(np.log(sp))))
+    kl = 0.5 * (sum_z2 + sum_r2) - sum_log_scale + sum_log_sp - 0.5 * loc.size
+    return loc.dtype.type(kl), KLResiduals(loc, scale, mp, sp, workspace)
 
 
-@kl_normal_fixed_prior.backward
+def _number_or_array(a):
+    return float(a) if np.ndim(a) == 0 else np.asarray(a)
+
+
+@kl_normal_normal.backward
 def _(res, g, wanted):
     loc, scale, mp, sp, ws = res
-    c = float(g) / sp ** 2
+    c = float(g) / sp ** 2                  # g / sp**2: a number, or an array like sp
 
     def dloc(out):                          # += g (loc - mp) / sp**2
-        t = like(ws, loc)
-        if mp == 0:
-            np.multiply(loc, c, out=t)
-        else:
-            np.subtract(loc, mp, out=t)
-            t *= c
+        t = np.subtract(loc, mp, out=like(ws, loc))
+        t *= c
         out += t
 
     def dscale(out):                        # += g (scale / sp**2 - 1 / scale)
@@ -101,56 +98,16 @@ def _(res, g, wanted):
         np.divide(float(g), scale, out=t)
         out -= t
 
-    if set(wanted) - {"loc", "scale"}:
-        raise NotImplementedError("kl_normal_fixed_prior: a differentiated prior is trainable: "
-                                  "kl_normal_trainable_prior")
     grads = {}
     if "loc" in wanted:
         grads["loc"] = add_into(loc, dloc)
     if "scale" in wanted:
         grads["scale"] = add_into(scale, dscale)
-    return grads
-
-
-@kernel
-def kl_normal_trainable_prior(loc, scale, prior_loc, prior_scale, *, workspace=None):
-    """``sum 0.5 z**2 + 0.5 expm1(2 d) - d, z = (loc - mp) / sp, d = log scale - log sp`` (TFP's form).
-
-    ``KL(N(loc, scale**2) || N(mp, sp**2))`` per element and summed, for a prior with its own
-    (trainable) loc and scale arrays, broadcastable to loc's shape; differentiable in all four.
-    """
-
-
-class TrainablePriorResiduals(NamedTuple):
-    loc: Array
-    scale: Array
-    prior_loc: Array
-    prior_scale: Array
-    z: Array
-
-
-@kl_normal_trainable_prior.forward
-def _(loc, scale, prior_loc, prior_scale, *, workspace=None):
-    z = (loc - prior_loc) / prior_scale
-    d = np.log(scale) - np.log(prior_scale)
-    kl = np.sum(0.5 * z * z + 0.5 * np.expm1(2.0 * d) - d)
-    return loc.dtype.type(kl), TrainablePriorResiduals(loc, scale, prior_loc, prior_scale, z)
-
-
-@kl_normal_trainable_prior.backward
-def _(res, g, wanted):
-    loc, scale, mp, sp, z = res
-    g, r = float(g), scale / sp
-    grads = {}
-    if "loc" in wanted:
-        grads["loc"] = Fresh(g * z / sp)
-    if "scale" in wanted:
-        grads["scale"] = Fresh(g * (r / sp - 1.0 / scale))
     if "prior_loc" in wanted:
-        grads["prior_loc"] = Fresh(summed_to(-g * z / sp, np.shape(mp)))
+        grads["prior_loc"] = Fresh(summed_to(-c * (loc - mp), np.shape(mp)))
     if "prior_scale" in wanted:
-        grads["prior_scale"] = Fresh(summed_to(g * (1.0 - z * z - r * r) / sp,
-                                               np.shape(sp)))
+        z2, r2 = ((loc - mp) / sp) ** 2, (scale / sp) ** 2
+        grads["prior_scale"] = Fresh(summed_to(float(g) * (1.0 - z2 - r2) / sp, np.shape(sp)))
     return grads
 
 

@@ -5,7 +5,8 @@ from typing import NamedTuple
 import numpy as np
 
 from lrtdense.autodiff import Fresh, kernel
-from lrtdense.kernels.common import HALF_LOG_2PI, as_matrix, like, summed_to
+from lrtdense.kernels.common import as_matrix, like, summed_to
+from lrtdense.kernels.densities import normal_nll
 
 __all__ = ["categorical_nll", "gaussian_nll"]
 
@@ -89,9 +90,9 @@ def _(y, mean, scale, *, workspace=None):
     ws = workspace
     z = np.subtract(y, mean, out=like(ws, mean, np.broadcast_shapes(np.shape(y), mean.shape)))
     z /= scale
-    out = np.multiply(z, z, out=like(ws, z))
-    out *= 0.5
-    out += np.log(scale) + HALF_LOG_2PI
+    half_z2 = np.multiply(z, z, out=like(ws, z))
+    half_z2 *= 0.5
+    out = normal_nll(half_z2, np.log(scale))
     return out, GaussianResiduals(z, scale, np.shape(y), mean.shape, ws)
 
 

@@ -84,7 +84,7 @@ from lrtdense.reference.statistical_moments import moments
 from lrtdense.reference.statistical_rows import (ALPHA_PER_CASE, ALPHA_PER_RUN, CLT_FAMILIES,
                                                  CLT_MARGIN, FAMILIES, MAX_CASES, covariance_row,
                                                  duplicates_row, family_alpha, kurtosis_row,
-                                                 live_covariance, mean_row, mean_z,
+                                                 live_covariance, mean_row, pooled_mean_row,
                                                  normality_row, row, serial_row, variance_row,
                                                  z_quantile)
 
@@ -314,15 +314,11 @@ def _quartic_row(name, meta, params, dev, var, cov):
     i, j = np.triu_indices(len(r), 1)
     k, k2 = np.triu_indices(u, 1)
     prod = (zstd[:, i][:, :, k] * zstd[:, i][:, :, k2] * zstd[:, j][:, :, k] * zstd[:, j][:, :, k2])
-    t = prod.reshape(s, -1).mean(1)
     want = float(np.mean(corr[i, j][:, k] * corr[i, j][:, k2]))
-    zq = mean_z(t, want)
-    z = z_quantile(family_alpha("quartic"), 1)
-    return row(name, "quartic", int(zq > z), zq, z,
-                f"pooled 4th moment {t.mean():+.4f} ({want:+.4f} expected), |z| {zq:.2f} of {z:.2f}",
-                f"joint 4th moments of pairs of rows and units average {t.mean():+.4f}, expected "
-                f"{want:+.4f} (|z| {zq:.1f} > {z:.2f}): rows not independent in the way the "
-                f"estimator makes them (Flipout without sign_output?)")
+    return pooled_mean_row(name, "quartic", prod.reshape(s, -1).mean(1), want,
+                           "the joint 4th moment of pairs of rows and units",
+                           "rows not independent in the way the estimator makes them (Flipout "
+                           "without sign_output?)")
 
 
 def _gradient_rows(name, meta, params, x, g, grads):

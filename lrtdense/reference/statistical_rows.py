@@ -15,8 +15,8 @@ from lrtdense.reference.report import Row
 
 __all__ = ["ALPHA_PER_RUN", "MAX_CASES", "ALPHA_PER_CASE", "FAMILIES", "CLT_FAMILIES",
            "CLT_MARGIN", "family_alpha", "z_quantile", "row", "index_of", "mean_row",
-           "variance_row", "live_covariance", "covariance_row", "normality_row", "kurtosis_row",
-           "chance_coincidence", "duplicates_row", "serial_row"]
+           "pooled_mean_row", "variance_row", "live_covariance", "covariance_row",
+           "normality_row", "kurtosis_row", "chance_coincidence", "duplicates_row", "serial_row"]
 
 ALPHA_PER_RUN = 1e-6
 MAX_CASES = 100                      # statistical cases one run can hold (the shipped set: fewer)
@@ -178,14 +178,20 @@ def kurtosis_row(name, zstd):
     s, live_count = zstd.shape
     if not live_count:
         return row(name, "kurtosis", 0, 0.0, 1.0, "no random element", "")
-    t = np.mean(zstd ** 4, axis=1)
-    zk = mean_z(t, 3.0)
-    z = z_quantile(family_alpha("kurtosis"), 1)
-    return row(name, "kurtosis", int(zk > z), zk, z,
-                f"mean z**4 {t.mean():.4f} (3 expected), |z| {zk:.2f} of {z:.2f}",
-                f"mean of z**4 over the standardized draws is {t.mean():.4f}, expected 3 "
-                f"for Gaussian noise (|z| {zk:.1f} > {z:.2f}): noise of the right "
-                f"variance but not normal?")
+    return pooled_mean_row(name, "kurtosis", np.mean(zstd ** 4, axis=1), 3.0,
+                           "mean z**4 over the standardized draws",
+                           "noise of the right variance but not normal?")
+
+
+def pooled_mean_row(name, family, t, want, what, suspect):
+    """The row of a test of a mean: the S per-draw values ``t`` (``what``) have mean ``want``,
+    within the family's z standard errors (``mean_z``); ``suspect`` says what a failure
+    suggests."""
+    zt, z = mean_z(t, want), z_quantile(family_alpha(family), 1)
+    return row(name, family, int(zt > z), zt, z,
+               f"{what} {t.mean():+.4f} ({want:+.4f} expected), |z| {zt:.2f} of {z:.2f}",
+               f"{what} is {t.mean():+.4f}, expected {want:+.4f} (|z| {zt:.1f} > {z:.2f}): "
+               f"{suspect}")
 
 
 def chance_coincidence(mean, var, dtype):

@@ -41,6 +41,7 @@ import numpy as np
 from autograd import grad
 
 from lrtdense import estimators, tree
+from lrtdense.kernels.densities import normal_nll
 from lrtdense.reference import generation, store
 from lrtdense.reference.report import Row
 from lrtdense.reference.statistical_grads import gradient_rows, gradient_variance, untested
@@ -112,8 +113,8 @@ def expected_loss(meta, params, xb, yb, sigma, w, n):
     single = layer_meta(meta)
     mean, var, _ = moments(single, params, xb)
     y2 = anp.reshape(yb, mean.shape)
-    nll = (0.5 * anp.sum((mean - y2) ** 2 + var) / sigma ** 2
-           + mean.size * (anp.log(sigma) + 0.5 * anp.log(2 * anp.pi)))
+    half_z2 = 0.5 * anp.sum((mean - y2) ** 2 + var) / sigma ** 2      # E[0.5 z**2], summed
+    nll = normal_nll(half_z2, mean.size * anp.log(sigma), mean.size)
     return nll / xb.shape[0] + w * expected_kl(single, params) / n
 
 
