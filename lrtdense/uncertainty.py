@@ -252,7 +252,7 @@ def pit_histogram(pit, num_bins=10):
     num_bins = check_int(num_bins, "num_bins", low=1, high=10 ** 6)
     pit = real_array(pit, "pit").reshape(-1)
     if pit.size == 0 or pit.min() < 0 or pit.max() > 1:
-        raise ValueError(f"pit must be at least one value in [0, 1], got "
+        raise ValueError("pit must be at least one value in [0, 1], got "
                          + (f"values in [{pit.min()}, {pit.max()}]" if pit.size else "none"))
     counts, edges = np.histogram(pit, bins=num_bins, range=(0.0, 1.0))
     return counts * (num_bins / pit.size), edges

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 from lrtdense.conformance import Selection, check, family_of, load_adapter
-from lrtdense.reference import default_dir, store
 from lrtdense.reference.families import FAMILIES
 from lrtdense.testing import reference_cases
 

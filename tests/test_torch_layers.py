@@ -22,7 +22,6 @@ torch = pytest.importorskip("torch", reason="lrtdense.torch needs torch (pip ins
 import lrtdense as L                                                       # noqa: E402
 import lrtdense.torch as LT                                                # noqa: E402
 from lrtdense.conformance import FAMILIES, check                           # noqa: E402
-from lrtdense.reference import default_dir, store                          # noqa: E402
 from lrtdense.reference.verify import compare                              # noqa: E402
 from lrtdense.testing import reference_cases                               # noqa: E402
 import lrtdense.torch.conformance as torch_conformance                    # noqa: E402

@@ -85,8 +85,7 @@ from lrtdense.reference.statistical_rows import (ALPHA_PER_CASE, ALPHA_PER_RUN, 
                                                  CLT_MARGIN, FAMILIES, MAX_CASES, covariance_row,
                                                  duplicates_row, family_alpha, kurtosis_row,
                                                  live_covariance, mean_row, pooled_mean_row,
-                                                 normality_row, row, serial_row, variance_row,
-                                                 z_quantile)
+                                                 normality_row, row, serial_row, variance_row)
 
 __all__ = ["eligible", "describe_eligible", "check", "check_case", "moments", "expected_objective",
            "sample_keys", "sample_shapes", "deterministic_keys", "ALPHA_PER_RUN", "ALPHA_PER_CASE", "MAX_CASES",
