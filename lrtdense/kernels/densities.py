@@ -19,7 +19,7 @@ Array = np.ndarray
 
 
 def normal_nll(half_z2, log_scale, count=1):
-    """``half_z2 + log_scale + count 0.5 log(2 pi)``: -log N(y; mean, scale**2), half_z2 = 0.5 ((y - mean) / scale)**2.
+    """``half_z2 + log_scale + count 0.5 log(2 pi)``: ``-log N(y; mean, scale**2)``, ``half_z2 = 0.5 ((y - mean) / scale)**2``.
 
     The Normal density's one statement. Element-wise on arrays (count 1: the Gaussian
     likelihood, ``likelihoods.gaussian_nll``), or over ``count`` elements when given the sums

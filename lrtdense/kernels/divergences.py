@@ -24,14 +24,14 @@ THETA2_EPS = 1e-8                                     # in log(theta**2 + eps) (
 # ---------------------------------------------------------------------------- KL(N || N)
 @kernel
 def kl_normal_normal(loc, scale, prior_loc, prior_scale, *, workspace=None):
-    """``sum 0.5 ((loc - mp) / sp)**2 + 0.5 (scale / sp)**2 - 0.5 - log(scale / sp)``: KL(N(loc, scale**2) || N(mp, sp**2)).
+    """``sum 0.5 ((loc - mp) / sp)**2 + 0.5 (scale / sp)**2 - 0.5 - log(scale / sp)``: ``KL(N(loc, scale**2) || N(mp, sp**2))``.
 
     Summed over the elements of loc; mp, sp = prior_loc, prior_scale. This is TFP's
     ``_kl_normal_normal`` (``0.5 ((loc - mp) / sp)**2 + 0.5 expm1(2 d) - d``,
-    ``d = log scale - log sp``) rearranged into three sums: ``0.5 (sum z**2 + sum r**2) -
-    sum log scale + sum log sp - 0.5 n`` with z = (loc - mp) / sp, r = scale / sp. For a prior
-    of numbers (the layers' fixed prior) the squares are summed by BLAS dots before the one
-    division by sp**2; a prior of arrays (a trainable prior, broadcastable to loc's shape) is
+    ``d = log scale - log sp``) rearranged into three sums,
+    ``0.5 (sum z**2 + sum r**2) - sum log scale + sum log sp - 0.5 n`` with
+    ``z = (loc - mp) / sp``, ``r = scale / sp``. For a prior of numbers (the layers' fixed prior)
+    the squares are summed by BLAS dots before the one division by ``sp**2``; a prior of arrays (a trainable prior, broadcastable to loc's shape) is
     divided element by element.
 
     Gradients: ``dloc = g (loc - mp) / sp**2``, ``dscale = g (scale / sp**2 - 1 / scale)`` (each
@@ -57,7 +57,7 @@ class KLResiduals(NamedTuple):
 
 
 def _sum_of_squares_over(a, sp, workspace):
-    """``sum (a / sp)**2``: for a number sp, one dot and one division."""
+    """``sum (a / sp)**2``; for a number sp, one dot and one division."""
     if np.ndim(sp) == 0:
         flat = a.reshape(-1)
         return float(flat @ flat) / float(sp) ** 2
