@@ -28,10 +28,10 @@ and 1000, on random data (x ~ U[0, 1), labels 0..9; nothing is downloaded):
   same contender's math in float64 on the same (cast) values, where rounding cannot hide a
   difference (float64 ~1e-15 relative). A mismatch is marked in the report and makes the
   command exit with status 1;
-* with ``--contended``, lrtdense's step while another process keeps one core busy: one BLAS
-  thread, the default count and the automatic count (``fit``'s default), each against the
-  same step's idle one-thread time (issue 26's bar: <= 1.5x), with the load average
-  (``contended.py``).
+* with ``--contended``, lrtdense's step while another process keeps one core busy: as ``fit``
+  runs it (one BLAS thread, one worker per usable CPU), with the BLAS's default count and with
+  the automatic count, each against the same step's idle one-core time (one thread, one worker;
+  issue 26's bar: <= 1.5x), with the load average (``contended.py``).
 
 Run (from the repository root; the peers need torch and jax installed, else they are skipped
 with a note):
@@ -296,7 +296,7 @@ def run_contended(configs, problems_of, args, rng):
             runs.append((dtype, batch, run))
             print(f"  contended {dtype} B{batch} {est}: " + ", ".join(
                 f"{key} {value:.2f}x" for key, value in run["over_idle_one"].items())
-                + " of the idle one-thread time", file=sys.stderr, flush=True)
+                + " of the idle one-core time", file=sys.stderr, flush=True)
     return {"runs": runs, "load_before": load_before,
             "load_after": os.getloadavg()}
 

@@ -171,18 +171,20 @@ def as_params_dict(problem, layers):
 
 
 # ------------------------------------------------------------------------------------ lrtdense
-def lrtdense_contender(problem, threads=None, name=None):
+def lrtdense_contender(problem, threads=None, name=None, workers=None):
     """The step exactly as ``fit`` runs it (``make_step`` + ``adam(1e-3)``, Adam state owned).
 
     ``threads``: make_step's (None: fit's default, one BLAS thread; "auto": the automatic
-    count, whose trial steps run here, untimed, so that the timings are of the count it keeps). ``name``: the contender's, if not the
-    default "lrtdense:<estimator>". ``run.step`` is the step (``run.step.threads.count``)."""
+    count, whose trial steps run here, untimed, so that the timings are of the count it keeps).
+    ``workers``: make_step's (None: fit's default, one per usable CPU). ``name``: the
+    contender's, if not the default "lrtdense:<estimator>". ``run.step`` is the step
+    (``run.step.threads.count``)."""
     from lrtdense.optimizers import adam
     from lrtdense.training import make_step
 
     model, x, y = problem.model, problem.x, problem.y
     optimizer = adam(LEARNING_RATE)
-    step = make_step(model, optimizer, num_examples=NUM_EXAMPLES, threads=threads)
+    step = make_step(model, optimizer, num_examples=NUM_EXAMPLES, threads=threads, workers=workers)
     state = optimizer.init(problem.params)
     rng = np.random.default_rng([problem.seed, 2])
 
@@ -191,8 +193,8 @@ def lrtdense_contender(problem, threads=None, name=None):
         state, *_ = step(state, x, y, rng)
 
     run.step = step
-    while getattr(step.threads, "deciding", False):
-        run()
+    while getattr(step.threads, "deciding", False) or getattr(step.workers, "deciding", False):
+        run()                   # the automatic counts' trials: untimed
 
     def loss_and_grads(noise_seed):
         # the real step, its noise drawn from default_rng(noise_seed), returning its gradients

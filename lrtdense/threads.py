@@ -51,7 +51,7 @@ from threadpoolctl import ThreadpoolController
 
 from lrtdense.checks import check_int
 
-__all__ = ["ENV", "Fixed", "AutoThreads", "policy"]
+__all__ = ["ENV", "Fixed", "AutoCount", "AutoThreads", "policy"]
 
 ENV = "LRTDENSE_THREADS"
 
@@ -104,28 +104,31 @@ class Fixed:
         return self._blas.limit(limits=self.count)
 
 
-class AutoThreads:
-    """The faster of one BLAS thread and the default count, measured (see the module docstring).
+class AutoCount:
+    """The faster of a count of 1 and ``default``, measured on the first steps and re-checked
+    when the kept default slows down (the module docstring says how); ``apply(count)`` is a
+    context manager that runs a block with that count (BLAS threads: ``AutoThreads``;
+    lrtdense's own workers: ``lrtdense.parallel.policy``).
 
     Args:
+      apply: ``count -> context manager``; default: the count compared with 1.
       trials: timed steps per count; margin: how much faster (a fraction) the default count
         must be to be kept; slowdown: how many times its measured median a step with the
         default count may take before ``trials`` such steps in a row start a re-check.
-      clock: seconds, as ``time.perf_counter``; default: the count compared with one thread
-        (None: the BLAS's count now).
+      clock: seconds, as ``time.perf_counter``.
 
     Attributes:
       count: the count the last step ran with (while measuring, the one being tried).
-      default: the BLAS's thread count when this was made.
+      default: the count compared with 1.
       deciding: True until the trials are done (and again while a re-check runs).
       decisions: one ``(count, median_one, median_default)`` per completed trial (seconds).
     """
 
-    def __init__(self, trials=3, margin=0.1, slowdown=2.0, clock=time.perf_counter,
-                 default=None):
+    def __init__(self, apply, default, trials=3, margin=0.1, slowdown=2.0,
+                 clock=time.perf_counter):
         self.trials, self.margin, self.slowdown, self.clock = trials, margin, slowdown, clock
-        self._blas = _blas()
-        self.default = _default_count(self._blas) if default is None else default
+        self._apply = apply
+        self.default = default
         self.count = self.default
         self.decisions = []
         self._key = None          # the minibatch shape the trials compare
@@ -149,7 +152,7 @@ class AutoThreads:
             ones, defaults = self._times[1], self._times[self.default]
             self.count = 1 if len(ones) <= len(defaults) else self.default
         start = self.clock()
-        with self._blas.limit(limits=self.count):
+        with self._apply(self.count):
             yield
         seconds = self.clock() - start
         self._warm = True
@@ -172,3 +175,15 @@ class AutoThreads:
         self._slow = self._slow + 1 if seconds > self.slowdown * kept else 0
         if self._slow >= self.trials:
             self._times = {1: [], self.default: []}
+
+
+class AutoThreads(AutoCount):
+    """The faster of one BLAS thread and the BLAS's default count (``AutoCount``; ``default``:
+    the count compared with one thread, None for the BLAS's count now)."""
+
+    def __init__(self, trials=3, margin=0.1, slowdown=2.0, clock=time.perf_counter,
+                 default=None):
+        blas = _blas()
+        super().__init__(lambda count: blas.limit(limits=count),
+                         _default_count(blas) if default is None else default, trials, margin,
+                         slowdown, clock)

@@ -53,18 +53,20 @@ def make_step(model, optimizer, num_examples, num_samples=1, *, return_grads=Fal
     ``threads``: BLAS threads: None is one (or ``$LRTDENSE_THREADS``), an int >= 1 that many,
     "auto" the faster of one and the default count, measured on the first steps
     (``lrtdense.threads``, which says when the count can move the last bits of a result).
-    ``workers``: threads for the element-wise work of large arrays (``lrtdense.parallel``):
-    None is ``$LRTDENSE_WORKERS``, else 1 (inline); an int >= 1 that many. Unlike BLAS threads
-    they never change a bit of the results, so they are a setting of their own.
+    ``workers``: threads for the matrix products and the Adam update of large arrays, in fixed
+    blocks (``lrtdense.parallel``): None is ``$LRTDENSE_WORKERS``, else "auto" (the faster of
+    one and one per usable CPU, measured on the first steps and again if they slow down); an
+    int >= 1 that many. Unlike BLAS threads they never change a bit of the
+    results, so they are a setting of their own.
 
     Raises:
       ValueError: num_examples or num_samples is not an integer >= 1, threads is not None,
-        "auto" or an integer >= 1, or workers is not None or an integer >= 1.
+        "auto" or an integer >= 1, or workers is not None, "auto" or an integer >= 1.
     """
     num_examples = check_num_examples(num_examples)
     num_samples = check_num_samples(num_samples)
     blas_threads = threads_lib.policy(threads)
-    workers = parallel.from_setting(workers)
+    workers = parallel.policy(workers)
     workspace = Workspace()
 
     def objective(params, xb, yb, rng, kl_weight):
@@ -74,7 +76,7 @@ def make_step(model, optimizer, num_examples, num_samples=1, *, return_grads=Fal
         return loss, (nll, kl)
 
     def step(state, xb, yb, rng, kl_weight=1.0):
-        with blas_threads.step(key=np.shape(xb)), parallel.workers(workers):
+        with blas_threads.step(key=np.shape(xb)), workers.step(key=np.shape(xb)):
             loss, (nll, kl), grads = value_and_grad(objective, optimizer.get_params(state), xb,
                                                     yb, rng, kl_weight, workspace=workspace)
             _check_finite(loss, nll, kl, grads)
@@ -149,7 +151,8 @@ def fit(model, params, x, y, *, rng, epochs, batch_size=32, optimizer=None, num_
       kl_weight: a number >= 0, or a function epoch -> number (KL warm-up).
       verbose, file: one progress line per epoch, to ``file`` (default sys.stdout), with the
         steps per second and BLAS threads.
-      threads, workers: BLAS and element-wise threads of the steps (``make_step``): one each.
+      threads, workers: BLAS threads (one) and lrtdense's own workers ("auto": one per usable
+        CPU) of the steps (``make_step``).
       callback: ``callback(epoch, params, history)`` after each epoch (a copy); True stops.
       checkpoint, checkpoint_every: a folder (Adam only) checked before training and written
         every ``checkpoint_every`` epochs, at the end and when stopped; a checkpoint of this

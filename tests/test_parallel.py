@@ -13,6 +13,7 @@ from lrtdense import parallel
 from lrtdense.losses import CategoricalLikelihood
 from lrtdense.model import Model
 from lrtdense.network import Sequential
+from lrtdense.threads import AutoCount
 from lrtdense.training import fit, make_step
 from lrtdense.tree import flatten
 
@@ -113,14 +114,17 @@ def test_the_chunks_hold_the_whole_operation_and_let_go_of_its_arrays():
 
 def test_the_setting_and_its_environment_variable(monkeypatch):
     monkeypatch.delenv(parallel.ENV, raising=False)
-    assert parallel.count() == 1 and parallel.from_setting(None) == 1
+    assert parallel.usable_cpus() >= 1 and parallel.count() == 1
+    assert parallel.from_setting(None) == "auto" == parallel.from_setting("auto")
     assert parallel.from_setting(3) == 3
     monkeypatch.setenv(parallel.ENV, "2")
     assert parallel.from_setting(None) == 2 and parallel.from_setting(1) == 1
+    monkeypatch.setenv(parallel.ENV, "auto")
+    assert parallel.from_setting(None) == "auto"
     monkeypatch.setenv(parallel.ENV, "two")
     with pytest.raises(ValueError, match=parallel.ENV):
         parallel.from_setting(None)
-    for bad in (0, 1.5, True):
+    for bad in (0, 1.5, True, "all"):
         with pytest.raises(ValueError, match="workers"):
             parallel.from_setting(bad)
 
@@ -143,28 +147,48 @@ def _fit(cls, dtype, workers):
 
 @pytest.mark.filterwarnings("ignore::lrtdense.diagnostics.FitWarning")   # 12 examples, N 60000
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("cls", [L.DenseLocalReparameterization, L.DenseFlipout])
-def test_fit_gives_the_same_bits_with_the_pool_off_and_any_workers(cls, dtype, monkeypatch):
+@pytest.mark.parametrize("cls", [L.DenseLocalReparameterization, L.DenseFlipout,
+                                 L.DenseReparameterization])
+@pytest.mark.parametrize("fine", [False, True])
+def test_fit_gives_the_same_bits_with_the_pool_off_and_any_workers(cls, dtype, fine, monkeypatch):
+    """fine: many more chunks and blocks, every array and every product through the pool (the
+    blocks differ from the default ones, so the one-worker run is made with them too)."""
+    if fine:
+        monkeypatch.setattr(parallel, "CHUNK_BYTES", 4096)
+        monkeypatch.setattr(parallel, "MIN_CHUNKS", 1)
+        monkeypatch.setattr(parallel, "MIN_BLOCK_WORK", 1024)
+        monkeypatch.setattr(parallel, "MAX_BLOCKS", 5)
     off = _fit(cls, dtype, workers=1)
     for workers in (2, 3):
-        runs = [_fit(cls, dtype, workers)]
-        with monkeypatch.context() as m:        # many more chunks, and every array through the pool
-            m.setattr(parallel, "CHUNK_BYTES", 4096)
-            m.setattr(parallel, "MIN_CHUNKS", 1)
-            runs.append(_fit(cls, dtype, workers))
-        for run in runs:
-            assert off.keys() == run.keys()
-            for name in off:
-                assert np.array_equal(off[name], run[name]), name
+        run = _fit(cls, dtype, workers)
+        assert off.keys() == run.keys()
+        for name in off:
+            assert np.array_equal(off[name], run[name]), name
+
+
+def test_the_automatic_policy_tries_one_worker_and_one_per_cpu(monkeypatch):
+    monkeypatch.setattr(parallel, "usable_cpus", lambda: 3)
+    policy = parallel.policy("auto")
+    assert isinstance(policy, AutoCount) and policy.default == 3 and policy.deciding
+    seen = []
+    for _ in range(7):                      # one untimed step, then 3 trials of each count
+        with policy.step(key=(4, 784)):
+            seen.append(parallel.count())
+    assert seen[0] == 3 and sorted(seen[1:]) == [1, 1, 1, 3, 3, 3]
+    assert not policy.deciding and policy.count in (1, 3) and parallel.count() == 1
+    monkeypatch.setattr(parallel, "usable_cpus", lambda: 1)
+    assert isinstance(parallel.policy("auto"), parallel.Fixed)
+    assert parallel.policy("auto").count == 1 and parallel.policy(4).count == 4
 
 
 def test_make_step_sets_the_workers_of_its_steps(monkeypatch):
     monkeypatch.delenv(parallel.ENV, raising=False)
     model = _model(L.DenseLocalReparameterization, "float64")
-    assert make_step(model, L.adam(1e-3), 10).workers == 1
-    assert make_step(model, L.adam(1e-3), 10, workers=2).workers == 2
+    default = make_step(model, L.adam(1e-3), 10).workers
+    assert isinstance(default, AutoCount if parallel.usable_cpus() > 1 else parallel.Fixed)
+    assert make_step(model, L.adam(1e-3), 10, workers=2).workers.count == 2
     monkeypatch.setenv(parallel.ENV, "3")
-    assert make_step(model, L.adam(1e-3), 10).workers == 3
+    assert make_step(model, L.adam(1e-3), 10).workers.count == 3
     with pytest.raises(ValueError, match="workers"):
         make_step(model, L.adam(1e-3), 10, workers=0)
 
@@ -186,3 +210,42 @@ def test_gradients_match_finite_differences_with_the_pool_on(monkeypatch):
     with parallel.workers(2):
         directional_fd_check(loss, (params, x), 0, rng)
         directional_fd_check(loss, (params, x), 1, rng)
+
+
+# ----------------------------------------------------------------------------- matrix products
+@pytest.mark.parametrize("m,k,n", [(100, 784, 400), (784, 100, 400), (100, 400, 784),
+                                   (1000, 400, 10), (10, 784, 400), (3, 4, 5)])
+def test_product_blocks_are_fixed_by_the_shape_and_cover_the_output(m, k, n):
+    axis, bounds = parallel.product_blocks(m, k, n)
+    length = (m, n)[axis]
+    assert length == max(m, n) and bounds[0][0] == 0 and bounds[-1][1] == length
+    assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+    assert 1 <= len(bounds) <= parallel.MAX_BLOCKS
+    if m * k * n < 2 * parallel.MIN_BLOCK_WORK:
+        assert len(bounds) == 1
+    else:
+        assert min((stop - start) * k * (n, m)[axis] for start, stop in bounds) \
+            >= parallel.MIN_BLOCK_WORK // 2
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m,k,n,transposed", [(100, 784, 400, False), (784, 100, 400, True),
+                                              (100, 400, 784, False), (1000, 400, 10, False),
+                                              (400, 1000, 400, True), (3, 4, 5, False)])
+def test_matmul_gives_the_same_bits_with_any_worker_count(dtype, m, k, n, transposed):
+    """Row blocks, column blocks, a transposed view as the left factor (x^T g): the products of
+    1, 2 and 3 workers are identical and equal a @ b to rounding."""
+    rng = np.random.default_rng(m + k + n)
+    a = rng.standard_normal((k, m) if transposed else (m, k)).astype(dtype)
+    a = a.T if transposed else a
+    b = rng.standard_normal((k, n)).astype(dtype)
+    outs = []
+    for n_workers in (1, 2, 3):
+        out = np.full((m, n), np.nan, dtype)
+        with parallel.workers(n_workers):
+            assert parallel.matmul(a, b, out) is out
+        outs.append(out)
+    assert all(np.array_equal(outs[0], out) for out in outs[1:])
+    exact = a.astype(np.float64) @ b.astype(np.float64)
+    bound = np.abs(a).astype(np.float64) @ np.abs(b).astype(np.float64)
+    assert np.all(np.abs(outs[0] - exact) <= 2 * k * np.finfo(dtype).eps * bound)

@@ -25,6 +25,7 @@ import numpy as np
 
 from lrtdense.autodiff import Fresh, kernel
 from lrtdense.kernels.common import as_matrix, cotangent_summed_to, like, summed_to
+from lrtdense.parallel import matmul
 
 __all__ = ["normal_sample", "dense", "lrt", "reparameterization", "flipout", "per_example",
            "add_bias"]
@@ -45,9 +46,9 @@ def _over_s(a, s, out):
 def _input_cotangent(g, loc, a, b, c, shape, ws):
     """dx = g @ loc^T + (a @ b^T) * c, reshaped to x's shape: the cotangent of x in a kernel term
     x @ loc + f(x) whose second part contributes (a @ b^T) * c."""
-    t = np.matmul(a, b.T, out=like(ws, c))
+    t = matmul(a, b.T, out=like(ws, c))
     t *= c
-    dx = np.matmul(g, loc.T, out=like(ws, c))
+    dx = matmul(g, loc.T, out=like(ws, c))
     dx += t
     return dx.reshape(shape)
 
@@ -91,8 +92,8 @@ def _(x, loc, scale, eps, *, needs, workspace=None):
     n, units = x.shape[0], loc.shape[1]
     x_squared = np.multiply(x, x, out=like(ws, x))
     scale_squared = np.multiply(scale, scale, out=like(ws, scale))
-    m = np.matmul(x, loc, out=like(ws, x, (n, units)))
-    v = np.matmul(x_squared, scale_squared, out=like(ws, x, (n, units)))
+    m = matmul(x, loc, out=like(ws, x, (n, units)))
+    v = matmul(x_squared, scale_squared, out=like(ws, x, (n, units)))
     s = np.sqrt(v, out=v)
     s_eps = np.multiply(s, eps, out=like(ws, s))
     out = np.add(m, s_eps, out=m)                                   # m + s * eps, in m's buffer
@@ -116,10 +117,10 @@ def _(res, g, wanted):
         dx = _input_cotangent(g, res.loc, r, res.scale_squared, x, res.x_shape, ws)
         grads["x"] = Fresh(dx)
     if "loc" in wanted:
-        dloc = np.matmul(x.T, g, out=like(ws, res.loc))
+        dloc = matmul(x.T, g, out=like(ws, res.loc))
         grads["loc"] = Fresh(dloc)
     if "scale" in wanted:
-        x_squared_t_r = np.matmul(res.x_squared.T, r, out=like(ws, scale))
+        x_squared_t_r = matmul(res.x_squared.T, r, out=like(ws, scale))
         dscale = np.multiply(scale, x_squared_t_r, out=x_squared_t_r)
         grads["scale"] = Fresh(dscale)
     if "eps" in wanted:
@@ -187,7 +188,7 @@ class DenseResiduals(NamedTuple):
 @dense.forward
 def _(x, w, *, workspace=None):
     x_shape, x = x.shape, as_matrix(x)
-    out = np.matmul(x, w, out=like(workspace, x, (x.shape[0], w.shape[1])))
+    out = matmul(x, w, out=like(workspace, x, (x.shape[0], w.shape[1])))
     return out.reshape(x_shape[:-1] + (w.shape[1],)), DenseResiduals(x, w, x_shape, workspace)
 
 
@@ -196,9 +197,9 @@ def _(res, g, wanted):
     ws, g = res.workspace, as_matrix(g)
     grads = {}
     if "x" in wanted:
-        grads["x"] = Fresh(np.matmul(g, res.w.T, out=like(ws, res.x)).reshape(res.x_shape))
+        grads["x"] = Fresh(matmul(g, res.w.T, out=like(ws, res.x)).reshape(res.x_shape))
     if "w" in wanted:
-        grads["w"] = Fresh(np.matmul(res.x.T, g, out=like(ws, res.w)))
+        grads["w"] = Fresh(matmul(res.x.T, g, out=like(ws, res.w)))
     return grads
 
 
@@ -249,8 +250,8 @@ def _(x, loc, scale, eps, sign_in, sign_out, *, workspace=None):
     n, units = x.shape[0], loc.shape[1]
     xs = np.multiply(x, sign_in, out=like(ws, x))
     perturbation = np.multiply(eps, scale, out=like(ws, scale))
-    mean = np.matmul(x, loc, out=like(ws, x, (n, units)))
-    p = np.matmul(xs, perturbation, out=like(ws, x, (n, units)))
+    mean = matmul(x, loc, out=like(ws, x, (n, units)))
+    p = matmul(xs, perturbation, out=like(ws, x, (n, units)))
     p *= sign_out
     out = np.add(mean, p, out=mean)                             # mean + perturbation
     res = FlipoutResiduals(x, xs, perturbation, loc, scale, eps, sign_in, sign_out, x_shape, ws)
@@ -263,7 +264,7 @@ def _(res, g, wanted):
     gs = np.multiply(g, res.sign_out, out=like(ws, g))          # the perturbation's cotangent
 
     def dperturbation_times(factor):                            # ((x * sign_in)^T gs) * factor
-        out = np.matmul(res.xs.T, gs, out=like(ws, res.perturbation))
+        out = matmul(res.xs.T, gs, out=like(ws, res.perturbation))
         out *= factor
         return Fresh(out)
 
@@ -272,7 +273,7 @@ def _(res, g, wanted):
         grads["x"] = Fresh(_input_cotangent(g, res.loc, gs, res.perturbation, res.sign_in,
                                             res.x_shape, ws))
     if "loc" in wanted:
-        grads["loc"] = Fresh(np.matmul(x.T, g, out=like(ws, res.loc)))
+        grads["loc"] = Fresh(matmul(x.T, g, out=like(ws, res.loc)))
     if "scale" in wanted:
         grads["scale"] = dperturbation_times(res.eps)
     if "eps" in wanted:
