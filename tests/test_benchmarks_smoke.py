@@ -101,8 +101,10 @@ def test_bench_step_contended_reports_every_thread_setting_against_its_idle_time
     assert "Load average (1, 5, 15 min) before:" in proc.stdout
     (dtype, batch, run), = results["contended"]["runs"]
     assert (dtype, batch) == ("float64", 4)
-    assert sorted(run["over_idle_one"]) == ["auto", "auto_contended", "default", "one"]
+    assert sorted(run["over_idle_one"]) == ["auto", "auto_contended", "default", "one",
+                                            "one_core"]
     assert all(_positive(v) for v in run["over_idle_one"].values())
+    assert run["workers"] >= 1
     assert all(c >= 1 for c in (run["auto_choice"]["idle"], run["auto_choice"]["new"]))
 
 
