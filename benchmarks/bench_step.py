@@ -92,6 +92,11 @@ def parse_args(argv=None):
     p.add_argument("--oracle", action="store_true",
                    help="also time tests/oracle.py's plain autograd loss + autograd.grad + "
                         "lrtdense's Adam (a diagnostic: what the kernels buy)")
+    p.add_argument("--settle", type=float, default=0.2, metavar="SECONDS",
+                   help="pause before each contender's pair of steps (default 0.2), so that the "
+                        "thread pools of the one before (OpenBLAS, PyTorch, XLA), which spin on "
+                        "the cores for a while after their work, do not take the cores it runs "
+                        "on; 0 for none")
     p.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
                    help="before each configuration, wait up to SECONDS for other processes to "
                         "leave the CPUs mostly idle (shared machines)")
@@ -134,8 +139,8 @@ def parse_args(argv=None):
         args.warmup = 1 if args.quick else 2
     if len(args.sizes) < 2 or min(args.sizes) < 1 or not args.batches or min(args.batches) < 1:
         p.error("--sizes needs at least 2 sizes >= 1 and --batches sizes >= 1")
-    if args.repeats < 1 or args.warmup < 0:
-        p.error("--repeats must be >= 1 and --warmup >= 0")
+    if args.repeats < 1 or args.warmup < 0 or args.settle < 0:
+        p.error("--repeats must be >= 1, --warmup >= 0 and --settle >= 0")
     if args.threads is not None and args.threads < 1:
         p.error("--threads must be >= 1")
     args.memory_steps = 2 if args.quick else 3
@@ -183,13 +188,16 @@ def load_peers(names, dtypes, threads=None):
 
 
 # ------------------------------------------------------------------------------------- timing
-def time_round_robin(contenders, repeats, warmup, rng):
+def time_round_robin(contenders, repeats, warmup, rng, settle=0.0):
     """Step times in seconds, measured in ``repeats`` interleaved rounds (a new random order each
     round) after ``warmup`` untimed rounds.
 
     In each round every contender, in turn, runs two steps back to back, each timed: the first
     starts with the caches the other contenders left behind ("cold"), the second with its own,
-    as steps do in a training loop ("warm"). Returns ({name: warm times}, {name: cold times}).
+    as steps do in a training loop ("warm"). ``settle`` seconds of sleep come before each pair:
+    a library's worker threads spin on the cores for a while after their work (OpenBLAS's after
+    a multi-threaded product, PyTorch's and XLA's pools), and would take the cores of whichever
+    contender runs next. Returns ({name: warm times}, {name: cold times}).
     """
     for _ in range(warmup):
         for c in contenders:
@@ -199,6 +207,8 @@ def time_round_robin(contenders, repeats, warmup, rng):
     for _ in range(repeats):
         for i in rng.permutation(len(contenders)):
             c = contenders[i]
+            if settle:
+                time.sleep(settle)
             start = clock()
             c.run()
             middle = clock()
@@ -271,7 +281,7 @@ def run_config(problems, factories, args, rng):
     contenders, checks, notes = build_contenders(problems, factories, args)
     background = machine.wait_for_idle(args.wait_idle) if args.wait_idle > 0 else None
     with machine.CpuShare() as share:
-        times, cold = time_round_robin(contenders, args.repeats, args.warmup, rng)
+        times, cold = time_round_robin(contenders, args.repeats, args.warmup, rng, args.settle)
     faults = {c.name: memory_stats.page_faults_per_step(c.run, args.fault_steps)[0]
               for c in contenders}
     return {"time": {name: summarize(t) for name, t in times.items()},
@@ -286,7 +296,7 @@ def run_config(problems, factories, args, rng):
 def run_contended(configs, problems_of, args, rng):
     """``contended.measure`` for every configuration and estimator, with the load around it."""
     def timer(contenders):
-        times, _ = time_round_robin(contenders, args.repeats, args.warmup, rng)
+        times, _ = time_round_robin(contenders, args.repeats, args.warmup, rng, args.settle)
         return {name: summarize(t) for name, t in times.items()}
 
     load_before, runs = os.getloadavg(), []
