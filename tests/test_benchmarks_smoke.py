@@ -36,7 +36,7 @@ def _positive(value):
 def _run(args, tmp_path, env=None, timeout=180):
     raw = tmp_path / "results.json"
     proc = subprocess.run(
-        [sys.executable, BENCH, "--quick", "--repeats", "2", "--warmup", "1",
+        [sys.executable, BENCH, "--quick", "--repeats", "2", "--warmup", "1", "--settle", "0.01",
          "--sizes", ",".join(map(str, SIZES)), "--json", str(raw)] + args,
         capture_output=True, text=True, timeout=timeout, cwd=tmp_path,
         env=None if env is None else {**os.environ, **env})
