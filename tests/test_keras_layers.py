@@ -126,11 +126,13 @@ def test_statistical_mode_jax_one_case():
     assert_certified(summary, ["flipout"])
 
 
-def test_statistical_mode_training_cases():
+@pytest.mark.parametrize("backend", [
+    "jax", pytest.param("torch", marks=pytest.mark.slow)])  # torch: ~70 s, each draw alone
+def test_statistical_mode_training_cases(backend):
     """SPEC.md section 7, "A training step": 10000 draws of each eligible training case's first
     step with the layer's own keras.random draws (loss and gradients)."""
     cases = ["train_64_lrt_linear", "train_32_reparam_linear"]
-    summary = conformance("jax", cases, statistical=True)
+    summary = conformance(backend, cases, statistical=True)
     assert summary == {"families": {"train": {"pass": 8}}, "failures": []}
 
 
@@ -145,13 +147,6 @@ def test_statistical_mode_torch_one_case():
     seeds a torch.Generator from it), each differentiated by torch.autograd.grad."""
     summary = conformance("torch", ["flipout_64_normal_bias_linear"], statistical=True)
     assert_certified(summary, ["flipout"])
-
-
-@pytest.mark.slow      # ~70 s on two shared cores: PyTorch differentiates each draw alone
-def test_statistical_mode_torch_training_cases():
-    cases = ["train_64_lrt_linear", "train_32_reparam_linear"]
-    summary = conformance("torch", cases, statistical=True)
-    assert summary == {"families": {"train": {"pass": 8}}, "failures": []}
 
 
 @pytest.mark.slow
