@@ -20,7 +20,8 @@ the base may be any revision: one with the one training path, or an older one wi
 Run: ``python benchmarks/ab_step.py [--base HEAD] [--configs float32:100,float64:100]
 [--estimators lrt,flipout] [--rounds 25]`` from the repository; about 10 s per configuration
 and estimator. Prints one line per estimator and configuration: the median ms of base and
-working tree and their ratio (< 1: the working tree is faster). ``OPENBLAS_NUM_THREADS=1`` in the environment makes the ratio of the element-wise work
+working tree, their ratio (< 1: the working tree is faster), and the spread: the interquartile
+range of the per-round ratios. ``OPENBLAS_NUM_THREADS=1`` in the environment makes the ratio of the element-wise work
 less sensitive to other processes (it slows the GEMMs of both alike).
 """
 import argparse
@@ -80,7 +81,8 @@ def step_of(package, dtype, sizes, params, estimator="lrt"):
 
 
 def compare(base, dtype, batch, rounds, estimator="lrt", sizes=ref.LAYERS):
-    """(base median ms, working-tree median ms) of the step, interleaved."""
+    """(base median ms, working-tree median ms, (25th, 75th) percentiles of the per-round
+    ratio new/base) of the step, interleaved."""
     import lrtdense
 
     problem = ref.reference_problem(dtype, batch, sizes, estimator=estimator)
@@ -96,7 +98,9 @@ def compare(base, dtype, batch, rounds, estimator="lrt", sizes=ref.LAYERS):
             start = time.perf_counter()
             run[1], *_ = run[0](run[1], problem.x, problem.y, run[2])
             times[name].append(time.perf_counter() - start)
-    return 1e3 * float(np.median(times["base"])), 1e3 * float(np.median(times["new"]))
+    ratios = np.divide(times["new"], times["base"])
+    return (1e3 * float(np.median(times["base"])), 1e3 * float(np.median(times["new"])),
+            tuple(float(q) for q in np.percentile(ratios, [25, 75])))
 
 
 def main(argv=None):
@@ -137,10 +141,11 @@ def main(argv=None):
         results = []
         for est in estimators:
             for dtype, batch in configs:
-                old, new = compare(base, dtype, batch, args.rounds, est, sizes)
+                old, new, (q25, q75) = compare(base, dtype, batch, args.rounds, est, sizes)
                 results.append((est, dtype, batch, old, new))
                 print(f"{est:<18} {dtype} batch {batch:>5}: base {old:8.2f}  new {new:8.2f}  "
-                      f"new/base {new / old:.3f}", flush=True)
+                      f"new/base {new / old:.3f}  (per-round IQR {q25:.3f}-{q75:.3f})",
+                      flush=True)
     return results
 
 

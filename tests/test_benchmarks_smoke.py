@@ -176,7 +176,7 @@ def test_ab_step_compares_the_working_tree_with_a_revision(base):
     lines = proc.stdout.strip().splitlines()[-2:]
     for line, est in zip(lines, ("lrt", "svd")):
         match = re.fullmatch(rf"{est} +float32 batch +4: base +([\d.]+) +new +([\d.]+) +"
-                             rf"new/base ([\d.]+)", line)
+                             rf"new/base ([\d.]+)  \(per-round IQR ([\d.]+)-([\d.]+)\)", line)
         assert match, proc.stdout
         assert all(float(v) > 0 for v in match.groups())
     bad = subprocess.run([sys.executable, script, "--configs", "float16:4"], capture_output=True,
