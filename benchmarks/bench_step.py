@@ -79,7 +79,7 @@ def parse_args(argv=None):
                    help=f"comma-separated, some of {', '.join(ref.ESTIMATORS)} (default all; "
                         f"the ratios to the LRT step need lrt)")
     p.add_argument("--repeats", type=int, default=None,
-                   help="rounds: timed pairs of steps per contender and configuration "
+                   help="rounds: timed turns (--turn steps) per contender and configuration "
                         "(default 21, --quick 5)")
     p.add_argument("--warmup", type=int, default=None,
                    help="untimed round-robin rounds first (default 2, --quick 1)")
@@ -93,10 +93,13 @@ def parse_args(argv=None):
                    help="also time tests/oracle.py's plain autograd loss + autograd.grad + "
                         "lrtdense's Adam (a diagnostic: what the kernels buy)")
     p.add_argument("--settle", type=float, default=0.2, metavar="SECONDS",
-                   help="pause before each contender's pair of steps (default 0.2), so that the "
+                   help="pause before each contender's turn of steps (default 0.2), so that the "
                         "thread pools of the one before (OpenBLAS, PyTorch, XLA), which spin on "
                         "the cores for a while after their work, do not take the cores it runs "
                         "on; 0 for none")
+    p.add_argument("--turn", type=int, default=2, metavar="STEPS",
+                   help="steps each contender runs in its turn of a round (default 2): the "
+                        "first is reported as cold, the others as warm")
     p.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
                    help="before each configuration, wait up to SECONDS for other processes to "
                         "leave the CPUs mostly idle (shared machines)")
@@ -139,8 +142,8 @@ def parse_args(argv=None):
         args.warmup = 1 if args.quick else 2
     if len(args.sizes) < 2 or min(args.sizes) < 1 or not args.batches or min(args.batches) < 1:
         p.error("--sizes needs at least 2 sizes >= 1 and --batches sizes >= 1")
-    if args.repeats < 1 or args.warmup < 0 or args.settle < 0:
-        p.error("--repeats must be >= 1, --warmup >= 0 and --settle >= 0")
+    if args.repeats < 1 or args.warmup < 0 or args.settle < 0 or args.turn < 2:
+        p.error("--repeats must be >= 1, --warmup >= 0, --settle >= 0 and --turn >= 2")
     if args.threads is not None and args.threads < 1:
         p.error("--threads must be >= 1")
     args.memory_steps = 2 if args.quick else 3
@@ -188,16 +191,18 @@ def load_peers(names, dtypes, threads=None):
 
 
 # ------------------------------------------------------------------------------------- timing
-def time_round_robin(contenders, repeats, warmup, rng, settle=0.0):
+def time_round_robin(contenders, repeats, warmup, rng, settle=0.0, turn=2):
     """Step times in seconds, measured in ``repeats`` interleaved rounds (a new random order each
     round) after ``warmup`` untimed rounds.
 
-    In each round every contender, in turn, runs two steps back to back, each timed: the first
-    starts with the caches the other contenders left behind ("cold"), the second with its own,
-    as steps do in a training loop ("warm"). ``settle`` seconds of sleep come before each pair:
-    a library's worker threads spin on the cores for a while after their work (OpenBLAS's after
-    a multi-threaded product, PyTorch's and XLA's pools), and would take the cores of whichever
-    contender runs next. Returns ({name: warm times}, {name: cold times}).
+    In each round every contender, in turn, runs ``turn`` steps back to back, each timed: the
+    first starts with the caches (and the cores) the other contenders left behind ("cold"), the
+    others with its own, as steps do in a training loop ("warm"). ``settle`` seconds of sleep
+    come before each turn: a library's worker threads spin on the cores for a while after their
+    work (OpenBLAS's after a multi-threaded product, PyTorch's and XLA's pools), and would take
+    the cores of whichever contender runs next; a longer turn lets a library whose pool went to
+    sleep during the pause wake it up before its steps count. Returns ({name: warm times},
+    {name: cold times}).
     """
     for _ in range(warmup):
         for c in contenders:
@@ -209,13 +214,13 @@ def time_round_robin(contenders, repeats, warmup, rng, settle=0.0):
             c = contenders[i]
             if settle:
                 time.sleep(settle)
-            start = clock()
-            c.run()
-            middle = clock()
-            c.run()
-            end = clock()
-            cold[c.name].append(middle - start)
-            warm[c.name].append(end - middle)
+            times = [clock()]
+            for _ in range(turn):
+                c.run()
+                times.append(clock())
+            steps = np.diff(times)
+            cold[c.name].append(steps[0])
+            warm[c.name].extend(steps[1:])
     return warm, cold
 
 
@@ -281,7 +286,8 @@ def run_config(problems, factories, args, rng):
     contenders, checks, notes = build_contenders(problems, factories, args)
     background = machine.wait_for_idle(args.wait_idle) if args.wait_idle > 0 else None
     with machine.CpuShare() as share:
-        times, cold = time_round_robin(contenders, args.repeats, args.warmup, rng, args.settle)
+        times, cold = time_round_robin(contenders, args.repeats, args.warmup, rng, args.settle,
+                                       args.turn)
     faults = {c.name: memory_stats.page_faults_per_step(c.run, args.fault_steps)[0]
               for c in contenders}
     return {"time": {name: summarize(t) for name, t in times.items()},
@@ -296,7 +302,8 @@ def run_config(problems, factories, args, rng):
 def run_contended(configs, problems_of, args, rng):
     """``contended.measure`` for every configuration and estimator, with the load around it."""
     def timer(contenders):
-        times, _ = time_round_robin(contenders, args.repeats, args.warmup, rng, args.settle)
+        times, _ = time_round_robin(contenders, args.repeats, args.warmup, rng, args.settle,
+                                    args.turn)
         return {name: summarize(t) for name, t in times.items()}
 
     load_before, runs = os.getloadavg(), []
@@ -321,6 +328,7 @@ def main(argv=None):
     results = {"configs": [], "reference_sizes": tuple(args.sizes) == ref.LAYERS,
                "estimators": list(args.estimators), "settings": {
                    "repeats": args.repeats, "warmup": args.warmup, "sizes": list(args.sizes),
+                   "turn": args.turn, "settle": args.settle,
                    "memory_steps": args.memory_steps, "fault_steps": args.fault_steps,
                    "seed": args.seed}}
 

@@ -229,9 +229,10 @@ def format_report(results):
         + ("" if results["reference_sizes"] else " (not the reference network: no bars)")
         + f", every layer of one class; {s['repeats']} rounds after {s['warmup']} warm-up "
         "rounds. In each round every contender of a configuration in turn (a new random order "
-        "each round) runs two steps back to back: the second (\"warm\", its own data in the "
-        "caches, as in a training loop) is the step time below; the first (\"cold\", after "
-        "another contender) is in the spread table. Medians.",
+        f"each round), after a pause of {s.get('settle', 0.2):g} s, runs {s.get('turn', 2)} "
+        "steps back to back: the ones after the first (\"warm\", its own data in the caches, "
+        "as in a training loop) give the step time below; the first (\"cold\", after another "
+        "contender) is in the spread table. Medians.",
     ]
     lines += [f"- {note}" for note in results["notes"]]
 

@@ -47,8 +47,10 @@ def _run(args, tmp_path, env=None, timeout=180):
 def test_bench_step_tiny_configuration(tmp_path):
     out = tmp_path / "results.md"
     proc, results = _run(["--no-peers", "--oracle", "--dtypes", ",".join(DTYPES),
-                          "--batches", ",".join(map(str, BATCHES)), "--out", str(out)], tmp_path)
+                          "--batches", ",".join(map(str, BATCHES)), "--out", str(out),
+                          "--turn", "3"], tmp_path)
     text = out.read_text()
+    assert "runs 3 steps back to back" in text
     assert text == proc.stdout
     for heading in ("## Every estimator: step time", "## The LRT step against the GEMM floor",
                     "## Memory of lrtdense's training steps", "## Page faults per step",
@@ -70,7 +72,7 @@ def test_bench_step_tiny_configuration(tmp_path):
         assert sorted(cfg["time"]) == sorted(
             ["floor"] + [f"{lib}:{e}" for lib in ("lrtdense", "oracle") for e in ESTIMATORS])
         for t in cfg["time"].values():
-            assert t["n"] == 2 and _positive(t["median_ms"]) and t["min_ms"] <= t["median_ms"]
+            assert t["n"] == 2 * (3 - 1) and _positive(t["median_ms"]) and t["min_ms"] <= t["median_ms"]
         assert _positive(cfg["lrt"]["over_floor"]) and cfg["lrt"]["bar"]["met"] is None
         for est in ESTIMATORS:
             e = cfg["estimators"][est]
