@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import lrtdense as L
-from lrtdense import bench, cli
+from lrtdense import bench, cli, tree
 
 UCI = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir, "shared",
                    "uci")
@@ -52,12 +52,13 @@ def test_bench_uci_yacht_two_splits_from_the_command_line(tmp_path, capsys):
 
 
 @needs_uci
-def test_the_split_is_scored_in_original_units_with_the_mixture_ll():
+@pytest.mark.parametrize("average", [0.0, 0.7])
+def test_the_split_is_scored_in_original_units_with_the_mixture_ll(average):
     x_train, y_train, x_test, y_test = bench.load_split(os.path.join(UCI, "yacht"), 0)
     assert x_train.shape == (277, 6) and y_test.shape == (31, 1)
     row = bench.run_split(x_train, y_train, x_test, y_test, rng=np.random.default_rng(0),
-                          hidden=8, epochs=2, batch_size=64, learning_rate=1e-2, num_samples=10,
-                          initial_noise=0.5)
+                          hidden=8, epochs=3, batch_size=64, learning_rate=1e-2, num_samples=10,
+                          initial_noise=0.5, average=average)
     # the same draws again, scored by hand: standardise with the training split's statistics,
     # map the samples and the noise back, and average the mixture's density in a loop
     rng = np.random.default_rng(0)
@@ -67,8 +68,15 @@ def test_the_split_is_scored_in_original_units_with_the_mixture_ll():
                                   L.DenseLocalReparameterization(1, dtype="float64")]),
                     L.GaussianLikelihood(0.5, learn_scale=True))
     params = model.init(rng, 6)
-    params, _ = L.fit(model, params, (x_train - xm) / xs, (y_train - ym) / ys, rng=rng, epochs=2,
-                      batch_size=64, optimizer=L.adam(1e-2), verbose=False)
+    ends = []       # the params at the end of each epoch, averaged by hand
+    L.fit(model, params, (x_train - xm) / xs, (y_train - ym) / ys, rng=rng, epochs=3,
+          batch_size=64, optimizer=L.adam(1e-2), verbose=False,
+          callback=lambda epoch, p, history: ends.append(p))
+    params = ends[0]
+    for p in ends[1:]:
+        params = tree.map(lambda avg, q: average * avg + (1 - average) * q, params, p)
+    last = [np.array_equal(a, b) for a, b in zip(tree.leaves(params), tree.leaves(ends[-1]))]
+    assert all(last) if average == 0 else not any(last)
     pred = L.predict(model, params, (x_test - xm) / xs, rng=rng, num_samples=10)
     mu, sigma = pred["samples"][:, :, 0] * ys + ym, pred["noise_scale"] * ys
     ll = np.mean([np.log(np.mean(np.exp(-0.5 * ((y_test[n, 0] - mu[:, n]) / sigma) ** 2)
@@ -96,6 +104,8 @@ def test_bad_data_and_output_are_refused_before_training(tmp_path, capsys):
             bench.uci(str(tmp_path / "none"), grid=grid)
     with pytest.raises(ValueError, match="kl_warmup"):
         bench.uci(str(tmp_path / "none"), recipe={"kl_warmup": 2.0})
+    with pytest.raises(ValueError, match="average"):
+        bench.uci(str(tmp_path / "none"), recipe={"average": 1.0})
     assert cli.main(["bench", "uci", "--data", str(tmp_path), "--out", str(tmp_path / "o"),
                      "--grid", '{"learn_noise": [1]}']) == 2
     assert capsys.readouterr().err.count("\n") == 1

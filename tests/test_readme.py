@@ -53,7 +53,7 @@ def test_the_regression_and_its_uncertainty_as_the_text_says(values):
 def test_the_recipe_as_the_text_says(values):
     """The learned-noise block: "the KL weight warmed up linearly from 1/80 to 1 over the first
     20% of the epochs" (`noisy_history["kl_weight"]` starts 0.0125, 0.025); "a noise scale of
-    0.125"; "the best validation reading comes at epoch 320 of 400"; the stopping rule (three
+    0.127"; "the best validation reading comes late, at epoch 400"; the stopping rule (three
     readings without a new best) held wherever fit stopped."""
     history, best = values["noisy_history"], values["best"]
     weights = np.array(history["kl_weight"])
@@ -65,10 +65,10 @@ def test_the_recipe_as_the_text_says(values):
     trained = len(history["loss"])
     assert best["epochs"] % 40 == 0 and best["epochs"] <= trained <= 400
     assert trained == 400 or trained - best["epochs"] >= 120
-    # "at epoch 320 of 400 here": a validation-picked epoch of a float32 training, which another
+    # "late, at epoch 400": a validation-picked epoch of a float32 training, which another
     # BLAS can move to a neighbouring reading; late in the training wherever it runs
     assert 240 <= best["epochs"] <= 400
-    assert abs(values["learned"] - 0.125) < 0.0015, values["learned"]
+    assert abs(values["learned"] - 0.127) < 0.0015, values["learned"]
     assert np.isfinite(best["ll"]) and best["ll"] > 0
 
 
