@@ -138,8 +138,9 @@ class _Average:
         if self.params is None or self.decay == 0:
             self.params = params
         else:
-            self.params = tree.map(lambda avg, p: self.decay * avg + (1 - self.decay) * p,
-                                   self.params, params)
+            self.params = tree.map(         # arrays stay arrays (0-d ones included)
+                lambda avg, p: np.asarray(self.decay * avg + (1 - self.decay) * p),
+                self.params, params)
 
 
 def _score(model, params, data, x, y, rng, num_samples):
