@@ -1,11 +1,12 @@
 """The signals ``fit`` handles: SIGTERM turned into a flag it checks between steps, and SIGINT
 (Ctrl-C) held back while an update or a checkpoint is written, so that neither is left half
-done."""
+done; and SIGTERM raised as an exception where cleanup must run (``bench uci``'s worker
+processes)."""
 import contextlib
 import signal
 import threading
 
-__all__ = ["sigterm_flag", "deferred_interrupt"]
+__all__ = ["sigterm_flag", "sigterm_raises", "deferred_interrupt"]
 
 
 @contextlib.contextmanager
@@ -21,6 +22,26 @@ def sigterm_flag():
     previous = signal.signal(signal.SIGTERM, lambda *args: flag.append(args))
     try:
         yield flag
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def sigterm_raises(make_exception):
+    """Within the block, SIGTERM raises ``make_exception()`` where the main thread is, so that the
+    ``finally`` blocks and context managers it is in run before the process ends (main thread
+    only, and only where SIGTERM has its default action, as ``sigterm_flag``)."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+
+    def handler(*args):
+        raise make_exception()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
     finally:
         signal.signal(signal.SIGTERM, previous)
 

@@ -3,12 +3,16 @@ beside the checkout; skipped when it is absent), with a few epochs: the protocol
 recomputed from the split, resuming, and the output checks."""
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 
 import lrtdense as L
-from lrtdense import bench, cli, tree
+from lrtdense import bench, cli, interrupts, tree
 
 UCI = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir, "shared",
                    "uci")
@@ -133,6 +137,71 @@ def test_results_do_not_depend_on_the_number_of_workers(tmp_path):
         return [{k: v for k, v in row.items() if not k.endswith("seconds")}
                 for row in results["yacht"]["splits"]]
     assert run(1) == run(2)
+
+
+def _live_children(pid):
+    """The processes whose parent is ``pid`` and that are not zombies (Linux /proc)."""
+    kids = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                state, ppid = f.read().rsplit(")", 1)[1].split()[:2]
+        except (OSError, ValueError):
+            continue
+        if int(ppid) == pid and state != "Z":
+            kids.append(int(entry))
+    return kids
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@needs_uci
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads the processes from /proc")
+def test_sigterm_ends_the_worker_processes_with_the_command(tmp_path):
+    # A scheduler's or a user's `kill` reaches the command's own process; its workers must not go
+    # on training (and writing split files) orphaned once it has stopped.
+    log = tmp_path / "log"
+    argv = [sys.executable, "-m", "lrtdense", "bench", "uci", "--data", UCI, "--datasets",
+            "yacht", "--splits", "4", "--epochs", "2000", "--samples", "5", "--workers", "2",
+            "--out", str(tmp_path / "out")]
+    with open(log, "w") as f:
+        proc = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT)
+    workers = []
+    try:
+        deadline = time.monotonic() + 120
+        while len(workers) < 2 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+            workers = _live_children(proc.pid)
+        assert len(workers) == 2, log.read_text()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 143
+        deadline = time.monotonic() + 60
+        while any(map(_alive, workers)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(map(_alive, workers))
+        assert log.read_text().strip().endswith(
+            "lrtdense bench uci: stopped on SIGTERM; the worker processes were ended, and the "
+            "splits finished so far are kept in their files")
+    finally:
+        proc.kill()
+        for pid in filter(_alive, workers):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_sigterm_raises_within_the_block_only():
+    class Stop(Exception):
+        pass
+    with pytest.raises(Stop):
+        with interrupts.sigterm_raises(Stop):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)               # the handler runs at the next bytecode; never reached
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
 
 
 def test_download_without_a_network_is_one_line_and_leaves_nothing(tmp_path, capsys,

@@ -34,6 +34,7 @@ from lrtdense.bench.data import download, load_split
 from lrtdense.bench.recipe import GRID, RECIPE, run_split
 from lrtdense.bench.report import markdown
 from lrtdense.bench.uci import RESULT_FILES, uci
+from lrtdense.training import Terminated
 
 __all__ = ["uci", "load_split", "run_split", "download", "markdown", "RECIPE", "GRID",
            "add_arguments", "main"]
@@ -93,6 +94,9 @@ def main(args):
     except (ValueError, TypeError) as err:
         print(f"lrtdense bench uci: error: {err}", file=sys.stderr)
         return 2
+    except Terminated as err:
+        print(f"lrtdense bench uci: {err}", file=sys.stderr)
+        return err.code
     print(markdown(results), end="")
     print("written: " + ", ".join(os.path.join(args.out, f) for f in RESULT_FILES
                                   if os.path.exists(os.path.join(args.out, f))))

@@ -4,12 +4,12 @@ on a pool of worker processes.
 Each split's generator is seeded by (seed, crc32 of the data set's name, K) alone, so a split's
 numbers do not depend on the order the splits run in nor on how many workers run them. Each
 finished split is written to OUT/<data set>/split_K.json (by an atomic rename) and kept when the
-command runs again with the same settings, so a killed run continues where it stopped;
-OUT/results.json, OUT/results.md and OUT/results.png hold the table and the figure.
+command runs again with the same settings, so a killed run continues where it stopped (the
+worker processes end with the command, on SIGTERM and Ctrl-C too); OUT/results.json, OUT/results.md and OUT/results.png hold the table and the figure.
 """
-import concurrent.futures
 import json
 import math
+import multiprocessing
 import os
 import sys
 import tempfile
@@ -17,11 +17,13 @@ import zlib
 
 import numpy as np
 
+from lrtdense import interrupts
 from lrtdense.argtypes import check_output_folder
 from lrtdense.bench import data as data_lib
 from lrtdense.bench.recipe import GRID, RECIPE, check_recipe, grid_points, run_split_tuned
 from lrtdense.bench.report import figure, markdown
 from lrtdense.checks import check_int
+from lrtdense.training import Terminated
 
 __all__ = ["uci", "check_settings", "RESULT_FILES"]
 
@@ -68,6 +70,8 @@ def uci(data, datasets=None, splits=None, out=None, *, recipe=None, grid=None, s
     Raises:
       ValueError: a bad setting, a data set that is not there, or an ``out`` that cannot be
         written (all checked before any training).
+      Terminated: SIGTERM arrived while ``workers`` > 1 processes trained (a SystemExit, status
+        143); the workers are ended with the run, the splits finished so far stay in ``out``.
     """
     settings = check_settings(recipe or {}, GRID if grid is None else grid, seed)
     workers = check_int(workers, "workers", 1)
@@ -98,15 +102,25 @@ def uci(data, datasets=None, splits=None, out=None, *, recipe=None, grid=None, s
 
 
 def _run(jobs, workers):
-    """Yields ((name, k), row) for each job, as they finish."""
+    """Yields ((name, k), row) for each job, as they finish. Several workers are processes of a
+    pool that ends with the run, whichever way it ends (an error, Ctrl-C, SIGTERM raised as
+    ``Terminated``): none is left training, orphaned, after the command has stopped."""
     if workers == 1 or len(jobs) <= 1:
         for job in jobs:
-            yield job[2:4], _split(*job)
+            yield _split_job(job)
         return
-    with concurrent.futures.ProcessPoolExecutor(min(workers, len(jobs))) as pool:
-        futures = {pool.submit(_split, *job): job[2:4] for job in jobs}
-        for future in concurrent.futures.as_completed(futures):
-            yield futures[future], future.result()
+    with multiprocessing.Pool(min(workers, len(jobs))) as pool, \
+            interrupts.sigterm_raises(_terminated):
+        yield from pool.imap_unordered(_split_job, jobs)
+
+
+def _terminated():
+    return Terminated("stopped on SIGTERM; the worker processes were ended, and the splits "
+                      "finished so far are kept in their files")
+
+
+def _split_job(job):
+    return job[2:4], _split(*job)
 
 
 def _split(data, out, name, k, settings):
