@@ -5,7 +5,8 @@ Each split's generator is seeded by (seed, crc32 of the data set's name, K) alon
 numbers do not depend on the order the splits run in nor on how many workers run them. Each
 finished split is written to OUT/<data set>/split_K.json (by an atomic rename) and kept when the
 command runs again with the same settings, so a killed run continues where it stopped (the
-worker processes end with the command, on SIGTERM and Ctrl-C too); OUT/results.json, OUT/results.md and OUT/results.png hold the table and the figure.
+worker processes end with the command, on SIGTERM and Ctrl-C too); OUT/results.json,
+OUT/results.md and OUT/results.png hold the table and the figure.
 """
 import json
 import math
