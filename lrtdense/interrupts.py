@@ -15,8 +15,7 @@ def sigterm_flag():
     (main thread only, and only where SIGTERM has its default action: a handler the user
     installed is left alone)."""
     flag = []
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+    if not _sigterm_is_ours():
         yield flag
         return
     previous = signal.signal(signal.SIGTERM, lambda *args: flag.append(args))
@@ -31,8 +30,7 @@ def sigterm_raises(make_exception):
     """Within the block, SIGTERM raises ``make_exception()`` where the main thread is, so that the
     ``finally`` blocks and context managers it is in run before the process ends (main thread
     only, and only where SIGTERM has its default action, as ``sigterm_flag``)."""
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+    if not _sigterm_is_ours():
         yield
         return
 
@@ -44,6 +42,13 @@ def sigterm_raises(make_exception):
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _sigterm_is_ours():
+    """Whether a handler may be installed here: in the main thread (the only one Python lets set
+    one), over SIGTERM's default action (a handler the user installed is left alone)."""
+    return (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL)
 
 
 @contextlib.contextmanager

@@ -139,26 +139,25 @@ def test_results_do_not_depend_on_the_number_of_workers(tmp_path):
     assert run(1) == run(2)
 
 
-def _live_children(pid):
-    """The processes whose parent is ``pid`` and that are not zombies (Linux /proc)."""
-    kids = []
-    for entry in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                state, ppid = f.read().rsplit(")", 1)[1].split()[:2]
-        except (OSError, ValueError):
-            continue
-        if int(ppid) == pid and state != "Z":
-            kids.append(int(entry))
-    return kids
+def _state_and_parent(pid):
+    """(state letter, parent pid) of a process from /proc, or None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state, ppid = f.read().rsplit(")", 1)[1].split()[:2]
+    except (OSError, ValueError):
+        return None
+    return state, int(ppid)
 
 
 def _alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    stat = _state_and_parent(pid)
+    return stat is not None and stat[0] != "Z"          # a zombie has ended
+
+
+def _live_children(pid):
+    stats = {int(e): _state_and_parent(e) for e in os.listdir("/proc") if e.isdigit()}
+    return [child for child, stat in stats.items()
+            if stat is not None and stat[1] == pid and stat[0] != "Z"]
 
 
 @needs_uci

@@ -107,8 +107,7 @@ def _run(jobs, workers):
     pool that ends with the run, whichever way it ends (an error, Ctrl-C, SIGTERM raised as
     ``Terminated``): none is left training, orphaned, after the command has stopped."""
     if workers == 1 or len(jobs) <= 1:
-        for job in jobs:
-            yield _split_job(job)
+        yield from map(_split_job, jobs)
         return
     with multiprocessing.Pool(min(workers, len(jobs))) as pool, \
             interrupts.sigterm_raises(_terminated):
